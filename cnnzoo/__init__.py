@@ -1,0 +1,99 @@
+"""cnnzoo: a Keras 3 model zoo of classic CNNs, with transfer learning and search.
+
+The public API. Importing cnnzoo is cheap and never imports TensorFlow: the
+functions that build models load Keras on first use (PEP 562 `__getattr__`).
+
+Example:
+
+>>> import cnnzoo
+>>> cnnzoo.list_models("vgg*")
+['vgg11', 'vgg13', 'vgg16', 'vgg19']
+>>> model = cnnzoo.get("bird_classifier", num_classes=12)  # a compiled keras.Model
+"""
+
+import importlib
+
+from cnnzoo.errors import (  # noqa: F401  (cheap, no TensorFlow)
+    CnnzooError,
+    ConfigError,
+    DataError,
+    DuplicateModelError,
+    UnknownModelError,
+    WeightsError,
+    WeightsNotFoundError,
+)
+from cnnzoo.registry import info, list_models, register, spec  # noqa: F401
+
+__version__ = "0.1.0"
+
+# name -> module that defines it; imported on first access only.
+_LAZY = {
+    "get": "cnnzoo.builders",
+    "build": "cnnzoo.builders",
+    "load": "cnnzoo.builders",
+    "layers": "cnnzoo.layers",
+    "data": "cnnzoo.data",
+    "weights": "cnnzoo.weights",
+    "finetune": "cnnzoo.transfer",
+    "predict": "cnnzoo.predict",
+    "hypermodel": "cnnzoo.tuning",
+    "tune": "cnnzoo.tuning",
+    "register_best": "cnnzoo.tuning",
+}
+
+__all__ = [
+    "list_models", "info", "spec", "register", "get", "build", "load",
+    "finetune", "predict", "hypermodel", "tune", "register_best", "data", "layers", "weights",
+    "CnnzooError", "ConfigError", "DataError", "DuplicateModelError", "UnknownModelError",
+    "WeightsError", "WeightsNotFoundError", "__version__",
+]
+
+
+class _RegisterLayersAfterKeras:
+    """Registers the `cnnzoo>` layers as soon as Keras is imported, so that
+    `import cnnzoo` followed by plain `keras.saving.load_model(path)` works
+    without importing TensorFlow before it is needed."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "keras":
+            return None
+        import importlib.util
+        import sys
+
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec("keras")
+        if spec is not None and spec.loader is not None:
+            exec_module = spec.loader.exec_module
+
+            def exec_then_register(module):
+                exec_module(module)
+                importlib.import_module("cnnzoo.layers")
+
+            spec.loader.exec_module = exec_then_register
+        return spec
+
+
+def _register_layers_with_keras():
+    import sys
+
+    if "keras" in sys.modules:
+        importlib.import_module("cnnzoo.layers")
+    elif not any(isinstance(f, _RegisterLayersAfterKeras) for f in sys.meta_path):
+        sys.meta_path.insert(0, _RegisterLayersAfterKeras())
+
+
+_register_layers_with_keras()
+
+
+def __getattr__(name):
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'cnnzoo' has no attribute {name!r}")
+    module = importlib.import_module(module_name)
+    value = module if module_name.rsplit(".", 1)[-1] == name else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,59 @@
+"""Errors raised by cnnzoo.
+
+Every error is a `CnnzooError` and also the builtin exception a caller would
+naturally catch (`KeyError`, `ValueError`, `FileNotFoundError`), so existing
+`except ValueError:` code keeps working. Messages name the argument in
+backticks, state the rule, show what was received and suggest a fix.
+"""
+
+import difflib
+
+__all__ = [
+    "CnnzooError",
+    "ConfigError",
+    "UnknownModelError",
+    "DuplicateModelError",
+    "DataError",
+    "WeightsError",
+    "WeightsNotFoundError",
+    "closest",
+]
+
+
+class CnnzooError(Exception):
+    """Base class of every error raised on purpose by cnnzoo."""
+
+
+class ConfigError(CnnzooError, ValueError):
+    """A zoo config, an override or a search space breaks a rule."""
+
+
+class UnknownModelError(CnnzooError, KeyError):
+    """No model of that name is registered."""
+
+    def __str__(self):  # KeyError would show the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
+class DuplicateModelError(ConfigError):
+    """Two sources register the same model name."""
+
+
+class DataError(CnnzooError, ValueError):
+    """An image folder, an array or a dataset cannot be used as given."""
+
+
+class WeightsError(CnnzooError, ValueError):
+    """A weights file is corrupt, does not match, or cannot be fetched."""
+
+
+class WeightsNotFoundError(CnnzooError, FileNotFoundError):
+    """A weights file is missing and cannot be fetched (offline, no file)."""
+
+
+def closest(name, candidates, n=3):
+    """Returns a `Did you mean ...?` hint for `name`, or an empty string."""
+    matches = difflib.get_close_matches(str(name), [str(c) for c in candidates], n=n, cutoff=0.5)
+    if not matches:
+        return ""
+    return " Did you mean " + " or ".join(f"`{m}`" for m in matches) + "?"

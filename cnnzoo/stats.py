@@ -1,0 +1,139 @@
+"""Shapes, parameter counts and FLOPs of a spec, by arithmetic alone.
+
+`cnnzoo info` and `cnnzoo list` use this, so it never imports TensorFlow. The
+numbers equal what Keras reports for the built model (tests check every zoo
+entry). FLOPs count 2 per multiply-accumulate of convolutions and dense layers
+(the convention behind "VGG16: 30.9 GFLOPs"); bias adds, activations,
+normalisation and pooling are not counted.
+"""
+
+import math
+from dataclasses import dataclass
+
+from cnnzoo.errors import ConfigError
+
+__all__ = ["LayerStat", "layer_stats", "count_params", "count_flops", "min_input_size", "summary"]
+
+
+@dataclass(frozen=True)
+class LayerStat:
+    name: str
+    kind: str
+    output_shape: tuple
+    params: int
+    flops: int
+
+
+def _out(size, k, s, padding):
+    if padding == "same":
+        return math.ceil(size / s)
+    return (size - k) // s + 1
+
+
+def layer_stats(spec, input_shape=None, num_classes=None):
+    """Lists each layer of `spec` with output shape, parameters and FLOPs.
+
+    Args:
+        spec: a `ModelSpec`.
+        input_shape: (height, width, channels); defaults to the spec's.
+        num_classes: defaults to the spec's.
+
+    Returns:
+        A list of `LayerStat`, in model order.
+
+    Example:
+
+    >>> [s.name for s in layer_stats(cnnzoo.registry.spec("lenet5"))][:2]  # doctest: +SKIP
+    ['block1_conv1', 'block1_pool']
+    """
+    h, w, c = input_shape or spec.input_shape
+    num_classes = num_classes or spec.num_classes
+    rows = []
+
+    def too_small(layer):
+        raise ConfigError(
+            f"`input_shape` is too small for `{spec.name}`: the feature map vanishes at `{layer}`. "
+            f"Use at least {min_input_size(spec)}x{min_input_size(spec)}. Received: input_shape={(h0, w0, c0)}.")
+
+    h0, w0, c0 = h, w, c
+    if spec.backbone is not None:
+        bb = spec.backbone
+        h, w = math.ceil(h / bb.reduction), math.ceil(w / bb.reduction)
+        area = (h0 * w0) / (spec.input_shape[0] * spec.input_shape[1])
+        rows.append(LayerStat("backbone", bb.application, (h, w, bb.channels), bb.params,
+                              int(round(bb.flops * area))))
+        c = bb.channels
+    for i, b in enumerate(spec.blocks, 1):
+        for j, f in enumerate(b.filters, 1):
+            s = b.strides if j == 1 else 1
+            h, w = _out(h, b.kernel_size, s, b.padding), _out(w, b.kernel_size, s, b.padding)
+            if h < 1 or w < 1:
+                too_small(f"block{i}_conv{j}")
+            k2 = b.kernel_size * b.kernel_size
+            bias = 0 if b.batch_norm else f  # a conv followed by BatchNorm has no bias
+            rows.append(LayerStat(f"block{i}_conv{j}", "Conv2D", (h, w, f), k2 * c * f + bias, 2 * k2 * c * f * h * w))
+            c = f
+            if b.batch_norm:
+                rows.append(LayerStat(f"block{i}_bn{j}", "BatchNormalization", (h, w, c), 4 * c, 0))
+        if b.pool != "none":
+            ps = b.pool_strides or b.pool_size
+            h, w = _out(h, b.pool_size, ps, b.pool_padding), _out(w, b.pool_size, ps, b.pool_padding)
+            if h < 1 or w < 1:
+                too_small(f"block{i}_pool")
+            rows.append(LayerStat(f"block{i}_pool", "MaxPooling2D" if b.pool == "max" else "AveragePooling2D", (h, w, c), 0, 0))
+    if spec.head.pooling == "flatten":
+        features = h * w * c
+        rows.append(LayerStat("flatten", "Flatten", (features,), 0, 0))
+    else:
+        features = c
+        rows.append(LayerStat(f"global_{spec.head.pooling}_pool", "GlobalPooling2D", (c,), 0, 0))
+    for i, units in enumerate(spec.head.dense, 1):
+        rows.append(LayerStat(f"fc{i}", "Dense", (units,), features * units + units, 2 * features * units))
+        features = units
+    rows.append(LayerStat("predictions", "Dense", (num_classes,), features * num_classes + num_classes,
+                          2 * features * num_classes))
+    return rows
+
+
+def count_params(spec, input_shape=None, num_classes=None):
+    """Total parameters (trainable and not) of the model `spec` builds."""
+    return sum(r.params for r in layer_stats(spec, input_shape, num_classes))
+
+
+def count_flops(spec, input_shape=None, num_classes=None):
+    """Forward FLOPs for one image (2 per multiply-accumulate)."""
+    return sum(r.flops for r in layer_stats(spec, input_shape, num_classes))
+
+
+def min_input_size(spec):
+    """The smallest square side the architecture accepts (for tests and errors)."""
+    if spec.backbone is not None:
+        return 32
+    size = 1
+    while size < 4096:
+        h = size
+        ok = True
+        for b in spec.blocks:
+            for j in range(b.convs):
+                h = _out(h, b.kernel_size, b.strides if j == 0 else 1, b.padding)
+                ok = ok and h >= 1
+            if b.pool != "none":
+                h = _out(h, b.pool_size, b.pool_strides or b.pool_size, b.pool_padding)
+                ok = ok and h >= 1
+        if ok:
+            return size
+        size += 1
+    return size
+
+
+def summary(spec, input_shape=None, num_classes=None):
+    """A dict with the numbers `cnnzoo info` shows (JSON-ready)."""
+    rows = layer_stats(spec, input_shape, num_classes)
+    return {
+        "params": sum(r.params for r in rows),
+        "flops": sum(r.flops for r in rows),
+        "layers": [
+            {"name": r.name, "kind": r.kind, "output_shape": list(r.output_shape), "params": r.params, "flops": r.flops}
+            for r in rows
+        ],
+    }
