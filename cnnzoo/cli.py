@@ -15,7 +15,7 @@ __all__ = ["main"]
 # Subcommands added by the workflow modules: name -> (module, help). The module
 # has `add_arguments(parser)` and `run(args) -> int`; it is imported only to run.
 _WORKFLOWS = {
-    "demo": ("cnnzoo.demo", "train a zoo CNN on the built-in digits data and print its test accuracy"),
+    "demo": ("cnnzoo.commands.demo", "train a zoo CNN on the built-in digits data and print its test accuracy"),
 }
 
 
