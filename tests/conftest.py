@@ -1,0 +1,58 @@
+"""Shared test set-up: quiet TensorFlow, an isolated cnnzoo home, tiny images."""
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory, monkeypatch):
+    """Every test gets its own CNNZOO_HOME and no user config path or offline flag."""
+    home = tmp_path_factory.mktemp("cnnzoo_home")
+    monkeypatch.setenv("CNNZOO_HOME", str(home))
+    monkeypatch.delenv("CNNZOO_CONFIG_PATH", raising=False)
+    monkeypatch.delenv("CNNZOO_OFFLINE", raising=False)
+    from cnnzoo import registry
+
+    registry.refresh()
+    yield home
+    registry.refresh()
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def write_image_folder(root, classes=("a", "b"), per_class=6, size=(12, 12), fmt="PNG", seed=0):
+    """Writes a real image folder with Pillow: root/<class>/<i>.<fmt>; returns root.
+
+    Each class gets a distinct mean colour so that a tiny model can learn it.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    for k, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        base = np.array([40 + 180 * (k % 2), 40 + 90 * (k % 3), 200 - 150 * (k % 2)], dtype=np.float64)
+        for i in range(per_class):
+            pixels = np.clip(base + rng.normal(0, 20, size=(*size, 3)), 0, 255).astype(np.uint8)
+            ext = {"JPEG": "jpg"}.get(fmt, fmt.lower())
+            Image.fromarray(pixels).save(root / name / f"{i}.{ext}", fmt)
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """A two-class folder of 12 real 12x12 PNG images."""
+    return write_image_folder(tmp_path / "images")
