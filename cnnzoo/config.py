@@ -20,6 +20,7 @@ __all__ = [
     "Backbone",
     "Train",
     "SearchParam",
+    "WeightsSource",
     "ModelSpec",
     "load",
     "loads",
@@ -100,6 +101,26 @@ class Train:
 
 
 @dataclass(frozen=True)
+class WeightsSource:
+    """A named set of weights for an entry (`get(name, weights=NAME)`).
+
+    `file` is a path inside the installed cnnzoo package (shipped weights) or
+    a file name in the cache; `url` is fetched into `$CNNZOO_HOME/weights`
+    and checked against `sha256` (or the upstream `md5` where only that is
+    published). `target` says what the file holds: the whole `"model"` or only
+    the `"backbone"` (keras.applications include_top=False weights).
+    """
+
+    name: str
+    file: str = ""
+    url: str = ""
+    sha256: str = ""
+    md5: str = ""
+    target: str = "model"
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class SearchParam:
     """One searched value: an int or float range, a choice, or a fixed value."""
 
@@ -129,6 +150,7 @@ class ModelSpec:
     head: Head = Head()
     train: Train = Train()
     search: dict = field(default_factory=dict)
+    weights: dict = field(default_factory=dict)  # name -> WeightsSource
     source: str = field(default="<memory>", compare=False)
 
     @property
@@ -299,6 +321,28 @@ def _parse_search_param(name, value, source):
     _fail(_where(source), key, "must be a range table {min, max}, a list of choices, or a fixed value", value)
 
 
+def _parse_weights(name, table, source):
+    key = f"weights.{name}"
+    _check_keys(table, {f.name for f in dataclasses.fields(WeightsSource)} - {"name"}, key, source)
+    values = {k: _str(v, f"{key}.{k}", source) for k, v in table.items()}
+    if not values.get("file") and not values.get("url"):
+        _fail(_where(source), key, "must give a `file` or a `url`", table)
+    if values.get("url") and not (values.get("sha256") or values.get("md5")):
+        _fail(_where(source), f"{key}.sha256", "is required for a `url` (downloads are always hash-checked)", table)
+    for algo, length in (("sha256", 64), ("md5", 32)):
+        if values.get(algo) and not re.fullmatch(f"[0-9a-f]{{{length}}}", values[algo]):
+            _fail(_where(source), f"{key}.{algo}", f"must be {length} lowercase hex digits", values[algo])
+    _choice(values.get("target", "model"), f"{key}.target", source, ("model", "backbone"))
+    return WeightsSource(name=name, **values)
+
+
+def _table(raw, key, source):
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        _fail(_where(source), key, "must be a table", value)
+    return value
+
+
 def parse(raw, source="<memory>"):
     """Validates a raw config mapping into a `ModelSpec`.
 
@@ -359,6 +403,7 @@ def parse(raw, source="<memory>"):
         head=_parse_head(raw.get("head", {}), source),
         train=_parse_train(raw.get("train", {}), source),
         search={k: _parse_search_param(k, v, source) for k, v in search.items()},
+        weights={k: _parse_weights(k, v, source) for k, v in _table(raw, "weights", source).items()},
         source=source,
     )
 
@@ -447,6 +492,9 @@ def to_dict(spec):
             search[k] = p.value
     if search:
         out["search"] = search
+    if spec.weights:
+        out["weights"] = {k: {f: v for f, v in dataclasses.asdict(w).items() if v and f != "name"}
+                          for k, w in spec.weights.items()}
     return out
 
 
@@ -528,5 +576,9 @@ def dumps(spec_or_raw):
         else:
             lines.append(f"{k} = {_toml_value(v)}")
     for header, body in tables:
+        if header == "[weights]":  # one sub-table per weights name
+            for wname, wtable in body.items():
+                lines += ["", f"[weights.{wname}]"] + [f"{k} = {_toml_value(x)}" for k, x in wtable.items()]
+            continue
         lines += ["", header] + [f"{k} = {_toml_value(x)}" for k, x in body.items()]
     return "\n".join(lines) + "\n"
