@@ -6,6 +6,7 @@ names and compiles it with the spec's defaults.
 """
 
 import math
+import warnings
 from pathlib import Path
 
 import keras
@@ -204,7 +205,11 @@ def load(path, compile=True):
     path = Path(path).expanduser()
     if not path.is_file():
         raise WeightsNotFoundError(f"`path` must be an existing .keras file. Received: path={str(path)!r}.")
-    return keras.saving.load_model(path, compile=compile, safe_mode=True)
+    with warnings.catch_warnings():
+        # A model saved before its first training step has an unbuilt optimizer (2 scalar
+        # variables); Keras warns about that harmless case, which every fresh `get()` hits.
+        warnings.filterwarnings("ignore", message=r"Skipping variable loading for optimizer .* saved optimizer has 2 variables")
+        return keras.saving.load_model(path, compile=compile, safe_mode=True)
 
 
 def model_flops(model):
