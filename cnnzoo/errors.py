@@ -14,8 +14,12 @@ __all__ = [
     "UnknownModelError",
     "DuplicateModelError",
     "DataError",
+    "DataNotFoundError",
+    "DataWarning",
     "WeightsError",
     "WeightsNotFoundError",
+    "WeightsDownloadError",
+    "UnknownWeightsError",
     "closest",
 ]
 
@@ -43,12 +47,31 @@ class DataError(CnnzooError, ValueError):
     """An image folder, an array or a dataset cannot be used as given."""
 
 
+class DataNotFoundError(CnnzooError, FileNotFoundError):
+    """An image folder or image file does not exist."""
+
+
+class DataWarning(UserWarning):
+    """Something in the data was left out (unreadable files) but the rest is usable."""
+
+
 class WeightsError(CnnzooError, ValueError):
     """A weights file is corrupt, does not match, or cannot be fetched."""
 
 
 class WeightsNotFoundError(CnnzooError, FileNotFoundError):
     """A weights file is missing and cannot be fetched (offline, no file)."""
+
+
+class WeightsDownloadError(WeightsError):
+    """A weights download failed: server unreachable, HTTP error or cut-off transfer."""
+
+
+class UnknownWeightsError(WeightsError, KeyError):
+    """A model entry declares no weights of that name."""
+
+    def __str__(self):  # KeyError would show the message in quotes
+        return str(self.args[0]) if self.args else ""
 
 
 def closest(name, candidates, n=3):
