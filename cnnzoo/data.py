@@ -1,12 +1,33 @@
-"""Datasets: the built-in real data (UCI handwritten digits) and image folders."""
+"""Datasets: the built-in real data (UCI handwritten digits) and image folders.
 
-from dataclasses import dataclass
+`image_folder` turns `<path>/<class>/<image>` into tf.data pipelines: every
+file is checked with Pillow first (bad files are skipped and reported once),
+then decoded in parallel, resized, cached, shuffled, batched and prefetched.
+Images stay raw 0-255 floats: zoo models rescale inside (`Preprocess`).
+TensorFlow and Keras are imported inside the functions that need them.
+"""
+
+import concurrent.futures
+import hashlib
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Arrays", "digits", "resize_images"]
+__all__ = [
+    "Arrays", "ImageFolder", "digits", "digits_folder", "image_folder", "check_image", "load_image",
+    "default_augmentation", "resize_images", "IMAGE_EXTENSIONS", "DEFAULT_IMAGE_SIZE",
+]
 
 DIGIT_CLASSES = tuple(str(i) for i in range(10))
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".webp")
+DEFAULT_IMAGE_SIZE = (224, 224)
+_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP")  # MPO: multi-picture JPEG from cameras
+_INTERPOLATIONS = {"nearest": "NEAREST", "bilinear": "BILINEAR", "bicubic": "BICUBIC", "area": "BOX",
+                   "lanczos": "LANCZOS"}
+_SHUFFLE_BYTES = 512 * 2**20  # the shuffle buffer holds at most this much decoded image data
 
 
 @dataclass(frozen=True)
@@ -70,3 +91,545 @@ def resize_images(images, size):
                     for c in range(images.shape[-1])]
         out[i] = np.stack(channels, axis=-1)
     return out
+
+
+def digits_folder(directory, seed=0, test_size=0.2):
+    """Writes the UCI digits as an image folder of 8x8 grayscale PNGs.
+
+    The split is the one `digits(test_size, seed)` makes, so a model trained
+    from the folder can be compared with one trained from the arrays. Files
+    are `<directory>/train/<class>/<index>.png` and `<directory>/test/...`,
+    where `<index>` is the row in `x_train`/`x_test`. Writing again into the
+    same directory is allowed (the files are rewritten).
+
+    Args:
+        directory: str or `Path`; created if missing.
+        seed: int, split seed (as in `digits`).
+        test_size: float, fraction held out (as in `digits`).
+
+    Returns:
+        `(train_dir, test_dir)`, two `Path`s to pass to `image_folder`.
+
+    Example:
+
+    >>> train_dir, test_dir = cnnzoo.data.digits_folder("data/digits")
+    >>> data = cnnzoo.data.image_folder(train_dir, image_size=(32, 32), channels=1)
+    """
+    from PIL import Image
+
+    from cnnzoo.errors import DataError
+
+    root = Path(directory).expanduser()
+    d = digits(test_size=test_size, seed=seed)
+    plan = {}
+    for split, x, y in (("train", d.x_train, d.y_train), ("test", d.x_test, d.y_test)):
+        for i, (image, label) in enumerate(zip(x, y)):
+            plan[root / split / DIGIT_CLASSES[label] / f"{i:04d}.png"] = image[..., 0]
+    existing = {p for split in ("train", "test") if (root / split).is_dir()
+                for p in (root / split).rglob("*") if p.is_file()}
+    foreign = sorted(existing - plan.keys())
+    if foreign:
+        raise DataError(f"`directory` must be empty or hold only files written by `digits_folder` with the "
+                        f"same `seed` and `test_size`; {len(foreign)} other files are there, e.g. "
+                        f"{str(foreign[0])!r}. Received: directory={str(root)!r}. Use a new directory.")
+    for path, image in plan.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(path)
+    return root / "train", root / "test"
+
+
+# --------------------------------------------------------------- image files
+
+
+def check_image(path, max_pixels=None, full=False):
+    """Checks cheaply that Pillow can read an image file completely.
+
+    Zero-byte, non-image, unsupported, corrupt, truncated and decompression-
+    bomb files fail. JPEGs must end with their end-of-image marker (or decode
+    fully), PNGs pass Pillow's chunk-checksum `verify()`; GIF, BMP and WebP
+    (and every file when `full=True`) are decoded once.
+
+    Args:
+        path: str or `Path`.
+        max_pixels: int; images with more pixels are rejected as decompression
+            bombs. Default `PIL.Image.MAX_IMAGE_PIXELS` (about 89 million).
+        full: bool; decode every file instead of the cheap checks.
+
+    Returns:
+        None when the file is usable, else the reason (a short string).
+
+    Example:
+
+    >>> cnnzoo.data.check_image("photos/robin/empty.jpg")  # doctest: +SKIP
+    'empty file (0 bytes)'
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    if size == 0:
+        return "empty file (0 bytes)"
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.format not in _FORMATS:
+                    return f"{im.format} images are not supported (only JPEG, PNG, GIF, BMP and WebP)"
+                w, h = im.size
+                if limit and w * h > limit:
+                    return (f"decompression bomb: {w}x{h} = {w * h:,} pixels, over the limit of {limit:,} "
+                            f"(pass a larger `max_pixels` if the image is genuine)")
+                if full or im.format in ("GIF", "BMP", "WEBP") or (
+                        im.format in ("JPEG", "MPO") and not _jpeg_has_end(path)):
+                    im.load()
+                elif im.format == "PNG":
+                    im.verify()
+    except Image.DecompressionBombError as e:
+        return f"decompression bomb: {e}"
+    except UnidentifiedImageError:
+        return "not an image (Pillow cannot identify it)"
+    except Exception as e:  # Pillow raises many types for damaged data; any of them means unusable
+        return f"corrupt or truncated ({type(e).__name__}: {e})"
+    return None
+
+
+def _jpeg_has_end(path):
+    """True when the file ends with the JPEG end-of-image marker (trailing padding allowed)."""
+    with open(path, "rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+        return f.read().rstrip(b"\x00\r\n\t ").endswith(b"\xff\xd9")
+
+
+def load_image(path, image_size=None, channels=3, interpolation="bilinear"):
+    """Reads one image file as a uint8 array, the way `image_folder` does.
+
+    The EXIF orientation is applied; grayscale, palette, CMYK, 16-bit and
+    transparent images become RGB (transparency over white), or grayscale for
+    `channels=1`; then the image is resized (aspect ratio not kept).
+
+    Args:
+        path: str or `Path` of a JPEG, PNG, GIF (first frame), BMP or WebP file.
+        image_size: optional (height, width); None keeps the file's size.
+        channels: 1 or 3.
+        interpolation: `"bilinear"`, `"nearest"`, `"bicubic"`, `"area"` or `"lanczos"`.
+
+    Returns:
+        A uint8 array of shape (height, width, channels).
+
+    Example:
+
+    >>> cnnzoo.data.load_image("photos/robin/1.jpg", (224, 224)).shape  # doctest: +SKIP
+    (224, 224, 3)
+    """
+    from PIL import Image, ImageOps
+
+    from cnnzoo.errors import DataError, DataNotFoundError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(f"`path` must be an existing image file. Received: path={str(path)!r}.")
+    try:
+        with Image.open(path) as im:
+            if image_size is not None and im.format in ("JPEG", "MPO"):
+                side = max(int(image_size[0]), int(image_size[1]))
+                im.draft(None, (side, side))  # decode at a reduced scale when the photo is much larger
+            im = ImageOps.exif_transpose(im)
+            im = _to_mode(im, channels)
+            if image_size is not None and im.size != (int(image_size[1]), int(image_size[0])):
+                resample = getattr(Image.Resampling, _INTERPOLATIONS[interpolation])
+                im = im.resize((int(image_size[1]), int(image_size[0])), resample)
+            array = np.asarray(im, dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"`path` must be a readable image file; {str(path)!r} failed to decode: {e}. "
+                        f"Check it with `cnnzoo.data.check_image` and remove or replace it. "
+                        f"Received: path={str(path)!r}.") from e
+    return array[..., None] if array.ndim == 2 else array
+
+
+def _to_mode(im, channels):
+    """Any Pillow mode -> "RGB" (channels=3) or "L" (channels=1)."""
+    from PIL import Image
+
+    if im.mode.startswith("I") or im.mode == "F":  # 16-bit / 32-bit grayscale
+        values = np.asarray(im).astype(np.float64)
+        if im.mode.startswith("I;16") or values.max(initial=0) > 255:
+            values = values / 257.0
+        im = Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode in ("P", "L", "RGB") and "transparency" in im.info):
+        im = im.convert("RGBA")
+        im = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im)
+    target = "L" if channels == 1 else "RGB"
+    return im if im.mode == target else im.convert(target)
+
+
+# --------------------------------------------------------------- image folders
+
+
+@dataclass(frozen=True)
+class ImageFolder:
+    """What `image_folder` returns: the datasets and what went into them.
+
+    `train` and `validation` yield `(images, labels)` batches: float32 images
+    in 0-255, shape `[batch, height, width, channels]`, int32 labels `[batch]`.
+    `validation` is None when `validation_split=0`. `skipped` lists
+    `(path, reason)` for every file left out. `augment` holds the Keras layers
+    applied to training batches (empty when augmentation is off).
+    """
+
+    train: object
+    validation: object
+    class_names: tuple
+    image_size: tuple
+    channels: int
+    batch_size: int
+    augment: tuple
+    stratified: bool
+    path: str
+    train_files: tuple = field(repr=False)
+    train_labels: tuple = field(repr=False)
+    validation_files: tuple = field(repr=False)
+    validation_labels: tuple = field(repr=False)
+    skipped: tuple = field(repr=False)
+
+    @property
+    def num_train(self):
+        return len(self.train_files)
+
+    @property
+    def num_validation(self):
+        return len(self.validation_files)
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+    @property
+    def input_shape(self):
+        """`(height, width, channels)`, to build a model for this data."""
+        return (*self.image_size, self.channels)
+
+    def __repr__(self):
+        return (f"ImageFolder(path={self.path!r}, classes={self.num_classes}, train={self.num_train}, "
+                f"validation={self.num_validation}, image_size={self.image_size}, channels={self.channels}, "
+                f"skipped={len(self.skipped)}, augment={[type(a).__name__ for a in self.augment]})")
+
+
+def default_augmentation(seed=0):
+    """The layers `augment=True` uses: flip, rotate, zoom, contrast.
+
+    Args:
+        seed: int, for the layers' random generators.
+
+    Returns:
+        A list of Keras preprocessing layers for 0-255 images.
+
+    Example:
+
+    >>> data = image_folder("photos", augment=default_augmentation(seed=1))  # doctest: +SKIP
+    """
+    import keras
+
+    return [
+        keras.layers.RandomFlip("horizontal", seed=seed, name="augment_flip"),
+        keras.layers.RandomRotation(0.05, seed=seed, name="augment_rotate"),  # +-18 degrees
+        keras.layers.RandomZoom(0.1, seed=seed, name="augment_zoom"),
+        keras.layers.RandomContrast(0.1, value_range=(0, 255), seed=seed, name="augment_contrast"),
+    ]
+
+
+def image_folder(path, image_size=None, batch_size=32, validation_split=0.2, seed=0, augment=False,
+                 channels=None, cache=True, shuffle=True, class_names=None, interpolation="bilinear",
+                 max_pixels=None, check="fast"):
+    """Reads `<path>/<class>/<image>` into training and validation `tf.data` pipelines.
+
+    Class names are the sorted folder names (images in nested folders count for
+    their top folder). Every file is checked first (see `check_image`); the
+    bad ones are skipped, listed in `skipped` and reported in one `DataWarning`,
+    so a bad file never stops an epoch. The split is per class (stratified) and
+    fixed by `seed`; a class too small to give a validation image keeps all its
+    images for training. Decoding runs in parallel with Pillow (JPEG, PNG, GIF,
+    BMP, WebP; any mode becomes RGB or grayscale), then images are resized,
+    cached, shuffled (training only), batched and prefetched. Augmentation, if
+    any, is applied to training batches only.
+
+    Args:
+        path: str or `Path` of the folder holding one sub-folder per class.
+        image_size: int, (height, width), or a model's (height, width, channels);
+            default 224x224 (`DEFAULT_IMAGE_SIZE`).
+        batch_size: int.
+        validation_split: float in [0, 1); 0 gives `validation=None`.
+        seed: int, for the split, the shuffling and the default augmentation.
+        augment: False, True (`default_augmentation(seed)`), or a list of Keras
+            layers taking 0-255 float images.
+        channels: 1 (grayscale) or 3 (RGB); default from `image_size`, else 3.
+        cache: True (memory), False, or a directory for on-disk cache files
+            (named after the file list and sizes, so a changed folder never
+            reads a stale cache).
+        shuffle: bool; shuffle the training images (each epoch). With False the
+            training set keeps file order, as needed for a test folder.
+        class_names: optional list fixing the label order; it must name exactly
+            the sub-folders.
+        interpolation: `"bilinear"`, `"nearest"`, `"bicubic"`, `"area"` or `"lanczos"`.
+        max_pixels: int; larger images are skipped as decompression bombs.
+            Default `PIL.Image.MAX_IMAGE_PIXELS`.
+        check: `"fast"` (headers, checksums, end markers) or `"full"` (decode
+            every file once before training).
+
+    Returns:
+        An `ImageFolder` with `train`, `validation`, `class_names`, `skipped`,
+        `train_files`, `validation_files` (and their labels), `image_size`,
+        `channels`, `num_train`, `num_validation` and `augment`.
+
+    Example:
+
+    >>> data = cnnzoo.data.image_folder("photos/birds", image_size=(160, 160), augment=True)
+    >>> model = cnnzoo.get("bird_classifier", num_classes=data.num_classes, input_shape=data.input_shape)
+    >>> model.fit(data.train, validation_data=data.validation, epochs=10)  # doctest: +SKIP
+    """
+    image_size, channels = _check_args(image_size, batch_size, validation_split, seed, channels, cache,
+                                       interpolation, max_pixels, check, class_names)
+    root = _check_root(path)
+    classes, files, labels, skipped = _list_files(root, class_names)
+    files, labels, bad = _check_files(files, labels, max_pixels, check == "full")
+    skipped = tuple(sorted(skipped + bad))
+    _check_classes(root, classes, labels, skipped)
+    train_idx, val_idx, stratified = _split(labels, len(classes), validation_split, seed, shuffle)
+    layers = _augmentation(augment, seed)
+    if skipped:
+        shown = "\n".join(f"  {p}: {reason}" for p, reason in skipped[:10])
+        more = f"\n  ... and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        warnings.warn(f"image_folder skipped {len(skipped)} of {len(skipped) + len(files)} files in "
+                      f"{str(root)!r} (the rest are used; all are listed in the result's `skipped`):\n"
+                      f"{shown}{more}", _data_warning(), stacklevel=2)
+    common = dict(image_size=image_size, channels=channels, interpolation=interpolation,
+                  batch_size=batch_size, cache=cache, seed=seed)
+    train_files, train_labels = tuple(files[i] for i in train_idx), tuple(labels[i] for i in train_idx)
+    val_files, val_labels = tuple(files[i] for i in val_idx), tuple(labels[i] for i in val_idx)
+    train = _dataset(train_files, train_labels, "train", shuffle=shuffle, augment=layers, **common)
+    validation = _dataset(val_files, val_labels, "validation", **common) if val_files else None
+    return ImageFolder(
+        train=train, validation=validation, class_names=tuple(classes), image_size=image_size,
+        channels=channels, batch_size=batch_size, augment=tuple(layers), stratified=stratified, path=str(root),
+        train_files=train_files, train_labels=train_labels, validation_files=val_files,
+        validation_labels=val_labels, skipped=skipped)
+
+
+def _data_warning():
+    from cnnzoo.errors import DataWarning
+
+    return DataWarning
+
+
+def _check_args(image_size, batch_size, validation_split, seed, channels, cache, interpolation,
+                max_pixels, check, class_names):
+    from cnnzoo.errors import DataError
+
+    def positive_int(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0
+
+    size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
+    if positive_int(size):
+        size = (int(size), int(size))
+    elif not (isinstance(size, (tuple, list)) and len(size) in (2, 3) and all(
+            positive_int(s) for s in size if s is not None) and None not in size[:2]):
+        raise DataError(f"`image_size` must be an int, (height, width) or (height, width, channels) of "
+                        f"positive ints. Received: image_size={image_size!r}.")
+    if len(size) == 3 and size[2] is not None:
+        if channels is not None and channels != size[2]:
+            raise DataError(f"`channels` must agree with `image_size`. Received: channels={channels!r}, "
+                            f"image_size={image_size!r}.")
+        channels = size[2]
+    channels = 3 if channels is None else channels
+    if channels not in (1, 3):
+        raise DataError(f"`channels` must be 1 (grayscale) or 3 (RGB). Received: channels={channels!r}.")
+    if not positive_int(batch_size):
+        raise DataError(f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}.")
+    if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) or not (
+            0 <= validation_split < 1):
+        raise DataError(f"`validation_split` must be a number in [0, 1). "
+                        f"Received: validation_split={validation_split!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise DataError(f"`seed` must be an int. Received: seed={seed!r}.")
+    if not (isinstance(cache, bool) or cache is None or isinstance(cache, (str, os.PathLike))):
+        raise DataError(f"`cache` must be True (memory), False, or a directory path for cache files. "
+                        f"Received: cache={cache!r}.")
+    if interpolation not in _INTERPOLATIONS:
+        raise DataError(f"`interpolation` must be one of {', '.join(map(repr, _INTERPOLATIONS))}. "
+                        f"Received: interpolation={interpolation!r}.")
+    if max_pixels is not None and not positive_int(max_pixels):
+        raise DataError(f"`max_pixels` must be None or a positive int. Received: max_pixels={max_pixels!r}.")
+    if check not in ("fast", "full"):
+        raise DataError(f"`check` must be 'fast' or 'full'. Received: check={check!r}.")
+    if class_names is not None and (isinstance(class_names, str) or not all(
+            isinstance(c, str) for c in class_names) or len(set(class_names)) != len(class_names)):
+        raise DataError(f"`class_names` must be a list of distinct folder names. "
+                        f"Received: class_names={class_names!r}.")
+    return (int(size[0]), int(size[1])), int(channels)
+
+
+def _check_root(path):
+    from cnnzoo.errors import DataError, DataNotFoundError
+
+    if not isinstance(path, (str, os.PathLike)):
+        raise DataError(f"`path` must be a folder path (str or Path). Received: path={path!r}.")
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise DataNotFoundError(f"`path` must be an existing folder of class sub-folders "
+                                f"(`<path>/<class>/<image>`). Received: path={str(root)!r}, which does not exist.")
+    if not root.is_dir():
+        raise DataError(f"`path` must be a folder of class sub-folders, not a file. Received: path={str(root)!r}. "
+                        f"Pass its parent folder, or use `cnnzoo.data.load_image` for one image.")
+    return root
+
+
+def _list_files(root, class_names):
+    from cnnzoo.errors import DataError
+
+    folders = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not folders:
+        raise DataError(f"`path` must hold one sub-folder per class (`<path>/<class>/<image>`); "
+                        f"{str(root)!r} has none. Received: path={str(root)!r}.")
+    if class_names is not None and set(class_names) != set(folders):
+        raise DataError(f"`class_names` must name exactly the sub-folders of {str(root)!r}: missing folders "
+                        f"{sorted(set(class_names) - set(folders))}, unlisted folders "
+                        f"{sorted(set(folders) - set(class_names))}. Received: class_names={list(class_names)!r}.")
+    classes = list(class_names) if class_names is not None else folders
+    skipped = [(str(p), "not inside a class folder") for p in sorted(root.iterdir())
+               if p.is_file() and not p.name.startswith(".")]
+    files, labels = [], []
+    for label, name in enumerate(classes):
+        for dirpath, dirnames, filenames in os.walk(root / name):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for fname in sorted(filenames):
+                p = os.path.join(dirpath, fname)
+                if fname.startswith("."):
+                    continue
+                if os.path.splitext(fname)[1].lower() not in IMAGE_EXTENSIONS:
+                    skipped.append((p, f"extension {os.path.splitext(fname)[1] or '(none)'!r} is not an image "
+                                       f"type cnnzoo reads ({', '.join(IMAGE_EXTENSIONS)})"))
+                    continue
+                files.append(p)
+                labels.append(label)
+    return classes, files, labels, skipped
+
+
+def _check_files(files, labels, max_pixels, full):
+    workers = min(32, 4 * (os.cpu_count() or 1))
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:  # Pillow and file I/O release the GIL
+        reasons = list(pool.map(lambda f: check_image(f, max_pixels, full), files))
+    good = [i for i, r in enumerate(reasons) if r is None]
+    bad = [(files[i], r) for i, r in enumerate(reasons) if r is not None]
+    return [files[i] for i in good], [labels[i] for i in good], bad
+
+
+def _check_classes(root, classes, labels, skipped):
+    from cnnzoo.errors import DataError
+
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(classes))
+    empty = [c for c, n in zip(classes, counts) if n == 0]
+    if not empty:
+        return
+    reasons = "; ".join(f"{p}: {r}" for p, r in skipped[:3])
+    raise DataError(f"Every class folder must hold at least one readable image; {empty} in {str(root)!r} "
+                    f"hold none{' (skipped files: ' + reasons + ')' if reasons else ''}. Add images, or remove "
+                    f"the folder. Received: path={str(root)!r}.")
+
+
+def _split(labels, num_classes, validation_split, seed, shuffle):
+    """Per-class split with a largest-remainder share; returns (train_idx, val_idx, stratified)."""
+    from cnnzoo.errors import DataError
+
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels, dtype=np.int64)
+    counts = np.bincount(labels, minlength=num_classes)
+    take = np.zeros(num_classes, dtype=np.int64)
+    if validation_split > 0:
+        total = max(1, round(len(labels) * validation_split))
+        cap = counts - 1  # every class keeps at least one training image
+        exact = counts * validation_split
+        take = np.minimum(np.floor(exact).astype(np.int64), cap)
+        for c in sorted(range(num_classes), key=lambda c: (-(exact[c] - np.floor(exact[c])), rng.random())):
+            if take.sum() >= total:
+                break
+            if take[c] < cap[c]:
+                take[c] += 1
+        if take.sum() == 0:
+            raise DataError(f"`validation_split` must leave at least one validation image, and every class "
+                            f"here has a single image. Add images or pass validation_split=0. "
+                            f"Received: validation_split={validation_split!r}.")
+    train_idx, val_idx = [], []
+    for c in range(num_classes):
+        idx = np.flatnonzero(labels == c)
+        chosen = set(rng.permutation(idx)[:take[c]].tolist())
+        val_idx.extend(sorted(chosen))
+        train_idx.extend(i for i in idx.tolist() if i not in chosen)
+    train_idx = list(rng.permutation(train_idx)) if shuffle else train_idx
+    return [int(i) for i in train_idx], [int(i) for i in val_idx], bool(validation_split > 0 and (take > 0).all())
+
+
+def _augmentation(augment, seed):
+    from cnnzoo.errors import DataError
+
+    if augment is False or augment is None:
+        return []
+    if augment is True:
+        return default_augmentation(seed)
+    import keras
+
+    layers = [augment] if isinstance(augment, keras.layers.Layer) else augment
+    if not isinstance(layers, (list, tuple)) or not all(isinstance(a, keras.layers.Layer) for a in layers):
+        raise DataError(f"`augment` must be True, False, or a list of Keras layers (e.g. "
+                        f"keras.layers.RandomFlip()). Received: augment={augment!r}.")
+    return list(layers)
+
+
+def _dataset(files, labels, subset, image_size, channels, interpolation, batch_size, cache, seed,
+             shuffle=False, augment=()):
+    import tensorflow as tf
+
+    h, w = image_size
+
+    def decode(path):
+        return load_image(path.decode(), image_size, channels, interpolation)
+
+    def read(path, label):
+        image = tf.numpy_function(decode, [path], tf.uint8, stateful=False)
+        image.set_shape((h, w, channels))
+        return image, label
+
+    ds = tf.data.Dataset.from_tensor_slices((list(files), np.asarray(labels, dtype=np.int32)))
+    ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.ignore_errors(log_warning=True)  # a file spoiled after the check is dropped, never fatal
+    per_image = h * w * channels
+    if cache is True:
+        ds = ds.cache()
+    elif cache:
+        directory = Path(cache).expanduser()
+        directory.mkdir(parents=True, exist_ok=True)
+        ds = ds.cache(str(directory / f"{subset}-{_fingerprint(files, labels, image_size, channels, interpolation)}"))
+    if shuffle:
+        buffer = int(max(batch_size, min(len(files), _SHUFFLE_BYTES // per_image)))
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
+    if augment:
+        def apply(x, y):
+            for layer in augment:
+                x = layer(x, training=True)
+            return x, y
+
+        ds = ds.map(apply, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _fingerprint(files, labels, image_size, channels, interpolation):
+    """A short hash of what a cache holds: files (with size and mtime), labels and decoding settings."""
+    digest = hashlib.sha256(repr((image_size, channels, interpolation)).encode())
+    for f, y in zip(files, labels):
+        st = os.stat(f)
+        digest.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\0{y}\n".encode())
+    return digest.hexdigest()[:16]
