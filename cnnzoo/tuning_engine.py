@@ -1,0 +1,371 @@
+"""keras-tuner machinery behind `cnnzoo.tune`: oracles, tuners, run records, chief server.
+
+What cnnzoo adds to keras-tuner's own classes, and why:
+- The oracles propose the entry's defaults first (trial 0 is the zoo model),
+  and resample random values whose model would not fit the input.
+- The tuners declare the space without building Keras models while keras-tuner
+  discovers conditional scopes, time each trial into a small JSON run record
+  (`<project>/cnnzoo_runs/`), clear the Keras session after each trial, and
+  continue Hyperband trials by loading weights into an uncompiled model (no
+  optimizer-variable warnings).
+- Distributed search (keras-tuner's chief/worker mode, `KERASTUNER_*`
+  variables): each worker touches a heartbeat file in the shared project
+  directory; when a worker stops beating for `heartbeat_timeout` seconds the
+  chief hands its unfinished trial to the next worker that asks, and a worker
+  that runs out of trials waits (polling) until the other workers are done, so
+  that it can take over such a trial. The chief serves until every worker is
+  done or gone, then returns.
+"""
+
+import contextlib
+import gc
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+import keras
+import keras_tuner as kt
+from keras_tuner.src.distribute import utils as dist_utils
+from keras_tuner.src.engine import trial as trial_module
+
+from cnnzoo.errors import ConfigError
+
+__all__ = ["make_tuner", "serve_chief", "is_chief", "is_worker", "read_runs", "RUNS_DIR", "HEARTBEATS_DIR"]
+
+log = logging.getLogger("cnnzoo.tuning")
+
+RUNS_DIR = "cnnzoo_runs"
+HEARTBEATS_DIR = "cnnzoo_heartbeats"
+_RESAMPLE = 50  # random draws tried before an infeasible proposal is let through
+_IDLE_POLL_S = 0.5
+
+
+def is_chief():
+    """True in the chief process of a distributed search (`KERASTUNER_TUNER_ID` contains "chief")."""
+    return dist_utils.has_chief_oracle() and dist_utils.is_chief_oracle()
+
+
+def is_worker():
+    """True in a worker process of a distributed search."""
+    return dist_utils.has_chief_oracle() and not dist_utils.is_chief_oracle()
+
+
+# ------------------------------------------------------------------ run records
+
+
+def _write_json(path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_runs(project_dir):
+    """All run records of a project: dicts with trial_id, tuner_id, pid, status, seconds, epochs."""
+    runs = []
+    for path in sorted((Path(project_dir) / RUNS_DIR).glob("*.json")):
+        try:
+            runs.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):  # a record being replaced right now
+            continue
+    return runs
+
+
+# --------------------------------------------------------------------- oracles
+
+
+class _OracleMixin:
+    """Defaults first, feasible proposals, heartbeat-based recovery of dead workers."""
+
+    def __init__(self, *args, hypermodel=None, heartbeats=None, heartbeat_timeout=60.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cnnzoo_hypermodel = hypermodel
+        self.cnnzoo_heartbeats = heartbeats
+        self.cnnzoo_heartbeat_timeout = heartbeat_timeout
+        self._cnnzoo_waiting = set()
+
+    def _default_values(self):
+        hps = kt.HyperParameters()
+        for hp in self.hyperparameters.space:
+            hps.merge([hp])
+            if hps.is_active(hp):
+                hps.values[hp.name] = hp.default
+        return hps.values
+
+    def _random_values(self):
+        defaults = self._default_values()
+        if defaults and not self._duplicate(defaults):
+            return defaults
+        values = None
+        for _ in range(_RESAMPLE):
+            values = super()._random_values()
+            if values is None or self.cnnzoo_hypermodel is None or self.cnnzoo_hypermodel.feasible(values):
+                return values
+        return values
+
+    def _heartbeat_age(self, tuner_id):
+        if self.cnnzoo_heartbeats is None:
+            return None
+        try:
+            return time.time() - (Path(self.cnnzoo_heartbeats) / tuner_id).stat().st_mtime
+        except OSError:
+            return None  # a tuner that never beat (not started by cnnzoo): never presumed dead
+
+    def _reclaim(self, asking):
+        """Frees the trials of workers whose heartbeat is older than the timeout."""
+        for tuner_id in sorted(set(self.tuner_ids) | set(self.ongoing_trials)):
+            if tuner_id == asking:
+                continue
+            age = self._heartbeat_age(tuner_id)
+            if age is None or age < self.cnnzoo_heartbeat_timeout:
+                continue
+            trial = self.ongoing_trials.pop(tuner_id, None)
+            if trial is not None:
+                self._retry_queue.append(trial.trial_id)
+                log.warning("worker %s has not beaten for %.0f s: its trial %s goes to the next worker",
+                            tuner_id, age, trial.trial_id)
+            self.tuner_ids.discard(tuner_id)
+            self._cnnzoo_waiting.discard(tuner_id)
+
+    @kt.synchronized
+    def create_trial(self, tuner_id):
+        self._cnnzoo_waiting.discard(tuner_id)
+        self._reclaim(tuner_id)
+        trial = super().create_trial(tuner_id)
+        if trial.status == trial_module.TrialStatus.STOPPED:
+            busy = [t for t in self.ongoing_trials if t != tuner_id]
+            busy += [t for t in self.tuner_ids if t != tuner_id and t not in self._cnnzoo_waiting]
+            if busy:  # stay available: a busy worker may die and leave its trial to this one
+                self.tuner_ids.add(tuner_id)
+                self._cnnzoo_waiting.add(tuner_id)
+                return trial_module.Trial(self.get_space(), status=trial_module.TrialStatus.IDLE)
+        return trial
+
+
+class _RandomOracle(_OracleMixin, kt.oracles.RandomSearchOracle):
+    pass
+
+
+class _BayesianOracle(_OracleMixin, kt.oracles.BayesianOptimizationOracle):
+    pass
+
+
+class _HyperbandOracle(_OracleMixin, kt.oracles.HyperbandOracle):
+    pass
+
+
+# ---------------------------------------------------------------------- tuners
+
+
+class _PatientClient:
+    """Wraps a worker's `OracleClient`: waits a little after an IDLE answer instead of spinning."""
+
+    def __init__(self, client):
+        self._client = client
+
+    def create_trial(self, tuner_id):
+        trial = self._client.create_trial(tuner_id)
+        if trial.status == trial_module.TrialStatus.IDLE:
+            time.sleep(_IDLE_POLL_S)
+        return trial
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+
+class _Heartbeat:
+    """Touches `<dir>/<tuner_id>` every `interval` seconds from a daemon thread."""
+
+    def __init__(self, directory, tuner_id, interval):
+        self.path = Path(directory) / tuner_id
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"cnnzoo-heartbeat-{tuner_id}", daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                self.path.touch()
+            except OSError:
+                pass
+            self._stop.wait(self.interval)
+
+    def start(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.touch()
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+class _TunerMixin:
+    def __init__(self, *args, progress=None, heartbeat_timeout=60.0, **kwargs):
+        self.cnnzoo_progress = progress
+        self.cnnzoo_heartbeat_timeout = heartbeat_timeout
+        self._cnnzoo_heartbeat = None
+        # kt.Tuner.__init__ directly: kt.Hyperband.__init__ would make an oracle of its own
+        kt.Tuner.__init__(self, *args, **kwargs)
+        if self._is_worker():
+            self.oracle = _PatientClient(self.oracle)
+
+    def _activate_all_conditions(self):
+        # keras-tuner builds a Keras model once per conditional scope to discover the space;
+        # declaring the hyperparameters is enough (and never fails on a model too deep for the input).
+        never, once = [], []
+        hp = self.oracle.get_space()
+        while True:
+            self.hypermodel.declare_hyperparameters(hp)
+            self.oracle.update_space(hp)
+            for conditions in hp.active_scopes:
+                if conditions not in once:
+                    once.append(conditions)
+                if conditions in never:
+                    never.remove(conditions)
+            for conditions in hp.inactive_scopes:
+                if conditions not in once and conditions not in never:
+                    never.append(conditions)
+            if not never:
+                break
+            hp = self.oracle.get_space()
+            for condition in never[0]:
+                hp.values[condition.name] = condition.values[0]
+            hp.ensure_active_values()
+
+    def _record_path(self, trial_id):
+        return Path(self.project_dir) / RUNS_DIR / f"{trial_id}.{self.tuner_id}.{os.getpid()}.json"
+
+    def run_trial(self, trial, *args, **kwargs):
+        path = self._record_path(trial.trial_id)
+        record = {"trial_id": trial.trial_id, "tuner_id": self.tuner_id, "pid": os.getpid(),
+                  "status": "running", "started": time.time()}
+        _write_json(path, record)
+        start = time.perf_counter()
+        try:
+            histories = super().run_trial(trial, *args, **kwargs)
+        except BaseException as e:
+            _write_json(path, {**record, "status": "failed", "seconds": time.perf_counter() - start,
+                               "message": f"{type(e).__name__}: {e}"[:1000]})
+            raise
+        epochs = sum(len(getattr(h, "epoch", ())) for h in histories)
+        _write_json(path, {**record, "status": "completed", "seconds": time.perf_counter() - start,
+                           "epochs": epochs, "finished": time.time()})
+        return histories
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)
+        keras.backend.clear_session()  # keras-tuner clears before each build; free this trial's graph now
+        gc.collect()
+        if self.cnnzoo_progress is not None:
+            from cnnzoo import tuning_report
+
+            ended = self.oracle.get_trial(trial.trial_id)
+            runs = [r for r in read_runs(self.project_dir) if r["trial_id"] == trial.trial_id]
+            self.cnnzoo_progress(tuning_report.record_of(ended, runs))
+
+    def on_search_begin(self):
+        super().on_search_begin()
+        if dist_utils.has_chief_oracle():
+            interval = max(0.2, self.cnnzoo_heartbeat_timeout / 6)
+            self._cnnzoo_heartbeat = _Heartbeat(Path(self.project_dir) / HEARTBEATS_DIR, self.tuner_id,
+                                                interval).start()
+
+    def on_search_end(self):
+        if self._cnnzoo_heartbeat is not None:
+            self._cnnzoo_heartbeat.stop()
+            self._cnnzoo_heartbeat = None
+        super().on_search_end()
+
+
+class _Tuner(_TunerMixin, kt.Tuner):
+    pass
+
+
+class _Hyperband(_TunerMixin, kt.Hyperband):
+    def _build_hypermodel(self, hp):
+        if "tuner/trial_id" not in hp.values:
+            return kt.Tuner._build_hypermodel(self, hp)
+        from cnnzoo import builders
+
+        # Continue a trial: load its weights into an uncompiled model, then compile (no optimizer warning).
+        model = self.hypermodel.build(hp, compile=False)
+        model.load_weights(self._get_checkpoint_fname(hp.values["tuner/trial_id"]))
+        builders.compile_model(model, self.hypermodel.spec_for(hp.values).train)
+        return model
+
+
+def make_tuner(kind, hypermodel, objective, max_trials, max_epochs, directory, project_name, overwrite,
+               seed=None, factor=3, executions_per_trial=1, max_consecutive_failed_trials=3,
+               heartbeat_timeout=60.0, progress=None):
+    """Builds a cnnzoo keras-tuner tuner of `kind` ("hyperband", "random" or "bayesian")."""
+    project_dir = Path(directory) / project_name
+    common = dict(objective=objective, seed=seed, hypermodel=hypermodel,
+                  heartbeats=project_dir / HEARTBEATS_DIR, heartbeat_timeout=heartbeat_timeout,
+                  max_consecutive_failed_trials=max_consecutive_failed_trials)
+    if kind == "hyperband":
+        oracle = _HyperbandOracle(max_epochs=max_epochs, factor=factor, **common)
+        oracle.max_trials = max_trials  # keras-tuner's Oracle honours it; HyperbandOracle does not take it
+        tuner_cls = _Hyperband
+    elif kind == "random":
+        oracle, tuner_cls = _RandomOracle(max_trials=max_trials, **common), _Tuner
+    else:
+        oracle, tuner_cls = _BayesianOracle(max_trials=max_trials, **common), _Tuner
+    with _logged_stdout():
+        return tuner_cls(oracle=oracle, hypermodel=hypermodel, directory=str(directory), project_name=project_name,
+                      overwrite=overwrite, executions_per_trial=executions_per_trial, progress=progress,
+                      heartbeat_timeout=heartbeat_timeout)
+
+
+class _LogWriter:
+    def write(self, text):
+        if text.strip():
+            log.info("keras-tuner: %s", text.strip())
+
+    def flush(self):
+        pass
+
+
+def _logged_stdout():
+    """keras-tuner prints ("Reloading Tuner from ..."); send that to the log instead."""
+    return contextlib.redirect_stdout(_LogWriter())
+
+
+# ---------------------------------------------------------------- chief server
+
+
+def serve_chief(tuner, poll=0.2):
+    """Runs the chief: serves the oracle over gRPC until all workers are done or gone.
+
+    keras-tuner's own server checks for the end every 20 s; this one polls
+    every `poll` seconds and stops the gRPC server cleanly.
+    """
+    import concurrent.futures
+
+    import grpc
+    from keras_tuner.src import protos
+    from keras_tuner.src.distribute import oracle_chief
+
+    tuner.save()
+    address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=1))
+    servicer = oracle_chief.OracleServicer(tuner.oracle)
+    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError:
+        bound = 0
+    if not bound:
+        raise ConfigError(f"`KERASTUNER_ORACLE_IP`/`KERASTUNER_ORACLE_PORT` must name a free local address for "
+                          f"the chief to listen on. Received: {address!r}. Pick another port.")
+    server.start()
+    log.info("chief oracle listening on %s", address)
+    try:
+        while not (servicer.stop_triggered and oracle_chief.exit_chief(tuner.oracle)):
+            time.sleep(poll)
+    finally:
+        server.stop(grace=2).wait()
