@@ -1,0 +1,376 @@
+"""Transfer learning: `finetune(model_or_name, data)`.
+
+The recipe (see docs/finetune.md): give the model a head for the data's
+classes, then run stages -- the head on a frozen backbone, then the top
+units, then everything -- each with its own epochs and learning rate,
+recompiling between stages. Frozen stages without augmentation train the
+head on backbone features computed once. Every epoch is checkpointed in the
+run directory, so the same call after a crash resumes where it stopped, and
+the final model is written atomically.
+
+Parts: `stages.py` (stages as data, freezing, head replacement),
+`training_data.py` (what `data` may be), `checkpoints.py` (run state and
+atomic files), `report.py` (plots).
+"""
+
+import contextlib
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cnnzoo import checkpoints, stages as stages_lib, training_data
+from cnnzoo.errors import ConfigError
+from cnnzoo.stages import Stage
+
+__all__ = ["finetune", "FinetuneResult", "StageResult", "Stage"]
+
+log = logging.getLogger("cnnzoo.transfer")
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What one stage did: its `Stage`, per-epoch metrics, and how it ran."""
+
+    index: int
+    stage: Stage
+    history: dict  # metric -> list of per-epoch values (epochs before a crash included)
+    units: tuple  # names of the backbone units it trained
+    feature_cache: bool
+    seconds: float
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """What `finetune` returns.
+
+    Attributes:
+        model: the fine-tuned `keras.Model` (class names stored in its head).
+        model_path: `Path` of the saved `.keras` file.
+        run_dir: `Path` of the run directory (checkpoints, state, plots).
+        stages: tuple of `StageResult`, in order.
+        best_val_accuracy: highest validation accuracy of any epoch, or None.
+        val_accuracy: validation accuracy of the final model, or None.
+        class_names: tuple of str.
+        skipped: tuple of `(path, reason)` for image files left out.
+        plots: dict name -> `Path` of the PNGs written.
+        confusion_matrix: `[true, predicted]` counts on the validation data, or None.
+        resumed: bool, whether this call continued an interrupted run.
+    """
+
+    model: object
+    model_path: Path
+    run_dir: Path
+    stages: tuple
+    best_val_accuracy: float
+    val_accuracy: float
+    class_names: tuple
+    skipped: tuple
+    plots: dict = field(default_factory=dict)
+    confusion_matrix: object = None
+    resumed: bool = False
+
+    @property
+    def history(self):
+        """`{"1:head": {"loss": [...], ...}, "2:top2": {...}}`, per stage."""
+        return {f"{s.index}:{s.stage.name}": s.history for s in self.stages}
+
+
+def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, epochs=None, input_shape=None,
+             weights=None, pretrained=None, class_names=None, batch_size=32, validation_split=0.2, augment=False,
+             cache_features="auto", freeze_batchnorm=None, strategy=None, callbacks=(), seed=0, resume=True,
+             plots=True, verbose="auto"):
+    """Fine-tunes a zoo model on your data in stages, resumably.
+
+    Args:
+        model_or_name: a zoo name (`"bird_classifier"`) or a zoo `keras.Model`
+            (one ending in `ClassifierHead`).
+        data: an image-folder path (`<dir>/<class>/<image>`, read at the model's
+            input size), a `cnnzoo.data.ImageFolder`, `(x, y)` arrays (0-255
+            images, integer labels) or a `(train_ds, val_ds)` pair of batched
+            tf.data datasets.
+        num_classes: int; default the data's class count. A head with another
+            count is replaced by a new, randomly initialised one.
+        stages: `"auto"` (see `stages.auto_stages`), or a list of `Stage`, dicts
+            (`{"unfreeze": 2, "epochs": 3, "learning_rate": 1e-4}`) or strings
+            (`"head:5:1e-3,top2:3:1e-4,all:2:1e-5"`).
+        out: run directory; default `runs/finetune/<model name>`. Rerunning the
+            same call with the same `out` resumes an interrupted run.
+        epochs: optional int replacing the epoch count of every stage.
+        input_shape: (height, width, channels) when building by name.
+        weights: weights for a model built by name (`"imagenet"`, a file...).
+        pretrained: whether the backbone holds learned weights; default True
+            for a model object or a name with `weights`, False for a name
+            without. From scratch, `"auto"` trains everything in one stage.
+        class_names: labels for array or dataset data (folders give their own).
+        batch_size, validation_split, augment: for folder and array data, as in
+            `cnnzoo.data.image_folder`.
+        cache_features: `"auto"` (cache in frozen stages when the data is not
+            augmented and the features fit in 2 GiB), True or False.
+        freeze_batchnorm: keep every BatchNormalization below the head in
+            inference mode in all stages; default `pretrained`.
+        strategy: a `tf.distribute` strategy (MirroredStrategy,
+            MultiWorkerMirroredStrategy...); models are built and trained in
+            its scope. Only the chief writes files.
+        callbacks: Keras callbacks added to every stage's `fit`.
+        seed: int, for weights, split and shuffling.
+        resume: bool; False starts the run in `out` over.
+        plots: bool; write `learning_curve.png` and `confusion_matrix.png`.
+        verbose: Keras `fit` verbosity (`"auto"` shows progress bars).
+
+    Returns:
+        A `FinetuneResult`.
+
+    Example:
+
+    >>> result = cnnzoo.finetune("bird_classifier", "photos/birds", input_shape=(128, 128, 3),
+    ...                          stages=["all:10:1e-3"], out="runs/birds")
+    >>> result.best_val_accuracy, result.model_path  # doctest: +SKIP
+    (0.93, PosixPath('runs/birds/bird_classifier.keras'))
+    """
+    import keras
+
+    plan = None if _is_auto(stages) else stages_lib.as_stages(stages)
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+        raise ConfigError(f"`epochs` must be None or an integer >= 1. Received: epochs={epochs!r}.")
+    if cache_features not in (True, False, "auto"):
+        raise ConfigError(f"`cache_features` must be True, False or 'auto'. Received: cache_features={cache_features!r}.")
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    writer = _is_chief(strategy)
+    keras.utils.set_random_seed(seed)
+    with scope:
+        model, pretrained = _resolve_model(model_or_name, input_shape, weights, pretrained, strategy)
+        inputs = training_data.prepare(data, tuple(model.inputs[0].shape[1:]), batch_size, validation_split, seed,
+                                       augment, class_names)
+        head_classes = stages_lib.anatomy(model).head.num_classes
+        num_classes, names = training_data.check_classes(inputs, num_classes, class_names, head_classes)
+        model, replaced = stages_lib.replace_head(model, num_classes, names)
+        parts = stages_lib.anatomy(model)
+        freeze_bn = pretrained if freeze_batchnorm is None else bool(freeze_batchnorm)
+        if plan is None:
+            plan = stages_lib.auto_stages(inputs.num_train, len(parts.units), pretrained, epochs)
+        elif epochs is not None:
+            plan = tuple(Stage(s.unfreeze, epochs, s.learning_rate, s.schedule, s.optimizer) for s in plan)
+        run_dir = Path(out) if out is not None else Path("runs") / "finetune" / model.name
+        fingerprint = {"model": model.name, "input_shape": list(model.inputs[0].shape[1:]), "classes": list(names),
+                       "stages": [str(s) + f":{s.schedule}:{s.optimizer}" for s in plan], "data": inputs.source,
+                       "num_train": inputs.num_train, "batch_size": inputs.batch_size, "seed": seed,
+                       "freeze_batchnorm": freeze_bn}
+        state = checkpoints.RunState(run_dir, fingerprint, writer=writer)
+        resumed = state.load_or_start(resume)
+        if resumed and state.data.get("finished"):
+            done = _already_finished(state, plan, parts, inputs, names)
+            if done is not None:
+                return done
+        log.info("fine-tuning %s on %d images (%d classes) in %s: %s%s%s", model.name, inputs.num_train,
+                 num_classes, run_dir, ", ".join(map(str, plan)), " (new head)" if replaced else "",
+                 " (resuming)" if resumed else "")
+        pending = None  # weights of the last stage a previous call finished
+        results = []
+        for k, stage in enumerate(plan, 1):
+            if state.stage_done(k):
+                pending = run_dir / f"stage_{k}.weights.h5"
+                results.append(_stage_result(state, k, stage, parts, []))
+                continue
+            if pending is not None:
+                model.load_weights(pending)
+                pending = None
+            results.append(_run_stage(k, stage, parts, inputs, state, run_dir, freeze_bn, cache_features,
+                                      list(callbacks), seed, verbose, writer))
+        if pending is not None:
+            model.load_weights(pending)
+        return _finish(model, plan, results, inputs, names, state, run_dir, plots, writer, resumed)
+
+
+def _already_finished(state, plan, parts, inputs, names):
+    """The result of a run that finished before, its saved model loaded; None when that model is gone."""
+    from cnnzoo.builders import load
+
+    path = Path(state.data.get("model_path") or "")
+    if not path.is_file():
+        log.warning("run %s finished before but its model %s is gone: training again", state.run_dir, path)
+        state.clear()
+        state.data.update(stages_done=[], history={}, seconds={}, feature_cache={}, finished=False)
+        return None
+    log.info("run %s already finished; returning its saved model %s (pass resume=False to train again)",
+             state.run_dir, path)
+    results = tuple(_stage_result(state, k, s, parts, []) for k, s in enumerate(plan, 1))
+    best = [v for r in results for v in r.history.get("val_accuracy", [])]
+    plots = {name: state.run_dir / f"{name}.png" for name in ("learning_curve", "confusion_matrix")
+             if (state.run_dir / f"{name}.png").is_file()}
+    return FinetuneResult(model=load(path), model_path=path, run_dir=state.run_dir, stages=results,
+                          best_val_accuracy=max(best) if best else None, val_accuracy=state.data.get("val_accuracy"),
+                          class_names=tuple(names), skipped=inputs.skipped, plots=plots, resumed=True)
+
+
+def _is_auto(stages):
+    return isinstance(stages, str) and stages == "auto"
+
+
+def _resolve_model(model_or_name, input_shape, weights, pretrained, strategy):
+    import keras
+
+    if isinstance(model_or_name, str):
+        from cnnzoo.builders import get
+
+        model = get(model_or_name, input_shape=input_shape, weights=weights, compile=False)
+        return model, (weights is not None) if pretrained is None else bool(pretrained)
+    if not isinstance(model_or_name, keras.Model):
+        raise ConfigError(f"`model_or_name` must be a zoo model name or a keras.Model. "
+                          f"Received: model_or_name={model_or_name!r}.")
+    model = model_or_name
+    if input_shape is not None and tuple(input_shape) != tuple(model.inputs[0].shape[1:]):
+        raise ConfigError(f"`input_shape` must match the given model's input {tuple(model.inputs[0].shape[1:])}, "
+                          f"or be left out. Received: input_shape={tuple(input_shape)!r}.")
+    if weights is not None:
+        raise ConfigError(f"`weights` applies to a model built by name; load weights into the model object "
+                          f"first. Received: weights={weights!r}.")
+    if strategy is not None:  # variables must be created in the strategy's scope
+        clone = keras.models.clone_model(model)
+        clone.set_weights(model.get_weights())
+        model = clone
+    return model, True if pretrained is None else bool(pretrained)
+
+
+def _is_chief(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None) if strategy is not None else None
+    task_type = getattr(resolver, "task_type", None)
+    if not task_type:
+        return True
+    if task_type == "chief":
+        return True
+    has_chief = "chief" in (resolver.cluster_spec().as_dict() or {})
+    return task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def _optimizer(stage, steps_per_epoch):
+    import keras
+
+    from cnnzoo.builders import _OPTIMIZERS
+
+    rate = stage.learning_rate
+    if stage.schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=stage.epochs * steps_per_epoch, alpha=0.01)
+    return getattr(keras.optimizers, _OPTIMIZERS[stage.optimizer])(learning_rate=rate)
+
+
+def _run_stage(k, stage, parts, inputs, state, run_dir, freeze_bn, cache_features, callbacks, seed, verbose,
+               writer):
+    trained = stages_lib.apply_stage(parts, stage, freeze_bn)
+    below_frozen = not any(layer.trainable_weights for layer in (parts.chain or parts.model.layers[:-1]))
+    feature_shape = tuple(parts.head.input.shape[1:])
+    use_cache = below_frozen and training_data.feature_cache_ok(inputs, feature_shape, cache_features)
+    backup = run_dir / "backup" / f"stage_{k}"
+    done, checkpoint = checkpoints.latest_checkpoint(backup)
+    state.trim(k, done)
+    start = time.perf_counter()
+    if use_cache:
+        fit_model, train, validation = _cached_head_model(parts, inputs, seed)
+    else:
+        fit_model, train, validation = stages_lib.stage_model(parts), inputs.train, inputs.validation
+    fit_model.compile(optimizer=_optimizer(stage, inputs.steps_per_epoch), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"], jit_compile=False)  # XLA is slower on CPU (docs/benchmarks.md)
+    if checkpoint is not None:
+        fit_model.optimizer.build(fit_model.trainable_variables)
+        fit_model.load_weights(checkpoint)
+        log.info("stage %d (%s): resuming after epoch %d from %s", k, stage.name, done, checkpoint)
+    log.info("stage %d/%s: %s, units %s, %s", k, stage.name, stage,
+             trained or "none", "cached features" if use_cache else "through the network")
+    if done < stage.epochs:
+        saver = checkpoints.epoch_checkpoint(backup, state, k, writer=writer)
+        fit_model.fit(train, validation_data=validation, epochs=stage.epochs, initial_epoch=done,
+                      callbacks=[*callbacks, saver], shuffle=False, verbose=verbose)  # datasets shuffle
+    seconds = time.perf_counter() - start
+    if writer:
+        checkpoints.atomic_save_weights(parts.model, run_dir / f"stage_{k}.weights.h5")
+        state.finish_stage(k, seconds, use_cache)
+        shutil.rmtree(backup, ignore_errors=True)
+    return _stage_result(state, k, stage, parts, trained, seconds, use_cache)
+
+
+def _stage_result(state, k, stage, parts, trained, seconds=None, use_cache=None):
+    history = {}
+    for record in state.epochs(k):
+        for key, value in record.items():
+            if key != "epoch" and key != "learning_rate":
+                history.setdefault(key, []).append(value)
+    if seconds is None:
+        seconds = state.data["seconds"].get(str(k), 0.0)
+        use_cache = state.data["feature_cache"].get(str(k), False)
+        trained = []
+    return StageResult(k, stage, history, tuple(trained), bool(use_cache), float(seconds))
+
+
+def _cached_head_model(parts, inputs, seed):
+    """Backbone features computed once; a model of the head alone to train on them."""
+    import keras
+    import tensorflow as tf
+
+    extractor = keras.Model(parts.model.inputs, parts.head.input)
+    run = tf.function(lambda x: extractor(x, training=False), reduce_retracing=True)
+
+    def features(ds):
+        feats, labels = [], []
+        for x, y in ds:
+            feats.append(run(x).numpy())
+            labels.append(np.asarray(y))
+        return np.concatenate(feats), np.concatenate(labels)
+
+    t = time.perf_counter()
+    fx, fy = features(inputs.plain_train)
+    train = tf.data.Dataset.from_tensor_slices((fx, fy)).shuffle(len(fx), seed=seed, reshuffle_each_iteration=True)
+    train = train.batch(inputs.batch_size).prefetch(2)
+    validation = None
+    if inputs.validation is not None:
+        vx, vy = features(inputs.validation)
+        validation = tf.data.Dataset.from_tensor_slices((vx, vy)).batch(inputs.batch_size)
+    log.info("feature cache: %d images -> %s features in %.1f s", len(fx), fx.shape[1:], time.perf_counter() - t)
+    feature_input = keras.Input(shape=fx.shape[1:], name="features")
+    return keras.Model(feature_input, parts.head(feature_input), name=f"{parts.model.name}_head"), train, validation
+
+
+def evaluate(model, dataset, num_classes):
+    """Accuracy and confusion matrix (`[true, predicted]` counts) of `model` on a dataset."""
+    from cnnzoo.predict import predictor
+
+    fn = predictor(model)
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    for x, y in dataset:
+        predicted = np.argmax(fn(np.asarray(x, np.float32)), axis=1)
+        np.add.at(cm, (np.asarray(y, np.int64), predicted), 1)
+    total = cm.sum()
+    return (float(np.trace(cm) / total) if total else None), cm
+
+
+def _finish(model, plan, results, inputs, names, state, run_dir, plots, writer, resumed):
+    from cnnzoo import report
+
+    val_accuracy, cm = (None, None)
+    if inputs.validation is not None:
+        val_accuracy, cm = evaluate(model, inputs.validation, len(names))
+    best = [v for s in results for v in s.history.get("val_accuracy", [])]
+    model.compile(optimizer=_optimizer(Stage(plan[-1].unfreeze, 1, plan[-1].learning_rate, "constant"), 1),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    path = run_dir / f"{model.name}.keras"
+    written = {}
+    if writer:
+        checkpoints.atomic_save_model(model, path)
+        if plots:
+            written["learning_curve"] = report.learning_curve(results, run_dir / "learning_curve.png")
+            if cm is not None:
+                written["confusion_matrix"] = report.confusion_matrix_plot(cm, names, run_dir / "confusion_matrix.png")
+        state.data.update(finished=True, model_path=str(path), val_accuracy=val_accuracy)
+        state.save()
+        for p in run_dir.glob("stage_*.weights.h5"):
+            p.unlink(missing_ok=True)
+        shutil.rmtree(run_dir / "backup", ignore_errors=True)
+    log.info("fine-tuned %s: validation accuracy %s, saved %s", model.name,
+             "n/a" if val_accuracy is None else f"{val_accuracy:.2%}", path)
+    return FinetuneResult(model=model, model_path=path, run_dir=run_dir, stages=tuple(results),
+                          best_val_accuracy=max(best) if best else None, val_accuracy=val_accuracy,
+                          class_names=tuple(names), skipped=inputs.skipped, plots=written, confusion_matrix=cm,
+                          resumed=resumed)
+
