@@ -9,6 +9,7 @@ TensorFlow and Keras are imported inside the functions that need them.
 
 import concurrent.futures
 import hashlib
+import logging
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -534,7 +535,7 @@ def _check_classes(root, classes, labels, skipped):
     if not empty:
         return
     reasons = "; ".join(f"{p}: {r}" for p, r in skipped[:3])
-    raise DataError(f"Every class folder must hold at least one readable image; {empty} in {str(root)!r} "
+    raise DataError(f"`path` must hold at least one readable image per class folder; {empty} in {str(root)!r} "
                     f"hold none{' (skipped files: ' + reasons + ')' if reasons else ''}. Add images, or remove "
                     f"the folder. Received: path={str(root)!r}.")
 
@@ -591,10 +592,18 @@ def _dataset(files, labels, subset, image_size, channels, interpolation, batch_s
              shuffle=False, augment=()):
     import tensorflow as tf
 
+    from cnnzoo.errors import DataError
+
     h, w = image_size
 
     def decode(path):
-        return load_image(path.decode(), image_size, channels, interpolation)
+        try:
+            return load_image(path.decode(), image_size, channels, interpolation)
+        except (DataError, OSError) as e:  # the file changed after the check: keep the epoch going
+            logging.getLogger("cnnzoo").warning(
+                "%s could not be decoded during training (%s); it changed after image_folder checked it. A "
+                "blank image stands in for it; call image_folder again to leave it out.", path.decode(), e)
+            return np.zeros((h, w, channels), dtype=np.uint8)
 
     def read(path, label):
         image = tf.numpy_function(decode, [path], tf.uint8, stateful=False)
@@ -602,8 +611,7 @@ def _dataset(files, labels, subset, image_size, channels, interpolation, batch_s
         return image, label
 
     ds = tf.data.Dataset.from_tensor_slices((list(files), np.asarray(labels, dtype=np.int32)))
-    ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.ignore_errors(log_warning=True)  # a file spoiled after the check is dropped, never fatal
+    ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE)  # keeps the cardinality known, for Keras
     per_image = h * w * channels
     if cache is True:
         ds = ds.cache()
