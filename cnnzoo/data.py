@@ -19,7 +19,7 @@ import numpy as np
 
 __all__ = [
     "Arrays", "ImageFolder", "digits", "digits_folder", "image_folder", "check_image", "load_image",
-    "default_augmentation", "resize_images", "IMAGE_EXTENSIONS", "DEFAULT_IMAGE_SIZE",
+    "convert_image", "default_augmentation", "resize_images", "IMAGE_EXTENSIONS", "DEFAULT_IMAGE_SIZE",
 ]
 
 DIGIT_CLASSES = tuple(str(i) for i in range(10))
@@ -251,6 +251,27 @@ def load_image(path, image_size=None, channels=3, interpolation="bilinear"):
     return array[..., None] if array.ndim == 2 else array
 
 
+def convert_image(image, channels=3):
+    """Turns a Pillow image into a uint8 array the way `load_image` does (no resize).
+
+    Args:
+        image: a `PIL.Image.Image` of any mode.
+        channels: 1 or 3.
+
+    Returns:
+        A uint8 array of shape (height, width, channels).
+
+    Example:
+
+    >>> cnnzoo.data.convert_image(PIL.Image.open("scan.tif"), channels=1).shape  # doctest: +SKIP
+    (480, 640, 1)
+    """
+    from PIL import ImageOps
+
+    array = np.asarray(_to_mode(ImageOps.exif_transpose(image), channels), dtype=np.uint8)
+    return array[..., None] if array.ndim == 2 else array
+
+
 def _to_mode(im, channels):
     """Any Pillow mode -> "RGB" (channels=3) or "L" (channels=1)."""
     from PIL import Image
@@ -336,9 +357,9 @@ def default_augmentation(seed=0):
 
     return [
         keras.layers.RandomFlip("horizontal", seed=seed, name="augment_flip"),
-        keras.layers.RandomRotation(0.05, seed=seed, name="augment_rotate"),  # +-18 degrees
-        keras.layers.RandomZoom(0.1, seed=seed, name="augment_zoom"),
-        keras.layers.RandomContrast(0.1, value_range=(0, 255), seed=seed, name="augment_contrast"),
+        keras.layers.RandomRotation(0.05, seed=seed + 1, name="augment_rotate"),  # up to 18 degrees
+        keras.layers.RandomZoom(0.1, seed=seed + 2, name="augment_zoom"),
+        keras.layers.RandomContrast(0.1, value_range=(0, 255), seed=seed + 3, name="augment_contrast"),
     ]
 
 
@@ -350,7 +371,8 @@ def image_folder(path, image_size=None, batch_size=32, validation_split=0.2, see
     Class names are the sorted folder names (images in nested folders count for
     their top folder). Every file is checked first (see `check_image`); the
     bad ones are skipped, listed in `skipped` and reported in one `DataWarning`,
-    so a bad file never stops an epoch. The split is per class (stratified) and
+    so a bad file never stops an epoch (a file that goes bad after the check is
+    logged and replaced by a blank image). The split is per class (stratified) and
     fixed by `seed`; a class too small to give a validation image keeps all its
     images for training. Decoding runs in parallel with Pillow (JPEG, PNG, GIF,
     BMP, WebP; any mode becomes RGB or grayscale), then images are resized,

@@ -98,6 +98,9 @@ def test_every_format_and_mode_becomes_rgb_or_grayscale(mixed_folder):
     assert (rgba[:3, :3] == 255).all() and (rgba[3:, 3:] == rgb[3:, 3:]).all()  # transparency over white
     gray = data.load_image(files["jpeg/gray.jpeg"], image_size=(5, 7), channels=1)
     assert gray.shape == (5, 7, 1)
+    with Image.open(files["png/rgba.png"]) as im:
+        np.testing.assert_array_equal(data.convert_image(im), rgba)
+        assert data.convert_image(im, channels=1).shape == (10, 14, 1)
 
     result = quiet_image_folder(root, image_size=(10, 14), validation_split=0, shuffle=False, batch_size=4)
     assert result.skipped == () and result.num_train == len(files)

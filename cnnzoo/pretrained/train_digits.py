@@ -62,7 +62,8 @@ def train(out=DEFAULT_OUT, seed=SEED, epochs=EPOCHS, verbose=0):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m cnnzoo.pretrained.train_digits", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m cnnzoo.pretrained.train_digits",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="weights file to write (.weights.h5)")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--epochs", type=int, default=EPOCHS)
