@@ -231,6 +231,7 @@ def load_image(path, image_size=None, channels=3, interpolation="bilinear"):
     from cnnzoo.errors import DataError, DataNotFoundError
 
     path = Path(path)
+    _check_channels(channels)
     if not path.is_file():
         raise DataNotFoundError(f"`path` must be an existing image file. Received: path={str(path)!r}.")
     try:
@@ -244,7 +245,7 @@ def load_image(path, image_size=None, channels=3, interpolation="bilinear"):
                 resample = getattr(Image.Resampling, _INTERPOLATIONS[interpolation])
                 im = im.resize((int(image_size[1]), int(image_size[0])), resample)
             array = np.asarray(im, dtype=np.uint8)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Exception as e:  # Pillow raises many types for damaged data
         raise DataError(f"`path` must be a readable image file; {str(path)!r} failed to decode: {e}. "
                         f"Check it with `cnnzoo.data.check_image` and remove or replace it. "
                         f"Received: path={str(path)!r}.") from e
@@ -268,8 +269,16 @@ def convert_image(image, channels=3):
     """
     from PIL import ImageOps
 
+    _check_channels(channels)
     array = np.asarray(_to_mode(ImageOps.exif_transpose(image), channels), dtype=np.uint8)
     return array[..., None] if array.ndim == 2 else array
+
+
+def _check_channels(channels):
+    if isinstance(channels, bool) or channels not in (1, 3):
+        from cnnzoo.errors import DataError
+
+        raise DataError(f"`channels` must be 1 (grayscale) or 3 (RGB). Received: channels={channels!r}.")
 
 
 def _to_mode(im, channels):
@@ -467,8 +476,7 @@ def _check_args(image_size, batch_size, validation_split, seed, channels, cache,
                             f"image_size={image_size!r}.")
         channels = size[2]
     channels = 3 if channels is None else channels
-    if channels not in (1, 3):
-        raise DataError(f"`channels` must be 1 (grayscale) or 3 (RGB). Received: channels={channels!r}.")
+    _check_channels(channels)
     if not positive_int(batch_size):
         raise DataError(f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}.")
     if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) or not (

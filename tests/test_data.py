@@ -327,6 +327,8 @@ def test_bad_paths(tmp_path, image_folder):
         data.load_image(tmp_path / "missing.png")
     with pytest.raises(DataError, match="failed to decode"):
         data.load_image(REPO / "pyproject.toml")
+    with pytest.raises(DataError, match="`channels` must be 1 \\(grayscale\\) or 3"):
+        data.load_image(image_folder / "a" / "0.png", channels=4)
 
 
 # ------------------------------------------------------------------ digits
