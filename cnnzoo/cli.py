@@ -16,6 +16,7 @@ __all__ = ["main"]
 # has `add_arguments(parser)` and `run(args) -> int`; it is imported only to run.
 _WORKFLOWS = {
     "demo": ("cnnzoo.commands.demo", "train a zoo CNN on the built-in digits data and print its test accuracy"),
+    "tune": ("cnnzoo.commands.tune", "search layer counts and widths with keras-tuner (the entry's [search] table)"),
 }
 
 

@@ -48,7 +48,7 @@ def _image_folder(path, input_shape, batch_size, validation_split, seed):
         raise DataError(f"`data` is a directory, and this cnnzoo has no `cnnzoo.data.image_folder` loader yet. "
                         f"Received: data={str(path)!r}. Pass (x, y) arrays or (train, validation) tf.data "
                         f"datasets instead.")
-    return loader(path, image_size=tuple(input_shape[:2]), batch_size=batch_size,
+    return loader(path, image_size=tuple(input_shape), batch_size=batch_size,
                   validation_split=validation_split, seed=seed)
 
 
@@ -235,6 +235,7 @@ def tune(name, data, tuner="hyperband", max_trials=10, max_epochs=10, directory=
         callbacks.append(keras.callbacks.EarlyStopping(monitor=objective, patience=early_stopping, mode=direction))
     start = time.perf_counter()
     if engine.is_chief():
+        kt_tuner.oracle.verbose = 0  # keras-tuner's per-trial printout; progress is reported by the workers
         engine.serve_chief(kt_tuner)
     else:
         kt_tuner.search(*fit_args, epochs=max_epochs, callbacks=callbacks, verbose=0, **fit_kwargs)

@@ -308,7 +308,10 @@ def make_tuner(kind, hypermodel, objective, max_trials, max_epochs, directory, p
                   heartbeats=project_dir / HEARTBEATS_DIR, heartbeat_timeout=heartbeat_timeout,
                   max_consecutive_failed_trials=max_consecutive_failed_trials)
     if kind == "hyperband":
-        oracle = _HyperbandOracle(max_epochs=max_epochs, factor=factor, **common)
+        # With max_trials, run Hyperband iterations until that many trials (one iteration of a small
+        # max_epochs may hold only 2 trials); without, run one full iteration.
+        oracle = _HyperbandOracle(max_epochs=max_epochs, factor=factor,
+                                  hyperband_iterations=None if max_trials else 1, **common)
         oracle.max_trials = max_trials  # keras-tuner's Oracle honours it; HyperbandOracle does not take it
         tuner_cls = _Hyperband
     elif kind == "random":

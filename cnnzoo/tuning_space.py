@@ -386,8 +386,9 @@ class CnnzooHyperModel(kt.HyperModel):
                 blocks.append(raw)
             changes["blocks"] = blocks
         dense = [int(get(f"units_{j}")) for j in range(1, int(get("dense_layers")) + 1)]
-        changes["head"] = {"dense": dense, "dropout": float(get("dropout"))}
-        changes["train"] = {"learning_rate": float(get("learning_rate")), "optimizer": get("optimizer")}
+        # 6 significant digits: drops float noise such as 0.30000000000000004 from stepped ranges
+        changes["head"] = {"dense": dense, "dropout": float(f"{get('dropout'):.6g}")}
+        changes["train"] = {"learning_rate": float(f"{get('learning_rate'):.6g}"), "optimizer": get("optimizer")}
         return config.apply_overrides(spec, changes)
 
     def feasible(self, values):
