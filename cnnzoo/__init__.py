@@ -17,8 +17,12 @@ from cnnzoo.errors import (  # noqa: F401  (cheap, no TensorFlow)
     CnnzooError,
     ConfigError,
     DataError,
+    DataNotFoundError,
+    DataWarning,
     DuplicateModelError,
     UnknownModelError,
+    UnknownWeightsError,
+    WeightsDownloadError,
     WeightsError,
     WeightsNotFoundError,
 )
@@ -44,8 +48,9 @@ _LAZY = {
 __all__ = [
     "list_models", "info", "spec", "register", "get", "build", "load",
     "finetune", "predict", "hypermodel", "tune", "register_best", "data", "layers", "weights",
-    "CnnzooError", "ConfigError", "DataError", "DuplicateModelError", "UnknownModelError",
-    "WeightsError", "WeightsNotFoundError", "__version__",
+    "CnnzooError", "ConfigError", "DataError", "DataNotFoundError", "DataWarning", "DuplicateModelError",
+    "UnknownModelError", "UnknownWeightsError", "WeightsDownloadError", "WeightsError", "WeightsNotFoundError",
+    "__version__",
 ]
 
 
