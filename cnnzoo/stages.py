@@ -294,16 +294,28 @@ def apply_stage(parts, stage, freeze_batchnorm=True):
     n = len(parts.units)
     k = n if stage.unfreeze == "all" else min(stage.unfreeze, n)
     for container in parts.containers:  # setting a container's flag resets its children: do it first
-        container.trainable = k > 0
+        _set_trainable(container, k > 0)
     for i, (_, layers) in enumerate(parts.units):
         for layer in layers:
-            layer.trainable = i >= n - k
+            _set_trainable(layer, i >= n - k)
     if freeze_batchnorm:
         for layer in (parts.chain or parts.model.layers[:-1]):
             for bn in batchnorm_layers(layer):
                 bn.trainable = False
     parts.head.trainable = True
     return [name for name, _ in parts.units[n - k:]]
+
+
+def _set_trainable(layer, value):
+    """Sets `trainable` on a layer and every sub-layer.
+
+    Keras (TF backend) skips an assignment of the value an attribute already
+    holds, so `block.trainable = True` on a trainable block would leave a
+    sub-layer frozen earlier (a BatchNormalization) frozen. Flipping first
+    makes the setter run, and it propagates to all sub-layers.
+    """
+    layer.trainable = not value
+    layer.trainable = value
 
 
 def replace_head(model, num_classes, class_names=None):
