@@ -16,6 +16,8 @@ __all__ = ["main"]
 # has `add_arguments(parser)` and `run(args) -> int`; it is imported only to run.
 _WORKFLOWS = {
     "demo": ("cnnzoo.commands.demo", "train a zoo CNN on the built-in digits data and print its test accuracy"),
+    "finetune": ("cnnzoo.commands.finetune", "fine-tune a zoo model on an image folder (resumable, staged)"),
+    "predict": ("cnnzoo.commands.predict", "label image files with a saved model (--json for scripts)"),
     "tune": ("cnnzoo.commands.tune", "search layer counts and widths with keras-tuner (the entry's [search] table)"),
 }
 
