@@ -65,7 +65,8 @@ def main():
                       - cnnzoo.predict.predictor(results[False].model)(x)).max()
         ratio = cached / through
         ratios.append((size, ratio))
-        rows.append(f"| {size}x{size}x3 | {through:.2f} s | {cached:.2f} s | **{ratio:.3f}** ({1 / ratio:.1f}x faster) | "
+        rows.append(f"| {size}x{size}x3 | {through:.2f} s | {cached:.2f} s | **{ratio:.3f}** "
+                    f"({1 / ratio:.1f}x faster) | "
                     f"{results[False].val_accuracy:.2%} / {results[True].val_accuracy:.2%} | {diff:.1e} |")
     text = f"""
 ## Fine-tuning: feature cache in frozen stages
@@ -76,7 +77,8 @@ frozen, BatchNorm in inference mode), UCI digits from the image folder as arrays
 20% for validation), batch 32. Best of two alternating runs each. The backbone is randomly
 initialised: the accuracies only compare the two paths (5 epochs of a head on random features).
 
-| input | through the frozen backbone | cached features | ratio cached / through | val. accuracy through / cached | max prob. difference |
+| input | through the frozen backbone | cached features | ratio cached / through | val. accuracy \
+through / cached | max prob. difference |
 | --- | --- | --- | --- | --- | --- |
 {chr(10).join(rows)}
 

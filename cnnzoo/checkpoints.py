@@ -27,7 +27,8 @@ from pathlib import Path
 
 from cnnzoo.errors import ConfigError
 
-__all__ = ["RunState", "atomic_write_text", "atomic_save_model", "latest_checkpoint", "epoch_checkpoint"]
+__all__ = ["RunState", "atomic_write_text", "atomic_save", "atomic_save_model", "atomic_save_weights",
+           "latest_checkpoint", "epoch_checkpoint"]
 
 STATE_VERSION = 1
 _EPOCH_RE = re.compile(r"^epoch_(\d+)\.weights\.h5$")
@@ -49,8 +50,22 @@ def atomic_write_text(path, text):
         raise
 
 
-def _atomic(path, save):
-    """Calls `save(tmp_path)` then renames; `tmp_path` keeps `path`'s suffixes."""
+def atomic_save(path, save):
+    """Writes a file through `save(tmp_path)` and an atomic rename to `path`.
+
+    Args:
+        path: the final path; the temporary one sits in the same directory and
+            keeps its suffixes (`.keras`, `.weights.h5`, `.png`), which Keras
+            and matplotlib read to pick the format.
+        save: a function writing the file at the path it is given.
+
+    Returns:
+        `path`, as a `Path`.
+
+    Example:
+
+    >>> atomic_save("runs/x/model.keras", model.save)  # doctest: +SKIP
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".weights.h5") else path.suffix
@@ -66,12 +81,12 @@ def _atomic(path, save):
 
 def atomic_save_model(model, path):
     """Saves a `.keras` model so that `path` is never half-written."""
-    return _atomic(path, model.save)
+    return atomic_save(path, model.save)
 
 
 def atomic_save_weights(model, path):
     """Saves `.weights.h5` (weights and optimizer state) so that `path` is never half-written."""
-    return _atomic(path, model.save_weights)
+    return atomic_save(path, model.save_weights)
 
 
 def latest_checkpoint(directory):

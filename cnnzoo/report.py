@@ -21,11 +21,11 @@ def _pyplot():
 
 
 def _save(fig, path):
-    from cnnzoo.checkpoints import _atomic
+    from cnnzoo.checkpoints import atomic_save
 
     plt = _pyplot()
     try:
-        return _atomic(Path(path), lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight"))
+        return atomic_save(Path(path), lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight"))
     finally:
         plt.close(fig)
 

@@ -80,10 +80,11 @@ class Stage:
             raise ConfigError(f"`epochs` of a stage must be an integer >= 1. Received: epochs={self.epochs!r}.")
         lr = self.learning_rate
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr <= 10:
-            raise ConfigError(f"`learning_rate` of a stage must be a number in (0, 10]. Received: learning_rate={lr!r}.")
+            raise ConfigError(f"`learning_rate` of a stage must be a number in (0, 10]. "
+                              f"Received: learning_rate={lr!r}.")
         if self.schedule not in SCHEDULES:
-            raise ConfigError(f"`schedule` must be one of {', '.join(map(repr, SCHEDULES))}.{closest(self.schedule, SCHEDULES)} "
-                              f"Received: schedule={self.schedule!r}.")
+            raise ConfigError(f"`schedule` must be one of {', '.join(map(repr, SCHEDULES))}."
+                              f"{closest(self.schedule, SCHEDULES)} Received: schedule={self.schedule!r}.")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"`optimizer` must be one of {', '.join(map(repr, OPTIMIZERS))}."
                               f"{closest(self.optimizer, OPTIMIZERS)} Received: optimizer={self.optimizer!r}.")
@@ -117,7 +118,20 @@ class Stage:
 
 
 def as_stages(stages):
-    """Turns a `Stage`, dict, `"head:5:1e-3"` string or a list of them into a tuple of `Stage`."""
+    """Turns stages given as data into a tuple of `Stage`.
+
+    Args:
+        stages: a `Stage`, a dict of `Stage` fields, a string such as
+            `"head:5:1e-3,top2:3:1e-4"`, or a list of these.
+
+    Returns:
+        A tuple of `Stage`.
+
+    Example:
+
+    >>> as_stages([{"unfreeze": 0, "epochs": 2}, "all:1:1e-5"])
+    (Stage(unfreeze=0, epochs=2, ...), Stage(unfreeze='all', epochs=1, learning_rate=1e-05, ...))
+    """
     if isinstance(stages, (Stage, dict, str)):
         stages = [stages]
     if isinstance(stages, str) or not hasattr(stages, "__iter__"):
@@ -212,7 +226,20 @@ class Anatomy:
 
 
 def anatomy(model):
-    """Finds the head, the chain and the backbone units of a model; see the module docstring."""
+    """Finds the head, the layer chain and the backbone units of a zoo model.
+
+    Args:
+        model: a Functional `keras.Model` whose last layer is a `ClassifierHead`.
+
+    Returns:
+        An `Anatomy`; `unit_names` lists the units bottom to top (see the
+        module docstring for how nested backbones are grouped).
+
+    Example:
+
+    >>> anatomy(cnnzoo.get("bird_classifier", input_shape=(64, 64, 3))).unit_names
+    ['block1', 'block2', 'block3', 'block4', 'block5']
+    """
     import keras
 
     from cnnzoo.layers import ClassifierHead
@@ -275,7 +302,19 @@ def _groups(nested):
 
 
 def batchnorm_layers(layer):
-    """Every BatchNormalization layer inside `layer` (nested models and blocks included)."""
+    """Every BatchNormalization layer inside `layer`, nested models and blocks included.
+
+    Args:
+        layer: a Keras layer or model.
+
+    Returns:
+        A list of `keras.layers.BatchNormalization`.
+
+    Example:
+
+    >>> len(batchnorm_layers(cnnzoo.get("bird_classifier", input_shape=(64, 64, 3))))
+    5
+    """
     import keras
 
     flat = layer._flatten_layers(include_self=True, recursive=True)
@@ -283,13 +322,26 @@ def batchnorm_layers(layer):
 
 
 def apply_stage(parts, stage, freeze_batchnorm=True):
-    """Sets `trainable` for one stage; returns the names of the units that train.
+    """Sets `trainable` for one stage under the BatchNorm policy.
 
     The head always trains; the top `stage.unfreeze` units train; the rest is
     frozen. With `freeze_batchnorm`, every BatchNormalization layer below the
     head stays `trainable=False` in every stage, which in Keras 3 means it
     runs in inference mode (moving statistics used and never updated) -- the
     Keras transfer-learning advice for a pretrained backbone. Recompile after.
+
+    Args:
+        parts: the model's `Anatomy`.
+        stage: a `Stage`.
+        freeze_batchnorm: bool.
+
+    Returns:
+        The names of the units that train (bottom to top).
+
+    Example:
+
+    >>> apply_stage(anatomy(model), Stage(2))
+    ['block4', 'block5']
     """
     n = len(parts.units)
     k = n if stage.unfreeze == "all" else min(stage.unfreeze, n)
@@ -327,8 +379,19 @@ def replace_head(model, num_classes, class_names=None):
     With the same class count the head is kept and only its class names are
     updated.
 
+    Args:
+        model: a zoo model ending in `ClassifierHead`.
+        num_classes: int.
+        class_names: optional list of `num_classes` labels.
+
     Returns:
-        `(model, replaced)`.
+        `(model, replaced)`: the model to train and whether the head is new.
+
+    Example:
+
+    >>> birds, replaced = replace_head(cnnzoo.get("bird_classifier"), 3, ["heron", "owl", "robin"])
+    >>> birds.output_shape, replaced
+    ((None, 3), True)
     """
     import keras
 
@@ -354,6 +417,17 @@ def stage_model(parts):
     block would still fire. Here every layer of the frozen prefix of the chain
     is wrapped in `InferenceMode`, which always calls it with
     `training=False`. Models that are not a single chain train as they are.
+
+    Args:
+        parts: the model's `Anatomy`, after `apply_stage`.
+
+    Returns:
+        A Functional `keras.Model` sharing every layer with `parts.model`.
+
+    Example:
+
+    >>> [layer.name for layer in stage_model(parts).layers][:3]
+    ['image', 'frozen_preprocess', 'frozen_block1']
     """
     import keras
 

@@ -120,8 +120,9 @@ def _from_arrays(x, y, size, channels, batch_size, validation_split, seed, augme
     if x.shape[1:] != (*size, channels):
         x = np.stack([_resize(_to_channels(img, channels), size) for img in x])
     x = x.astype(np.float32, copy=False)
-    if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) or not 0 <= validation_split < 1:
-        raise DataError(f"`validation_split` must be a number in [0, 1). Received: validation_split={validation_split!r}.")
+    split = validation_split
+    if isinstance(split, bool) or not isinstance(split, (int, float)) or not 0 <= split < 1:
+        raise DataError(f"`validation_split` must be a number in [0, 1). Received: validation_split={split!r}.")
     train_idx, val_idx = _split(y, validation_split, seed)
     layers = _augmentation(augment, seed)
 

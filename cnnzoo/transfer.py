@@ -26,7 +26,7 @@ from cnnzoo import checkpoints, stages as stages_lib, training_data
 from cnnzoo.errors import ConfigError
 from cnnzoo.stages import Stage
 
-__all__ = ["finetune", "FinetuneResult", "StageResult", "Stage"]
+__all__ = ["finetune", "FinetuneResult", "StageResult", "Stage", "evaluate"]
 
 log = logging.getLogger("cnnzoo.transfer")
 
@@ -137,7 +137,8 @@ def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, 
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
         raise ConfigError(f"`epochs` must be None or an integer >= 1. Received: epochs={epochs!r}.")
     if cache_features not in (True, False, "auto"):
-        raise ConfigError(f"`cache_features` must be True, False or 'auto'. Received: cache_features={cache_features!r}.")
+        raise ConfigError(f"`cache_features` must be True, False or 'auto'. "
+                          f"Received: cache_features={cache_features!r}.")
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     writer = _is_chief(strategy)
     keras.utils.set_random_seed(seed)
@@ -333,7 +334,22 @@ def _cached_head_model(parts, inputs, seed):
 
 
 def evaluate(model, dataset, num_classes):
-    """Accuracy and confusion matrix (`[true, predicted]` counts) of `model` on a dataset."""
+    """Accuracy and confusion matrix of `model` on a dataset, through the fast predict path.
+
+    Args:
+        model: a `keras.Model`.
+        dataset: batches of `(images, labels)`, e.g. an `ImageFolder`'s `train`.
+        num_classes: int.
+
+    Returns:
+        `(accuracy, matrix)`: a float (None for an empty dataset) and the
+        `[true, predicted]` counts.
+
+    Example:
+
+    >>> test = cnnzoo.data.image_folder("digits/test", image_size=32, validation_split=0, shuffle=False)
+    >>> accuracy, matrix = evaluate(result.model, test.train, 10)  # doctest: +SKIP
+    """
     from cnnzoo.predict import predictor
 
     fn = predictor(model)

@@ -23,7 +23,8 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/demo", help="directory for the digits folder, the run and the model")
     parser.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted demo run instead of starting over")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted demo run instead of starting over")
 
 
 def train_on_digits(model_name="bird_classifier", image_size=32, epochs=15, batch_size=32, seed=0, out="runs/demo",
