@@ -99,6 +99,23 @@ def test_units_of_a_keras_applications_backbone():
     assert "block_14_expand" not in kernels
 
 
+def test_finetune_a_keras_applications_backbone(tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(0, 255, (24, 32, 32, 3)), np.arange(24) % 2
+    model = cnnzoo.get("bird_classifier_mobilenetv2", num_classes=5, input_shape=(32, 32, 3), compile=False)
+    pretrain_batchnorm(model)
+    backbone = model.get_layer("backbone")
+    before = {w.path: w.numpy().copy() for w in backbone.weights}
+    result = cnnzoo.finetune(model, (x, y), stages="head:1:1e-2,top2:1:1e-2", out=tmp_path / "run", verbose=0,
+                             plots=False)
+    assert [(s.units, s.feature_cache) for s in result.stages] == [((), True), (("block_15", "block_16"), False)]
+    after = {w.path: w.numpy() for w in result.model.get_layer("backbone").weights}
+    changed = {path.split("/")[0] for path in before if not np.array_equal(before[path], after[path])}
+    assert changed == {"block_15_expand", "block_15_depthwise", "block_15_project", "block_16_expand",
+                       "block_16_depthwise", "block_16_project", "Conv_1"}  # no BatchNorm, nothing lower
+    assert cnnzoo.load(result.model_path).output_shape == (None, 2)
+
+
 # ------------------------------------------------------------------ head replacement
 
 
