@@ -77,9 +77,9 @@ def build(spec, weights=None):
         x = backbone_model(spec)(x)
     for i, b in enumerate(spec.blocks, 1):
         x = ConvBlock(list(b.filters), kernel_size=b.kernel_size, strides=b.strides, padding=b.padding,
-                      activation=b.activation, batch_norm=b.batch_norm, pool=b.pool, pool_size=b.pool_size,
-                      pool_strides=b.pool_strides, pool_padding=b.pool_padding, dropout=b.dropout,
-                      name=f"block{i}")(x)
+                      activation=b.activation, batch_norm=b.batch_norm, bn_momentum=b.bn_momentum, pool=b.pool,
+                      pool_size=b.pool_size, pool_strides=b.pool_strides, pool_padding=b.pool_padding,
+                      dropout=b.dropout, name=f"block{i}")(x)
     h = spec.head
     outputs = ClassifierHead(spec.num_classes, dense=list(h.dense), dropout=h.dropout, activation=h.activation,
                              pooling=h.pooling, class_names=list(spec.class_names) or None, name="head")(x)

@@ -59,6 +59,7 @@ class Block:
     padding: str = "same"
     activation: str = "relu"
     batch_norm: bool = False
+    bn_momentum: float = 0.9  # Keras' 0.99 leaves small-data models unusable for the first epochs
     pool: str = "max"
     pool_size: int = 2
     pool_strides: int = 0  # 0 means "equal to pool_size"
@@ -244,6 +245,8 @@ def _parse_block(table, i, source):
         padding=_choice(table.get("padding", d.padding), f"{key}.padding", source, PADDINGS),
         activation=_choice(table.get("activation", d.activation), f"{key}.activation", source, ACTIVATIONS),
         batch_norm=_bool(table.get("batch_norm", d.batch_norm), f"{key}.batch_norm", source),
+        bn_momentum=_float(table.get("bn_momentum", d.bn_momentum), f"{key}.bn_momentum", source, 0.0, 1.0,
+                           hi_open=True),
         pool=_choice(table.get("pool", d.pool), f"{key}.pool", source, POOLS),
         pool_size=_int(table.get("pool_size", d.pool_size), f"{key}.pool_size", source),
         pool_strides=_int(table.get("pool_strides", d.pool_strides), f"{key}.pool_strides", source, lo=0),

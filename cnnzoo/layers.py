@@ -7,6 +7,8 @@ is installed (`cnnzoo.load(path)`), safe mode included: no Lambda layers.
 import keras
 from keras import layers, ops
 
+from cnnzoo.config import Block
+
 __all__ = ["Preprocess", "ConvBlock", "ClassifierHead", "class_names_of"]
 
 _CAFFE_MEAN = (103.939, 116.779, 123.68)  # BGR
@@ -77,6 +79,8 @@ class ConvBlock(layers.Layer):
         padding: `"same"` or `"valid"`.
         activation: activation name.
         batch_norm: bool; conv (no bias) -> BatchNormalization -> activation.
+        bn_momentum: float, BatchNormalization momentum; 0.9 (not Keras' 0.99) so
+            that the moving statistics are usable after a few hundred steps.
         pool: `"max"`, `"avg"` or `"none"`.
         pool_size: int.
         pool_strides: int; 0 means equal to `pool_size`.
@@ -91,7 +95,7 @@ class ConvBlock(layers.Layer):
     """
 
     def __init__(self, filters, kernel_size=3, strides=1, padding="same", activation="relu",
-                 batch_norm=False, pool="max", pool_size=2, pool_strides=0, pool_padding="valid",
+                 batch_norm=False, bn_momentum=Block.bn_momentum, pool="max", pool_size=2, pool_strides=0, pool_padding="valid",
                  dropout=0.0, **kwargs):
         super().__init__(**kwargs)
         self.filters = [int(filters)] if isinstance(filters, int) else [int(f) for f in filters]
@@ -100,6 +104,7 @@ class ConvBlock(layers.Layer):
         self.padding = padding
         self.activation = activation
         self.batch_norm = bool(batch_norm)
+        self.bn_momentum = float(bn_momentum)
         self.pool = pool
         self.pool_size = int(pool_size)
         self.pool_strides = int(pool_strides)
@@ -113,7 +118,7 @@ class ConvBlock(layers.Layer):
                 activation=None if self.batch_norm else activation, use_bias=not self.batch_norm,
                 name=f"{prefix}_conv{j}"))
             if self.batch_norm:
-                self.steps.append(layers.BatchNormalization(name=f"{prefix}_bn{j}"))
+                self.steps.append(layers.BatchNormalization(momentum=self.bn_momentum, name=f"{prefix}_bn{j}"))
                 self.steps.append(layers.Activation(activation, name=f"{prefix}_act{j}"))
         if pool != "none":
             cls = layers.MaxPooling2D if pool == "max" else layers.AveragePooling2D
@@ -147,7 +152,7 @@ class ConvBlock(layers.Layer):
             **super().get_config(),
             "filters": self.filters, "kernel_size": self.kernel_size, "strides": self.strides,
             "padding": self.padding, "activation": self.activation, "batch_norm": self.batch_norm,
-            "pool": self.pool, "pool_size": self.pool_size, "pool_strides": self.pool_strides,
+            "bn_momentum": self.bn_momentum, "pool": self.pool, "pool_size": self.pool_size, "pool_strides": self.pool_strides,
             "pool_padding": self.pool_padding, "dropout": self.dropout,
         }
 
