@@ -15,6 +15,7 @@ atomic files), `report.py` (plots).
 
 import contextlib
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -86,8 +87,8 @@ def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, 
     """Fine-tunes a zoo model on your data in stages, resumably.
 
     Args:
-        model_or_name: a zoo name (`"bird_classifier"`) or a zoo `keras.Model`
-            (one ending in `ClassifierHead`).
+        model_or_name: a zoo name (`"bird_classifier"`), a zoo `keras.Model`
+            (one ending in `ClassifierHead`), or the path of one saved as `.keras`.
         data: an image-folder path (`<dir>/<class>/<image>`, read at the model's
             input size), a `cnnzoo.data.ImageFolder`, `(x, y)` arrays (0-255
             images, integer labels) or a `(train_ds, val_ds)` pair of batched
@@ -116,7 +117,8 @@ def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, 
             MultiWorkerMirroredStrategy...); models are built and trained in
             its scope. Only the chief writes files.
         callbacks: Keras callbacks added to every stage's `fit`.
-        seed: int, for weights, split and shuffling.
+        seed: int, for weights, split and shuffling (sets the global seed with
+            `keras.utils.set_random_seed`).
         resume: bool; False starts the run in `out` over.
         plots: bool; write `learning_curve.png` and `confusion_matrix.png`.
         verbose: Keras `fit` verbosity (`"auto"` shows progress bars).
@@ -159,7 +161,8 @@ def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, 
         fingerprint = {"model": model.name, "input_shape": list(model.inputs[0].shape[1:]), "classes": list(names),
                        "stages": [str(s) + f":{s.schedule}:{s.optimizer}" for s in plan], "data": inputs.source,
                        "num_train": inputs.num_train, "batch_size": inputs.batch_size, "seed": seed,
-                       "freeze_batchnorm": freeze_bn}
+                       "freeze_batchnorm": freeze_bn, "augmented": inputs.augmented,
+                       "cache_features": cache_features}
         state = checkpoints.RunState(run_dir, fingerprint, writer=writer)
         resumed = state.load_or_start(resume)
         if resumed and state.data.get("finished"):
@@ -214,13 +217,17 @@ def _is_auto(stages):
 def _resolve_model(model_or_name, input_shape, weights, pretrained, strategy):
     import keras
 
-    if isinstance(model_or_name, str):
+    if isinstance(model_or_name, os.PathLike) or (isinstance(model_or_name, str) and model_or_name.endswith(".keras")):
+        from cnnzoo.builders import load
+
+        model_or_name = load(model_or_name, compile=False)  # a saved zoo model: fine-tune it further
+    elif isinstance(model_or_name, str):
         from cnnzoo.builders import get
 
         model = get(model_or_name, input_shape=input_shape, weights=weights, compile=False)
         return model, (weights is not None) if pretrained is None else bool(pretrained)
     if not isinstance(model_or_name, keras.Model):
-        raise ConfigError(f"`model_or_name` must be a zoo model name or a keras.Model. "
+        raise ConfigError(f"`model_or_name` must be a zoo model name, a saved .keras model or a keras.Model. "
                           f"Received: model_or_name={model_or_name!r}.")
     model = model_or_name
     if input_shape is not None and tuple(input_shape) != tuple(model.inputs[0].shape[1:]):

@@ -264,6 +264,13 @@ def test_folder_run_saves_model_plots_and_state_atomically(tmp_path):
             pytest.warns(cnnzoo.errors.DataWarning):
         cnnzoo.finetune("digits_cnn", folder, input_shape=(SIZE, SIZE, 3), epochs=3, out=out, verbose=0)
     assert result.model_path.read_bytes() == saved
+    # A saved zoo model fine-tunes further, from its path; its head (3 classes, names) is kept.
+    with pytest.warns(cnnzoo.errors.DataWarning):
+        further = cnnzoo.finetune(result.model_path, folder, stages="head:1:1e-4", out=tmp_path / "further",
+                                  verbose=0, plots=False)
+    assert further.class_names == ("a", "b", "c") and further.model_path.is_file()
+    head_before = cnnzoo.load(result.model_path).get_layer("head").weights[0].numpy()
+    assert np.abs(further.model.get_layer("head").weights[0].numpy() - head_before).max() < 0.01  # kept, fine-tuned
 
 
 def test_crash_mid_stage_resumes_at_the_next_epoch(tmp_path):

@@ -35,13 +35,11 @@ def run(args):
     import time
     from pathlib import Path
 
-    from cnnzoo import builders, transfer
+    from cnnzoo import transfer
 
     logging.basicConfig(format="cnnzoo: %(message)s")
     logging.getLogger("cnnzoo").setLevel(logging.INFO)
-    model = args.name
-    if args.name.endswith(".keras") or Path(args.name).is_file():
-        model = builders.load(args.name, compile=False)
+    model = Path(args.name) if Path(args.name).is_file() else args.name
     start = time.perf_counter()
     result = transfer.finetune(
         model, args.data_dir, stages=args.stages, epochs=args.epochs, input_shape=args.input_shape,
