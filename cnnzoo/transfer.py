@@ -8,9 +8,9 @@ head on backbone features computed once. Every epoch is checkpointed in the
 run directory, so the same call after a crash resumes where it stopped, and
 the final model is written atomically.
 
-Parts: `stages.py` (stages as data, freezing, head replacement),
-`training_data.py` (what `data` may be), `checkpoints.py` (run state and
-atomic files), `report.py` (plots).
+Parts: `stages.py` (stages as data), `freezing.py` (units, `trainable`,
+BatchNorm policy, head replacement), `training_data.py` (what `data` may
+be), `checkpoints.py` (run state and atomic files), `report.py` (plots).
 """
 
 import contextlib
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnzoo import checkpoints, stages as stages_lib, training_data
+from cnnzoo import checkpoints, freezing, stages as stages_lib, training_data
 from cnnzoo.errors import ConfigError
 from cnnzoo.stages import Stage
 
@@ -148,10 +148,10 @@ def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, 
         model, pretrained = _resolve_model(model_or_name, input_shape, weights, pretrained, strategy)
         inputs = training_data.prepare(data, tuple(model.inputs[0].shape[1:]), batch_size, validation_split, seed,
                                        augment, class_names)
-        head_classes = stages_lib.anatomy(model).head.num_classes
+        head_classes = freezing.anatomy(model).head.num_classes
         num_classes, names = training_data.check_classes(inputs, num_classes, class_names, head_classes)
-        model, replaced = stages_lib.replace_head(model, num_classes, names)
-        parts = stages_lib.anatomy(model)
+        model, replaced = freezing.replace_head(model, num_classes, names)
+        parts = freezing.anatomy(model)
         freeze_bn = pretrained if freeze_batchnorm is None else bool(freeze_batchnorm)
         if plan is None:
             plan = stages_lib.auto_stages(inputs.num_train, len(parts.units), pretrained, epochs)
@@ -267,7 +267,7 @@ def _optimizer(stage, steps_per_epoch):
 
 def _run_stage(k, stage, parts, inputs, state, run_dir, freeze_bn, cache_features, callbacks, seed, verbose,
                writer):
-    trained = stages_lib.apply_stage(parts, stage, freeze_bn)
+    trained = freezing.apply_stage(parts, stage, freeze_bn)
     below_frozen = not any(layer.trainable_weights for layer in (parts.chain or parts.model.layers[:-1]))
     feature_shape = tuple(parts.head.input.shape[1:])
     use_cache = below_frozen and training_data.feature_cache_ok(inputs, feature_shape, cache_features)
@@ -278,7 +278,7 @@ def _run_stage(k, stage, parts, inputs, state, run_dir, freeze_bn, cache_feature
     if use_cache:
         fit_model, train, validation = _cached_head_model(parts, inputs, seed)
     else:
-        fit_model, train, validation = stages_lib.stage_model(parts), inputs.train, inputs.validation
+        fit_model, train, validation = freezing.stage_model(parts), inputs.train, inputs.validation
     fit_model.compile(optimizer=_optimizer(stage, inputs.steps_per_epoch), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"], jit_compile=False)  # XLA is slower on CPU (docs/benchmarks.md)
     if checkpoint is not None:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import cnnzoo
-from cnnzoo import stages as stages_lib
+from cnnzoo import freezing, stages as stages_lib
 from cnnzoo.errors import ConfigError, DataError
 from cnnzoo.stages import Stage
 from conftest import PYTHON, REPO, write_image_folder
@@ -42,13 +42,13 @@ def blobs(n=48, classes=3, seed=0):
 def pretrain_batchnorm(model, seed=0):
     """Gives every BatchNormalization non-trivial moving statistics, as a pretrained backbone has."""
     rng = np.random.default_rng(seed)
-    for bn in stages_lib.batchnorm_layers(model):
+    for bn in freezing.batchnorm_layers(model):
         bn.moving_mean.assign(rng.normal(0, 0.5, bn.moving_mean.shape))
         bn.moving_variance.assign(rng.uniform(0.5, 2.0, bn.moving_variance.shape))
 
 
 def bn_stats(model):
-    return [v.numpy() for bn in stages_lib.batchnorm_layers(model) for v in (bn.moving_mean, bn.moving_variance)]
+    return [v.numpy() for bn in freezing.batchnorm_layers(model) for v in (bn.moving_mean, bn.moving_variance)]
 
 
 # ------------------------------------------------------------------ stages as data
@@ -85,15 +85,15 @@ def test_auto_stages_follow_dataset_size():
 
 def test_units_of_a_keras_applications_backbone():
     model = cnnzoo.get("bird_classifier_mobilenetv2", num_classes=3, input_shape=(32, 32, 3), compile=False)
-    parts = stages_lib.anatomy(model)
+    parts = freezing.anatomy(model)
     assert parts.unit_names[:3] == ["stem", "expanded_conv", "block_1"]
     assert parts.unit_names[-1] == "block_16" and len(parts.units) == 18
     assert "Conv_1" in [layer.name for layer in parts.units[-1][1]]  # top conv joins the last block
-    trained = stages_lib.apply_stage(parts, Stage(2), freeze_batchnorm=True)
+    trained = freezing.apply_stage(parts, Stage(2), freeze_batchnorm=True)
     assert trained == ["block_15", "block_16"]
     backbone = model.get_layer("backbone")
     assert backbone.get_layer("block_16_project").trainable and not backbone.get_layer("block_14_project").trainable
-    assert not any(bn.trainable for bn in stages_lib.batchnorm_layers(backbone))
+    assert not any(bn.trainable for bn in freezing.batchnorm_layers(backbone))
     kernels = {w.path.split("/")[0] for w in model.trainable_weights}
     assert {"block_15_expand", "block_16_project", "Conv_1", "head"} <= kernels
     assert "block_14_expand" not in kernels
@@ -141,10 +141,10 @@ def test_head_is_replaced_for_a_new_class_count_and_backbone_kept(tmp_path):
 def test_same_class_count_keeps_head_weights_and_renames():
     model = tiny(num_classes=2)
     head = model.get_layer("head")
-    same, replaced = stages_lib.replace_head(model, 2, ["cat", "dog"])
+    same, replaced = freezing.replace_head(model, 2, ["cat", "dog"])
     assert not replaced and same is model and same.get_layer("head") is head
     assert cnnzoo.layers.class_names_of(same) == ["cat", "dog"]
-    other, replaced = stages_lib.replace_head(model, 4, None)
+    other, replaced = freezing.replace_head(model, 4, None)
     assert replaced and other.output_shape == (None, 4) and other.get_layer("block1") is model.get_layer("block1")
 
 
@@ -162,17 +162,17 @@ def test_batchnorm_stays_in_inference_mode_in_frozen_and_unfrozen_stages(tmp_pat
     for before, after in zip(stats_before, bn_stats(result.model)):
         np.testing.assert_array_equal(before, after)  # moving statistics never updated
     assert not np.allclose(kernel_before, result.model.get_layer("block1").weights[0].numpy())  # but it trained
-    assert all(not bn.trainable for bn in stages_lib.batchnorm_layers(result.model))
+    assert all(not bn.trainable for bn in freezing.batchnorm_layers(result.model))
 
     # In an unfrozen stage the training graph's BatchNorm output is the inference-mode output ...
-    parts = stages_lib.anatomy(result.model)
-    stages_lib.apply_stage(parts, Stage("all"), freeze_batchnorm=True)
-    training_graph = stages_lib.stage_model(parts)
+    parts = freezing.anatomy(result.model)
+    freezing.apply_stage(parts, Stage("all"), freeze_batchnorm=True)
+    training_graph = freezing.stage_model(parts)
     np.testing.assert_allclose(training_graph(x[:8], training=True), result.model(x[:8], training=False),
                                rtol=1e-5, atol=1e-6)
     # ... which it would not be with trainable BatchNorm (batch statistics).
-    stages_lib.apply_stage(parts, Stage("all"), freeze_batchnorm=False)
-    assert not np.allclose(stages_lib.stage_model(parts)(x[:8], training=True), result.model(x[:8], training=False),
+    freezing.apply_stage(parts, Stage("all"), freeze_batchnorm=False)
+    assert not np.allclose(freezing.stage_model(parts)(x[:8], training=True), result.model(x[:8], training=False),
                            atol=1e-3)
 
 
@@ -183,7 +183,7 @@ def test_from_scratch_batchnorm_trains(tmp_path):
     result = cnnzoo.finetune(model, (x, y), stages=["all:1:1e-2"], pretrained=False, out=tmp_path / "run",
                              verbose=0, plots=False)
     assert any(not np.allclose(a, b) for a, b in zip(before, bn_stats(result.model)))
-    assert all(bn.trainable for bn in stages_lib.batchnorm_layers(result.model))
+    assert all(bn.trainable for bn in freezing.batchnorm_layers(result.model))
 
 
 # ------------------------------------------------------------------ feature cache
