@@ -29,6 +29,7 @@ from pathlib import Path
 import keras
 import keras_tuner as kt
 from keras_tuner.src.distribute import utils as dist_utils
+from keras_tuner.src.engine import tuner_utils as kt_tuner_utils
 from keras_tuner.src.engine import trial as trial_module
 
 from cnnzoo.errors import ConfigError
@@ -247,7 +248,7 @@ class _TunerMixin:
         _write_json(path, record)
         start = time.perf_counter()
         try:
-            histories = super().run_trial(trial, *args, **kwargs)
+            histories = self._fit_trial(trial, *args, **kwargs)
         except BaseException as e:
             _write_json(path, {**record, "status": "failed", "seconds": time.perf_counter() - start,
                                "message": f"{type(e).__name__}: {e}"[:1000]})
@@ -257,10 +258,38 @@ class _TunerMixin:
                            "epochs": epochs, "finished": time.time()})
         return histories
 
+    def _fit_trial(self, trial, *args, **kwargs):
+        """keras-tuner's `Tuner.run_trial` (and Hyperband's epochs), with the best epoch kept in memory
+        and written once per training instead of at every improving epoch."""
+        hp = trial.hyperparameters
+        if "tuner/epochs" in hp.values:
+            kwargs["epochs"] = hp.values["tuner/epochs"]
+            kwargs["initial_epoch"] = hp.values["tuner/initial_epoch"]
+        best = _BestEpoch(self.oracle.objective, self._get_checkpoint_fname(trial.trial_id))
+        original_callbacks = kwargs.pop("callbacks", [])
+        histories = []
+        for execution in range(self.executions_per_trial):
+            fit_kwargs = dict(kwargs)
+            callbacks = self._deepcopy_callbacks(original_callbacks)
+            self._configure_tensorboard_dir(callbacks, trial, execution)
+            callbacks += [kt_tuner_utils.TunerCallback(self, trial), best]
+            fit_kwargs["callbacks"] = callbacks
+            histories.append(self._build_and_fit_model(trial, *args, **fit_kwargs))
+        return histories
+
+    def _try_build(self, hp):
+        # keras-tuner clears the session (two garbage collections) before each build; cnnzoo clears it once,
+        # at the end of each trial (on_trial_end), which frees the trial's memory as early.
+        model = self._build_hypermodel(hp)
+        if not isinstance(model, keras.Model):
+            raise kt.errors.FatalTypeError(f"The hypermodel must return a keras.Model. Received: {type(model)}.")
+        if self.max_model_size and model.count_params() > self.max_model_size:
+            raise kt.errors.FailedTrialError(f"Oversized model: {model.count_params()} parameters. Skip model.")
+        return model
+
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
-        keras.backend.clear_session()  # keras-tuner clears before each build; free this trial's graph now
-        gc.collect()
+        keras.backend.clear_session()  # with its garbage collection: this trial's models and graphs go now
         if self.cnnzoo_progress is not None:
             from cnnzoo import tuning_report
 
@@ -270,16 +299,54 @@ class _TunerMixin:
 
     def on_search_begin(self):
         super().on_search_begin()
+        # The garbage collection after each trial would walk every object of TensorFlow and Keras
+        # (0.25 s a trial on 2 cores); objects alive now stay alive through the search, so freeze them.
+        gc.collect()
+        gc.freeze()
         if dist_utils.has_chief_oracle():
             interval = max(0.2, self.cnnzoo_heartbeat_timeout / 6)
             self._cnnzoo_heartbeat = _Heartbeat(Path(self.project_dir) / HEARTBEATS_DIR, self.tuner_id,
                                                 interval).start()
 
     def on_search_end(self):
+        gc.unfreeze()
         if self._cnnzoo_heartbeat is not None:
             self._cnnzoo_heartbeat.stop()
             self._cnnzoo_heartbeat = None
         super().on_search_end()
+
+
+class _BestEpoch(keras.callbacks.Callback):
+    """Keeps the weights of the best epoch (by the objective) and writes them when training ends.
+
+    keras-tuner's `SaveBestEpoch` writes a file at every improving epoch; across executions of a
+    trial this keeps the best one as well.
+    """
+
+    def __init__(self, objective, filepath):
+        super().__init__()
+        self.objective = objective
+        self.filepath = filepath
+        self.best_value = float("-inf") if objective.direction == "max" else float("inf")
+        self._weights = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.objective.has_value(logs):
+            self._weights = self.model.get_weights()
+            return
+        value = self.objective.get_value(logs)
+        if self.objective.better_than(value, self.best_value):
+            self.best_value = value
+            self._weights = self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        if self._weights is None:
+            return  # no epoch of this execution beat an earlier execution: keep its file
+        final = self.model.get_weights()
+        self.model.set_weights(self._weights)
+        self.model.save_weights(self.filepath)
+        self.model.set_weights(final)
+        self._weights = None
 
 
 class _Tuner(_TunerMixin, kt.Tuner):
@@ -290,13 +357,14 @@ class _Hyperband(_TunerMixin, kt.Hyperband):
     def _build_hypermodel(self, hp):
         if "tuner/trial_id" not in hp.values:
             return kt.Tuner._build_hypermodel(self, hp)
-        from cnnzoo import builders
+        from cnnzoo import builders, tuning_space
 
         # Continue a trial: load its weights into an uncompiled model, then compile (no optimizer warning).
         model = self.hypermodel.build(hp, compile=False)
         model.load_weights(self._get_checkpoint_fname(hp.values["tuner/trial_id"]))
-        builders.compile_model(model, self.hypermodel.spec_for(hp.values).train)
-        return model
+        spec = self.hypermodel.spec_for(hp.values)
+        builders.compile_model(model, spec.train)
+        return tuning_space.prebuild(model, spec)
 
 
 def make_tuner(kind, hypermodel, objective, max_trials, max_epochs, directory, project_name, overwrite,

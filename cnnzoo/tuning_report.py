@@ -26,6 +26,7 @@ class TrialRecord:
         tuner_id: the tuner process that ran it (distributed search: the worker).
         continues: for Hyperband trials that resume another one, its trial id.
         message: why a failed trial failed.
+        metrics: every metric at the best epoch, e.g. {"val_loss": 0.08, "accuracy": 0.97}.
     """
 
     trial_id: str
@@ -38,6 +39,7 @@ class TrialRecord:
     tuner_id: str = None
     continues: str = None
     message: str = None
+    metrics: dict = field(default_factory=dict)
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -53,12 +55,19 @@ def record_of(trial, runs=()):
     if score is not None and (isinstance(score, float) and math.isnan(score)):
         score = None
     message = trial.message.strip().splitlines()[-1] if trial.message else None
+    metrics = {}
+    for name in trial.metrics.metrics:
+        observations = trial.metrics.get_history(name)
+        if observations:
+            value = observations[-1].value
+            value = value[0] if isinstance(value, (list, tuple)) else value
+            metrics[name] = float(value)
     return TrialRecord(
         trial_id=trial.trial_id, status=trial.status, hyperparameters=searched,
         score=float(score) if score is not None else None,
         epochs=run.get("epochs"), seconds=round(run["seconds"], 3) if "seconds" in run else None,
         best_epoch=int(trial.best_step) if score is not None else None, tuner_id=run.get("tuner_id"),
-        continues=values.get("tuner/trial_id"), message=message)
+        continues=values.get("tuner/trial_id"), message=message, metrics=metrics)
 
 
 def collect(project_dir):
@@ -110,9 +119,15 @@ class TuneResult:
     hypermodel: object = field(default=None, repr=False)
 
     def ranked(self):
-        """Completed trials best first, then the others in trial order."""
+        """Completed trials best first, then the others in trial order.
+
+        Ties on the objective (common with accuracy on a small validation set) go to the lower
+        `val_loss` at the best epoch, then to the earlier trial.
+        """
         done = [t for t in self.trials if t.status == "COMPLETED" and t.score is not None]
-        done.sort(key=lambda t: t.score, reverse=self.direction == "max")
+        sign = -1 if self.direction == "max" else 1
+        tiebreak = "val_loss" if self.objective != "val_loss" else "loss"
+        done.sort(key=lambda t: (sign * t.score, t.metrics.get(tiebreak, math.inf)))
         return done + [t for t in self.trials if t not in done]
 
     def searched_names(self):
