@@ -215,9 +215,7 @@ def _one(item, size, channels):
             raise DataError(f"`images` must be readable image files (PNG, JPEG, BMP, GIF, WebP). "
                             f"Received: images={source!r}: {e}") from e
     if _is_pil(item):
-        from PIL import ImageOps
-
-        item = np.asarray(data._to_mode(ImageOps.exif_transpose(item), channels), dtype=np.uint8)
+        item = data.convert_image(item, channels)  # exactly what image_folder does to a decoded file
     try:
         arr = np.asarray(item.numpy() if hasattr(item, "numpy") else item)
     except Exception as e:  # noqa: BLE001 - anything that is not array-like
