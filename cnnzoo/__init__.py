@@ -39,7 +39,10 @@ _LAZY = {
     "data": "cnnzoo.data",
     "weights": "cnnzoo.weights",
     "finetune": "cnnzoo.transfer",
-    "predict": "cnnzoo.predict",
+    "predict": "cnnzoo.inference",
+    "inference": "cnnzoo.inference",
+    "Stage": "cnnzoo.stages",
+    "stages": "cnnzoo.stages",
     "hypermodel": "cnnzoo.tuning",
     "tune": "cnnzoo.tuning",
     "register_best": "cnnzoo.tuning",
@@ -47,7 +50,7 @@ _LAZY = {
 
 __all__ = [
     "list_models", "info", "spec", "register", "get", "build", "load",
-    "finetune", "predict", "hypermodel", "tune", "register_best", "data", "layers", "weights",
+    "finetune", "Stage", "predict", "hypermodel", "tune", "register_best", "data", "layers", "weights",
     "CnnzooError", "ConfigError", "DataError", "DataNotFoundError", "DataWarning", "DuplicateModelError",
     "UnknownModelError", "UnknownWeightsError", "WeightsDownloadError", "WeightsError", "WeightsNotFoundError",
     "__version__",

@@ -103,7 +103,7 @@ def _from_folder(folder, size, channels):
 def _from_arrays(x, y, size, channels, batch_size, validation_split, seed, augment):
     import tensorflow as tf
 
-    from cnnzoo.predict import _resize, _to_channels
+    from cnnzoo.inference import _resize, _to_channels
 
     x, y = np.asarray(x), np.asarray(y)
     if x.ndim == 3:

@@ -357,7 +357,7 @@ def evaluate(model, dataset, num_classes):
     >>> test = cnnzoo.data.image_folder("digits/test", image_size=32, validation_split=0, shuffle=False)
     >>> accuracy, matrix = evaluate(result.model, test.train, 10)  # doctest: +SKIP
     """
-    from cnnzoo.predict import predictor
+    from cnnzoo.inference import predictor
 
     fn = predictor(model)
     cm = np.zeros((num_classes, num_classes), np.int64)

@@ -6,7 +6,7 @@ import pytest
 import cnnzoo
 from cnnzoo import data
 from cnnzoo.errors import ConfigError, DataError, DataNotFoundError
-from cnnzoo.predict import Prediction, load_images, predictor
+from cnnzoo.inference import Prediction, load_images, predictor
 from conftest import write_image_folder
 
 SIZE = 12
@@ -119,7 +119,7 @@ def test_load_images_converts_channels():
     assert load_images([rgba], (3, 3), 3)[0].shape == (1, 3, 3, 3)
 
 
-def test_predict_module_is_callable_after_import():
-    import cnnzoo.predict as module
+def test_predict_stays_the_function_after_importing_the_module():
+    import cnnzoo.inference as module
 
-    assert callable(cnnzoo.predict) and module.Prediction is Prediction
+    assert cnnzoo.predict is module.predict and module.Prediction is Prediction

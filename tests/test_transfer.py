@@ -204,7 +204,7 @@ def test_feature_cache_equals_training_through_the_frozen_backbone(tmp_path):
         result = cnnzoo.finetune(model, (x, y), stages=["head:3:1e-2"], cache_features=cache, seed=seed,
                                  batch_size=8, out=tmp_path / key, verbose=0, plots=False)
         assert result.stages[0].feature_cache is cache
-        predictions[key] = cnnzoo.predict.predictor(result.model)(x)
+        predictions[key] = cnnzoo.inference.predictor(result.model)(x)
         histories[key] = result.stages[0].history["loss"]
     np.testing.assert_allclose(predictions["cached"], predictions["through"], atol=1e-4)
     np.testing.assert_allclose(histories["cached"], histories["through"], rtol=1e-4)

@@ -32,7 +32,7 @@ def run(args):
     import json
 
     from cnnzoo.errors import DataError
-    from cnnzoo.predict import predict
+    from cnnzoo.inference import predict
 
     images = _expand(args.images)
     if not images:
