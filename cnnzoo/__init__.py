@@ -43,6 +43,7 @@ _LAZY = {
     "inference": "cnnzoo.inference",
     "Stage": "cnnzoo.stages",
     "stages": "cnnzoo.stages",
+    "freezing": "cnnzoo.freezing",
     "hypermodel": "cnnzoo.tuning",
     "tune": "cnnzoo.tuning",
     "register_best": "cnnzoo.tuning",
