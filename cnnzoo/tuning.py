@@ -104,7 +104,8 @@ def _prepare(data, name, input_shape, num_classes, batch_size, validation_split,
                 raise DataError("`num_classes` is required with tf.data datasets (they do not say how many "
                                 "classes there are). Received: num_classes=None.")
             num_classes = len(class_names)
-        return (train,), {"validation_data": val}, tuple(input_shape), num_classes, class_names
+        # a dataset shuffles itself; Keras warns when fit's shuffle=True meets one
+        return (train,), {"validation_data": val, "shuffle": False}, tuple(input_shape), num_classes, class_names
     if len(data) == 2:
         x, y = _check_arrays(*data, "data")
         if not 0.0 < validation_split < 1.0:
