@@ -201,6 +201,7 @@ def tune(name, data, tuner="hyperband", max_trials=10, max_epochs=10, directory=
     """
     import keras
 
+    from cnnzoo import tuning_distributed as distributed
     from cnnzoo import tuning_engine as engine
 
     if tuner not in TUNERS:
@@ -221,7 +222,7 @@ def tune(name, data, tuner="hyperband", max_trials=10, max_epochs=10, directory=
     hm = CnnzooHyperModel(name, num_classes=num_classes, input_shape=input_shape, search=search, **fixed)
     directory = Path(directory) if directory is not None else registry.home() / "tuning"
     project_name = project_name or name
-    if engine.is_worker():
+    if distributed.is_worker():
         overwrite = False  # only the chief may wipe the shared directory
     if seed is not None:
         keras.utils.set_random_seed(seed)
@@ -235,9 +236,9 @@ def tune(name, data, tuner="hyperband", max_trials=10, max_epochs=10, directory=
     if early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(monitor=objective, patience=early_stopping, mode=direction))
     start = time.perf_counter()
-    if engine.is_chief():
+    if distributed.is_chief():
         kt_tuner.oracle.verbose = 0  # keras-tuner's per-trial printout; progress is reported by the workers
-        engine.serve_chief(kt_tuner)
+        distributed.serve_chief(kt_tuner)
     else:
         kt_tuner.search(*fit_args, epochs=max_epochs, callbacks=callbacks, verbose=0, **fit_kwargs)
     seconds = time.perf_counter() - start

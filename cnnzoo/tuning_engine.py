@@ -1,4 +1,4 @@
-"""keras-tuner machinery behind `cnnzoo.tune`: oracles, tuners, run records, chief server.
+"""keras-tuner machinery behind `cnnzoo.tune`: oracles, tuners, run records.
 
 What cnnzoo adds to keras-tuner's own classes, and why:
 - The oracles propose the entry's defaults first (trial 0 is the zoo model),
@@ -8,13 +8,9 @@ What cnnzoo adds to keras-tuner's own classes, and why:
   (`<project>/cnnzoo_runs/`), clear the Keras session after each trial, and
   continue Hyperband trials by loading weights into an uncompiled model (no
   optimizer-variable warnings).
-- Distributed search (keras-tuner's chief/worker mode, `KERASTUNER_*`
-  variables): each worker touches a heartbeat file in the shared project
-  directory; when a worker stops beating for `heartbeat_timeout` seconds the
-  chief hands its unfinished trial to the next worker that asks, and a worker
-  that runs out of trials waits (polling) until the other workers are done, so
-  that it can take over such a trial. The chief serves until every worker is
-  done or gone, then returns.
+- Distributed search (keras-tuner's chief/worker mode): the oracles move the
+  trial of a worker whose heartbeat stopped to the next worker that asks, and
+  keep idle workers waiting while others are busy (see `tuning_distributed`).
 """
 
 import contextlib
@@ -22,7 +18,6 @@ import gc
 import json
 import logging
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -32,26 +27,14 @@ from keras_tuner.src.distribute import utils as dist_utils
 from keras_tuner.src.engine import tuner_utils as kt_tuner_utils
 from keras_tuner.src.engine import trial as trial_module
 
-from cnnzoo.errors import ConfigError
+from cnnzoo import tuning_distributed as distributed
 
-__all__ = ["make_tuner", "serve_chief", "is_chief", "is_worker", "read_runs", "RUNS_DIR", "HEARTBEATS_DIR"]
+__all__ = ["make_tuner", "read_runs", "RUNS_DIR"]
 
 log = logging.getLogger("cnnzoo.tuning")
 
 RUNS_DIR = "cnnzoo_runs"
-HEARTBEATS_DIR = "cnnzoo_heartbeats"
 _RESAMPLE = 50  # random draws tried before an infeasible proposal is let through
-_IDLE_POLL_S = 0.5
-
-
-def is_chief():
-    """True in the chief process of a distributed search (`KERASTUNER_TUNER_ID` contains "chief")."""
-    return dist_utils.has_chief_oracle() and dist_utils.is_chief_oracle()
-
-
-def is_worker():
-    """True in a worker process of a distributed search."""
-    return dist_utils.has_chief_oracle() and not dist_utils.is_chief_oracle()
 
 
 # ------------------------------------------------------------------ run records
@@ -161,50 +144,6 @@ class _HyperbandOracle(_OracleMixin, kt.oracles.HyperbandOracle):
 # ---------------------------------------------------------------------- tuners
 
 
-class _PatientClient:
-    """Wraps a worker's `OracleClient`: waits a little after an IDLE answer instead of spinning."""
-
-    def __init__(self, client):
-        self._client = client
-
-    def create_trial(self, tuner_id):
-        trial = self._client.create_trial(tuner_id)
-        if trial.status == trial_module.TrialStatus.IDLE:
-            time.sleep(_IDLE_POLL_S)
-        return trial
-
-    def __getattr__(self, name):
-        return getattr(self._client, name)
-
-
-class _Heartbeat:
-    """Touches `<dir>/<tuner_id>` every `interval` seconds from a daemon thread."""
-
-    def __init__(self, directory, tuner_id, interval):
-        self.path = Path(directory) / tuner_id
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"cnnzoo-heartbeat-{tuner_id}", daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            try:
-                self.path.touch()
-            except OSError:
-                pass
-            self._stop.wait(self.interval)
-
-    def start(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.touch()
-        self._thread.start()
-        return self
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-
 class _TunerMixin:
     def __init__(self, *args, progress=None, heartbeat_timeout=60.0, **kwargs):
         self.cnnzoo_progress = progress
@@ -213,7 +152,7 @@ class _TunerMixin:
         # kt.Tuner.__init__ directly: kt.Hyperband.__init__ would make an oracle of its own
         kt.Tuner.__init__(self, *args, **kwargs)
         if self._is_worker():
-            self.oracle = _PatientClient(self.oracle)
+            self.oracle = distributed.PatientClient(self.oracle)
 
     def _activate_all_conditions(self):
         # keras-tuner builds a Keras model once per conditional scope to discover the space;
@@ -305,7 +244,7 @@ class _TunerMixin:
         gc.freeze()
         if dist_utils.has_chief_oracle():
             interval = max(0.2, self.cnnzoo_heartbeat_timeout / 6)
-            self._cnnzoo_heartbeat = _Heartbeat(Path(self.project_dir) / HEARTBEATS_DIR, self.tuner_id,
+            self._cnnzoo_heartbeat = distributed.Heartbeat(Path(self.project_dir) / distributed.HEARTBEATS_DIR, self.tuner_id,
                                                 interval).start()
 
     def on_search_end(self):
@@ -373,7 +312,7 @@ def make_tuner(kind, hypermodel, objective, max_trials, max_epochs, directory, p
     """Builds a cnnzoo keras-tuner tuner of `kind` ("hyperband", "random" or "bayesian")."""
     project_dir = Path(directory) / project_name
     common = dict(objective=objective, seed=seed, hypermodel=hypermodel,
-                  heartbeats=project_dir / HEARTBEATS_DIR, heartbeat_timeout=heartbeat_timeout,
+                  heartbeats=project_dir / distributed.HEARTBEATS_DIR, heartbeat_timeout=heartbeat_timeout,
                   max_consecutive_failed_trials=max_consecutive_failed_trials)
     if kind == "hyperband":
         # With max_trials, run Hyperband iterations until that many trials (one iteration of a small
@@ -404,39 +343,3 @@ class _LogWriter:
 def _logged_stdout():
     """keras-tuner prints ("Reloading Tuner from ..."); send that to the log instead."""
     return contextlib.redirect_stdout(_LogWriter())
-
-
-# ---------------------------------------------------------------- chief server
-
-
-def serve_chief(tuner, poll=0.2):
-    """Runs the chief: serves the oracle over gRPC until all workers are done or gone.
-
-    keras-tuner's own server checks for the end every 20 s; this one polls
-    every `poll` seconds and stops the gRPC server cleanly.
-    """
-    import concurrent.futures
-
-    import grpc
-    from keras_tuner.src import protos
-    from keras_tuner.src.distribute import oracle_chief
-
-    tuner.save()
-    address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
-    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=1))
-    servicer = oracle_chief.OracleServicer(tuner.oracle)
-    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
-    try:
-        bound = server.add_insecure_port(address)
-    except RuntimeError:
-        bound = 0
-    if not bound:
-        raise ConfigError(f"`KERASTUNER_ORACLE_IP`/`KERASTUNER_ORACLE_PORT` must name a free local address for "
-                          f"the chief to listen on. Received: {address!r}. Pick another port.")
-    server.start()
-    log.info("chief oracle listening on %s", address)
-    try:
-        while not (servicer.stop_triggered and oracle_chief.exit_chief(tuner.oracle)):
-            time.sleep(poll)
-    finally:
-        server.stop(grace=2).wait()
