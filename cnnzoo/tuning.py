@@ -29,6 +29,7 @@ __all__ = ["hypermodel", "tune", "register_best", "CnnzooHyperModel", "TuneResul
 log = logging.getLogger("cnnzoo.tuning")
 
 TUNERS = ("hyperband", "random", "bayesian")
+OBJECTIVES = ("val_accuracy", "val_loss", "accuracy", "loss")  # what builders.compile_model reports
 
 
 # ------------------------------------------------------------------------ data
@@ -167,7 +168,8 @@ def tune(name, data, tuner="hyperband", max_trials=10, max_epochs=10, directory=
             brackets; None runs one full Hyperband iteration).
         max_epochs: int, epochs per trial (Hyperband: for the longest trials).
         directory: where the project lives; default `$CNNZOO_HOME/tuning`.
-        objective: the metric to optimise, e.g. "val_accuracy" or "val_loss".
+        objective: the metric to optimise: "val_accuracy" (default), "val_loss",
+            "accuracy" or "loss".
         overwrite: bool; start afresh instead of resuming.
         project_name: default `name`.
         num_classes: default from the data.
@@ -211,8 +213,8 @@ def tune(name, data, tuner="hyperband", max_trials=10, max_epochs=10, directory=
     _check_int(batch_size, "batch_size")
     _check_int(early_stopping, "early_stopping", lo=0)
     _check_int(executions_per_trial, "executions_per_trial")
-    if not isinstance(objective, str) or not objective:
-        raise ConfigError(f"`objective` must be a metric name such as 'val_accuracy' or 'val_loss'. "
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"`objective` must be a metric the zoo models report: {', '.join(OBJECTIVES)}. "
                           f"Received: objective={objective!r}.")
     registry.spec(name)  # unknown names fail before any data work
     fit_args, fit_kwargs, input_shape, num_classes, class_names = _prepare(

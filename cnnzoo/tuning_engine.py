@@ -134,7 +134,17 @@ class _RandomOracle(_OracleMixin, kt.oracles.RandomSearchOracle):
 
 
 class _BayesianOracle(_OracleMixin, kt.oracles.BayesianOptimizationOracle):
-    pass
+    def populate_space(self, trial_id):
+        # After its random start, the Gaussian process proposes values of its own: one whose model
+        # would not fit the input is replaced by a feasible random draw instead of failing a trial.
+        response = super().populate_space(trial_id)
+        values = response.get("values")
+        hm = self.cnnzoo_hypermodel
+        if response.get("status") == trial_module.TrialStatus.RUNNING and values and hm and not hm.feasible(values):
+            fallback = self._random_values()
+            if fallback:
+                response = {"status": trial_module.TrialStatus.RUNNING, "values": fallback}
+        return response
 
 
 class _HyperbandOracle(_OracleMixin, kt.oracles.HyperbandOracle):

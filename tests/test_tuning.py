@@ -149,6 +149,22 @@ def test_models_that_do_not_fit_the_input_fail_the_trial_not_the_search():
         hm.build(hp)
 
 
+def test_oracle_proposes_the_defaults_first_and_only_models_that_fit(tmp_path):
+    from cnnzoo import tuning_engine
+
+    hm = cnnzoo.hypermodel("tiny_vgg", input_shape=(32, 32, 3))  # valid padding: deep trials vanish
+    tuner = tuning_engine.make_tuner("random", hm, "val_accuracy", 40, 1, tmp_path, "p", True, seed=0)
+    proposals = [tuner.oracle.create_trial(f"tuner{i}").hyperparameters.values for i in range(40)]
+    plain = kt.oracles.RandomSearchOracle("val_accuracy", max_trials=40, seed=0)
+    plain.hyperparameters = tuner.oracle.hyperparameters.copy()
+    unfiltered = [plain.populate_space(str(i))["values"] for i in range(40)]
+    assert len({tuple(sorted(v.items())) for v in proposals}) == 40  # 40 distinct trials
+    assert proposals[0] == {k: v for k, v in hm.declare_hyperparameters(kt.HyperParameters()).items()
+                            if k in proposals[0]} and hm.spec_for(proposals[0]) == hm.base
+    assert all(hm.feasible(v) for v in proposals)
+    assert not all(hm.feasible(v) for v in unfiltered)  # the check matters for this space
+
+
 @pytest.mark.parametrize("kwargs, key", [
     ({"search": {"filters": {"min": 0, "max": 8}}}, "search.filters"),
     ({"search": {"dropout": [0.5, 1.5]}}, "search.dropout"),
@@ -182,6 +198,8 @@ def test_tune_rejects_bad_arguments_before_any_search(tmp_path):
         cnnzoo.tune("digits_cnn", (x, y), tuner="grid", directory=tmp_path)
     with pytest.raises(ConfigError, match="`max_trials`"):
         cnnzoo.tune("digits_cnn", (x, y), tuner="random", max_trials=0, directory=tmp_path)
+    with pytest.raises(ConfigError, match="`objective`"):
+        cnnzoo.tune("digits_cnn", (x, y), tuner="random", objective="val_auc", directory=tmp_path)
     with pytest.raises(DataError, match="one-hot"):
         cnnzoo.tune("digits_cnn", (x, np.eye(10)[y]), tuner="random", directory=tmp_path)
     with pytest.raises(DataError, match="one label per image"):
@@ -264,6 +282,16 @@ def test_register_best_round_trip(searched, isolated_home):
         cnnzoo.register_best(result, "lenet5")
     with pytest.raises(ConfigError, match="lower_snake_case"):
         cnnzoo.register_best(result, "My Net")
+
+
+def test_bayesian_search_on_val_loss(tmp_path):
+    x, y, xv, yv = _digits(120)
+    result = cnnzoo.tune("digits_cnn", (x, y, xv, yv), tuner="bayesian", max_trials=2, max_epochs=1,
+                         objective="val_loss", directory=tmp_path, seed=0, search={"conv_blocks": [1, 2]},
+                         load_best=False)
+    assert [t.status for t in result.trials] == ["COMPLETED"] * 2 and result.direction == "min"
+    assert result.best_trial.score == min(t.score for t in result.trials)
+    assert result.best_model is None and result.best_spec is not None
 
 
 # ---------------------------------------------------- subprocesses: resume, CLI, distributed
