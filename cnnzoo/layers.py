@@ -65,8 +65,32 @@ class Preprocess(layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
+class _Steps(layers.Layer):
+    """A layer that runs its sub-layers `self.steps` in order (set in `__init__`)."""
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for step in self.steps:
+            step.build(shape)
+            shape = step.compute_output_shape(shape)
+
+    def call(self, x, training=None):
+        for step in self.steps:
+            if isinstance(step, (layers.BatchNormalization, layers.Dropout)):
+                x = step(x, training=training)
+            else:
+                x = step(x)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        for step in self.steps:
+            shape = step.compute_output_shape(shape)
+        return shape
+
+
 @keras.saving.register_keras_serializable(package="cnnzoo")
-class ConvBlock(layers.Layer):
+class ConvBlock(_Steps):
     """`len(filters)` convolutions (each optionally batch-normalised), then pooling.
 
     Sub-layers are named like keras.applications (`block1_conv1`, `block1_pool`),
@@ -127,26 +151,6 @@ class ConvBlock(layers.Layer):
         if self.dropout:
             self.steps.append(layers.Dropout(self.dropout, name=f"{prefix}_dropout"))
 
-    def build(self, input_shape):
-        shape = tuple(input_shape)
-        for step in self.steps:
-            step.build(shape)
-            shape = step.compute_output_shape(shape)
-
-    def call(self, x, training=None):
-        for step in self.steps:
-            if isinstance(step, (layers.BatchNormalization, layers.Dropout)):
-                x = step(x, training=training)
-            else:
-                x = step(x)
-        return x
-
-    def compute_output_shape(self, input_shape):
-        shape = tuple(input_shape)
-        for step in self.steps:
-            shape = step.compute_output_shape(shape)
-        return shape
-
     def get_config(self):
         return {
             **super().get_config(),
@@ -158,7 +162,7 @@ class ConvBlock(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="cnnzoo")
-class ClassifierHead(layers.Layer):
+class ClassifierHead(_Steps):
     """Flatten or global pooling, hidden dense layers with dropout, softmax.
 
     Carries the class names in its config, so a saved model knows its labels.
@@ -202,20 +206,6 @@ class ClassifierHead(layers.Layer):
         if self.dropout and not self.dense:
             self.steps.append(layers.Dropout(self.dropout, name="dropout"))
         self.steps.append(layers.Dense(self.num_classes, activation="softmax", name="predictions"))
-
-    def build(self, input_shape):
-        shape = tuple(input_shape)
-        for step in self.steps:
-            step.build(shape)
-            shape = step.compute_output_shape(shape)
-
-    def call(self, x, training=None):
-        for step in self.steps:
-            x = step(x, training=training) if isinstance(step, layers.Dropout) else step(x)
-        return x
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.num_classes)
 
     def get_config(self):
         return {
