@@ -1,0 +1,26 @@
+"""Runs every benchmark script in turn (`make bench`); each writes its section of docs/benchmarks.md.
+
+Benchmarks are not tests: they print ratios measured side by side and assert nothing.
+Run them on an otherwise idle machine: the ratios are only as good as the quiet.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main():
+    failed = []
+    for script in sorted(HERE.glob("bench_*.py")):
+        print(f"== {script.name}", flush=True)
+        if subprocess.run([sys.executable, str(script)]).returncode != 0:
+            failed.append(script.name)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
