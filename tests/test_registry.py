@@ -1,10 +1,8 @@
 """Registry sources: built-in configs, CNNZOO_CONFIG_PATH, @register, entry points."""
 
 import subprocess
-import sys
 import textwrap
 
-import numpy as np
 import pytest
 
 import cnnzoo
