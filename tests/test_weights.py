@@ -248,7 +248,7 @@ def _legacy_h5(model, path):
 
 
 def test_shipped_imagenet_sources_are_the_ones_keras_uses():
-    from keras.src.applications import efficientnet, mobilenet_v2
+    from keras.src.applications import efficientnet, mobilenet_v2, mobilenet_v3
 
     eff = cnnzoo.spec("efficientnetb0_classifier").weights["imagenet"]
     assert eff.target == "backbone"
@@ -258,6 +258,10 @@ def test_shipped_imagenet_sources_are_the_ones_keras_uses():
     name = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
     assert mob.target == "backbone" and mob.file == name and not mob.url  # keras publishes no hash for it
     assert mob.description.count(mobilenet_v2.BASE_WEIGHT_PATH + name) == 1
+    small = cnnzoo.spec("mobilenetv3small_classifier").weights["imagenet"]
+    assert small.target == "backbone"
+    assert small.url == mobilenet_v3.BASE_WEIGHT_PATH + "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"
+    assert small.md5 == mobilenet_v3.WEIGHTS_HASHES["small_224_1.0_float"][1]
 
 
 def test_imagenet_backbone_weights_download_into_the_backbone(server, add_config, tmp_path, isolated_home):
