@@ -3,7 +3,8 @@
 Accepted: an image-folder path (read with `cnnzoo.data.image_folder` at the
 model's input size and channels), an `ImageFolder`, `(x, y)` arrays (split
 with `validation_split`), or a `(train_ds, val_ds)` pair of `tf.data`
-datasets yielding `(images 0-255, integer labels)` batches.
+datasets yielding `(images 0-255, integer labels)` batches. Also how those
+batches reach Keras under MultiWorkerMirroredStrategy (`multi_worker_build_fix`).
 """
 
 import math
@@ -228,3 +229,74 @@ def feature_cache_ok(inputs, feature_shape, cache_features):
         return True
     size = 4 * math.prod(int(d) for d in feature_shape) * (inputs.num_train + inputs.num_validation)
     return not inputs.augmented and size <= CACHE_LIMIT_BYTES
+
+
+def multi_worker_build_fix(model):
+    """Lets Keras 3 `fit`/`evaluate` run under MultiWorkerMirroredStrategy; returns `model`.
+
+    Keras 3 (3.15 included; keras-team/keras#20585) fails two ways with more
+    than one worker, both in code that only the multi-worker path reaches:
+
+    1. It builds a model by `strategy.reduce("MEAN", batch)` on the first
+       distributed batch, but a batch is an `(images, labels)` tuple and the
+       strategy reduces one value, not a tuple ("Attempt to convert a value
+       (PerReplica:...) with an unsupported type"). The reduce only reads the
+       batch's shapes and dtypes: this model's `_maybe_symbolic_build` reads
+       them from the worker's first local replica instead.
+    2. Each train/test step reduces its scalar logs (loss, accuracy) with
+       `strategy.reduce("MEAN", v, axis=0)`, and a scalar has no axis 0
+       ("Invalid reduction dimension 0 for input with 0 dimensions"). Keras'
+       `reduce_per_replica` is wrapped once so that, for this strategy only,
+       scalars are averaged across replicas (`axis=None`); every other value
+       and strategy goes through Keras unchanged.
+
+    Other strategies are left alone.
+    """
+    import tensorflow as tf
+
+    strategy = model.distribute_strategy
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or \
+            not hasattr(model, "_maybe_symbolic_build") or not hasattr(model, "_symbolic_build"):
+        return model
+    _patch_scalar_reduce()
+
+    def local(value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return strategy.experimental_local_results(value)[0]
+        return value
+
+    def _maybe_symbolic_build(iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, it in iterator:
+                data_batch = tf.nest.map_structure(local, next(it))
+                break
+        with strategy.scope():
+            model._symbolic_build(data_batch=data_batch)
+
+    model._maybe_symbolic_build = _maybe_symbolic_build
+    return model
+
+
+def _patch_scalar_reduce():
+    import tensorflow as tf
+    from keras import tree
+    from keras.src.backend.tensorflow import trainer
+
+    original = trainer.reduce_per_replica
+    if getattr(original, "_cnnzoo_scalar_fix", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction not in ("auto", "mean") or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return original(values, strategy, reduction)
+
+        def one(v):
+            parts = strategy.experimental_local_results(v) if v is not None else ()
+            if parts and all(tf.is_tensor(t) and t.shape.rank == 0 for t in parts):
+                return strategy.reduce("MEAN", v, axis=None)
+            return original(v, strategy, reduction)
+
+        return tree.map_structure(one, values)
+
+    reduce_per_replica._cnnzoo_scalar_fix = True
+    trainer.reduce_per_replica = reduce_per_replica

@@ -186,7 +186,9 @@ def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, 
                                       list(callbacks), seed, verbose, writer))
         if pending is not None:
             model.load_weights(pending)
-        return _finish(model, plan, results, inputs, names, state, run_dir, plots, writer, resumed)
+    # Outside the strategy's scope: saving makes Keras create a throw-away optimizer, whose variable would
+    # be a collective op under MultiWorkerMirroredStrategy that only the chief (the writer) runs.
+    return _finish(model, plan, results, inputs, names, state, run_dir, plots, writer, resumed, strategy)
 
 
 def _already_finished(state, plan, parts, inputs, names):
@@ -279,6 +281,7 @@ def _run_stage(k, stage, parts, inputs, state, run_dir, freeze_bn, cache_feature
         fit_model, train, validation = _cached_head_model(parts, inputs, seed)
     else:
         fit_model, train, validation = freezing.stage_model(parts), inputs.train, inputs.validation
+    training_data.multi_worker_build_fix(fit_model)
     fit_model.compile(optimizer=_optimizer(stage, inputs.steps_per_epoch), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"], jit_compile=False)  # XLA is slower on CPU (docs/benchmarks.md)
     if checkpoint is not None:
@@ -368,15 +371,16 @@ def evaluate(model, dataset, num_classes):
     return (float(np.trace(cm) / total) if total else None), cm
 
 
-def _finish(model, plan, results, inputs, names, state, run_dir, plots, writer, resumed):
+def _finish(model, plan, results, inputs, names, state, run_dir, plots, writer, resumed, strategy):
     from cnnzoo import report
 
     val_accuracy, cm = (None, None)
     if inputs.validation is not None:
         val_accuracy, cm = evaluate(model, inputs.validation, len(names))
     best = [v for s in results for v in s.history.get("val_accuracy", [])]
-    model.compile(optimizer=_optimizer(Stage(plan[-1].unfreeze, 1, plan[-1].learning_rate, "constant"), 1),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():  # every worker, in step
+        model.compile(optimizer=_optimizer(Stage(plan[-1].unfreeze, 1, plan[-1].learning_rate, "constant"), 1),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     path = run_dir / f"{model.name}.keras"
     written = {}
     if writer:
