@@ -24,6 +24,7 @@ from cnnzoo.images import (  # noqa: F401  (re-exported: cnnzoo.data is the publ
     check_image,
     convert_image,
     load_image,
+    resize_array,
 )
 
 __all__ = [
@@ -87,16 +88,8 @@ def digits(test_size=0.2, seed=0, image_size=None, channels=1):
 
 
 def resize_images(images, size):
-    """Resizes a uint8 NHWC batch to `size` = (height, width) with Pillow (bilinear)."""
-    from PIL import Image
-
-    h, w = int(size[0]), int(size[1])
-    out = np.empty((len(images), h, w, images.shape[-1]), dtype=np.uint8)
-    for i, img in enumerate(images):
-        channels = [np.asarray(Image.fromarray(img[..., c]).resize((w, h), Image.BILINEAR))
-                    for c in range(images.shape[-1])]
-        out[i] = np.stack(channels, axis=-1)
-    return out
+    """Resizes a uint8 NHWC batch to `size` = (height, width) with Pillow (bilinear); uint8 result."""
+    return np.stack([resize_array(img, size) for img in images]).astype(np.uint8)
 
 
 def digits_folder(directory, seed=0, test_size=0.2):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["IMAGE_EXTENSIONS", "check_image", "load_image", "convert_image"]
+__all__ = ["IMAGE_EXTENSIONS", "check_image", "load_image", "convert_image", "resize_array", "to_channels"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".webp")
 _FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP")  # MPO: multi-picture JPEG from cameras
@@ -172,3 +172,35 @@ def _to_mode(im, channels):
         im = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im)
     target = "L" if channels == 1 else "RGB"
     return im if im.mode == target else im.convert(target)
+
+
+def to_channels(arr, channels):
+    """Returns an HWC (or HW) array with `channels` channels: gray repeated, alpha dropped, RGB to luma."""
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.shape[-1] == 4:
+        arr = arr[..., :3]
+    if channels == 3 and arr.shape[-1] == 1:
+        return np.repeat(arr, 3, axis=-1)
+    if channels == 1 and arr.shape[-1] == 3:  # ITU-R 601-2 luma, as Pillow's convert("L")
+        luma = arr.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        return (np.round(luma).astype(np.uint8) if arr.dtype == np.uint8 else luma)[..., None]
+    return arr
+
+
+def resize_array(arr, size):
+    """Resizes one HWC image to `size` = (height, width) as the loader does (Pillow bilinear).
+
+    Returns float32 in 0-255; a uint8 input goes through Pillow exactly as a decoded file does.
+    """
+    from PIL import Image
+
+    h, w = size
+    if arr.shape[:2] == (h, w):
+        return arr.astype(np.float32)
+    if arr.dtype == np.uint8:  # the loader's exact path: a uint8 Pillow image
+        planes = [Image.fromarray(np.ascontiguousarray(arr[..., c])) for c in range(arr.shape[-1])]
+    else:
+        planes = [Image.fromarray(np.ascontiguousarray(arr[..., c], np.float32)) for c in range(arr.shape[-1])]
+    out = np.stack([np.asarray(p.resize((w, h), Image.Resampling.BILINEAR)) for p in planes], axis=-1)
+    return np.clip(out.astype(np.float32), 0, 255)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnzoo.errors import ConfigError, DataError, DataNotFoundError
+from cnnzoo.images import resize_array, to_channels
 
 __all__ = ["Prediction", "predict", "load_images", "predictor"]
 
@@ -223,32 +224,4 @@ def _one(item, size, channels):
     if arr.dtype.kind not in "uif" or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4)):
         raise DataError(f"`images` arrays must be numeric [H, W] or [H, W, C] with C in 1, 3, 4 (0-255 values), "
                         f"or a 4-D batch. Received: an array of shape {arr.shape} and dtype {arr.dtype}.")
-    return _resize(_to_channels(arr, channels), size), source
-
-
-def _to_channels(arr, channels):
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    if arr.shape[-1] == 4:
-        arr = arr[..., :3]
-    if channels == 3 and arr.shape[-1] == 1:
-        return np.repeat(arr, 3, axis=-1)
-    if channels == 1 and arr.shape[-1] == 3:  # ITU-R 601-2 luma, as Pillow's convert("L")
-        luma = arr.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-        return (np.round(luma).astype(np.uint8) if arr.dtype == np.uint8 else luma)[..., None]
-    return arr
-
-
-def _resize(arr, size):
-    """Resizes one HWC image to `size` as the loader does (Pillow bilinear); float32 result."""
-    from PIL import Image
-
-    h, w = size
-    if arr.shape[:2] == (h, w):
-        return arr.astype(np.float32)
-    if arr.dtype == np.uint8:  # the loader's exact path: a uint8 Pillow image
-        planes = [Image.fromarray(np.ascontiguousarray(arr[..., c])) for c in range(arr.shape[-1])]
-    else:
-        planes = [Image.fromarray(np.ascontiguousarray(arr[..., c], np.float32)) for c in range(arr.shape[-1])]
-    out = np.stack([np.asarray(p.resize((w, h), Image.Resampling.BILINEAR)) for p in planes], axis=-1)
-    return np.clip(out.astype(np.float32), 0, 255)
+    return resize_array(to_channels(arr, channels), size), source

@@ -104,7 +104,7 @@ def _from_folder(folder, size, channels):
 def _from_arrays(x, y, size, channels, batch_size, validation_split, seed, augment):
     import tensorflow as tf
 
-    from cnnzoo.inference import _resize, _to_channels
+    from cnnzoo.images import resize_array, to_channels
 
     x, y = np.asarray(x), np.asarray(y)
     if x.ndim == 3:
@@ -119,7 +119,7 @@ def _from_arrays(x, y, size, channels, batch_size, validation_split, seed, augme
         raise DataError(f"`data` needs at least 2 images and labels >= 0. Received: {len(x)} images, "
                         f"smallest label {y.min() if len(y) else None}.")
     if x.shape[1:] != (*size, channels):
-        x = np.stack([_resize(_to_channels(img, channels), size) for img in x])
+        x = np.stack([resize_array(to_channels(img, channels), size) for img in x])
     x = x.astype(np.float32, copy=False)
     split = validation_split
     if isinstance(split, bool) or not isinstance(split, (int, float)) or not 0 <= split < 1:
