@@ -44,13 +44,8 @@ def _is_dataset(obj):
 def _image_folder(path, input_shape, batch_size, validation_split, seed):
     from cnnzoo import data as data_lib
 
-    loader = getattr(data_lib, "image_folder", None)
-    if loader is None:
-        raise DataError(f"`data` is a directory, and this cnnzoo has no `cnnzoo.data.image_folder` loader yet. "
-                        f"Received: data={str(path)!r}. Pass (x, y) arrays or (train, validation) tf.data "
-                        f"datasets instead.")
-    return loader(path, image_size=tuple(input_shape), batch_size=batch_size,
-                  validation_split=validation_split, seed=seed)
+    return data_lib.image_folder(path, image_size=tuple(input_shape), batch_size=batch_size,
+                                 validation_split=validation_split, seed=seed)
 
 
 def _check_arrays(x, y, what):
