@@ -2,6 +2,9 @@
 
 The public API. Importing cnnzoo is cheap and never imports TensorFlow: the
 functions that build models load Keras on first use (PEP 562 `__getattr__`).
+The parts live in subpackages (docs/architecture.md): `zoo` (configs,
+registry, layers, builders, weights), `data`, `finetuning`, `tuning`,
+`deploy` and `cli`.
 
 Example:
 
@@ -26,32 +29,39 @@ from cnnzoo.errors import (  # noqa: F401  (cheap, no TensorFlow)
     WeightsError,
     WeightsNotFoundError,
 )
-from cnnzoo.registry import info, list_models, register, spec  # noqa: F401
+from cnnzoo.zoo.registry import info, list_models, register, spec  # noqa: F401
 
 __version__ = "0.1.0"
 
 # name -> module that defines it; imported on first access only.
 _LAZY = {
-    "get": "cnnzoo.builders",
-    "build": "cnnzoo.builders",
-    "load": "cnnzoo.builders",
-    "layers": "cnnzoo.layers",
+    "get": "cnnzoo.zoo.builders",
+    "build": "cnnzoo.zoo.builders",
+    "load": "cnnzoo.zoo.builders",
+    "finetune": "cnnzoo.finetuning.run",
+    "Stage": "cnnzoo.finetuning.stages",
+    "evaluate": "cnnzoo.finetuning.results",
     "data": "cnnzoo.data",
-    "weights": "cnnzoo.weights",
-    "finetune": "cnnzoo.transfer",
-    "predict": "cnnzoo.inference",
-    "inference": "cnnzoo.inference",
-    "Stage": "cnnzoo.stages",
-    "stages": "cnnzoo.stages",
-    "freezing": "cnnzoo.freezing",
-    "hypermodel": "cnnzoo.tuning",
-    "tune": "cnnzoo.tuning",
-    "register_best": "cnnzoo.tuning",
+    "predict": "cnnzoo.deploy.inference",
+    "hypermodel": "cnnzoo.tuning.space",
+    "tune": "cnnzoo.tuning.api",
+    "register_best": "cnnzoo.tuning.api",
+    # modules, as attributes (`cnnzoo.layers.ConvBlock`, `cnnzoo.weights.file_hash`)
+    "layers": "cnnzoo.zoo.layers",
+    "weights": "cnnzoo.zoo.weights",
+    # where these modules lived in cnnzoo 0.1 (flat layout), kept as attributes for old code
+    "config": "cnnzoo.zoo.config",
+    "registry": "cnnzoo.zoo.registry",
+    "stats": "cnnzoo.zoo.stats",
+    "builders": "cnnzoo.zoo.builders",
+    "inference": "cnnzoo.deploy.inference",
+    "stages": "cnnzoo.finetuning.stages",
+    "freezing": "cnnzoo.finetuning.freezing",
 }
 
 __all__ = [
     "list_models", "info", "spec", "register", "get", "build", "load",
-    "finetune", "Stage", "predict", "hypermodel", "tune", "register_best", "data", "layers", "weights",
+    "finetune", "Stage", "evaluate", "predict", "hypermodel", "tune", "register_best", "data", "layers", "weights",
     "CnnzooError", "ConfigError", "DataError", "DataNotFoundError", "DataWarning", "DuplicateModelError",
     "UnknownModelError", "UnknownWeightsError", "WeightsDownloadError", "WeightsError", "WeightsNotFoundError",
     "__version__",
@@ -76,7 +86,7 @@ class _RegisterLayersAfterKeras:
 
             def exec_then_register(module):
                 exec_module(module)
-                importlib.import_module("cnnzoo.layers")
+                importlib.import_module("cnnzoo.zoo.layers")
 
             spec.loader.exec_module = exec_then_register
         return spec
@@ -86,7 +96,7 @@ def _register_layers_with_keras():
     import sys
 
     if "keras" in sys.modules:
-        importlib.import_module("cnnzoo.layers")
+        importlib.import_module("cnnzoo.zoo.layers")
     elif not any(isinstance(f, _RegisterLayersAfterKeras) for f in sys.meta_path):
         sys.meta_path.insert(0, _RegisterLayersAfterKeras())
 

@@ -41,16 +41,16 @@ def train(out=DEFAULT_OUT, seed=SEED, epochs=EPOCHS, verbose=0):
     import tensorflow as tf
 
     import cnnzoo
-    from cnnzoo.weights import file_hash
+    from cnnzoo.zoo.builders import compile_model
+    from cnnzoo.zoo.weights import file_hash
 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
     data = cnnzoo.data.digits()  # the held-out split the acceptance test scores on
-    model = cnnzoo.get("digits_cnn")
+    model = cnnzoo.get("digits_cnn", compile=False)
     steps = epochs * -(-len(data.x_train) // BATCH_SIZE)
     schedule = keras.optimizers.schedules.CosineDecay(2e-3, decay_steps=steps, alpha=0.01)
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    compile_model(model, learning_rate=schedule)
     model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=BATCH_SIZE, shuffle=True, verbose=verbose)
     _, accuracy = model.evaluate(data.x_test, data.y_test, verbose=0)
     out = Path(out)

@@ -1,0 +1,14 @@
+"""The `cnnzoo` command: argument parsing over the library functions, one module per command.
+
+- `app`: the parser and `main`; `args`: the argument helpers the commands share (`parse_shape`);
+- `listing` (`cnnzoo list`) and `info` (`cnnzoo info`): registry only, no TensorFlow;
+- `demo`, `finetune`, `predict`, `tune`: each has `add_arguments(parser)` and
+  `run(args) -> int`, and imports TensorFlow only inside `run`.
+"""
+
+
+def main(argv=None):
+    """Runs the `cnnzoo` command line; returns the exit status (see `cnnzoo.cli.app.main`)."""
+    from cnnzoo.cli.app import main as run
+
+    return run(argv)

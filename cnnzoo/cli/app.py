@@ -1,0 +1,52 @@
+"""The `cnnzoo` command: thin argument parsing over the library functions.
+
+`cnnzoo list` and `cnnzoo info` never import TensorFlow; the subcommands that
+train or predict import it when they run.
+"""
+
+import argparse
+import importlib
+import sys
+
+from cnnzoo.errors import CnnzooError
+
+__all__ = ["main", "build_parser", "COMMANDS"]
+
+# name -> (module, help). Each module has `add_arguments(parser)` and `run(args) -> int`, and
+# imports TensorFlow only inside `run`, so building the parser stays cheap.
+COMMANDS = {
+    "list": ("cnnzoo.cli.listing", "list the zoo (no TensorFlow import)"),
+    "info": ("cnnzoo.cli.info", "describe one model: parameters, FLOPs, layers (no TensorFlow import)"),
+    "demo": ("cnnzoo.cli.demo", "train a zoo CNN on the built-in digits data and print its test accuracy"),
+    "finetune": ("cnnzoo.cli.finetune", "fine-tune a zoo model on an image folder (resumable, staged)"),
+    "predict": ("cnnzoo.cli.predict", "label image files with a saved model (--json for scripts)"),
+    "tune": ("cnnzoo.cli.tune", "search layer counts and widths with keras-tuner (the entry's [search] table)"),
+}
+
+
+def build_parser():
+    """The `cnnzoo` argument parser; building it imports no TensorFlow."""
+    parser = argparse.ArgumentParser(prog="cnnzoo", description="A Keras 3 zoo of classic CNNs.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        p.set_defaults(command_module=module)
+        importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv=None):
+    """Runs the `cnnzoo` command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return importlib.import_module(args.command_module).run(args)
+    except CnnzooError as e:
+        print(f"cnnzoo: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `cnnzoo list | head`
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

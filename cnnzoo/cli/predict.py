@@ -1,0 +1,47 @@
+"""`cnnzoo predict MODEL IMAGE...`: labels and probabilities for image files.
+
+A directory argument stands for every image file under it. `--json` prints a
+list of `{"source", "label", "probability", "top_k"}` objects for scripts.
+"""
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser):
+    parser.add_argument("model", help="a saved .keras model (e.g. from `cnnzoo finetune`)")
+    parser.add_argument("images", nargs="+", help="image files, or directories of them")
+    parser.add_argument("--top-k", type=int, default=1, help="labels to show per image (default 1)")
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def _expand(paths):
+    from pathlib import Path
+
+    from cnnzoo.data import IMAGE_EXTENSIONS
+
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS))
+        else:
+            out.append(str(p))
+    return out
+
+
+def run(args):
+    import json
+
+    from cnnzoo.errors import DataError
+    from cnnzoo.deploy.inference import predict
+
+    images = _expand(args.images)
+    if not images:
+        raise DataError(f"`images` must name image files or folders holding some. Received: images={args.images!r}.")
+    predictions = predict(args.model, images, top_k=args.top_k)
+    if args.json:
+        print(json.dumps([p.to_dict() for p in predictions], indent=2))
+        return 0
+    width = max(len(p.source) for p in predictions)
+    for p in predictions:
+        print(f"{p.source:<{width}}  " + "   ".join(f"{label} {prob:.1%}" for label, prob in p.top_k))
+    return 0

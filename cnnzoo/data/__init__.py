@@ -1,0 +1,25 @@
+"""Image data: files, folders, the built-in digits, augmentation, and `prepare`.
+
+- `images`: one image file -> pixels (`check_image`, `load_image`, `convert_image`, resizing);
+- `folders`: `image_folder`, `<path>/<class>/<image>` -> tf.data pipelines;
+- `datasets`: the built-in UCI digits (`digits`, `digits_folder`);
+- `augment`: `default_augmentation` and what `augment=` may be;
+- `split`: the one stratified, seeded train/validation split;
+- `pipeline`: `prepare`, the one path from any accepted `data` to the
+  train/validation pipelines that `cnnzoo.finetune` and `cnnzoo.tune` train on.
+
+Importing this package never imports TensorFlow.
+"""
+
+from cnnzoo.data.augment import augmentation_layers, default_augmentation
+from cnnzoo.data.datasets import DIGIT_CLASSES, Arrays, digits, digits_folder, resize_images
+from cnnzoo.data.folders import DEFAULT_IMAGE_SIZE, ImageFolder, image_folder
+from cnnzoo.data.images import IMAGE_EXTENSIONS, check_image, convert_image, load_image, resize_array, to_channels
+from cnnzoo.data.pipeline import Inputs, prepare
+from cnnzoo.data.split import stratified_split
+
+__all__ = [
+    "Arrays", "ImageFolder", "Inputs", "digits", "digits_folder", "image_folder", "prepare", "check_image",
+    "load_image", "convert_image", "resize_array", "to_channels", "resize_images", "default_augmentation",
+    "augmentation_layers", "stratified_split", "IMAGE_EXTENSIONS", "DEFAULT_IMAGE_SIZE", "DIGIT_CLASSES",
+]

@@ -1,0 +1,318 @@
+"""Image folders: `<path>/<class>/<image>` read into training and validation tf.data pipelines.
+
+`image_folder` checks every file with Pillow first (bad files are skipped and
+reported once), then decodes in parallel, resizes, caches, shuffles, batches and
+prefetches. Images stay raw 0-255 floats: zoo models rescale inside
+(`Preprocess`). TensorFlow and Keras are imported inside the functions that
+need them.
+"""
+
+import concurrent.futures
+import hashlib
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cnnzoo.data.augment import augmentation_layers
+from cnnzoo.data.images import INTERPOLATIONS, IMAGE_EXTENSIONS, check_channels, check_image, load_image
+from cnnzoo.data.split import stratified_split
+from cnnzoo.errors import DataError, DataNotFoundError, DataWarning
+
+__all__ = ["ImageFolder", "image_folder", "DEFAULT_IMAGE_SIZE"]
+
+DEFAULT_IMAGE_SIZE = (224, 224)
+_SHUFFLE_BYTES = 512 * 2**20  # the shuffle buffer holds at most this much decoded image data
+
+
+@dataclass(frozen=True)
+class ImageFolder:
+    """What `image_folder` returns: the datasets and what went into them.
+
+    `train` and `validation` yield `(images, labels)` batches: float32 images
+    in 0-255, shape `[batch, height, width, channels]`, int32 labels `[batch]`.
+    `validation` is None when `validation_split=0`. `skipped` lists
+    `(path, reason)` for every file left out. `augment` holds the Keras layers
+    applied to training batches (empty when augmentation is off).
+    """
+
+    train: object
+    validation: object
+    class_names: tuple
+    image_size: tuple
+    channels: int
+    batch_size: int
+    augment: tuple
+    stratified: bool
+    path: str
+    train_files: tuple = field(repr=False)
+    train_labels: tuple = field(repr=False)
+    validation_files: tuple = field(repr=False)
+    validation_labels: tuple = field(repr=False)
+    skipped: tuple = field(repr=False)
+
+    @property
+    def num_train(self):
+        return len(self.train_files)
+
+    @property
+    def num_validation(self):
+        return len(self.validation_files)
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+    @property
+    def input_shape(self):
+        """`(height, width, channels)`, to build a model for this data."""
+        return (*self.image_size, self.channels)
+
+    def __repr__(self):
+        return (f"ImageFolder(path={self.path!r}, classes={self.num_classes}, train={self.num_train}, "
+                f"validation={self.num_validation}, image_size={self.image_size}, channels={self.channels}, "
+                f"skipped={len(self.skipped)}, augment={[type(a).__name__ for a in self.augment]})")
+
+
+
+
+def image_folder(path, image_size=None, batch_size=32, validation_split=0.2, seed=0, augment=False,
+                 channels=None, cache=True, shuffle=True, class_names=None, interpolation="bilinear",
+                 max_pixels=None, check="fast"):
+    """Reads `<path>/<class>/<image>` into training and validation `tf.data` pipelines.
+
+    Class names are the sorted folder names (images in nested folders count for
+    their top folder). Every file is checked first (see `check_image`); the
+    bad ones are skipped, listed in `skipped` and reported in one `DataWarning`,
+    so a bad file never stops an epoch (a file that goes bad after the check is
+    logged and replaced by a blank image). The split is per class (stratified) and
+    fixed by `seed`; a class too small to give a validation image keeps all its
+    images for training. Decoding runs in parallel with Pillow (JPEG, PNG, GIF,
+    BMP, WebP; any mode becomes RGB or grayscale), then images are resized,
+    cached, shuffled (training only), batched and prefetched. Augmentation, if
+    any, is applied to training batches only.
+
+    Args:
+        path: str or `Path` of the folder holding one sub-folder per class.
+        image_size: int, (height, width), or a model's (height, width, channels);
+            default 224x224 (`DEFAULT_IMAGE_SIZE`).
+        batch_size: int.
+        validation_split: float in [0, 1); 0 gives `validation=None`.
+        seed: int, for the split, the shuffling and the default augmentation.
+        augment: False, True (`default_augmentation(seed)`), or a list of Keras
+            layers taking 0-255 float images.
+        channels: 1 (grayscale) or 3 (RGB); default from `image_size`, else 3.
+        cache: True (memory), False, or a directory for on-disk cache files
+            (named after the file list and sizes, so a changed folder never
+            reads a stale cache).
+        shuffle: bool; shuffle the training images (each epoch). With False the
+            training set keeps file order, as needed for a test folder.
+        class_names: optional list fixing the label order; it must name exactly
+            the sub-folders.
+        interpolation: `"bilinear"`, `"nearest"`, `"bicubic"`, `"area"` or `"lanczos"`.
+        max_pixels: int; larger images are skipped as decompression bombs.
+            Default `PIL.Image.MAX_IMAGE_PIXELS`.
+        check: `"fast"` (headers, checksums, end markers) or `"full"` (decode
+            every file once before training).
+
+    Returns:
+        An `ImageFolder` with `train`, `validation`, `class_names`, `skipped`,
+        `train_files`, `validation_files` (and their labels), `image_size`,
+        `channels`, `num_train`, `num_validation` and `augment`.
+
+    Example:
+
+    >>> data = cnnzoo.data.image_folder("photos/birds", image_size=(160, 160), augment=True)
+    >>> model = cnnzoo.get("bird_classifier", num_classes=data.num_classes, input_shape=data.input_shape)
+    >>> model.fit(data.train, validation_data=data.validation, epochs=10)  # doctest: +SKIP
+    """
+    image_size, channels = _check_args(image_size, batch_size, validation_split, seed, channels, cache,
+                                       interpolation, max_pixels, check, class_names)
+    root = _check_root(path)
+    classes, files, labels, skipped = _list_files(root, class_names)
+    files, labels, bad = _check_files(files, labels, max_pixels, check == "full")
+    skipped = tuple(sorted(skipped + bad))
+    _check_classes(root, classes, labels, skipped)
+    train_idx, val_idx, stratified = stratified_split(labels, len(classes), validation_split, seed, shuffle)
+    layers = augmentation_layers(augment, seed)
+    if skipped:
+        shown = "\n".join(f"  {p}: {reason}" for p, reason in skipped[:10])
+        more = f"\n  ... and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        warnings.warn(f"image_folder skipped {len(skipped)} of {len(skipped) + len(files)} files in "
+                      f"{str(root)!r} (the rest are used; all are listed in the result's `skipped`):\n"
+                      f"{shown}{more}", DataWarning, stacklevel=2)
+    common = dict(image_size=image_size, channels=channels, interpolation=interpolation,
+                  batch_size=batch_size, cache=cache, seed=seed)
+    train_files, train_labels = tuple(files[i] for i in train_idx), tuple(labels[i] for i in train_idx)
+    val_files, val_labels = tuple(files[i] for i in val_idx), tuple(labels[i] for i in val_idx)
+    train = _dataset(train_files, train_labels, "train", shuffle=shuffle, augment=layers, **common)
+    validation = _dataset(val_files, val_labels, "validation", **common) if val_files else None
+    return ImageFolder(
+        train=train, validation=validation, class_names=tuple(classes), image_size=image_size,
+        channels=channels, batch_size=batch_size, augment=tuple(layers), stratified=stratified, path=str(root),
+        train_files=train_files, train_labels=train_labels, validation_files=val_files,
+        validation_labels=val_labels, skipped=skipped)
+
+
+def _check_args(image_size, batch_size, validation_split, seed, channels, cache, interpolation,
+                max_pixels, check, class_names):
+    def positive_int(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0
+
+    size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
+    if positive_int(size):
+        size = (int(size), int(size))
+    elif not (isinstance(size, (tuple, list)) and len(size) in (2, 3) and all(
+            positive_int(s) for s in size if s is not None) and None not in size[:2]):
+        raise DataError(f"`image_size` must be an int, (height, width) or (height, width, channels) of "
+                        f"positive ints. Received: image_size={image_size!r}.")
+    if len(size) == 3 and size[2] is not None:
+        if channels is not None and channels != size[2]:
+            raise DataError(f"`channels` must agree with `image_size`. Received: channels={channels!r}, "
+                            f"image_size={image_size!r}.")
+        channels = size[2]
+    channels = 3 if channels is None else channels
+    check_channels(channels)
+    if not positive_int(batch_size):
+        raise DataError(f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}.")
+    if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) or not (
+            0 <= validation_split < 1):
+        raise DataError(f"`validation_split` must be a number in [0, 1). "
+                        f"Received: validation_split={validation_split!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise DataError(f"`seed` must be an int. Received: seed={seed!r}.")
+    if not (isinstance(cache, bool) or cache is None or isinstance(cache, (str, os.PathLike))):
+        raise DataError(f"`cache` must be True (memory), False, or a directory path for cache files. "
+                        f"Received: cache={cache!r}.")
+    if interpolation not in INTERPOLATIONS:
+        raise DataError(f"`interpolation` must be one of {', '.join(map(repr, INTERPOLATIONS))}. "
+                        f"Received: interpolation={interpolation!r}.")
+    if max_pixels is not None and not positive_int(max_pixels):
+        raise DataError(f"`max_pixels` must be None or a positive int. Received: max_pixels={max_pixels!r}.")
+    if check not in ("fast", "full"):
+        raise DataError(f"`check` must be 'fast' or 'full'. Received: check={check!r}.")
+    if class_names is not None and (isinstance(class_names, str) or not all(
+            isinstance(c, str) for c in class_names) or len(set(class_names)) != len(class_names)):
+        raise DataError(f"`class_names` must be a list of distinct folder names. "
+                        f"Received: class_names={class_names!r}.")
+    return (int(size[0]), int(size[1])), int(channels)
+
+
+def _check_root(path):
+    if not isinstance(path, (str, os.PathLike)):
+        raise DataError(f"`path` must be a folder path (str or Path). Received: path={path!r}.")
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise DataNotFoundError(f"`path` must be an existing folder of class sub-folders "
+                                f"(`<path>/<class>/<image>`). Received: path={str(root)!r}, which does not exist.")
+    if not root.is_dir():
+        raise DataError(f"`path` must be a folder of class sub-folders, not a file. Received: path={str(root)!r}. "
+                        f"Pass its parent folder, or use `cnnzoo.data.load_image` for one image.")
+    return root
+
+
+def _list_files(root, class_names):
+    folders = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not folders:
+        raise DataError(f"`path` must hold one sub-folder per class (`<path>/<class>/<image>`); "
+                        f"{str(root)!r} has none. Received: path={str(root)!r}.")
+    if class_names is not None and set(class_names) != set(folders):
+        raise DataError(f"`class_names` must name exactly the sub-folders of {str(root)!r}: missing folders "
+                        f"{sorted(set(class_names) - set(folders))}, unlisted folders "
+                        f"{sorted(set(folders) - set(class_names))}. Received: class_names={list(class_names)!r}.")
+    classes = list(class_names) if class_names is not None else folders
+    skipped = [(str(p), "not inside a class folder") for p in sorted(root.iterdir())
+               if p.is_file() and not p.name.startswith(".")]
+    files, labels = [], []
+    for label, name in enumerate(classes):
+        for dirpath, dirnames, filenames in os.walk(root / name):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for fname in sorted(filenames):
+                p = os.path.join(dirpath, fname)
+                if fname.startswith("."):
+                    continue
+                if os.path.splitext(fname)[1].lower() not in IMAGE_EXTENSIONS:
+                    skipped.append((p, f"extension {os.path.splitext(fname)[1] or '(none)'!r} is not an image "
+                                       f"type cnnzoo reads ({', '.join(IMAGE_EXTENSIONS)})"))
+                    continue
+                files.append(p)
+                labels.append(label)
+    return classes, files, labels, skipped
+
+
+def _check_files(files, labels, max_pixels, full):
+    workers = min(32, 4 * (os.cpu_count() or 1))
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:  # Pillow and file I/O release the GIL
+        reasons = list(pool.map(lambda f: check_image(f, max_pixels, full), files))
+    good = [i for i, r in enumerate(reasons) if r is None]
+    bad = [(files[i], r) for i, r in enumerate(reasons) if r is not None]
+    return [files[i] for i in good], [labels[i] for i in good], bad
+
+
+def _check_classes(root, classes, labels, skipped):
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(classes))
+    empty = [c for c, n in zip(classes, counts) if n == 0]
+    if not empty:
+        return
+    reasons = "; ".join(f"{p}: {r}" for p, r in skipped[:3])
+    raise DataError(f"`path` must hold at least one readable image per class folder; {empty} in {str(root)!r} "
+                    f"hold none{' (skipped files: ' + reasons + ')' if reasons else ''}. Add images, or remove "
+                    f"the folder. Received: path={str(root)!r}.")
+
+
+
+
+def _dataset(files, labels, subset, image_size, channels, interpolation, batch_size, cache, seed,
+             shuffle=False, augment=()):
+    import tensorflow as tf
+
+    h, w = image_size
+
+    def decode(path):
+        try:
+            return load_image(path.decode(), image_size, channels, interpolation)
+        except (DataError, OSError) as e:  # the file changed after the check: keep the epoch going
+            logging.getLogger("cnnzoo").warning(
+                "%s could not be decoded during training (%s); it changed after image_folder checked it. A "
+                "blank image stands in for it; call image_folder again to leave it out.", path.decode(), e)
+            return np.zeros((h, w, channels), dtype=np.uint8)
+
+    def read(path, label):
+        image = tf.numpy_function(decode, [path], tf.uint8, stateful=False)
+        image.set_shape((h, w, channels))
+        return image, label
+
+    ds = tf.data.Dataset.from_tensor_slices((list(files), np.asarray(labels, dtype=np.int32)))
+    ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE)  # keeps the cardinality known, for Keras
+    per_image = h * w * channels
+    if cache is True:
+        ds = ds.cache()
+    elif cache:
+        directory = Path(cache).expanduser()
+        directory.mkdir(parents=True, exist_ok=True)
+        ds = ds.cache(str(directory / f"{subset}-{_fingerprint(files, labels, image_size, channels, interpolation)}"))
+    if shuffle:
+        buffer = int(max(batch_size, min(len(files), _SHUFFLE_BYTES // per_image)))
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
+    if augment:
+        def apply(x, y):
+            for layer in augment:
+                x = layer(x, training=True)
+            return x, y
+
+        ds = ds.map(apply, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _fingerprint(files, labels, image_size, channels, interpolation):
+    """A short hash of what a cache holds: files (with size and mtime), labels and decoding settings."""
+    digest = hashlib.sha256(repr((image_size, channels, interpolation)).encode())
+    for f, y in zip(files, labels):
+        st = os.stat(f)
+        digest.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\0{y}\n".encode())
+    return digest.hexdigest()[:16]

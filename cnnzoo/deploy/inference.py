@@ -1,0 +1,227 @@
+"""Fast inference: image paths, PIL images or arrays -> labels and probabilities.
+
+`model.predict` builds a data adapter, a progress callback and a step loop on
+every call: about 45 ms for one image on a 2-core CPU, most of it overhead.
+`predict` calls a `tf.function` of the model, traced once (any batch size)
+and cached per model, so a single image costs about as much as the forward
+pass itself.
+"""
+
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cnnzoo.errors import ConfigError, DataError, DataNotFoundError
+from cnnzoo.data.images import resize_array, to_channels
+
+__all__ = ["Prediction", "predict", "load_images", "predictor"]
+
+MAX_BATCH = 32
+# XLA on CPU: measured in benchmarks/bench_predict.py; `False` was as fast or faster
+# (and the first call compiles in a fraction of the time), so the plain graph is used.
+JIT_COMPILE = False
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The prediction for one image.
+
+    Attributes:
+        label: the most probable class name.
+        probability: its probability (float in [0, 1]).
+        top_k: `((label, probability), ...)`, best first, `top_k` pairs.
+        source: the file path, when the image came from one.
+    """
+
+    label: str
+    probability: float
+    top_k: tuple
+    source: str = None
+
+    def to_dict(self):
+        return {"source": self.source, "label": self.label, "probability": self.probability,
+                "top_k": [{"label": label, "probability": p} for label, p in self.top_k]}
+
+
+def predict(model, images, top_k=1, batch_size=MAX_BATCH):
+    """Classifies images with a zoo model, using the class names stored in its head.
+
+    Args:
+        model: a `keras.Model` (a zoo model ending in `ClassifierHead`, or any
+            softmax classifier: its classes are then named "0", "1", ...), or
+            the path of a saved `.keras` model.
+        images: one image or a list of them. An image is a file path (str or
+            `Path`), a PIL image, or an array `[H, W]`, `[H, W, C]` with 0-255
+            values; a 4-D array `[N, H, W, C]` is a batch. Images are
+            converted to the model's channels and resized to its input size
+            the way `cnnzoo.data.image_folder` does it.
+        top_k: int, how many (label, probability) pairs to keep per image.
+        batch_size: int, most images run through the model at once.
+
+    Returns:
+        A `Prediction` for a single image, a list of them for a list or batch.
+
+    Example:
+
+    >>> p = cnnzoo.predict(model, "birds/test/robin/1.jpg", top_k=3)
+    >>> p.label, round(p.probability, 2)
+    ('robin', 0.97)
+    """
+    if isinstance(model, (str, Path)):
+        model = _load(model)
+    names = _class_names(model)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= len(names):
+        raise ConfigError(f"`top_k` must be an integer from 1 to the number of classes ({len(names)}). "
+                          f"Received: top_k={top_k!r}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"`batch_size` must be an integer >= 1. Received: batch_size={batch_size!r}.")
+    size, channels = _input_size(model)
+    batch, sources, single = load_images(images, size, channels)
+    probs = predictor(model)(batch, batch_size)
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
+    out = []
+    for i, row in enumerate(order):
+        pairs = tuple((names[j], float(probs[i, j])) for j in row)
+        out.append(Prediction(pairs[0][0], pairs[0][1], pairs, sources[i]))
+    return out[0] if single else out
+
+
+class _Predictor:
+    """A model's forward pass as one `tf.function` traced for any batch size."""
+
+    def __init__(self, model):
+        import tensorflow as tf
+
+        ref = weakref.ref(model)  # the cache must not keep the model alive
+        shape = [None, *model.inputs[0].shape[1:]]
+        self.fn = tf.function(lambda x: ref()(x, training=False), jit_compile=JIT_COMPILE,
+                              input_signature=[tf.TensorSpec(shape, tf.float32)])
+
+    def __call__(self, batch, batch_size=MAX_BATCH):
+        batch = np.asarray(batch, np.float32)
+        outs = [np.asarray(self.fn(batch[start:start + batch_size])) for start in range(0, len(batch), batch_size)]
+        return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+
+
+_PREDICTORS = weakref.WeakKeyDictionary()
+
+
+def predictor(model):
+    """The cached compiled forward pass of `model`: `fn(batch float32 NHWC) -> probabilities`.
+
+    Example:
+
+    >>> probs = predictor(model)(np.zeros((1, 32, 32, 3), "float32"))  # doctest: +SKIP
+    """
+    fn = _PREDICTORS.get(model)
+    if fn is None:
+        fn = _PREDICTORS[model] = _Predictor(model)
+    return fn
+
+
+_LOADED = {}
+
+
+def _load(path):
+    from cnnzoo.zoo.builders import load
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataNotFoundError(f"`model` must be a keras.Model or an existing .keras file. "
+                                f"Received: model={str(path)!r} (no such file).")
+    key = (str(path.resolve()), path.stat().st_mtime_ns)
+    if key not in _LOADED:
+        _LOADED.clear()  # keep one loaded model: the CLI and scripts predict with one at a time
+        _LOADED[key] = load(path, compile=False)
+    return _LOADED[key]
+
+
+def _class_names(model):
+    from cnnzoo.zoo.layers import class_names_of
+
+    return class_names_of(model)
+
+
+def _input_size(model):
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4 or shape[3] not in (1, 3) or None in shape[1:]:
+        raise ConfigError(f"`model` must take fixed-size images [batch, height, width, 1 or 3]. "
+                          f"Received: model input shape {shape}.")
+    return (int(shape[1]), int(shape[2])), int(shape[3])
+
+
+# ------------------------------------------------------------------ images
+
+
+def load_images(images, size, channels):
+    """Reads and resizes images for a model input.
+
+    Args:
+        images: see `predict`.
+        size: (height, width).
+        channels: 1 or 3.
+
+    Returns:
+        `(batch, sources, single)`: a float32 array `[N, height, width,
+        channels]` with 0-255 values, the file path of each image (or None),
+        and whether a single image was given.
+
+    Example:
+
+    >>> batch, _, single = load_images(["a.png", "b.png"], (32, 32), 3)  # doctest: +SKIP
+    """
+    single = _is_single(images)
+    items = [images] if single else list(images) if not isinstance(images, np.ndarray) else list(images)
+    if not items:
+        raise DataError("`images` must hold at least one image. Received: images=[].")
+    out = np.empty((len(items), size[0], size[1], channels), np.float32)
+    sources = []
+    for i, item in enumerate(items):
+        out[i], source = _one(item, size, channels)
+        sources.append(source)
+    return out, sources, single
+
+
+def _is_single(images):
+    if isinstance(images, (str, Path)):
+        return True
+    if isinstance(images, np.ndarray) or hasattr(images, "numpy"):
+        return np.ndim(images) in (2, 3)
+    return _is_pil(images)
+
+
+def _is_pil(obj):
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - Pillow is a dependency
+        return False
+    return isinstance(obj, Image.Image)
+
+
+def _one(item, size, channels):
+    from cnnzoo import data
+
+    source = None
+    if isinstance(item, (str, Path)):  # exactly what image_folder does to a file
+        source = str(item)
+        if not Path(item).expanduser().is_file():
+            raise DataNotFoundError(f"`images` must name existing image files. Received: images={source!r} "
+                                    f"(no such file).")
+        try:
+            return data.load_image(Path(item).expanduser(), size, channels).astype(np.float32), source
+        except DataError as e:
+            raise DataError(f"`images` must be readable image files (PNG, JPEG, BMP, GIF, WebP). "
+                            f"Received: images={source!r}: {e}") from e
+    if _is_pil(item):
+        item = data.convert_image(item, channels)  # exactly what image_folder does to a decoded file
+    try:
+        arr = np.asarray(item.numpy() if hasattr(item, "numpy") else item)
+    except Exception as e:  # noqa: BLE001 - anything that is not array-like
+        raise DataError(f"`images` must be file paths, PIL images or arrays. Received: an item of type "
+                        f"{type(item).__name__}.") from e
+    if arr.dtype.kind not in "uif" or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4)):
+        raise DataError(f"`images` arrays must be numeric [H, W] or [H, W, C] with C in 1, 3, 4 (0-255 values), "
+                        f"or a 4-D batch. Received: an array of shape {arr.shape} and dtype {arr.dtype}.")
+    return resize_array(to_channels(arr, channels), size), source

@@ -1,0 +1,13 @@
+"""Fine-tuning: `cnnzoo.finetune(model_or_name, data)`, staged, resumable, BatchNorm-aware.
+
+- `run`: `finetune` itself;
+- `stages`: `Stage`, stages as data, `auto_stages`;
+- `freezing`: backbone units, `trainable`, the BatchNorm policy, head replacement;
+- `features`: the feature cache of frozen stages;
+- `checkpoints`: the run directory, its state file and epoch checkpoints;
+- `results`: `FinetuneResult`, `StageResult`, `evaluate`;
+- `plots`: the learning curve and the confusion matrix.
+
+(The package is not called `finetune`: a submodule import would then replace
+the function `cnnzoo.finetune` with the package.) Importing it imports no TensorFlow.
+"""

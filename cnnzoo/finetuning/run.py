@@ -1,0 +1,299 @@
+"""Transfer learning: `finetune(model_or_name, data)`.
+
+The recipe (see docs/finetune.md): give the model a head for the data's
+classes, then run stages -- the head on a frozen backbone, then the top
+units, then everything -- each with its own epochs and learning rate,
+recompiling between stages. Frozen stages without augmentation train the
+head on backbone features computed once. Every epoch is checkpointed in the
+run directory, so the same call after a crash resumes where it stopped, and
+the final model is written atomically.
+
+Parts, all in `cnnzoo.finetuning`: `stages` (stages as data), `freezing` (units,
+`trainable`, BatchNorm policy, head replacement), `features` (the feature
+cache), `checkpoints` (run state, epoch checkpoints), `results` (what it
+returns, `evaluate`), `plots`. The data comes from `cnnzoo.data.prepare`.
+"""
+
+import contextlib
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+from cnnzoo import _compat
+from cnnzoo.data import pipeline as training_data
+from cnnzoo.errors import ConfigError
+from cnnzoo.finetuning import checkpoints, features, freezing, stages as stages_lib
+from cnnzoo.finetuning.results import FinetuneResult, StageResult, evaluate
+from cnnzoo.finetuning.stages import Stage
+from cnnzoo.zoo.builders import compile_model
+
+__all__ = ["finetune", "FinetuneResult", "StageResult", "Stage", "evaluate"]
+
+log = logging.getLogger("cnnzoo.finetuning")
+
+
+def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, epochs=None, input_shape=None,
+             weights=None, pretrained=None, class_names=None, batch_size=32, validation_split=0.2, augment=False,
+             cache_features="auto", freeze_batchnorm=None, strategy=None, callbacks=(), seed=0, resume=True,
+             plots=True, verbose="auto"):
+    """Fine-tunes a zoo model on your data in stages, resumably.
+
+    Args:
+        model_or_name: a zoo name (`"bird_classifier"`), a zoo `keras.Model`
+            (one ending in `ClassifierHead`), or the path of one saved as `.keras`.
+        data: an image-folder path (`<dir>/<class>/<image>`, read at the model's
+            input size), a `cnnzoo.data.ImageFolder`, `(x, y)` arrays (0-255
+            images, integer labels) or a `(train_ds, val_ds)` pair of batched
+            tf.data datasets.
+        num_classes: int; default the data's class count. A head with another
+            count is replaced by a new, randomly initialised one.
+        stages: `"auto"` (see `stages.auto_stages`), or a list of `Stage`, dicts
+            (`{"unfreeze": 2, "epochs": 3, "learning_rate": 1e-4}`) or strings
+            (`"head:5:1e-3,top2:3:1e-4,all:2:1e-5"`).
+        out: run directory; default `runs/finetune/<model name>`. Rerunning the
+            same call with the same `out` resumes an interrupted run.
+        epochs: optional int replacing the epoch count of every stage.
+        input_shape: (height, width, channels) when building by name.
+        weights: weights for a model built by name (`"imagenet"`, a file...).
+        pretrained: whether the backbone holds learned weights; default True
+            for a model object or a name with `weights`, False for a name
+            without. From scratch, `"auto"` trains everything in one stage.
+        class_names: labels for array or dataset data (folders give their own).
+        batch_size, validation_split, augment: for folder and array data, as in
+            `cnnzoo.data.image_folder`.
+        cache_features: `"auto"` (cache in frozen stages when the data is not
+            augmented and the features fit in 2 GiB), True or False.
+        freeze_batchnorm: keep every BatchNormalization below the head in
+            inference mode in all stages; default `pretrained`.
+        strategy: a `tf.distribute` strategy (MirroredStrategy,
+            MultiWorkerMirroredStrategy...); models are built and trained in
+            its scope. Only the chief writes files.
+        callbacks: Keras callbacks added to every stage's `fit`.
+        seed: int, for weights, split and shuffling (sets the global seed with
+            `keras.utils.set_random_seed`).
+        resume: bool; False starts the run in `out` over.
+        plots: bool; write `learning_curve.png` and `confusion_matrix.png`.
+        verbose: Keras `fit` verbosity (`"auto"` shows progress bars).
+
+    Returns:
+        A `FinetuneResult`.
+
+    Example:
+
+    >>> result = cnnzoo.finetune("bird_classifier", "photos/birds", input_shape=(128, 128, 3),
+    ...                          stages=["all:10:1e-3"], out="runs/birds")
+    >>> result.best_val_accuracy, result.model_path  # doctest: +SKIP
+    (0.93, PosixPath('runs/birds/bird_classifier.keras'))
+    """
+    import keras
+
+    plan = None if _is_auto(stages) else stages_lib.as_stages(stages)
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+        raise ConfigError(f"`epochs` must be None or an integer >= 1. Received: epochs={epochs!r}.")
+    if cache_features not in (True, False, "auto"):
+        raise ConfigError(f"`cache_features` must be True, False or 'auto'. "
+                          f"Received: cache_features={cache_features!r}.")
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    writer = _is_chief(strategy)
+    keras.utils.set_random_seed(seed)
+    with scope:
+        model, pretrained = _resolve_model(model_or_name, input_shape, weights, pretrained, strategy)
+        inputs = training_data.prepare(data, tuple(model.inputs[0].shape[1:]), batch_size, validation_split, seed,
+                                       augment, class_names)
+        head_classes = freezing.anatomy(model).head.num_classes
+        num_classes, names = training_data.settle_classes(inputs, num_classes, class_names, head_classes)
+        model, replaced = freezing.replace_head(model, num_classes, names)
+        parts = freezing.anatomy(model)
+        freeze_bn = pretrained if freeze_batchnorm is None else bool(freeze_batchnorm)
+        if plan is None:
+            plan = stages_lib.auto_stages(inputs.num_train, len(parts.units), pretrained, epochs)
+        elif epochs is not None:
+            plan = tuple(Stage(s.unfreeze, epochs, s.learning_rate, s.schedule, s.optimizer) for s in plan)
+        run_dir = Path(out) if out is not None else Path("runs") / "finetune" / model.name
+        fingerprint = {"model": model.name, "input_shape": list(model.inputs[0].shape[1:]), "classes": list(names),
+                       "stages": [str(s) + f":{s.schedule}:{s.optimizer}" for s in plan], "data": inputs.source,
+                       "num_train": inputs.num_train, "batch_size": inputs.batch_size, "seed": seed,
+                       "freeze_batchnorm": freeze_bn, "augmented": inputs.augmented,
+                       "cache_features": cache_features}
+        state = checkpoints.RunState(run_dir, fingerprint, writer=writer)
+        resumed = state.load_or_start(resume)
+        if resumed and state.data.get("finished"):
+            done = _already_finished(state, plan, parts, inputs, names)
+            if done is not None:
+                return done
+        log.info("fine-tuning %s on %d images (%d classes) in %s: %s%s%s", model.name, inputs.num_train,
+                 num_classes, run_dir, ", ".join(map(str, plan)), " (new head)" if replaced else "",
+                 " (resuming)" if resumed else "")
+        pending = None  # weights of the last stage a previous call finished
+        results = []
+        for k, stage in enumerate(plan, 1):
+            if state.stage_done(k):
+                pending = run_dir / f"stage_{k}.weights.h5"
+                results.append(_stage_result(state, k, stage, parts, []))
+                continue
+            if pending is not None:
+                model.load_weights(pending)
+                pending = None
+            results.append(_run_stage(k, stage, parts, inputs, state, run_dir, freeze_bn, cache_features,
+                                      list(callbacks), seed, verbose, writer))
+        if pending is not None:
+            model.load_weights(pending)
+    # Outside the strategy's scope: saving makes Keras create a throw-away optimizer, whose variable would
+    # be a collective op under MultiWorkerMirroredStrategy that only the chief (the writer) runs.
+    return _finish(model, plan, results, inputs, names, state, run_dir, plots, writer, resumed, strategy)
+
+
+def _already_finished(state, plan, parts, inputs, names):
+    """The result of a run that finished before, its saved model loaded; None when that model is gone."""
+    from cnnzoo.zoo.builders import load
+
+    path = Path(state.data.get("model_path") or "")
+    if not path.is_file():
+        log.warning("run %s finished before but its model %s is gone: training again", state.run_dir, path)
+        state.clear()
+        state.data.update(stages_done=[], history={}, seconds={}, feature_cache={}, finished=False)
+        return None
+    log.info("run %s already finished; returning its saved model %s (pass resume=False to train again)",
+             state.run_dir, path)
+    results = tuple(_stage_result(state, k, s, parts, []) for k, s in enumerate(plan, 1))
+    best = [v for r in results for v in r.history.get("val_accuracy", [])]
+    plots = {name: state.run_dir / f"{name}.png" for name in ("learning_curve", "confusion_matrix")
+             if (state.run_dir / f"{name}.png").is_file()}
+    return FinetuneResult(model=load(path), model_path=path, run_dir=state.run_dir, stages=results,
+                          best_val_accuracy=max(best) if best else None, val_accuracy=state.data.get("val_accuracy"),
+                          class_names=tuple(names), skipped=inputs.skipped, plots=plots, resumed=True)
+
+
+def _is_auto(stages):
+    return isinstance(stages, str) and stages == "auto"
+
+
+def _resolve_model(model_or_name, input_shape, weights, pretrained, strategy):
+    import keras
+
+    if isinstance(model_or_name, os.PathLike) or (isinstance(model_or_name, str) and model_or_name.endswith(".keras")):
+        from cnnzoo.zoo.builders import load
+
+        model_or_name = load(model_or_name, compile=False)  # a saved zoo model: fine-tune it further
+    elif isinstance(model_or_name, str):
+        from cnnzoo.zoo.builders import get
+
+        model = get(model_or_name, input_shape=input_shape, weights=weights, compile=False)
+        return model, (weights is not None) if pretrained is None else bool(pretrained)
+    if not isinstance(model_or_name, keras.Model):
+        raise ConfigError(f"`model_or_name` must be a zoo model name, a saved .keras model or a keras.Model. "
+                          f"Received: model_or_name={model_or_name!r}.")
+    model = model_or_name
+    if input_shape is not None and tuple(input_shape) != tuple(model.inputs[0].shape[1:]):
+        raise ConfigError(f"`input_shape` must match the given model's input {tuple(model.inputs[0].shape[1:])}, "
+                          f"or be left out. Received: input_shape={tuple(input_shape)!r}.")
+    if weights is not None:
+        raise ConfigError(f"`weights` applies to a model built by name; load weights into the model object "
+                          f"first. Received: weights={weights!r}.")
+    if strategy is not None:  # variables must be created in the strategy's scope
+        clone = keras.models.clone_model(model)
+        clone.set_weights(model.get_weights())
+        model = clone
+    return model, True if pretrained is None else bool(pretrained)
+
+
+def _is_chief(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None) if strategy is not None else None
+    task_type = getattr(resolver, "task_type", None)
+    if not task_type:
+        return True
+    if task_type == "chief":
+        return True
+    has_chief = "chief" in (resolver.cluster_spec().as_dict() or {})
+    return task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def _learning_rate(stage, steps_per_epoch):
+    """A stage's learning rate: constant, or cosine-decayed to 1% over the stage."""
+    import keras
+
+    if stage.schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(stage.learning_rate, decay_steps=stage.epochs * steps_per_epoch,
+                                                      alpha=0.01)
+    return stage.learning_rate
+
+
+def _run_stage(k, stage, parts, inputs, state, run_dir, freeze_bn, cache_features, callbacks, seed, verbose,
+               writer):
+    trained = freezing.apply_stage(parts, stage, freeze_bn)
+    below_frozen = not any(layer.trainable_weights for layer in (parts.chain or parts.model.layers[:-1]))
+    feature_shape = tuple(parts.head.input.shape[1:])
+    use_cache = below_frozen and features.feature_cache_ok(inputs, feature_shape, cache_features)
+    backup = run_dir / "backup" / f"stage_{k}"
+    done, checkpoint = checkpoints.latest_checkpoint(backup)
+    state.trim(k, done)
+    start = time.perf_counter()
+    if use_cache:
+        fit_model, train, validation = features.cached_head_model(parts, inputs, seed)
+    else:
+        fit_model, train, validation = freezing.stage_model(parts), inputs.train, inputs.validation
+    _compat.multi_worker_build_fix(fit_model)
+    compile_model(fit_model, optimizer=stage.optimizer, learning_rate=_learning_rate(stage, inputs.steps_per_epoch),
+                  jit_compile=False)  # XLA is slower on CPU (docs/benchmarks.md)
+    if checkpoint is not None:
+        fit_model.optimizer.build(fit_model.trainable_variables)
+        fit_model.load_weights(checkpoint)
+        log.info("stage %d (%s): resuming after epoch %d from %s", k, stage.name, done, checkpoint)
+    log.info("stage %d/%s: %s, units %s, %s", k, stage.name, stage,
+             trained or "none", "cached features" if use_cache else "through the network")
+    if done < stage.epochs:
+        saver = checkpoints.epoch_checkpoint(backup, state, k, writer=writer)
+        fit_model.fit(train, validation_data=validation, epochs=stage.epochs, initial_epoch=done,
+                      callbacks=[*callbacks, saver], shuffle=False, verbose=verbose)  # datasets shuffle
+    seconds = time.perf_counter() - start
+    if writer:
+        checkpoints.atomic_save_weights(parts.model, run_dir / f"stage_{k}.weights.h5")
+        state.finish_stage(k, seconds, use_cache)
+        shutil.rmtree(backup, ignore_errors=True)
+    return _stage_result(state, k, stage, parts, trained, seconds, use_cache)
+
+
+def _stage_result(state, k, stage, parts, trained, seconds=None, use_cache=None):
+    history = {}
+    for record in state.epochs(k):
+        for key, value in record.items():
+            if key != "epoch" and key != "learning_rate":
+                history.setdefault(key, []).append(value)
+    if seconds is None:
+        seconds = state.data["seconds"].get(str(k), 0.0)
+        use_cache = state.data["feature_cache"].get(str(k), False)
+        trained = []
+    return StageResult(k, stage, history, tuple(trained), bool(use_cache), float(seconds))
+
+
+def _finish(model, plan, results, inputs, names, state, run_dir, plots, writer, resumed, strategy):
+    from cnnzoo.finetuning import plots as report
+
+    val_accuracy, cm = (None, None)
+    if inputs.validation is not None:
+        val_accuracy, cm = evaluate(model, inputs.validation, len(names))
+    best = [v for s in results for v in s.history.get("val_accuracy", [])]
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():  # every worker, in step
+        compile_model(model, optimizer=plan[-1].optimizer, learning_rate=plan[-1].learning_rate)
+    path = run_dir / f"{model.name}.keras"
+    written = {}
+    if writer:
+        checkpoints.atomic_save_model(model, path)
+        if plots:
+            written["learning_curve"] = report.learning_curve(results, run_dir / "learning_curve.png")
+            if cm is not None:
+                written["confusion_matrix"] = report.confusion_matrix_plot(cm, names, run_dir / "confusion_matrix.png")
+        state.data.update(finished=True, model_path=str(path), val_accuracy=val_accuracy)
+        state.save()
+        for p in run_dir.glob("stage_*.weights.h5"):
+            p.unlink(missing_ok=True)
+        shutil.rmtree(run_dir / "backup", ignore_errors=True)
+    log.info("fine-tuned %s: validation accuracy %s, saved %s", model.name,
+             "n/a" if val_accuracy is None else f"{val_accuracy:.2%}", path)
+    return FinetuneResult(model=model, model_path=path, run_dir=run_dir, stages=tuple(results),
+                          best_val_accuracy=max(best) if best else None, val_accuracy=val_accuracy,
+                          class_names=tuple(names), skipped=inputs.skipped, plots=written, confusion_matrix=cm,
+                          resumed=resumed)
+

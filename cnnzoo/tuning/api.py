@@ -1,0 +1,325 @@
+"""Hyperparameter search over a zoo entry's `[search]` table with keras-tuner.
+
+`hypermodel(name)` turns the table into a keras-tuner `HyperModel` (see
+`cnnzoo.tuning_space` for the names, defaults and rules); `tune(name, data)`
+runs a resumable, optionally distributed search and returns a `TuneResult`;
+`register_best(result, "my_net")` writes the winner as a zoo config.
+
+Example:
+
+>>> result = cnnzoo.tune("digits_cnn", cnnzoo.data.digits(), tuner="random", max_trials=10, max_epochs=5)
+>>> print(result.table())
+>>> cnnzoo.register_best(result, "my_digits_net")
+>>> model = cnnzoo.get("my_digits_net")
+"""
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cnnzoo.utils.files import atomic_write_text
+from cnnzoo.zoo import config, config_writer, registry
+from cnnzoo.errors import ConfigError, DataError
+from cnnzoo.tuning.records import TrialRecord, TuneResult, collect
+from cnnzoo.tuning.space import CnnzooHyperModel, hypermodel
+
+__all__ = ["hypermodel", "tune", "register_best", "CnnzooHyperModel", "TuneResult", "TrialRecord", "TUNERS"]
+
+log = logging.getLogger("cnnzoo.tuning")
+
+TUNERS = ("hyperband", "random", "bayesian")
+OBJECTIVES = ("val_accuracy", "val_loss", "accuracy", "loss")  # what builders.compile_model reports
+
+
+# ------------------------------------------------------------------------ data
+
+
+def _is_dataset(obj):
+    import tensorflow as tf
+
+    return isinstance(obj, tf.data.Dataset)
+
+
+def _image_folder(path, input_shape, batch_size, validation_split, seed):
+    from cnnzoo import data as data_lib
+
+    return data_lib.image_folder(path, image_size=tuple(input_shape), batch_size=batch_size,
+                                 validation_split=validation_split, seed=seed)
+
+
+def _check_arrays(x, y, what):
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim == 3:
+        x = x[..., None]  # grayscale without a channel axis
+    if x.ndim != 4:
+        raise DataError(f"`{what}` images must be an array of shape (N, height, width, channels). "
+                        f"Received: shape={x.shape}.")
+    if y.ndim == 2 and y.shape[1] > 1:
+        raise DataError(f"`{what}` labels must be integer class ids, not one-hot. Received: shape={y.shape}. "
+                        f"Pass y.argmax(axis=1).")
+    y = y.reshape(-1)
+    if len(x) != len(y):
+        raise DataError(f"`{what}` needs one label per image. Received: {len(x)} images, {len(y)} labels.")
+    if not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
+        raise DataError(f"`{what}` labels must be integers >= 0. Received: dtype={y.dtype}.")
+    return x, y
+
+
+def _prepare(data, name, input_shape, num_classes, batch_size, validation_split, seed):
+    """Returns (fit_args, fit_kwargs, input_shape, num_classes, class_names)."""
+    class_names = None
+    if isinstance(data, (str, Path)):
+        if not Path(data).is_dir():
+            raise DataError(f"`data` must be an image folder, arrays or datasets; the path does not exist. "
+                            f"Received: data={str(data)!r}.")
+        data = _image_folder(data, input_shape or registry.spec(name).input_shape, batch_size,
+                             validation_split, seed)
+    if hasattr(data, "train") and hasattr(data, "validation"):  # an ImageFolder
+        class_names = list(getattr(data, "class_names", []) or []) or None
+        data = (data.train, data.validation)
+    if hasattr(data, "x_train") and hasattr(data, "y_train"):  # cnnzoo.data.Arrays (e.g. digits())
+        class_names = list(getattr(data, "class_names", []) or []) or None
+        data = (data.x_train, data.y_train)
+    if not isinstance(data, (tuple, list)) or len(data) not in (2, 4):
+        raise DataError(f"`data` must be (x, y) arrays, (x, y, x_val, y_val), (train, validation) tf.data "
+                        f"datasets, an ImageFolder or an image directory. Received: {type(data).__name__}.")
+    if len(data) == 2 and _is_dataset(data[0]):
+        train, val = data
+        if not _is_dataset(val):
+            raise DataError(f"`data` with a tf.data training set needs a tf.data validation set too. "
+                            f"Received: {type(val).__name__}.")
+        shape = tuple(train.element_spec[0].shape[1:])
+        if input_shape is None:
+            if None in shape or len(shape) != 3:
+                raise DataError(f"`input_shape` is required: the dataset's images have no fixed shape. "
+                                f"Received: element shape {shape}.")
+            input_shape = shape
+        if num_classes is None:
+            if class_names is None:
+                raise DataError("`num_classes` is required with tf.data datasets (they do not say how many "
+                                "classes there are). Received: num_classes=None.")
+            num_classes = len(class_names)
+        # a dataset shuffles itself; Keras warns when fit's shuffle=True meets one
+        return (train,), {"validation_data": val, "shuffle": False}, tuple(input_shape), num_classes, class_names
+    if len(data) == 2:
+        x, y = _check_arrays(*data, "data")
+        if not 0.0 < validation_split < 1.0:
+            raise DataError(f"`validation_split` must be in (0, 1) for (x, y) arrays: the search scores "
+                            f"trials on held-out data. Received: validation_split={validation_split!r}.")
+        order = np.random.default_rng(seed or 0).permutation(len(x))
+        n_val = max(1, int(round(len(x) * validation_split)))
+        val, train = order[:n_val], order[n_val:]
+        x, y, xv, yv = x[train], y[train], x[val], y[val]
+    else:
+        x, y = _check_arrays(data[0], data[1], "data")
+        xv, yv = _check_arrays(data[2], data[3], "validation data")
+    seen = int(max(y.max(initial=0), yv.max(initial=0))) + 1
+    if num_classes is None:
+        num_classes = len(class_names) if class_names else seen
+    elif seen > num_classes:
+        raise DataError(f"`num_classes` must exceed every label. Received: num_classes={num_classes}, "
+                        f"largest label {seen - 1}.")
+    if class_names and len(class_names) != num_classes:
+        class_names = None
+    return ((x, y), {"validation_data": (xv, yv), "batch_size": batch_size},
+            tuple(input_shape or x.shape[1:]), num_classes, class_names)
+
+
+# ------------------------------------------------------------------------ tune
+
+
+def _check_int(value, key, lo=1, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise ConfigError(f"`{key}` must be an integer >= {lo}{' or None' if allow_none else ''}. "
+                          f"Received: {key}={value!r}.")
+    return value
+
+
+def tune(name, data, tuner="hyperband", max_trials=10, max_epochs=10, directory=None, objective="val_accuracy",
+         overwrite=False, *, project_name=None, num_classes=None, input_shape=None, search=None, batch_size=32,
+         validation_split=0.2, early_stopping=3, factor=3, seed=None, executions_per_trial=1,
+         max_consecutive_failed_trials=3, heartbeat_timeout=60.0, progress=None, load_best=True, **fixed):
+    """Searches a zoo entry's `[search]` space with keras-tuner.
+
+    Trial 0 is the zoo entry itself (all defaults); each trial trains with
+    early stopping and the Keras session is cleared between trials. A second
+    call with the same `directory` and `overwrite=False` resumes: finished
+    trials are kept, an interrupted one runs again, and `max_trials` may grow.
+    With keras-tuner's `KERASTUNER_TUNER_ID`, `KERASTUNER_ORACLE_IP` and
+    `KERASTUNER_ORACLE_PORT` set, the same call runs as the chief or a worker
+    of a distributed search sharing `directory` (see docs/tuning.md).
+
+    Args:
+        name: a zoo model name.
+        data: (x, y) arrays (split by `validation_split`), (x, y, x_val, y_val),
+            a `cnnzoo.data.Arrays` record, (train, validation) tf.data datasets
+            of (image, integer label) batches, an ImageFolder, or an image
+            directory (read with `cnnzoo.data.image_folder`).
+        tuner: "hyperband", "random" or "bayesian".
+        max_trials: int, the most trials to run (for Hyperband a cap on its
+            brackets; None runs one full Hyperband iteration).
+        max_epochs: int, epochs per trial (Hyperband: for the longest trials).
+        directory: where the project lives; default `$CNNZOO_HOME/tuning`.
+        objective: the metric to optimise: "val_accuracy" (default), "val_loss",
+            "accuracy" or "loss".
+        overwrite: bool; start afresh instead of resuming.
+        project_name: default `name`.
+        num_classes: default from the data.
+        input_shape: default from the data.
+        search: dict overriding the entry's `[search]` table key by key.
+        batch_size: int, for arrays and image directories.
+        validation_split: float, the held-out fraction of (x, y) arrays and
+            image directories.
+        early_stopping: int patience in epochs on the objective; 0 disables.
+        factor: Hyperband's reduction factor.
+        seed: int, for the oracle, the split and Keras.
+        executions_per_trial: int, trainings averaged per trial.
+        max_consecutive_failed_trials: int, failures in a row that end the search.
+        heartbeat_timeout: seconds without a heartbeat after which a
+            distributed worker counts as dead and its trial moves on.
+        progress: optional callable receiving a `TrialRecord` after each
+            trial this process ran.
+        load_best: bool; rebuild the best model and load its weights.
+        **fixed: pinned hyperparameters and config overrides, as in
+            `cnnzoo.hypermodel`.
+
+    Returns:
+        A `TuneResult`: `trials` (hyperparameters, score, epochs, seconds),
+        `table()`, `best_hyperparameters`, `best_spec`, `best_model`.
+
+    Example:
+
+    >>> digits = cnnzoo.data.digits()
+    >>> result = cnnzoo.tune("digits_cnn", digits, tuner="random", max_trials=8, max_epochs=4)
+    >>> result.best_model.evaluate(digits.x_test, digits.y_test)
+    """
+    import keras
+
+    from cnnzoo.tuning import distributed
+    from cnnzoo.tuning import engine
+
+    if tuner not in TUNERS:
+        raise ConfigError(f"`tuner` must be one of {', '.join(TUNERS)}. Received: tuner={tuner!r}.")
+    _check_int(max_trials, "max_trials", allow_none=tuner == "hyperband")
+    _check_int(max_epochs, "max_epochs")
+    _check_int(batch_size, "batch_size")
+    _check_int(early_stopping, "early_stopping", lo=0)
+    _check_int(executions_per_trial, "executions_per_trial")
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"`objective` must be a metric the zoo models report: {', '.join(OBJECTIVES)}. "
+                          f"Received: objective={objective!r}.")
+    registry.spec(name)  # unknown names fail before any data work
+    fit_args, fit_kwargs, input_shape, num_classes, class_names = _prepare(
+        data, name, input_shape, num_classes, batch_size, validation_split, seed)
+    if class_names and "class_names" not in fixed:
+        fixed["class_names"] = class_names
+    hm = CnnzooHyperModel(name, num_classes=num_classes, input_shape=input_shape, search=search, **fixed)
+    directory = Path(directory) if directory is not None else registry.home() / "tuning"
+    project_name = project_name or name
+    if distributed.is_worker():
+        overwrite = False  # only the chief may wipe the shared directory
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    kt_tuner = engine.make_tuner(
+        tuner, hm, objective, max_trials, max_epochs, directory, project_name, overwrite, seed=seed,
+        factor=factor, executions_per_trial=executions_per_trial,
+        max_consecutive_failed_trials=max_consecutive_failed_trials, heartbeat_timeout=heartbeat_timeout,
+        progress=progress)
+    direction = kt_tuner.oracle.objective.direction
+    callbacks = []
+    if early_stopping:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=objective, patience=early_stopping, mode=direction))
+    start = time.perf_counter()
+    if distributed.is_chief():
+        kt_tuner.oracle.verbose = 0  # keras-tuner's per-trial printout; progress is reported by the workers
+        distributed.serve_chief(kt_tuner)
+    else:
+        kt_tuner.search(*fit_args, epochs=max_epochs, callbacks=callbacks, verbose=0, **fit_kwargs)
+    seconds = time.perf_counter() - start
+    project_dir = Path(kt_tuner.project_dir)
+    result = TuneResult(name=name, tuner=tuner, objective=objective, direction=direction, directory=project_dir,
+                        trials=collect(project_dir), seconds=seconds, hypermodel=hm)
+    ranked = [t for t in result.ranked() if t.score is not None]
+    if ranked:
+        from cnnzoo import _compat
+
+        trial_module = _compat.kt_module("engine.trial")
+
+        best = ranked[0]
+        trial = trial_module.Trial.load(str(project_dir / f"trial_{best.trial_id}" / "trial.json"))
+        result.best_trial = best
+        result.best_hyperparameters = trial.hyperparameters
+        result.best_spec = hm.spec_for(trial.hyperparameters.values)
+        if load_best:
+            result.best_model = _load_trial_model(project_dir, best.trial_id, result.best_spec)
+    return result
+
+
+def _load_trial_model(project_dir, trial_id, spec):
+    """Rebuilds a trial's model and loads its best checkpoint, optimizer state left out."""
+    from cnnzoo.zoo import builders
+
+    path = Path(project_dir) / f"trial_{trial_id}" / "checkpoint.weights.h5"
+    if not path.is_file():
+        log.warning("trial %s has no checkpoint at %s; best_model is None", trial_id, path)
+        return None
+    model = builders.build(spec)  # uncompiled: the checkpoint's optimizer variables are skipped silently
+    model.load_weights(path)
+    return builders.compile_model(model, spec.train)
+
+
+# --------------------------------------------------------------- register_best
+
+
+def register_best(result, name, directory=None, overwrite=False, description=None):
+    """Writes the best trial of a search as a new zoo config.
+
+    Args:
+        result: a `TuneResult` from `cnnzoo.tune`.
+        name: lower_snake_case name for the new entry; must be free.
+        directory: where to write `NAME.toml`; default `$CNNZOO_HOME/configs`,
+            which the registry scans (another directory must be on
+            `CNNZOO_CONFIG_PATH` for `cnnzoo.get(name)` to find it).
+        overwrite: bool; replace an existing `NAME.toml` in `directory`.
+        description: one line; default names the search and its score.
+
+    Returns:
+        The `Path` of the written config.
+
+    Example:
+
+    >>> cnnzoo.register_best(result, "my_bird_net")
+    >>> model = cnnzoo.get("my_bird_net")
+    """
+    if not isinstance(result, TuneResult) or result.best_spec is None:
+        raise ConfigError(f"`result` must be a `TuneResult` with a completed trial. "
+                          f"Received: result={type(result).__name__}"
+                          f"{' without a completed trial' if isinstance(result, TuneResult) else ''}.")
+    if not isinstance(name, str) or not config.NAME_RE.match(name):
+        raise ConfigError(f"`name` must be lower_snake_case (a-z, 0-9, _; starting with a letter). "
+                          f"Received: name={name!r}.")
+    directory = Path(directory) if directory is not None else registry.home() / "configs"
+    path = directory / f"{name}.toml"
+    if path.exists() and not overwrite:
+        raise ConfigError(f"`name` is taken: {path} exists. Received: name={name!r}. "
+                          f"Pick another name or pass overwrite=True.")
+    if name in registry.list_models() and not (path.exists() and overwrite):
+        raise ConfigError(f"`name` must be free, and `{name}` is already a registered model "
+                          f"({registry.entry(name).source}). Received: name={name!r}. Pick another name.")
+    best = result.best_trial
+    raw = config.to_dict(result.best_spec)
+    raw["name"] = name
+    raw["description"] = description or (
+        f"`{result.name}` tuned by cnnzoo.tune: {result.tuner} search, {len(result.trials)} trials, "
+        f"best {result.objective} {best.score:.4f} (trial {best.trial_id}).")
+    raw.pop("weights", None)  # named weights of the original entry do not fit a new architecture
+    text = (f"# Written by cnnzoo.register_best from {result.directory}\n"
+            f"# best hyperparameters: {best.hyperparameters}\n" + config_writer.dumps(raw))
+    config.loads(text, str(path))  # validate before writing
+    atomic_write_text(path, text)
+    registry.refresh()
+    return path

@@ -1,0 +1,12 @@
+"""The zoo: architectures as data, and the code that builds them.
+
+- `config`: zoo TOML files -> validated, frozen `ModelSpec`s (every default lives there);
+- `config_writer`: a `ModelSpec` back to TOML;
+- `registry`: name -> spec or builder (built-in configs, config paths, `@register`, plugins);
+- `stats`: parameters, FLOPs and shapes by arithmetic (what `cnnzoo info` shows);
+- `layers`: the serializable `cnnzoo>` Keras layers;
+- `builders`: `get`, `build`, `load`, the compile recipe;
+- `weights`: named weights files, fetched, hash-checked and cached.
+
+`config`, `registry` and `stats` never import TensorFlow; importing this package imports none of the others.
+"""

@@ -1,0 +1,313 @@
+"""Builders: a `ModelSpec` becomes a `keras.Model`.
+
+`get(name, ...)` is the public entry: it looks the name up in the registry,
+applies validated overrides, builds a Functional model with explicit layer
+names and compiles it with the spec's defaults.
+"""
+
+import math
+import warnings
+from pathlib import Path
+
+import keras
+
+from cnnzoo.zoo import config, registry, stats
+from cnnzoo.zoo import weights as weights_lib
+from cnnzoo.errors import ConfigError, WeightsError, WeightsNotFoundError
+from cnnzoo.zoo.layers import ClassifierHead, ConvBlock, Preprocess
+
+__all__ = ["get", "build", "load", "compile_model", "make_optimizer", "load_named_weights", "load_weights_into",
+           "model_flops", "backbone_model"]
+
+_OPTIMIZERS = {
+    "adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop", "nadam": "Nadam",
+}
+
+
+def backbone_model(spec, input_shape=None):
+    """Builds the `keras.applications` feature extractor of a backbone spec (no weights).
+
+    Args:
+        spec: a `ModelSpec` with a `backbone` table.
+        input_shape: optional (height, width, channels).
+
+    Returns:
+        A Functional `keras.Model` named `backbone` (include_top=False, weights=None).
+
+    Example:
+
+    >>> backbone_model(cnnzoo.registry.spec("efficientnetb0_classifier")).output.shape
+    (None, 7, 7, 1280)
+    """
+    app = getattr(keras.applications, spec.backbone.application, None)
+    if app is None:
+        raise ConfigError(f"`backbone.application` must name a keras.applications model "
+                          f"(in {spec.source}). Received: application={spec.backbone.application!r}.")
+    try:
+        base = app(include_top=False, weights=None, input_shape=tuple(input_shape or spec.input_shape),
+                   **spec.backbone.kwargs)
+    except ValueError as e:
+        raise ConfigError(f"`input_shape` does not suit the {spec.backbone.application} backbone of "
+                          f"`{spec.name}`: {e} Received: input_shape={tuple(input_shape or spec.input_shape)}.") from e
+    base.name = "backbone"
+    return base
+
+
+def build(spec, weights=None):
+    """Builds the model a validated spec describes.
+
+    Args:
+        spec: a `ModelSpec` (apply overrides first with `spec.replace(...)`).
+        weights: None, or a path to a `.weights.h5` or `.keras` file whose
+            weights have this model's shapes. Named weights (`"imagenet"`,
+            `"digits"`) are resolved by `cnnzoo.get`.
+
+    Returns:
+        An uncompiled Functional `keras.Model` named after the spec, with
+        layers `preprocess`, `block1`... (or `backbone`) and `head`.
+
+    Example:
+
+    >>> model = build(cnnzoo.registry.spec("lenet5"))
+    >>> model.count_params()
+    61706
+    """
+    stats.layer_stats(spec)  # clear error when the input is too small, before any TF work
+    inputs = keras.Input(shape=spec.input_shape, name="image")
+    x = Preprocess(spec.preprocessing, name="preprocess")(inputs)
+    if spec.backbone is not None:
+        x = backbone_model(spec)(x)
+    for i, b in enumerate(spec.blocks, 1):
+        x = ConvBlock(list(b.filters), kernel_size=b.kernel_size, strides=b.strides, padding=b.padding,
+                      activation=b.activation, batch_norm=b.batch_norm, bn_momentum=b.bn_momentum, pool=b.pool,
+                      pool_size=b.pool_size, pool_strides=b.pool_strides, pool_padding=b.pool_padding,
+                      dropout=b.dropout, name=f"block{i}")(x)
+    h = spec.head
+    outputs = ClassifierHead(spec.num_classes, dense=list(h.dense), dropout=h.dropout, activation=h.activation,
+                             pooling=h.pooling, class_names=list(spec.class_names) or None, name="head")(x)
+    model = keras.Model(inputs, outputs, name=spec.name)
+    if weights is not None:
+        load_weights_into(model, weights)
+    return model
+
+
+def load_weights_into(model, path):
+    """Loads weights from a `.weights.h5` or `.keras` file into `model`.
+
+    Raises `WeightsNotFoundError` for a missing file and `WeightsError` when
+    the file's shapes do not match, naming both.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise WeightsNotFoundError(f"`weights` must be None, a registered weights name or an existing "
+                                   f".weights.h5/.keras file. Received: weights={str(path)!r} (no such file).")
+    try:
+        if path.name.endswith(".keras"):
+            source = load(path, compile=False)
+            model.set_weights(source.get_weights())
+        else:
+            model.load_weights(path)
+    except (ValueError, KeyError) as e:
+        raise WeightsError(f"`weights` file {str(path)!r} does not match `{model.name}` "
+                           f"({model.count_params():,} parameters): {e}. Build the model with the "
+                           f"same num_classes/input_shape/overrides as when the weights were saved.") from e
+
+
+def load_named_weights(model, spec, name):
+    """Loads the weights an entry declares under `name` (fetched and verified by `cnnzoo.weights`).
+
+    A `target = "backbone"` source (ImageNet weights of a keras.applications
+    backbone) goes into `model.get_layer("backbone")`; a `"model"` source into
+    the whole model.
+
+    Args:
+        model: the `keras.Model` built from `spec`.
+        spec: its `ModelSpec`.
+        name: str, a key of `spec.weights` (e.g. `"digits"`, `"imagenet"`).
+
+    Returns:
+        The `Path` of the file that was loaded.
+
+    Example:
+
+    >>> model = cnnzoo.get("digits_cnn", weights="digits")  # calls load_named_weights(model, spec, "digits")
+    """
+    source = weights_lib.named_source(spec, name)
+    path = weights_lib.resolve(source, spec.name)
+    target = model
+    if source.target == "backbone":
+        try:
+            target = model.get_layer("backbone")
+        except ValueError:
+            raise WeightsError(f"`weights={name!r}` of `{spec.name}` holds backbone weights, and the model has no "
+                               f"layer named `backbone`. Build it with `cnnzoo.get({spec.name!r})`. "
+                               f"Received: weights={name!r}.") from None
+    load_weights_into(target, path)
+    return path
+
+
+def make_optimizer(name="adam", learning_rate=1e-3):
+    """A Keras optimizer by zoo name (`"adam"`, `"adamw"`, `"sgd"`, `"rmsprop"`, `"nadam"`).
+
+    Args:
+        name: str, one of `cnnzoo.zoo.config.OPTIMIZERS`.
+        learning_rate: float or a `keras.optimizers.schedules.LearningRateSchedule`.
+
+    Returns:
+        A `keras.optimizers.Optimizer`.
+
+    Example:
+
+    >>> make_optimizer("sgd", 0.01).learning_rate  # doctest: +SKIP
+    """
+    if name not in _OPTIMIZERS:
+        raise ConfigError(f"`optimizer` must be one of {', '.join(map(repr, _OPTIMIZERS))}. "
+                          f"Received: optimizer={name!r}.")
+    return getattr(keras.optimizers, _OPTIMIZERS[name])(learning_rate=learning_rate)
+
+
+def compile_model(model, train=None, *, optimizer=None, learning_rate=None, jit_compile="auto"):
+    """Compiles `model` the zoo's way: sparse categorical cross-entropy and accuracy.
+
+    The one compile recipe: `cnnzoo.get`, fine-tuning stages, search trials and
+    the shipped-weights script all compile through it, so every model reports
+    the same metrics (`loss`, `accuracy`, `val_loss`, `val_accuracy`).
+
+    Args:
+        model: a `keras.Model`.
+        train: a `config.Train` (optimizer, learning_rate); default `config.Train()`.
+        optimizer: optional optimizer name replacing `train.optimizer`.
+        learning_rate: optional float or schedule replacing `train.learning_rate`.
+        jit_compile: passed to `model.compile` (`"auto"`: Keras decides; XLA is
+            off on CPU, see docs/benchmarks.md).
+
+    Returns:
+        The same model, compiled.
+
+    Example:
+
+    >>> compile_model(cnnzoo.get("lenet5", compile=False))  # doctest: +SKIP
+    """
+    train = train or config.Train()
+    rate = train.learning_rate if learning_rate is None else learning_rate
+    model.compile(optimizer=make_optimizer(optimizer or train.optimizer, rate),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=jit_compile)
+    return model
+
+
+def get(name, num_classes=None, input_shape=None, weights=None, compile=True, **overrides):
+    """Builds a zoo model by name.
+
+    Args:
+        name: a registered model name (see `cnnzoo.list_models()`).
+        num_classes: int, size of the softmax; default the entry's.
+        input_shape: (height, width, channels); default the entry's.
+        weights: None (random init), a path to a `.weights.h5`/`.keras` file,
+            or a registered weights name (`"imagenet"` for backbone entries).
+        compile: bool; compile with Adam, sparse categorical cross-entropy and
+            accuracy (the entry's `[train]` settings), so `fit` works at once.
+        **overrides: validated changes to the config, e.g. `dropout=0.3`,
+            `dense=[128]`, `batch_norm=True`, `class_names=[...]`,
+            `blocks=[{"filters": 32}, ...]`.
+
+    Returns:
+        A Functional `keras.Model`.
+
+    Example:
+
+    >>> model = cnnzoo.get("bird_classifier", num_classes=12, input_shape=(64, 64, 3))
+    >>> model.output_shape
+    (None, 12)
+    """
+    e = registry.entry(name)
+    if e.builder is not None:
+        model = e.builder(num_classes=num_classes, input_shape=input_shape, weights=weights, **overrides)
+        if not isinstance(model, keras.Model):
+            raise ConfigError(f"The builder of `{name}` ({e.source}) must return a keras.Model. "
+                              f"Received: {type(model).__name__}.")
+        if compile and not model.compiled:
+            compile_model(model)
+        return model
+    changes = dict(overrides)
+    if num_classes is not None:
+        changes["num_classes"] = num_classes
+    if input_shape is not None:
+        changes["input_shape"] = input_shape
+    spec = config.apply_overrides(e.spec, changes)
+    if isinstance(weights, (str, Path)) and not _looks_like_path(weights):
+        model = build(spec)
+        load_named_weights(model, spec, str(weights))
+    else:
+        model = build(spec, weights=weights)
+    if compile:
+        compile_model(model, spec.train)
+    return model
+
+
+def _looks_like_path(value):
+    s = str(value)
+    return s.endswith((".h5", ".keras")) or "/" in s or "\\" in s or Path(s).exists()
+
+
+def load(path, compile=True):
+    """Loads a `.keras` model saved from a zoo model, in Keras safe mode.
+
+    Args:
+        path: str or `Path` of a `.keras` file.
+        compile: bool; restore the optimizer and compile state as saved.
+
+    Returns:
+        The `keras.Model`.
+
+    Example:
+
+    >>> model.save("birds.keras"); model = cnnzoo.load("birds.keras")  # doctest: +SKIP
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise WeightsNotFoundError(f"`path` must be an existing .keras file. Received: path={str(path)!r}.")
+    with warnings.catch_warnings():
+        # A model saved before its first training step has an unbuilt optimizer (2 scalar
+        # variables); Keras warns about that harmless case, which every fresh `get()` hits.
+        warnings.filterwarnings("ignore", message=r"Skipping variable loading for optimizer .* saved optimizer has 2 variables")
+        return keras.saving.load_model(path, compile=compile, safe_mode=True)
+
+
+def model_flops(model):
+    """Forward FLOPs per image of a built Keras model (2 per multiply-accumulate).
+
+    Counts Conv2D, DepthwiseConv2D, SeparableConv2D and Dense layers, nested
+    models included; the same convention as `cnnzoo.stats`.
+
+    Example:
+
+    >>> model_flops(cnnzoo.get("lenet5")) == cnnzoo.info("lenet5").flops
+    True
+    """
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += model_flops(layer)
+        elif isinstance(layer, (ConvBlock, ClassifierHead)):  # propagate shapes through sub-layers
+            shape = tuple(layer.input.shape)
+            for step in layer.steps:
+                out = tuple(step.compute_output_shape(shape))
+                total += _layer_flops(step, shape, out)
+                shape = out
+        elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+            total += _layer_flops(layer, tuple(layer.input.shape), tuple(layer.output.shape))
+    return total
+
+
+def _layer_flops(layer, in_shape, out):
+    cin = in_shape[-1]
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return 2 * math.prod(layer.kernel_size) * out[1] * out[2] * out[3]
+    if isinstance(layer, keras.layers.SeparableConv2D):
+        k = math.prod(layer.kernel_size)
+        return 2 * out[1] * out[2] * (k * cin * layer.depth_multiplier + cin * layer.depth_multiplier * out[3])
+    if isinstance(layer, keras.layers.Conv2D):
+        return 2 * math.prod(layer.kernel_size) * (cin // layer.groups) * out[3] * out[1] * out[2]
+    if isinstance(layer, keras.layers.Dense):
+        return 2 * cin * layer.units
+    return 0

@@ -1,0 +1,420 @@
+"""Zoo configs: TOML files read and validated into frozen dataclasses.
+
+A config is pure data (see `zoo_configs/*.toml`). This module knows the
+schema, every default (each one lives here and nowhere else), and how to
+apply overrides; it never imports TensorFlow or Keras.
+"""
+
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cnnzoo.errors import ConfigError, closest
+from cnnzoo.zoo.config_rules import (check_bool, check_choice, check_float, check_int, check_keys, check_str, fail,
+                                     where)
+from cnnzoo.zoo.config_sections import SearchParam, WeightsSource, parse_search_param, parse_weights
+
+__all__ = [
+    "Block",
+    "Head",
+    "Backbone",
+    "Train",
+    "SearchParam",
+    "WeightsSource",
+    "ModelSpec",
+    "load",
+    "loads",
+    "parse",
+    "apply_overrides",
+    "to_dict",
+    "PREPROCESSING",
+    "ACTIVATIONS",
+    "OVERRIDE_KEYS",
+]
+
+PREPROCESSING = ("none", "rescale_0_1", "rescale_-1_1", "caffe", "torch")
+ACTIVATIONS = (
+    "relu", "relu6", "leaky_relu", "elu", "selu", "gelu", "swish", "silu",
+    "mish", "tanh", "sigmoid", "softplus", "linear",
+)
+POOLS = ("max", "avg", "none")
+PADDINGS = ("same", "valid")
+HEAD_POOLING = ("flatten", "avg", "max")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam")
+SEARCH_KEYS = (
+    "conv_blocks", "filters", "convs", "kernel_size", "batch_norm",
+    "dense_layers", "units", "dropout", "learning_rate", "optimizer",
+)
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Block:
+    """A conv block: `len(filters)` convolutions, then an optional pooling."""
+
+    filters: tuple = (32,)
+    kernel_size: int = 3
+    strides: int = 1
+    padding: str = "same"
+    activation: str = "relu"
+    batch_norm: bool = False
+    bn_momentum: float = 0.9  # Keras' 0.99 leaves small-data models unusable for the first epochs
+    pool: str = "max"
+    pool_size: int = 2
+    pool_strides: int = 0  # 0 means "equal to pool_size"
+    pool_padding: str = "valid"
+    dropout: float = 0.0
+
+    @property
+    def convs(self):
+        return len(self.filters)
+
+
+@dataclass(frozen=True)
+class Head:
+    """The classifier: pooling or flatten, hidden dense layers, softmax."""
+
+    pooling: str = "flatten"
+    dense: tuple = ()
+    dropout: float = 0.0
+    activation: str = "relu"
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A `keras.applications` feature extractor used in place of `blocks`."""
+
+    application: str = ""
+    kwargs: dict = field(default_factory=dict)
+    params: int = 0  # cached parameter count (include_top=False)
+    flops: int = 0  # cached forward FLOPs per image at the entry's input_shape
+    channels: int = 0  # cached channels of the feature map it returns
+    reduction: int = 32  # input side / feature-map side
+
+
+@dataclass(frozen=True)
+class Train:
+    """Compile defaults used by `cnnzoo.get(..., compile=True)`."""
+
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A validated zoo entry. Build it with `cnnzoo.get(spec.name)`."""
+
+    name: str
+    description: str
+    input_shape: tuple
+    num_classes: int
+    reference: str = ""
+    preprocessing: str = "rescale_0_1"
+    class_names: tuple = ()
+    blocks: tuple = ()
+    backbone: Backbone = None
+    head: Head = Head()
+    train: Train = Train()
+    search: dict = field(default_factory=dict)
+    weights: dict = field(default_factory=dict)  # name -> WeightsSource
+    source: str = field(default="<memory>", compare=False)
+
+    @property
+    def kind(self):
+        return "backbone" if self.backbone is not None else "cnn"
+
+    def replace(self, **changes):
+        """Returns a copy with validated `changes` (same keys as `get` overrides)."""
+        return apply_overrides(self, changes)
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _parse_block(table, i, source):
+    key = f"blocks[{i}]"
+    check_keys(table, {f.name for f in dataclasses.fields(Block)} | {"convs"}, key, source)
+    d = Block()
+    filters = table.get("filters", list(d.filters))
+    convs = table.get("convs")
+    if isinstance(filters, list):
+        if not filters:
+            fail(where(source), f"{key}.filters", "must not be empty", filters)
+        filters = tuple(check_int(f, f"{key}.filters", source) for f in filters)
+        if convs is not None and check_int(convs, f"{key}.convs", source) != len(filters):
+            fail(where(source), f"{key}.convs", f"must equal the length of `filters` ({len(filters)})", convs)
+    else:
+        n = 1 if convs is None else check_int(convs, f"{key}.convs", source)
+        filters = (check_int(filters, f"{key}.filters", source),) * n
+    return Block(
+        filters=filters,
+        kernel_size=check_int(table.get("kernel_size", d.kernel_size), f"{key}.kernel_size", source),
+        strides=check_int(table.get("strides", d.strides), f"{key}.strides", source),
+        padding=check_choice(table.get("padding", d.padding), f"{key}.padding", source, PADDINGS),
+        activation=check_choice(table.get("activation", d.activation), f"{key}.activation", source, ACTIVATIONS),
+        batch_norm=check_bool(table.get("batch_norm", d.batch_norm), f"{key}.batch_norm", source),
+        bn_momentum=check_float(table.get("bn_momentum", d.bn_momentum), f"{key}.bn_momentum", source, 0.0, 1.0,
+                           hi_open=True),
+        pool=check_choice(table.get("pool", d.pool), f"{key}.pool", source, POOLS),
+        pool_size=check_int(table.get("pool_size", d.pool_size), f"{key}.pool_size", source),
+        pool_strides=check_int(table.get("pool_strides", d.pool_strides), f"{key}.pool_strides", source, lo=0),
+        pool_padding=check_choice(table.get("pool_padding", d.pool_padding), f"{key}.pool_padding", source, PADDINGS),
+        dropout=check_float(table.get("dropout", d.dropout), f"{key}.dropout", source, 0.0, 1.0, hi_open=True),
+    )
+
+
+def _parse_head(table, source):
+    check_keys(table, {f.name for f in dataclasses.fields(Head)}, "head", source)
+    d = Head()
+    dense = table.get("dense", list(d.dense))
+    if not isinstance(dense, (list, tuple)):
+        fail(where(source), "head.dense", "must be a list of positive integers (one per hidden layer)", dense)
+    return Head(
+        pooling=check_choice(table.get("pooling", d.pooling), "head.pooling", source, HEAD_POOLING),
+        dense=tuple(check_int(u, "head.dense", source) for u in dense),
+        dropout=check_float(table.get("dropout", d.dropout), "head.dropout", source, 0.0, 1.0, hi_open=True),
+        activation=check_choice(table.get("activation", d.activation), "head.activation", source, ACTIVATIONS),
+    )
+
+
+def _parse_backbone(table, source):
+    check_keys(table, {f.name for f in dataclasses.fields(Backbone)}, "backbone", source)
+    app = check_str(table.get("application", ""), "backbone.application", source)
+    if not re.match(r"^[A-Z][A-Za-z0-9]*$", app):
+        fail(where(source), "backbone.application", "must name a keras.applications model, e.g. 'MobileNetV2'", app)
+    kwargs = table.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        fail(where(source), "backbone.kwargs", "must be a table of keyword arguments", kwargs)
+    return Backbone(
+        application=app,
+        kwargs=dict(kwargs),
+        params=check_int(table.get("params", 0), "backbone.params", source, lo=0),
+        flops=check_int(table.get("flops", 0), "backbone.flops", source, lo=0),
+        channels=check_int(table.get("channels", 0), "backbone.channels", source, lo=0),
+        reduction=check_int(table.get("reduction", 32), "backbone.reduction", source, lo=1),
+    )
+
+
+def _parse_train(table, source):
+    check_keys(table, {f.name for f in dataclasses.fields(Train)}, "train", source)
+    d = Train()
+    return Train(
+        optimizer=check_choice(table.get("optimizer", d.optimizer), "train.optimizer", source, OPTIMIZERS),
+        learning_rate=check_float(table.get("learning_rate", d.learning_rate), "train.learning_rate", source, 0.0, 10.0),
+    )
+
+
+def _table(raw, key, source):
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        fail(where(source), key, "must be a table", value)
+    return value
+
+
+def parse(raw, source="<memory>"):
+    """Validates a raw config mapping into a `ModelSpec`.
+
+    Args:
+        raw: dict, as read from a zoo TOML file.
+        source: str, where it came from; named in every error.
+
+    Returns:
+        A frozen `ModelSpec`.
+
+    Example:
+
+    >>> spec = parse({"name": "tiny", "description": "d", "input_shape": [8, 8, 1],
+    ...               "num_classes": 2, "blocks": [{"filters": 4}]})
+    >>> spec.blocks[0].filters
+    (4,)
+    """
+    allowed = {f.name for f in dataclasses.fields(ModelSpec)} - {"source"}
+    check_keys(raw, allowed, "", source)
+    for required in ("name", "description", "input_shape", "num_classes"):
+        if required not in raw:
+            raise ConfigError(f"`{required}` is required{where(source)} but missing. "
+                              f"Add e.g. `{required} = ...` at the top of the file.")
+    name = check_str(raw["name"], "name", source)
+    if not NAME_RE.match(name):
+        fail(where(source), "name", "must be lower_snake_case (a-z, 0-9, _; starting with a letter)", name)
+    shape = raw["input_shape"]
+    if not (isinstance(shape, (list, tuple)) and len(shape) == 3):
+        fail(where(source), "input_shape", "must be [height, width, channels]", shape)
+    shape = tuple(check_int(s, "input_shape", source) for s in shape)
+    num_classes = check_int(raw["num_classes"], "num_classes", source, lo=1)
+    class_names = raw.get("class_names", [])
+    if not isinstance(class_names, (list, tuple)) or not all(isinstance(c, str) for c in class_names):
+        fail(where(source), "class_names", "must be a list of strings", class_names)
+    if class_names and len(class_names) != num_classes:
+        fail(where(source), "class_names", f"must have `num_classes` ({num_classes}) entries", list(class_names))
+    if len(set(class_names)) != len(class_names):
+        fail(where(source), "class_names", "must not repeat a name", list(class_names))
+    blocks = raw.get("blocks", [])
+    if not isinstance(blocks, (list, tuple)):
+        fail(where(source), "blocks", "must be an array of tables ([[blocks]])", blocks)
+    backbone = _parse_backbone(raw["backbone"], source) if "backbone" in raw else None
+    if bool(blocks) == (backbone is not None):
+        raise ConfigError(f"A config needs exactly one of `blocks` and `backbone`{where(source)}. "
+                          f"Received: blocks={len(blocks)} tables, backbone={raw.get('backbone')!r}.")
+    search = raw.get("search", {})
+    check_keys(search, set(SEARCH_KEYS), "search", source)
+    return ModelSpec(
+        name=name,
+        description=check_str(raw["description"], "description", source).strip(),
+        reference=check_str(raw.get("reference", ""), "reference", source).strip(),
+        input_shape=shape,
+        num_classes=num_classes,
+        class_names=tuple(class_names),
+        preprocessing=check_choice(raw.get("preprocessing", "rescale_0_1"), "preprocessing", source, PREPROCESSING),
+        blocks=tuple(_parse_block(b, i, source) for i, b in enumerate(blocks)),
+        backbone=backbone,
+        head=_parse_head(raw.get("head", {}), source),
+        train=_parse_train(raw.get("train", {}), source),
+        search={k: parse_search_param(k, v, source) for k, v in search.items()},
+        weights={k: parse_weights(k, v, source) for k, v in _table(raw, "weights", source).items()},
+        source=source,
+    )
+
+
+def loads(text, source="<string>"):
+    """Parses TOML `text` into a `ModelSpec`; syntax errors name the line."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"`{source}` is not valid TOML: {e}. Fix the file or remove it "
+                          f"from the config path.") from None
+    return parse(raw, source)
+
+
+def load(path):
+    """Reads and validates one zoo config file.
+
+    Args:
+        path: str or `Path` of a `.toml` file.
+
+    Returns:
+        A `ModelSpec`.
+
+    Example:
+
+    >>> spec = load("zoo_configs/lenet5.toml")  # doctest: +SKIP
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"`path` must be an existing TOML file. Received: path={str(path)!r}.") from None
+    return loads(text, str(path))
+
+
+# ----------------------------------------------------------------- overrides
+
+# Shortcut overrides: key -> (section, field); applied to the head or to every block.
+_SHORTCUTS = {
+    "dense": ("head", "dense"),
+    "dropout": ("head", "dropout"),
+    "pooling": ("head", "pooling"),
+    "activation": ("blocks+head", "activation"),
+    "batch_norm": ("blocks", "batch_norm"),
+    "learning_rate": ("train", "learning_rate"),
+    "optimizer": ("train", "optimizer"),
+}
+OVERRIDE_KEYS = tuple(sorted(
+    {"input_shape", "num_classes", "class_names", "preprocessing", "blocks", "head",
+     "backbone", "train", "search", "description"} | set(_SHORTCUTS)))
+
+
+def to_dict(spec):
+    """Returns the raw mapping of `spec` (the inverse of `parse`)."""
+    out = {"name": spec.name, "description": spec.description}
+    if spec.reference:
+        out["reference"] = spec.reference
+    out["input_shape"] = list(spec.input_shape)
+    out["num_classes"] = spec.num_classes
+    if spec.class_names:
+        out["class_names"] = list(spec.class_names)
+    out["preprocessing"] = spec.preprocessing
+    if spec.blocks:
+        out["blocks"] = []
+        for b in spec.blocks:
+            d = {k: v for k, v in dataclasses.asdict(b).items() if v != getattr(Block(), k) or k == "filters"}
+            d["filters"] = list(b.filters) if len(set(b.filters)) > 1 else b.filters[0]
+            if len(set(b.filters)) == 1 and b.convs != 1:
+                d["convs"] = b.convs
+            out["blocks"].append(d)
+    if spec.backbone is not None:
+        out["backbone"] = dataclasses.asdict(spec.backbone)
+    out["head"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(spec.head).items()}
+    out["train"] = dataclasses.asdict(spec.train)
+    search = {}
+    for k, p in spec.search.items():
+        if p.kind in ("int", "float"):
+            search[k] = {"min": p.min, "max": p.max}
+            if p.step:
+                search[k]["step"] = p.step
+            if p.sampling != "linear":
+                search[k]["sampling"] = p.sampling
+        elif p.kind == "choice":
+            search[k] = list(p.values)
+        else:
+            search[k] = p.value
+    if search:
+        out["search"] = search
+    if spec.weights:
+        out["weights"] = {k: {f: v for f, v in dataclasses.asdict(w).items() if v and f != "name"}
+                          for k, w in spec.weights.items()}
+    return out
+
+
+def apply_overrides(spec, overrides):
+    """Returns `spec` with `overrides` applied and the result re-validated.
+
+    Args:
+        spec: a `ModelSpec`.
+        overrides: dict of override keys (see `OVERRIDE_KEYS`): whole sections
+            (`blocks`, `head`, `train`, ...) or shortcuts (`dense`, `dropout`,
+            `pooling`, `activation`, `batch_norm`, `learning_rate`, `optimizer`).
+
+    Returns:
+        A new `ModelSpec`.
+
+    Example:
+
+    >>> apply_overrides(spec, {"dropout": 0.3, "dense": [128]})  # doctest: +SKIP
+    """
+    if not overrides:
+        return spec
+    raw = to_dict(spec)
+    for key, value in overrides.items():
+        if key not in OVERRIDE_KEYS:
+            raise ConfigError(
+                f"`{key}` is not an override of `{spec.name}`. Valid overrides: "
+                f"{', '.join(OVERRIDE_KEYS)}.{closest(key, OVERRIDE_KEYS)} Received: {key}={value!r}.")
+        if key in _SHORTCUTS:
+            section, fld = _SHORTCUTS[key]
+            if "head" in section or section == "train":
+                raw.setdefault("head" if section != "train" else "train", {})[fld] = value
+            if "blocks" in section:
+                if not spec.blocks and section == "blocks":
+                    raise ConfigError(f"`{key}` applies to conv blocks, and `{spec.name}` has a backbone "
+                                      f"instead. Received: {key}={value!r}.")
+                for b in raw.get("blocks", []):
+                    b[fld] = value
+        elif key in ("head", "train") and isinstance(value, dict):
+            raw[key] = {**raw.get(key, {}), **value}
+        elif key == "input_shape" and isinstance(value, (list, tuple)):
+            raw[key] = list(value)
+        elif key == "class_names" and isinstance(value, (list, tuple)):
+            raw[key] = list(value)
+            if "num_classes" not in overrides:
+                raw["num_classes"] = len(value)
+        else:
+            raw[key] = value
+    if len(raw.get("class_names", [])) not in (0, raw["num_classes"]):
+        raw.pop("class_names")  # a new class count drops the old labels
+    return parse(raw, f"{spec.source} with overrides {sorted(overrides)}")
+
+
+# -------------------------------------------------------------- TOML writing

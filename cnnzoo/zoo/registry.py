@@ -1,0 +1,298 @@
+"""The registry: model name -> spec (data) or builder (code).
+
+Sources, all checked for clashing names:
+1. the built-in `zoo_configs/*.toml` packaged with cnnzoo;
+2. `*.toml` files in the directories of `CNNZOO_CONFIG_PATH` (os.pathsep-separated)
+   and in `$CNNZOO_HOME/configs` (default `~/.cnnzoo/configs`, where
+   `cnnzoo.register_best` writes);
+3. functions decorated with `@cnnzoo.register("name")`;
+4. the `cnnzoo.models` entry-point group of installed packages. An entry point
+   names a builder function, a `ModelSpec`, a config dict or a `.toml` path; it
+   is imported only when that model is asked for, never to list the zoo.
+
+Like timm's registry, nothing here imports a model file or TensorFlow.
+"""
+
+import fnmatch
+import functools
+import importlib.metadata
+import inspect
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cnnzoo.zoo import config, stats
+from cnnzoo.errors import ConfigError, DuplicateModelError, UnknownModelError, closest
+
+__all__ = ["Entry", "ModelInfo", "list_models", "spec", "info", "register", "entry", "refresh", "home"]
+
+ENTRY_POINT_GROUP = "cnnzoo.models"
+
+
+@dataclass
+class Entry:
+    """One registered model: where it came from and how to build it."""
+
+    name: str
+    source: str
+    spec: object = None  # ModelSpec, for data entries
+    builder: object = None  # callable, for code entries
+    entry_point: object = None  # importlib.metadata.EntryPoint, not loaded yet
+    description: str = ""
+
+    def resolve(self):
+        """Loads an entry point (once) into `spec` or `builder`."""
+        if self.entry_point is None:
+            return self
+        ep, self.entry_point = self.entry_point, None
+        try:
+            obj = ep.load()
+        except Exception as e:  # a broken plugin must say which plugin
+            raise ConfigError(f"The entry point `{ep.name} = {ep.value}` in group `{ENTRY_POINT_GROUP}` "
+                              f"failed to load: {type(e).__name__}: {e}. Fix or uninstall the package "
+                              f"that provides it.") from e
+        if isinstance(obj, config.ModelSpec):
+            self.spec = obj
+        elif isinstance(obj, dict):
+            self.spec = config.parse(obj, self.source)
+        elif isinstance(obj, (str, os.PathLike)):
+            self.spec = config.load(obj)
+        elif callable(obj):
+            self.builder = obj
+            self.description = _doc_summary(obj)
+        else:
+            raise ConfigError(f"The entry point `{ep.name} = {ep.value}` must name a builder function, a "
+                              f"ModelSpec, a config dict or a .toml path. Received: {type(obj).__name__}.")
+        if self.spec is not None:
+            if self.spec.name != self.name:
+                raise ConfigError(f"The entry point `{ep.name}` provides a config named `{self.spec.name}`. "
+                                  f"Use the same name for both. Received: name={self.spec.name!r}.")
+            self.description = self.spec.description
+        return self
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What `cnnzoo.info` returns (and `cnnzoo info --json` prints)."""
+
+    name: str
+    kind: str
+    description: str
+    reference: str
+    source: str
+    input_shape: tuple
+    num_classes: int
+    params: int
+    flops: int
+    layers: list
+    search: dict
+
+    def to_dict(self):
+        import dataclasses
+
+        return dataclasses.asdict(self)
+
+
+_code_entries = {}
+
+
+def home():
+    """The cnnzoo home directory: `$CNNZOO_HOME`, default `~/.cnnzoo`."""
+    return Path(os.environ.get("CNNZOO_HOME") or Path.home() / ".cnnzoo").expanduser()
+
+
+def _builtin_dir():
+    here = Path(__file__).resolve().parents[1]  # the cnnzoo package
+    for candidate in (here / "zoo_configs", here.parent / "zoo_configs"):  # installed wheel, source checkout
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"The built-in zoo_configs/ directory is missing next to {here}; reinstall cnnzoo.")
+
+
+def _config_dirs():
+    dirs = [("built-in", _builtin_dir())]
+    for d in os.environ.get("CNNZOO_CONFIG_PATH", "").split(os.pathsep):
+        if d.strip():
+            dirs.append(("CNNZOO_CONFIG_PATH", Path(d).expanduser()))
+    dirs.append(("CNNZOO_HOME", home() / "configs"))
+    return dirs
+
+
+def _add(entries, new):
+    old = entries.get(new.name)
+    if old is not None:
+        raise DuplicateModelError(
+            f"The model name `{new.name}` is registered twice: by {old.source} and by {new.source}. "
+            f"Rename one of them (the config's `name`, the `register` name or the entry-point name) "
+            f"or remove it.")
+    entries[new.name] = new
+
+
+@functools.lru_cache(maxsize=1)
+def _scanned():
+    entries = {}
+    for label, directory in _config_dirs():
+        if not directory.is_dir():
+            if label == "CNNZOO_CONFIG_PATH":
+                raise ConfigError(f"`CNNZOO_CONFIG_PATH` must list existing directories. "
+                                  f"Received: {str(directory)!r}, which does not exist.")
+            continue
+        for path in sorted(directory.glob("*.toml")):
+            spec = config.load(path)
+            where = f"zoo_configs/{path.name} (built-in)" if label == "built-in" else f"{path} ({label})"
+            if spec.name != path.stem:
+                raise ConfigError(f"`name` must equal the file name `{path.stem}` (in {path}). "
+                                  f"Received: name={spec.name!r}. Rename the file or the model.")
+            _add(entries, Entry(spec.name, where, spec=spec, description=spec.description))
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = getattr(ep, "dist", None)
+        dist_name = f" of package {dist.name}" if dist is not None else ""
+        _add(entries, Entry(ep.name, f"entry point `{ep.name} = {ep.value}`{dist_name}", entry_point=ep))
+    return entries
+
+
+def _entries():
+    entries = dict(_scanned())
+    for e in _code_entries.values():
+        _add(entries, e)
+    return entries
+
+
+def refresh():
+    """Forgets the scanned configs and entry points; the next call rescans them.
+
+    Call it after changing `CNNZOO_CONFIG_PATH` or installing a plugin in the
+    running process.
+    """
+    _scanned.cache_clear()
+
+
+def list_models(pattern="*"):
+    """Lists registered model names, sorted.
+
+    Args:
+        pattern: optional shell-style pattern, e.g. `"vgg*"`.
+
+    Returns:
+        A list of names. Importing TensorFlow is never needed.
+
+    Example:
+
+    >>> import cnnzoo
+    >>> "vgg16" in cnnzoo.list_models("vgg*")
+    True
+    """
+    return sorted(n for n in _entries() if fnmatch.fnmatchcase(n, pattern))
+
+
+def entry(name):
+    """Returns the resolved `Entry` for `name`; raises `UnknownModelError`."""
+    entries = _entries()
+    if name not in entries:
+        if not isinstance(name, str):
+            raise UnknownModelError(f"`name` must be a string naming a zoo model. Received: name={name!r}.")
+        raise UnknownModelError(
+            f"`name` must be a registered model; `{name}` is not one.{closest(name, entries)} "
+            f"See `cnnzoo list` for all {len(entries)} models. Received: name={name!r}.")
+    return entries[name].resolve()
+
+
+def spec(name):
+    """Returns the validated `ModelSpec` of a data entry.
+
+    Args:
+        name: a registered model name.
+
+    Returns:
+        A `ModelSpec`.
+
+    Example:
+
+    >>> cnnzoo.registry.spec("lenet5").input_shape
+    (32, 32, 1)
+    """
+    e = entry(name)
+    if e.spec is None:
+        raise ConfigError(f"`{name}` is built by code ({e.source}) and has no config to read. "
+                          f"Build it with `cnnzoo.get({name!r})` instead.")
+    return e.spec
+
+
+def info(name, input_shape=None, num_classes=None):
+    """Describes a model without building it (no TensorFlow import).
+
+    Args:
+        name: a registered model name.
+        input_shape: optional (height, width, channels) to compute the numbers for.
+        num_classes: optional class count to compute the numbers for.
+
+    Returns:
+        A `ModelInfo` with description, reference, input shape, classes,
+        parameter count, forward FLOPs per image, the layer table and the
+        search space. Code-built entries have `params` and `flops` of None.
+
+    Example:
+
+    >>> cnnzoo.info("vgg16").params
+    138357544
+    """
+    e = entry(name)
+    if e.spec is None:
+        return ModelInfo(name, "code", e.description, "", e.source, None, None, None, None, [], {})
+    s = e.spec
+    numbers = stats.summary(s, tuple(input_shape) if input_shape else None, num_classes)
+    search = config.to_dict(s).get("search", {})
+    return ModelInfo(
+        name=s.name, kind=s.kind, description=s.description, reference=s.reference, source=e.source,
+        input_shape=tuple(input_shape or s.input_shape), num_classes=num_classes or s.num_classes,
+        params=numbers["params"], flops=numbers["flops"], layers=numbers["layers"], search=search)
+
+
+def _doc_summary(fn):
+    doc = inspect.getdoc(fn) or ""
+    return doc.strip().split("\n")[0]
+
+
+def register(name=None, *, description=None):
+    """Decorator that adds a builder function to the zoo under `name`.
+
+    The function is called as `fn(num_classes=..., input_shape=..., weights=...,
+    **overrides)` by `cnnzoo.get(name, ...)` and must return a `keras.Model`.
+
+    Args:
+        name: the model name (lower_snake_case); defaults to the function name.
+        description: one line for `cnnzoo list`; defaults to the docstring's first line.
+
+    Returns:
+        The decorator; it returns the function unchanged.
+
+    Example:
+
+    >>> @cnnzoo.register("my_net")
+    ... def my_net(num_classes=10, input_shape=(32, 32, 3), weights=None):
+    ...     '''A tiny custom network.'''
+    ...     ...
+    """
+
+    def decorator(fn):
+        model_name = name or fn.__name__
+        if not config.NAME_RE.match(model_name):
+            raise ConfigError(f"`name` must be lower_snake_case. Received: name={model_name!r}.")
+        if not callable(fn):
+            raise ConfigError(f"`register` decorates a builder function. Received: {fn!r}.")
+        module = getattr(fn, "__module__", "?")
+        new = Entry(model_name, f"@register in module {module} ({fn.__qualname__})", builder=fn,
+                    description=description or _doc_summary(fn))
+        _add(_entries(), new)  # raises DuplicateModelError naming both sources
+        _code_entries[model_name] = new
+        return fn
+
+    if callable(name):  # used bare: @register
+        fn, name = name, None
+        return decorator(fn)
+    return decorator
+
+
+def unregister(name):
+    """Removes a model added with `register` (for tests and notebooks)."""
+    _code_entries.pop(name, None)

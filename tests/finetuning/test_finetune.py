@@ -1,0 +1,400 @@
+"""finetune(): stages, head replacement, BatchNorm policy, feature cache, checkpoints and resume.
+
+Real TensorFlow training on tiny models and tiny images (12x12, Pillow-written
+folders); the kill -9 scenario runs a real subprocess.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import cnnzoo
+from cnnzoo.finetuning import freezing, stages as stages_lib
+from cnnzoo.errors import ConfigError, DataError
+from cnnzoo.finetuning.stages import Stage
+from conftest import PYTHON, REPO, write_image_folder
+
+SIZE = 12
+
+
+def tiny(num_classes=3, block_dropout=0.2, dropout=0.5, batch_norm=True):
+    """A two-block zoo CNN (BatchNorm in each block, Dropout in the second)."""
+    return cnnzoo.get("bird_classifier", num_classes=num_classes, input_shape=(SIZE, SIZE, 3), compile=False,
+                      blocks=[{"filters": 4, "batch_norm": batch_norm},
+                              {"filters": 8, "batch_norm": batch_norm, "dropout": block_dropout}],
+                      dense=[8], dropout=dropout)
+
+
+def blobs(n=48, classes=3, seed=0):
+    """Images whose class sets their brightness: learnable in a few steps."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    x = np.clip(rng.normal(0, 20, (n, SIZE, SIZE, 3)) + 40 + 70 * y[:, None, None, None], 0, 255)
+    return x.astype("float32"), y
+
+
+def pretrain_batchnorm(model, seed=0):
+    """Gives every BatchNormalization non-trivial moving statistics, as a pretrained backbone has."""
+    rng = np.random.default_rng(seed)
+    for bn in freezing.batchnorm_layers(model):
+        bn.moving_mean.assign(rng.normal(0, 0.5, bn.moving_mean.shape))
+        bn.moving_variance.assign(rng.uniform(0.5, 2.0, bn.moving_variance.shape))
+
+
+def bn_stats(model):
+    return [v.numpy() for bn in freezing.batchnorm_layers(model) for v in (bn.moving_mean, bn.moving_variance)]
+
+
+# ------------------------------------------------------------------ stages as data
+
+
+def test_stages_are_data():
+    assert Stage.parse("top2:3:1e-4") == Stage(2, epochs=3, learning_rate=1e-4)
+    assert Stage.parse("head:5") == Stage(0, 5, 1e-3)
+    assert stages_lib.as_stages("head:1:0.01,all:2:1e-5") == (Stage(0, 1, 0.01), Stage("all", 2, 1e-5))
+    assert stages_lib.as_stages([{"unfreeze": 1, "epochs": 2}, Stage()]) == (Stage(1, 2), Stage())
+    assert Stage("all").name == "all" and Stage(3).name == "top3" and Stage().name == "head"
+    assert Stage.parse(str(Stage(2, 4, 3e-4))) == Stage(2, 4, 3e-4)
+    with pytest.raises(ConfigError, match=r"`unfreeze`.*Received: unfreeze=-1"):
+        Stage(-1)
+    with pytest.raises(ConfigError, match=r"`epochs`.*Received: epochs=0"):
+        Stage(0, epochs=0)
+    with pytest.raises(ConfigError, match=r"`schedule`.*Did you mean `cosine`"):
+        Stage(schedule="cosin")
+    with pytest.raises(ConfigError, match=r"head\|topN\|all.*Received: stage='middle:3'"):
+        Stage.parse("middle:3")
+    with pytest.raises(ConfigError, match=r"keys unfreeze, epochs"):
+        stages_lib.as_stages([{"unfreez": 1}])
+
+
+def test_auto_stages_follow_dataset_size():
+    assert stages_lib.auto_stages(300, 5) == (Stage(0, 10, 1e-3),)
+    assert stages_lib.auto_stages(2000, 5) == (Stage(0, 5, 1e-3), Stage(2, 5, 1e-4))
+    big = stages_lib.auto_stages(20000, 17)
+    assert [s.name for s in big] == ["head", "top6", "all"]
+    assert [s.learning_rate for s in big] == [1e-3, 1e-4, 1e-5]
+    assert stages_lib.auto_stages(2000, 5, pretrained=False) == (Stage("all", 15, 1e-3),)
+    assert {s.epochs for s in stages_lib.auto_stages(20000, 17, epochs=2)} == {2}
+
+
+def test_units_of_a_keras_applications_backbone():
+    model = cnnzoo.get("bird_classifier_mobilenetv2", num_classes=3, input_shape=(32, 32, 3), compile=False)
+    parts = freezing.anatomy(model)
+    assert parts.unit_names[:3] == ["stem", "expanded_conv", "block_1"]
+    assert parts.unit_names[-1] == "block_16" and len(parts.units) == 18
+    assert "Conv_1" in [layer.name for layer in parts.units[-1][1]]  # top conv joins the last block
+    trained = freezing.apply_stage(parts, Stage(2), freeze_batchnorm=True)
+    assert trained == ["block_15", "block_16"]
+    backbone = model.get_layer("backbone")
+    assert backbone.get_layer("block_16_project").trainable and not backbone.get_layer("block_14_project").trainable
+    assert not any(bn.trainable for bn in freezing.batchnorm_layers(backbone))
+    kernels = {w.path.split("/")[0] for w in model.trainable_weights}
+    assert {"block_15_expand", "block_16_project", "Conv_1", "head"} <= kernels
+    assert "block_14_expand" not in kernels
+
+
+def test_finetune_a_keras_applications_backbone(tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(0, 255, (24, 32, 32, 3)), np.arange(24) % 2
+    model = cnnzoo.get("bird_classifier_mobilenetv2", num_classes=5, input_shape=(32, 32, 3), compile=False)
+    pretrain_batchnorm(model)
+    backbone = model.get_layer("backbone")
+    before = {w.path: w.numpy().copy() for w in backbone.weights}
+    result = cnnzoo.finetune(model, (x, y), stages="head:1:1e-2,top2:1:1e-2", out=tmp_path / "run", verbose=0,
+                             plots=False)
+    assert [(s.units, s.feature_cache) for s in result.stages] == [((), True), (("block_15", "block_16"), False)]
+    after = {w.path: w.numpy() for w in result.model.get_layer("backbone").weights}
+    changed = {path.split("/")[0] for path in before if not np.array_equal(before[path], after[path])}
+    assert changed == {"block_15_expand", "block_15_depthwise", "block_15_project", "block_16_expand",
+                       "block_16_depthwise", "block_16_project", "Conv_1"}  # no BatchNorm, nothing lower
+    assert cnnzoo.load(result.model_path).output_shape == (None, 2)
+
+
+# ------------------------------------------------------------------ head replacement
+
+
+def test_head_is_replaced_for_a_new_class_count_and_backbone_kept(tmp_path):
+    folder = write_image_folder(tmp_path / "images", classes=("heron", "owl"), per_class=6, size=(SIZE, SIZE))
+    model = tiny(num_classes=5)
+    pretrain_batchnorm(model)
+    backbone_before = [w.numpy() for layer in model.layers[2:-1] for w in layer.weights]
+    result = cnnzoo.finetune(model, folder, stages=["head:2:1e-2"], out=tmp_path / "run", verbose=0)
+    head = result.model.get_layer("head")
+    assert head is not model.get_layer("head") and head.num_classes == 2
+    assert head.class_names == ["heron", "owl"] == list(result.class_names)
+    assert head.dense == [8] and head.dropout == 0.5  # same head configuration
+    assert [layer.name for layer in result.model.layers] == [layer.name for layer in model.layers]
+    assert all(a is b for a, b in zip(result.model.layers[:-1], model.layers[:-1]))  # backbone shared
+    backbone_after = [w.numpy() for layer in result.model.layers[2:-1] for w in layer.weights]
+    for before, after in zip(backbone_before, backbone_after):
+        np.testing.assert_array_equal(before, after)  # frozen stage: backbone untouched
+    assert result.model.output_shape == (None, 2)
+    assert cnnzoo.predict(result.model, folder / "owl" / "0.png").label in ("heron", "owl")
+
+
+def test_same_class_count_keeps_head_weights_and_renames():
+    model = tiny(num_classes=2)
+    head = model.get_layer("head")
+    same, replaced = freezing.replace_head(model, 2, ["cat", "dog"])
+    assert not replaced and same is model and same.get_layer("head") is head
+    assert cnnzoo.layers.class_names_of(same) == ["cat", "dog"]
+    other, replaced = freezing.replace_head(model, 4, None)
+    assert replaced and other.output_shape == (None, 4) and other.get_layer("block1") is model.get_layer("block1")
+
+
+# ------------------------------------------------------------------ BatchNorm policy
+
+
+def test_batchnorm_stays_in_inference_mode_in_frozen_and_unfrozen_stages(tmp_path):
+    x, y = blobs()
+    model = tiny(block_dropout=0.0, dropout=0.0)
+    pretrain_batchnorm(model)
+    stats_before = bn_stats(model)
+    kernel_before = model.get_layer("block1").weights[0].numpy()
+    result = cnnzoo.finetune(model, (x, y), stages=["head:2:1e-2", "all:2:1e-2"], cache_features=False,
+                             out=tmp_path / "run", verbose=0, plots=False)
+    for before, after in zip(stats_before, bn_stats(result.model)):
+        np.testing.assert_array_equal(before, after)  # moving statistics never updated
+    assert not np.allclose(kernel_before, result.model.get_layer("block1").weights[0].numpy())  # but it trained
+    assert all(not bn.trainable for bn in freezing.batchnorm_layers(result.model))
+
+    # In an unfrozen stage the training graph's BatchNorm output is the inference-mode output ...
+    parts = freezing.anatomy(result.model)
+    freezing.apply_stage(parts, Stage("all"), freeze_batchnorm=True)
+    training_graph = freezing.stage_model(parts)
+    np.testing.assert_allclose(training_graph(x[:8], training=True), result.model(x[:8], training=False),
+                               rtol=1e-5, atol=1e-6)
+    # ... which it would not be with trainable BatchNorm (batch statistics).
+    freezing.apply_stage(parts, Stage("all"), freeze_batchnorm=False)
+    assert not np.allclose(freezing.stage_model(parts)(x[:8], training=True), result.model(x[:8], training=False),
+                           atol=1e-3)
+
+
+def test_from_scratch_batchnorm_trains(tmp_path):
+    x, y = blobs()
+    model = tiny()
+    before = bn_stats(model)
+    result = cnnzoo.finetune(model, (x, y), stages=["all:1:1e-2"], pretrained=False, out=tmp_path / "run",
+                             verbose=0, plots=False)
+    assert any(not np.allclose(a, b) for a, b in zip(before, bn_stats(result.model)))
+    assert all(bn.trainable for bn in freezing.batchnorm_layers(result.model))
+
+
+# ------------------------------------------------------------------ feature cache
+
+
+def test_feature_cache_equals_training_through_the_frozen_backbone(tmp_path):
+    """Same seed, same batches: the cached head and the head trained through the frozen
+    network agree to float32 round-off. Both paths run the same ops on the same batches in
+    the same order (the frozen prefix runs in inference mode, so Dropout in block2 is off in
+    both); only oneDNN's summation order may differ between batch shapes (~1e-7 relative),
+    which a few Adam steps keep far below 1e-4. A different seed moves predictions by >1e-2,
+    so the tolerance separates "equal" from "trained differently"."""
+    x, y = blobs(n=60)
+    predictions, histories = {}, {}
+    for key, cache, seed in (("cached", True, 0), ("through", False, 0), ("other_seed", False, 1)):
+        model = tiny()
+        pretrain_batchnorm(model)
+        result = cnnzoo.finetune(model, (x, y), stages=["head:3:1e-2"], cache_features=cache, seed=seed,
+                                 batch_size=8, out=tmp_path / key, verbose=0, plots=False)
+        assert result.stages[0].feature_cache is cache
+        predictions[key] = cnnzoo.inference.predictor(result.model)(x)
+        histories[key] = result.stages[0].history["loss"]
+    np.testing.assert_allclose(predictions["cached"], predictions["through"], atol=1e-4)
+    np.testing.assert_allclose(histories["cached"], histories["through"], rtol=1e-4)
+    assert np.abs(predictions["cached"] - predictions["other_seed"]).max() > 1e-2
+
+
+def test_feature_cache_auto_is_off_with_augmentation_and_for_unfrozen_stages(tmp_path):
+    folder = write_image_folder(tmp_path / "images", per_class=6, size=(SIZE, SIZE))
+    result = cnnzoo.finetune(tiny(), folder, stages=["head:1", "top1:1"], augment=True, out=tmp_path / "aug",
+                             verbose=0, plots=False)
+    assert [s.feature_cache for s in result.stages] == [False, False]
+    result = cnnzoo.finetune(tiny(), folder, stages=["head:1", "top1:1"], out=tmp_path / "plain", verbose=0,
+                             plots=False)
+    assert [s.feature_cache for s in result.stages] == [True, False]
+    assert [s.units for s in result.stages] == [(), ("block2",)]
+
+
+# ------------------------------------------------------------------ run directory, resume
+
+
+def test_folder_run_saves_model_plots_and_state_atomically(tmp_path):
+    folder = write_image_folder(tmp_path / "images", classes=("a", "b", "c"), per_class=6, size=(SIZE, SIZE))
+    (folder / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    out = tmp_path / "run"
+    with pytest.warns(cnnzoo.errors.DataWarning):
+        result = cnnzoo.finetune("digits_cnn", folder, input_shape=(SIZE, SIZE, 3), epochs=2, out=out, verbose=0)
+    assert [s.stage for s in result.stages] == [Stage("all", 2, 1e-3)]  # from scratch: one stage
+    assert result.model_path == out / "digits_cnn.keras" and result.model_path.is_file()
+    assert [Path(p).name for p, _ in result.skipped] == ["broken.png"]
+    assert set(result.history["1:all"]) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert len(result.history["1:all"]["loss"]) == 2
+    assert result.best_val_accuracy == max(result.history["1:all"]["val_accuracy"])
+    with pytest.warns(cnnzoo.errors.DataWarning):
+        num_validation = cnnzoo.data.image_folder(folder, image_size=SIZE).num_validation
+    assert result.confusion_matrix.shape == (3, 3) and result.confusion_matrix.sum() == num_validation
+    from PIL import Image
+
+    for name in ("learning_curve", "confusion_matrix"):
+        with Image.open(result.plots[name]) as im:
+            assert im.format == "PNG" and im.size[0] > 200
+    state = json.loads((out / "state.json").read_text())
+    assert state["finished"] and state["stages_done"] == [1]
+    leftovers = [p.name for p in out.rglob("*") if ".partial" in p.name or p.name.endswith(".tmp")]
+    assert leftovers == [] and not (out / "backup").exists()
+    loaded = cnnzoo.load(result.model_path)
+    assert cnnzoo.layers.class_names_of(loaded) == ["a", "b", "c"]
+    img = folder / "a" / "0.png"
+    assert cnnzoo.predict(loaded, img).label == cnnzoo.predict(result.model, img).label
+
+    # The same call again returns the finished run without training.
+    with pytest.warns(cnnzoo.errors.DataWarning):
+        again = cnnzoo.finetune("digits_cnn", folder, input_shape=(SIZE, SIZE, 3), epochs=2, out=out, verbose=0)
+    assert again.resumed and again.history == result.history and again.model_path == result.model_path
+    # A different run in the same directory is refused, and nothing saved is lost.
+    saved = result.model_path.read_bytes()
+    with pytest.raises(ConfigError, match=r"`out` already holds a different fine-tuning run.*Received: out="), \
+            pytest.warns(cnnzoo.errors.DataWarning):
+        cnnzoo.finetune("digits_cnn", folder, input_shape=(SIZE, SIZE, 3), epochs=3, out=out, verbose=0)
+    assert result.model_path.read_bytes() == saved
+    # A saved zoo model fine-tunes further, from its path; its head (3 classes, names) is kept.
+    with pytest.warns(cnnzoo.errors.DataWarning):
+        further = cnnzoo.finetune(result.model_path, folder, stages="head:1:1e-4", out=tmp_path / "further",
+                                  verbose=0, plots=False)
+    assert further.class_names == ("a", "b", "c") and further.model_path.is_file()
+    head_before = cnnzoo.load(result.model_path).get_layer("head").weights[0].numpy()
+    assert np.abs(further.model.get_layer("head").weights[0].numpy() - head_before).max() < 0.01  # kept, fine-tuned
+
+
+def test_crash_mid_stage_resumes_at_the_next_epoch(tmp_path):
+    import keras
+
+    x, y = blobs()
+    seen = []
+
+    class Crash(keras.callbacks.Callback):
+        def __init__(self, crash):
+            super().__init__()
+            self.crash = crash
+            self.stage = 0
+
+        def on_train_begin(self, logs=None):
+            self.stage += 1
+
+        def on_epoch_begin(self, epoch, logs=None):
+            seen.append((self.crash, self.stage, epoch))
+            if self.crash and self.stage == 2 and epoch == 1:
+                raise RuntimeError("simulated crash")
+
+    def run(crash):
+        # Each call builds its model afresh, as a new process would.
+        return cnnzoo.finetune(tiny(), (x, y), stages=["head:2:1e-2", "all:3:1e-3"], out=tmp_path / "run",
+                               callbacks=[Crash(crash)], verbose=0, plots=False)
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(True)
+    assert (tmp_path / "run" / "backup" / "stage_2" / "epoch_0001.weights.h5").is_file()
+    assert not list((tmp_path / "run").glob("*.keras"))  # no model file until the run finishes
+    result = run(False)
+    assert [e for e in seen if not e[0]] == [(False, 1, 1), (False, 1, 2)]  # stage 2 from its 2nd epoch
+    assert result.resumed
+    assert len(result.history["1:head"]["loss"]) == 2 and len(result.history["2:all"]["loss"]) == 3
+    assert result.model_path.is_file()
+
+
+# ------------------------------------------------------------------ inputs and strategies
+
+
+def test_dataset_pair_and_errors(tmp_path):
+    import tensorflow as tf
+
+    x, y = blobs(n=24)
+    train = tf.data.Dataset.from_tensor_slices((x[:16], y[:16])).batch(8)
+    val = tf.data.Dataset.from_tensor_slices((x[16:], y[16:])).batch(8)
+    result = cnnzoo.finetune(tiny(), (train, val), class_names=["dim", "mid", "bright"], stages="head:1",
+                             out=tmp_path / "ds", verbose=0, plots=False)
+    assert result.class_names == ("dim", "mid", "bright")
+    assert not result.stages[0].feature_cache  # a user dataset may be augmented: no cache unless asked
+    with pytest.raises(DataError, match=r"`data` must be an image-folder path.*Received: data of type int"):
+        cnnzoo.finetune(tiny(), 3, out=tmp_path / "bad", verbose=0)
+    with pytest.raises(ConfigError, match=r"`num_classes` must equal the number of classes"):
+        cnnzoo.finetune(tiny(), (train, val), class_names=["a", "b", "c"], num_classes=4, out=tmp_path / "bad")
+    with pytest.raises(ConfigError, match=r"`model_or_name`.*Received"):
+        cnnzoo.finetune(42, (x, y), out=tmp_path / "bad")
+    with pytest.raises(cnnzoo.errors.DataNotFoundError):
+        cnnzoo.finetune(tiny(), tmp_path / "no_such_folder", out=tmp_path / "bad")
+
+
+def test_strategy_passes_through(tmp_path):
+    import tensorflow as tf
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    x, y = blobs(n=24)
+    result = cnnzoo.finetune(tiny(), (x, y), stages="head:1,all:1", strategy=strategy, out=tmp_path / "run",
+                             verbose=0, plots=False)
+    assert result.model.distribute_strategy is strategy
+    assert "Mirrored" in type(result.model.get_layer("head").weights[0].value).__name__
+    assert result.model_path.is_file()
+
+
+# ------------------------------------------------------------------ kill -9 and resume
+
+_KILL_SCRIPT = """
+import os, sys, time, keras, cnnzoo
+out, folder, log_path = sys.argv[1:4]
+slow = float(os.environ.get("SLOW_BATCH", "0"))
+
+class Log(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        with open(log_path, "a") as f:
+            f.write(f"{os.getpid()} {epoch}\\n")
+    def on_train_batch_end(self, batch, logs=None):
+        time.sleep(slow)
+
+keras.utils.set_random_seed(0)
+model = cnnzoo.get("bird_classifier", num_classes=3, input_shape=(12, 12, 3), compile=False,
+                   blocks=[{"filters": 4, "batch_norm": True}, {"filters": 8, "batch_norm": True}], dense=[8])
+result = cnnzoo.finetune(model, folder, stages=["head:2:1e-2", "all:4:1e-3"], out=out, batch_size=4,
+                         callbacks=[Log()], verbose=0, plots=False)
+print("DONE", result.resumed, [len(s.history["loss"]) for s in result.stages])
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_mid_epoch_then_resume_loses_at_most_one_epoch(tmp_path):
+    folder = write_image_folder(tmp_path / "images", classes=("a", "b", "c"), per_class=8, size=(SIZE, SIZE))
+    out, log = tmp_path / "run", tmp_path / "epochs.log"
+    cmd = [PYTHON, "-c", _KILL_SCRIPT, str(out), str(folder), str(log)]
+    env = {**os.environ, "SLOW_BATCH": "0.25", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    target = out / "backup" / "stage_2" / "epoch_0001.weights.h5"  # first checkpoint of stage 2
+    deadline = time.monotonic() + 240
+    while not target.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert target.exists(), proc.communicate()[1].decode()[-3000:]
+    time.sleep(1.0)  # well inside the next epoch (5 batches x 0.25 s)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    first = log.read_text().split()
+    assert not list(out.glob("*.keras"))
+
+    env["SLOW_BATCH"] = "0"
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "DONE True [2, 4]" in done.stdout
+    epochs_begun = len(log.read_text().split()) // 2
+    planned = 2 + 4
+    assert epochs_begun - planned <= 1, (first, log.read_text())
+    assert (out / "bird_classifier.keras").is_file()
+    state = json.loads((out / "state.json").read_text())
+    assert state["finished"] and [r["epoch"] for r in state["history"]["2"]] == [0, 1, 2, 3]
+    leftovers = [p.name for p in out.rglob("*") if ".partial" in p.name]
+    assert leftovers == []
