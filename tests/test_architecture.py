@@ -1,0 +1,171 @@
+"""The layout holds: parts as subpackages, imports one way, internals in one module.
+
+See docs/architecture.md. These read the source with `ast` (no import), except the
+TensorFlow check, which imports the light modules in a fresh process.
+"""
+
+import ast
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import PYTHON, REPO
+
+PACKAGE = REPO / "cnnzoo"
+MAX_LINES = 425  # "split a module past ~400 lines" (DESIGN.md)
+
+# Which parts each part may import (besides itself). Arrows point one way:
+# base (errors, utils, _compat) -> zoo -> data -> workflows (finetuning, tuning, deploy) -> cli.
+# The top-level API (`import cnnzoo`) is for users, and for the cli and the shipped-weights script.
+ALLOWED = {
+    "errors": set(),
+    "utils": {"errors"},
+    "_compat": {"errors"},
+    "zoo": {"errors", "utils", "_compat"},
+    "data": {"errors", "utils", "_compat", "zoo"},
+    "deploy": {"errors", "utils", "_compat", "zoo", "data"},
+    "finetuning": {"errors", "utils", "_compat", "zoo", "data", "deploy"},
+    "tuning": {"errors", "utils", "_compat", "zoo", "data"},
+    "pretrained": {"errors", "utils", "_compat", "zoo", "data", "__init__"},
+    "cli": {"errors", "utils", "_compat", "zoo", "data", "deploy", "finetuning", "tuning", "__init__"},
+    "__init__": {"errors", "zoo"},
+}
+
+
+def _modules():
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = list(path.relative_to(REPO).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _part(module):
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def _imports(module, path):
+    """(target module, imported names, line) for every cnnzoo import, at any depth of the file."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(a.name, [], node.lineno) for a in node.names if a.name.split(".")[0] == "cnnzoo"]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            if base.split(".")[0] != "cnnzoo":
+                continue
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                found.append((sub, [], node.lineno) if sub in MODULES else (base, [alias.name], node.lineno))
+    return found
+
+
+def test_importing_cnnzoo_and_its_light_parts_loads_no_tensorflow():
+    code = ("import sys, cnnzoo; cnnzoo.list_models(); cnnzoo.info('vgg16')\n"
+            "import cnnzoo.zoo, cnnzoo.data, cnnzoo.finetuning, cnnzoo.tuning, cnnzoo.deploy, cnnzoo.cli, cnnzoo.utils\n"
+            "import cnnzoo.zoo.config, cnnzoo.zoo.registry, cnnzoo.zoo.stats, cnnzoo.zoo.config_writer\n"
+            "import cnnzoo.cli.app, cnnzoo.cli.listing, cnnzoo.cli.info; cnnzoo.cli.app.build_parser()\n"
+            "heavy = sorted(m for m in ('tensorflow', 'keras', 'keras_tuner') if m in sys.modules)\n"
+            "assert not heavy, heavy\n")
+    proc = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_module_is_too_long(module):
+    lines = len(MODULES[module].read_text().splitlines())
+    assert lines <= MAX_LINES, f"{MODULES[module]} has {lines} lines: split it (DESIGN.md: past ~400 lines)"
+
+
+def test_parts_import_one_way():
+    wrong = []
+    for module, path in MODULES.items():
+        part = _part(module)
+        for target, _, line in _imports(module, path):
+            other = _part(target) if target != "cnnzoo" else "__init__"
+            if other != part and other not in ALLOWED[part]:
+                wrong.append(f"{path.relative_to(REPO)}:{line} ({part}) imports {target} ({other})")
+    assert not wrong, "imports against the one-way arrows (docs/architecture.md):\n" + "\n".join(wrong)
+
+
+def test_no_import_cycle():
+    graph = {m: set() for m in MODULES}
+    for module, path in MODULES.items():
+        for target, _, _ in _imports(module, path):
+            if target in MODULES and target != module:
+                graph[module].add(target)
+    cycles, state = [], {}
+
+    def visit(node, stack):
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                cycles.append(" -> ".join(stack[stack.index(nxt):] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_no_private_name_is_imported_across_parts():
+    wrong = []
+    for module, path in MODULES.items():
+        for target, names, line in _imports(module, path):
+            private = [n for n in names if n.startswith("_") and not n.startswith("__")]
+            if private and _part(target) != _part(module):
+                wrong.append(f"{path.relative_to(REPO)}:{line} imports {private} from {target}")
+    assert not wrong, "\n".join(wrong)
+
+
+def _defined_private_names():
+    """Every `_name` cnnzoo itself defines: functions, classes, attributes it assigns, module globals."""
+    names = set()
+    for path in MODULES.values():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                names.add(node.attr)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+    return {n for n in names if n.startswith("_")}
+
+
+def test_keras_internals_are_used_only_in_compat():
+    ours = _defined_private_names()
+    wrong = []
+    for module, path in MODULES.items():
+        if module == "cnnzoo._compat":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            where = f"{path.relative_to(REPO)}:{getattr(node, 'lineno', '?')}"
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                wrong += [f"{where} imports {n}" for n in names if n.startswith(("keras.src", "keras_tuner.src"))]
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and \
+                    node.value.startswith(("keras.src", "keras_tuner.src")):
+                wrong.append(f"{where} names {node.value!r}")
+            elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__") \
+                    and node.attr not in ours:
+                wrong.append(f"{where} uses the private attribute {node.attr}")
+    assert not wrong, "Keras/keras-tuner internals outside cnnzoo/_compat.py:\n" + "\n".join(wrong)
+
+
+def test_tests_mirror_the_layout():
+    parts = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    tested = {p.name for p in (REPO / "tests").iterdir() if p.is_dir() and list(p.glob("test_*.py"))}
+    assert parts - {"utils", "pretrained"} <= tested, sorted(parts - tested)
