@@ -21,6 +21,7 @@ from cnnzoo.data.augment import augmentation_layers
 from cnnzoo.data.images import INTERPOLATIONS, IMAGE_EXTENSIONS, check_channels, check_image, load_image
 from cnnzoo.data.split import stratified_split
 from cnnzoo.errors import DataError, DataNotFoundError, DataWarning
+from cnnzoo.utils.checks import check_fraction, check_int, is_int
 
 __all__ = ["ImageFolder", "image_folder", "DEFAULT_IMAGE_SIZE"]
 
@@ -160,7 +161,7 @@ def image_folder(path, image_size=None, batch_size=32, validation_split=0.2, see
 def _check_args(image_size, batch_size, validation_split, seed, channels, cache, interpolation,
                 max_pixels, check, class_names):
     def positive_int(v):
-        return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0
+        return is_int(v) and v > 0
 
     size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
     if positive_int(size):
@@ -176,22 +177,16 @@ def _check_args(image_size, batch_size, validation_split, seed, channels, cache,
         channels = size[2]
     channels = 3 if channels is None else channels
     check_channels(channels)
-    if not positive_int(batch_size):
-        raise DataError(f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}.")
-    if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) or not (
-            0 <= validation_split < 1):
-        raise DataError(f"`validation_split` must be a number in [0, 1). "
-                        f"Received: validation_split={validation_split!r}.")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise DataError(f"`seed` must be an int. Received: seed={seed!r}.")
+    check_int(batch_size, "batch_size", error=DataError)
+    check_fraction(validation_split, "validation_split", error=DataError)
+    check_int(seed, "seed", lo=-2**63, error=DataError)
     if not (isinstance(cache, bool) or cache is None or isinstance(cache, (str, os.PathLike))):
         raise DataError(f"`cache` must be True (memory), False, or a directory path for cache files. "
                         f"Received: cache={cache!r}.")
     if interpolation not in INTERPOLATIONS:
         raise DataError(f"`interpolation` must be one of {', '.join(map(repr, INTERPOLATIONS))}. "
                         f"Received: interpolation={interpolation!r}.")
-    if max_pixels is not None and not positive_int(max_pixels):
-        raise DataError(f"`max_pixels` must be None or a positive int. Received: max_pixels={max_pixels!r}.")
+    check_int(max_pixels, "max_pixels", allow_none=True, error=DataError)
     if check not in ("fast", "full"):
         raise DataError(f"`check` must be 'fast' or 'full'. Received: check={check!r}.")
     if class_names is not None and (isinstance(class_names, str) or not all(

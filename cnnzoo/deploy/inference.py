@@ -15,6 +15,7 @@ import numpy as np
 
 from cnnzoo.errors import ConfigError, DataError, DataNotFoundError
 from cnnzoo.data.images import resize_array, to_channels
+from cnnzoo.utils.checks import check_int
 
 __all__ = ["Prediction", "predict", "load_images", "predictor"]
 
@@ -75,8 +76,7 @@ def predict(model, images, top_k=1, batch_size=MAX_BATCH):
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= len(names):
         raise ConfigError(f"`top_k` must be an integer from 1 to the number of classes ({len(names)}). "
                           f"Received: top_k={top_k!r}.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"`batch_size` must be an integer >= 1. Received: batch_size={batch_size!r}.")
+    batch_size = check_int(batch_size, "batch_size")
     size, channels = _input_size(model)
     batch, sources, single = load_images(images, size, channels)
     probs = predictor(model)(batch, batch_size)

@@ -300,7 +300,7 @@ def test_augmentation_changes_training_batches_only(image_folder):
     ({"image_size": 0}, "`image_size` must be an int"),
     ({"image_size": (8, 8, 3), "channels": 1}, "`channels` must agree with `image_size`"),
     ({"channels": 4}, "`channels` must be 1 \\(grayscale\\) or 3"),
-    ({"batch_size": 0}, "`batch_size` must be a positive int"),
+    ({"batch_size": 0}, "`batch_size` must be an integer >= 1"),
     ({"validation_split": 1.0}, "`validation_split` must be a number in \\[0, 1\\)"),
     ({"augment": "yes"}, "`augment` must be True, False, or a list of Keras layers"),
     ({"cache": 3}, "`cache` must be True"),
