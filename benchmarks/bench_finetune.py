@@ -30,7 +30,7 @@ def run_once(arrays, size, cache, out):
     import keras
 
     import cnnzoo
-    from cnnzoo import stages
+    from cnnzoo.finetuning import stages
 
     keras.utils.set_random_seed(0)
     model = cnnzoo.get("bird_classifier", num_classes=10, input_shape=(size, size, 3), compile=False)
@@ -61,8 +61,8 @@ def main():
                 seconds[cache].append(results[cache].stages[0].seconds)
         through, cached = min(seconds[False]), min(seconds[True])
         x = arrays[0][:500].astype("float32")
-        diff = np.abs(cnnzoo.inference.predictor(results[True].model)(x)
-                      - cnnzoo.inference.predictor(results[False].model)(x)).max()
+        diff = np.abs(cnnzoo.deploy.inference.predictor(results[True].model)(x)
+                      - cnnzoo.deploy.inference.predictor(results[False].model)(x)).max()
         ratio = cached / through
         ratios.append((size, ratio))
         rows.append(f"| {size}x{size}x3 | {through:.2f} s | {cached:.2f} s | **{ratio:.3f}** "

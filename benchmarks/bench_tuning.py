@@ -47,7 +47,8 @@ def replay(result, x, y, xv, yv, digits, prebuilt):
     """
     import keras
 
-    from cnnzoo import builders, tuning_space
+    from cnnzoo.tuning import space as tuning_space
+    from cnnzoo.zoo import builders
 
     seconds, default_acc, each = 0.0, None, []
     for record in result.trials:
@@ -70,7 +71,7 @@ def main():
     import numpy as np
 
     import cnnzoo
-    from cnnzoo import tuning
+    from cnnzoo.tuning import api as tuning
 
     digits = cnnzoo.data.digits(seed=0)
     order = np.random.default_rng(0).permutation(len(digits.x_train))

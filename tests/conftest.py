@@ -21,7 +21,7 @@ def isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CNNZOO_HOME", str(home))
     monkeypatch.delenv("CNNZOO_CONFIG_PATH", raising=False)
     monkeypatch.delenv("CNNZOO_OFFLINE", raising=False)
-    from cnnzoo import registry
+    from cnnzoo.zoo import registry
 
     registry.refresh()
     yield home

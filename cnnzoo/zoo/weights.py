@@ -113,7 +113,7 @@ def resolve(source, model_name=""):
     again (with a warning), or reported when offline.
 
     Args:
-        source: a `cnnzoo.config.WeightsSource`.
+        source: a `cnnzoo.zoo.config_sections.WeightsSource`.
         model_name: str, the entry's name, for messages.
 
     Returns:
