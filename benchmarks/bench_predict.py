@@ -34,7 +34,7 @@ def measure(shape, num_classes, rounds=40):
     from PIL import Image
 
     import cnnzoo
-    from cnnzoo.predict import predictor
+    from cnnzoo.deploy.inference import predictor
 
     keras.utils.set_random_seed(0)
     model = cnnzoo.get("bird_classifier", num_classes=num_classes, input_shape=shape)
