@@ -23,6 +23,7 @@ from cnnzoo.errors import (  # noqa: F401  (cheap, no TensorFlow)
     DataNotFoundError,
     DataWarning,
     DuplicateModelError,
+    PluginError,
     UnknownModelError,
     UnknownWeightsError,
     WeightsDownloadError,
@@ -62,7 +63,7 @@ _LAZY = {
 __all__ = [
     "list_models", "info", "spec", "register", "get", "build", "load",
     "finetune", "Stage", "evaluate", "predict", "hypermodel", "tune", "register_best", "data", "layers", "weights",
-    "CnnzooError", "ConfigError", "DataError", "DataNotFoundError", "DataWarning", "DuplicateModelError",
+    "CnnzooError", "ConfigError", "DataError", "DataNotFoundError", "DataWarning", "DuplicateModelError", "PluginError",
     "UnknownModelError", "UnknownWeightsError", "WeightsDownloadError", "WeightsError", "WeightsNotFoundError",
     "__version__",
 ]

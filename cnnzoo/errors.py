@@ -13,6 +13,7 @@ __all__ = [
     "ConfigError",
     "UnknownModelError",
     "DuplicateModelError",
+    "PluginError",
     "DataError",
     "DataNotFoundError",
     "DataWarning",
@@ -41,6 +42,10 @@ class UnknownModelError(CnnzooError, KeyError):
 
 class DuplicateModelError(ConfigError):
     """Two sources register the same model name."""
+
+
+class PluginError(ConfigError):
+    """A model plugin (an entry point of the `cnnzoo.models` group) failed to load or is malformed."""
 
 
 class DataError(CnnzooError, ValueError):

@@ -1,8 +1,10 @@
 """`cnnzoo list [PATTERN]`: the zoo as a table (or `--json`), without importing TensorFlow."""
 
 import json
+import sys
 
 from cnnzoo.cli.args import human
+from cnnzoo.errors import PluginError
 from cnnzoo.zoo import registry
 
 __all__ = ["add_arguments", "run"]
@@ -14,11 +16,18 @@ def add_arguments(parser):
 
 
 def run(args):
-    rows = []
+    rows, broken = [], []
     for name in registry.list_models(args.pattern):
-        i = registry.info(name)
+        try:
+            i = registry.info(name)
+        except PluginError as e:  # one broken plugin never hides the rest of the zoo
+            broken.append(f"{name}: {e}")
+            continue
         rows.append({"name": name, "kind": i.kind, "input_shape": i.input_shape, "num_classes": i.num_classes,
                      "params": i.params, "flops": i.flops, "description": i.description, "source": i.source})
+    if broken:
+        print(f"cnnzoo: warning: {len(broken)} model plugin(s) failed to load and are not listed:\n  "
+              + "\n  ".join(broken), file=sys.stderr)
     if args.json:
         print(json.dumps(rows, indent=2, default=list))
         return 0

@@ -221,7 +221,9 @@ def get(name, num_classes=None, input_shape=None, weights=None, compile=True, **
     """
     e = registry.entry(name)
     if e.builder is not None:
-        model = e.builder(num_classes=num_classes, input_shape=input_shape, weights=weights, **overrides)
+        given = {"num_classes": num_classes, "input_shape": input_shape, "weights": weights}
+        # only what the caller gave: a builder's own defaults (`input_shape=(32, 32, 3)`) must apply
+        model = e.builder(**{k: v for k, v in given.items() if v is not None}, **overrides)
         if not isinstance(model, keras.Model):
             raise ConfigError(f"The builder of `{name}` ({e.source}) must return a keras.Model. "
                               f"Received: {type(model).__name__}.")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnnzoo.zoo import config, stats
-from cnnzoo.errors import ConfigError, DuplicateModelError, UnknownModelError, closest
+from cnnzoo.errors import ConfigError, DuplicateModelError, PluginError, UnknownModelError, closest
 
 __all__ = ["Entry", "ModelInfo", "list_models", "spec", "info", "register", "entry", "refresh", "home"]
 
@@ -39,18 +39,36 @@ class Entry:
     builder: object = None  # callable, for code entries
     entry_point: object = None  # importlib.metadata.EntryPoint, not loaded yet
     description: str = ""
+    failure: str = None  # why a plugin failed to load: raised again at every use
 
     def resolve(self):
-        """Loads an entry point (once) into `spec` or `builder`."""
+        """Loads an entry point (once) into `spec` or `builder`.
+
+        A plugin that fails raises `PluginError` naming the entry point and its
+        package, at this call and at every later one (the failure is remembered,
+        the import is not retried), and never affects the other entries.
+        """
+        if self.failure is not None:
+            raise PluginError(self.failure)
         if self.entry_point is None:
             return self
-        ep, self.entry_point = self.entry_point, None
+        ep = self.entry_point
         try:
-            obj = ep.load()
-        except Exception as e:  # a broken plugin must say which plugin
-            raise ConfigError(f"The entry point `{ep.name} = {ep.value}` in group `{ENTRY_POINT_GROUP}` "
-                              f"failed to load: {type(e).__name__}: {e}. Fix or uninstall the package "
-                              f"that provides it.") from e
+            self._load(ep)
+        except Exception as e:  # a broken plugin must say which plugin, every time
+            self.spec = self.builder = None
+            self.entry_point = None
+            if isinstance(e, PluginError):
+                self.failure = str(e)
+            else:
+                self.failure = (f"The {self.source} failed to load: {type(e).__name__}: {e}. Fix or uninstall "
+                                f"the package that provides it.")
+            raise PluginError(self.failure) from e
+        self.entry_point = None
+        return self
+
+    def _load(self, ep):
+        obj = ep.load()
         if isinstance(obj, config.ModelSpec):
             self.spec = obj
         elif isinstance(obj, dict):
@@ -61,14 +79,13 @@ class Entry:
             self.builder = obj
             self.description = _doc_summary(obj)
         else:
-            raise ConfigError(f"The entry point `{ep.name} = {ep.value}` must name a builder function, a "
-                              f"ModelSpec, a config dict or a .toml path. Received: {type(obj).__name__}.")
+            raise PluginError(f"The {self.source} must name a builder function, a ModelSpec, a config dict or "
+                              f"a .toml path. Received: {type(obj).__name__}.")
         if self.spec is not None:
             if self.spec.name != self.name:
-                raise ConfigError(f"The entry point `{ep.name}` provides a config named `{self.spec.name}`. "
-                                  f"Use the same name for both. Received: name={self.spec.name!r}.")
+                raise PluginError(f"The {self.source} provides a config named `{self.spec.name}`. Use the same "
+                                  f"name for both. Received: name={self.spec.name!r}.")
             self.description = self.spec.description
-        return self
 
 
 @dataclass(frozen=True)
@@ -147,7 +164,7 @@ def _scanned():
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = getattr(ep, "dist", None)
         dist_name = f" of package {dist.name}" if dist is not None else ""
-        _add(entries, Entry(ep.name, f"entry point `{ep.name} = {ep.value}`{dist_name}", entry_point=ep))
+        _add(entries, Entry(ep.name, f"entry point `{ep.name} = {ep.value}` (group `{ENTRY_POINT_GROUP}`){dist_name}", entry_point=ep))
     return entries
 
 
@@ -256,8 +273,10 @@ def _doc_summary(fn):
 def register(name=None, *, description=None):
     """Decorator that adds a builder function to the zoo under `name`.
 
-    The function is called as `fn(num_classes=..., input_shape=..., weights=...,
-    **overrides)` by `cnnzoo.get(name, ...)` and must return a `keras.Model`.
+    `cnnzoo.get(name, ...)` calls it with the arguments the caller gave and no
+    others: `num_classes`, `input_shape` and `weights` only when they are not
+    None, plus any `**overrides`; the function's own defaults apply to the rest.
+    It must return a `keras.Model`.
 
     Args:
         name: the model name (lower_snake_case); defaults to the function name.

@@ -134,3 +134,65 @@ def test_entry_point_plugin_from_an_installed_package(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == \
         "['plugin_code_net', 'plugin_net'] 235 (None, 3) (None, 5) True"
+
+
+def test_plugins_written_the_usual_way_and_broken_plugins(tmp_path):
+    """A builder with its own defaults gets only what the caller gave; a broken plugin fails the same clear
+    way at every call and hides nothing else (`cnnzoo list` lists the rest, with one warning)."""
+    pkg = tmp_path / "src"
+    (pkg / "usual_plugin").mkdir(parents=True)
+    (pkg / "usual_plugin" / "__init__.py").write_text(textwrap.dedent('''
+        def build(num_classes=3, input_shape=(32, 32, 3), **kw):
+            """A builder with defaults of its own."""
+            import keras
+            inputs = keras.Input(input_shape)
+            x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+            return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax")(x))
+    '''))
+    (pkg / "broken_plugin.py").write_text("raise ImportError('this plugin needs libfoo')\n")
+    (pkg / "pyproject.toml").write_text(textwrap.dedent('''
+        [build-system]
+        requires = ["setuptools>=61"]
+        build-backend = "setuptools.build_meta"
+        [project]
+        name = "usual-plugin"
+        version = "0.2"
+        [project.entry-points."cnnzoo.models"]
+        usual_net = "usual_plugin:build"
+        broken_net = "broken_plugin:build"
+        [tool.setuptools]
+        packages = ["usual_plugin"]
+        py-modules = ["broken_plugin"]
+    '''))
+    site = tmp_path / "site"
+    pip = subprocess.run([PYTHON, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+                          "--no-build-isolation", "--target", str(site), str(pkg)],
+                         capture_output=True, text=True, timeout=300)
+    assert pip.returncode == 0, pip.stderr
+    script = textwrap.dedent('''
+        import cnnzoo
+        print("SHAPES", cnnzoo.get("usual_net").input_shape, cnnzoo.get("usual_net", num_classes=5).output_shape)
+        for attempt in range(2):
+            try:
+                cnnzoo.get("broken_net")
+            except cnnzoo.PluginError as e:
+                print("ERROR", attempt, isinstance(e, ValueError), str(e))
+        print("LIST", len(cnnzoo.list_models()))
+    ''')
+    env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3",
+           "CNNZOO_HOME": str(tmp_path / "home")}
+    proc = subprocess.run([PYTHON, "-c", script], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout.splitlines()
+    assert "SHAPES (None, 32, 32, 3) (None, 5)" in out
+    errors = [line for line in out if line.startswith("ERROR")]
+    assert [e.split()[:3] for e in errors] == [["ERROR", "0", "True"], ["ERROR", "1", "True"]]
+    assert errors[0].split(" ", 3)[3] == errors[1].split(" ", 3)[3]  # the same message at every call
+    for part in ("broken_net = broken_plugin:build", "usual-plugin", "ImportError", "this plugin needs libfoo"):
+        assert part in errors[0]
+    listing = subprocess.run([PYTHON, "-m", "cnnzoo.cli", "list"], capture_output=True, text=True, env=env,
+                             cwd=REPO, timeout=300)
+    assert listing.returncode == 0, listing.stderr[-3000:]
+    names = [line.split()[0] for line in listing.stdout.splitlines()[1:]]
+    assert "usual_net" in names and "vgg16" in names and "broken_net" not in names
+    assert listing.stderr.count("warning") == 1 and "broken_net" in listing.stderr
