@@ -24,6 +24,7 @@ from cnnzoo.errors import (  # noqa: F401  (cheap, no TensorFlow)
     DataWarning,
     DuplicateModelError,
     PluginError,
+    RunLockedError,
     UnknownModelError,
     UnknownWeightsError,
     WeightsDownloadError,
@@ -64,6 +65,7 @@ __all__ = [
     "list_models", "info", "spec", "register", "get", "build", "load",
     "finetune", "Stage", "evaluate", "predict", "hypermodel", "tune", "register_best", "data", "layers", "weights",
     "CnnzooError", "ConfigError", "DataError", "DataNotFoundError", "DataWarning", "DuplicateModelError", "PluginError",
+    "RunLockedError",
     "UnknownModelError", "UnknownWeightsError", "WeightsDownloadError", "WeightsError", "WeightsNotFoundError",
     "__version__",
 ]

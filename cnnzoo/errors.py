@@ -14,6 +14,7 @@ __all__ = [
     "UnknownModelError",
     "DuplicateModelError",
     "PluginError",
+    "RunLockedError",
     "DataError",
     "DataNotFoundError",
     "DataWarning",
@@ -46,6 +47,10 @@ class DuplicateModelError(ConfigError):
 
 class PluginError(ConfigError):
     """A model plugin (an entry point of the `cnnzoo.models` group) failed to load or is malformed."""
+
+
+class RunLockedError(CnnzooError, ValueError):
+    """A run or search directory is in use by another process (it holds the directory's lock)."""
 
 
 class DataError(CnnzooError, ValueError):
