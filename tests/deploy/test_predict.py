@@ -87,9 +87,23 @@ def test_model_without_class_names_gets_indices():
     import keras
 
     inputs = keras.Input((4, 4, 1))
-    outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(inputs))
-    plain = keras.Model(inputs, outputs)
-    assert cnnzoo.predict(plain, np.zeros((4, 4))).label in ("0", "1")
+    dense = keras.layers.Dense(2, activation="softmax")
+    plain = keras.Model(inputs, dense(keras.layers.Flatten()(inputs)))
+    # Class 0 scores the top half of the image, class 1 the bottom half.
+    kernel = np.zeros((16, 2), np.float32)
+    kernel[:8, 0] = kernel[8:, 1] = 0.01
+    dense.set_weights([kernel, np.zeros(2, np.float32)])
+    top, bottom = np.zeros((4, 4)), np.zeros((4, 4))
+    top[:2], bottom[2:] = 200, 200
+    images = np.stack([top, bottom, bottom, top])[..., None]
+    probs = plain.predict(images, verbose=0)
+    assert list(probs.argmax(axis=1)) == [0, 1, 1, 0]
+    predictions = cnnzoo.predict(plain, images, top_k=2)
+    assert [p.label for p in predictions] == ["0", "1", "1", "0"]
+    for p, row in zip(predictions, probs):
+        assert p.probability == pytest.approx(float(row.max()), abs=1e-5)
+        assert dict(p.top_k) == pytest.approx({"0": float(row[0]), "1": float(row[1])}, abs=1e-5)
+    assert cnnzoo.predict(plain, bottom).label == "1"  # one [H, W] image
 
 
 def test_bad_input_errors(model, tmp_path):

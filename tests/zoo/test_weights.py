@@ -5,7 +5,6 @@ shipped digits_cnn weights. Nothing here reaches the internet."""
 import hashlib
 import socket
 import threading
-import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -336,18 +335,73 @@ def test_digits_weights_at_another_input_shape_fail_clearly():
         cnnzoo.get("digits_cnn", weights="digits", input_shape=(16, 16, 1))
 
 
+# Where retraining is bit-identical to the shipped file: the stack it was trained on. Decided by measurement on
+# that machine (2-core x86-64 with AVX-512, TF 2.21.0, Keras 3.15.1): the script rerun there gives the shipped
+# sha256 every time, but the same machine with TF_NUM_INTRAOP/INTEROP_THREADS=1 (98.61% held-out accuracy) or
+# TF_ENABLE_ONEDNN_OPTS=0 (98.89%) gives another file: reduction order depends on the kernels, the instruction
+# sets and the thread count. Elsewhere only the tolerances below are asserted; seeds 1-18 and those two runs (which
+# stand in for other CPUs) scored 98.61-100% (shipped: 99.44%, so within 0.83 points) and agreed with the shipped
+# model's predictions on 98.33-99.72% of the 360 held-out images (at most 6 differ; the test allows 7).
+REFERENCE_STACK = {
+    "tensorflow": "2.21.0", "keras": "3.15.1", "machine": "x86_64", "cache": "1024 KB", "threads": (2, None, None),
+    "onednn": None,
+    "isa": ["avx", "avx2", "avx512_bf16", "avx512_vnni", "avx512bw", "avx512f", "avx_vnni", "fma"],
+}
+_ISA = {"avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni",
+        "amx_tile", "amx_bf16", "amx_int8"}
+
+
+def _stack():
+    """What decides the rounding of training on a CPU: versions, instruction sets, cache, threads, oneDNN."""
+    import os
+    import platform
+
+    import keras
+    import tensorflow as tf
+
+    flags, cache = set(), None
+    try:
+        for line in open("/proc/cpuinfo"):
+            key, _, value = line.partition(":")
+            if key.strip() == "flags" and not flags:
+                flags = set(value.split())
+            elif key.strip() == "cache size" and cache is None:
+                cache = value.strip()
+    except OSError:
+        pass
+    threads = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+               os.environ.get("TF_NUM_INTRAOP_THREADS"), os.environ.get("TF_NUM_INTEROP_THREADS"))
+    return {"tensorflow": tf.__version__, "keras": keras.__version__, "machine": platform.machine(), "cache": cache,
+            "threads": threads, "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "isa": sorted(flags & _ISA)}
+
+
 @pytest.mark.slow
 def test_training_script_reproduces_the_shipped_weights(tmp_path):
     from cnnzoo.pretrained import train_digits
 
     path, accuracy, digest = train_digits.train(tmp_path / "digits.weights.h5")
-    assert accuracy >= 0.98
-    model = cnnzoo.get("digits_cnn", weights=path)
     data = cnnzoo.data.digits()
-    assert model.evaluate(data.x_test, data.y_test, verbose=0)[1] == pytest.approx(accuracy)
-    # Seeded and deterministic: on the stack that made it, the file is byte-identical to the shipped one.
-    # Another CPU or TensorFlow build may round differently, which is not a failure; say so instead.
+    assert len(data.x_test) == 360
+    retrained = cnnzoo.get("digits_cnn", weights=path)
+    assert retrained.evaluate(data.x_test, data.y_test, verbose=0)[1] == pytest.approx(accuracy)
+    ours = retrained.predict(data.x_test, verbose=0).argmax(axis=1)
+    theirs = cnnzoo.get("digits_cnn", weights="digits").predict(data.x_test, verbose=0).argmax(axis=1)
+    shipped_accuracy = float(np.mean(theirs == data.y_test))
+    assert accuracy >= 0.98
+    assert abs(accuracy - shipped_accuracy) <= 4 / 360 + 1e-6  # about 1 point: 4 of the 360 held-out images
+    assert np.mean(ours == theirs) >= 0.98  # the same predictions on nearly all held-out images
     shipped = cnnzoo.spec("digits_cnn").weights["digits"].sha256
-    if digest != shipped:
-        warnings.warn(f"retrained digits weights differ bitwise from the shipped file ({digest} != {shipped}); "
-                      f"accuracy {accuracy:.2%}")
+    assert weights.file_hash(train_digits.DEFAULT_OUT) == shipped  # the script's default output is the shipped file
+    if _stack() == REFERENCE_STACK:  # deterministic here: the very same bytes
+        assert digest == shipped, f"retrained weights differ bitwise on the reference stack {REFERENCE_STACK}"
+
+
+def test_training_script_is_deterministic_on_this_machine(tmp_path):
+    """Seeded, with TensorFlow's op determinism: two runs in one process write the same bytes, on any CPU."""
+    from cnnzoo.pretrained import train_digits
+
+    first = train_digits.train(tmp_path / "a.weights.h5", epochs=1)
+    second = train_digits.train(tmp_path / "b.weights.h5", epochs=1)
+    assert first[2] == second[2] and first[1] == second[1]
+    other_seed = train_digits.train(tmp_path / "c.weights.h5", seed=1, epochs=1)
+    assert other_seed[2] != first[2]
