@@ -5,8 +5,10 @@
 - `datasets`: the built-in UCI digits (`digits`, `digits_folder`);
 - `augment`: `default_augmentation` and what `augment=` may be;
 - `split`: the one stratified, seeded train/validation split;
+- `arrays`: image arrays checked, split, fitted to a model's input and fed by index;
 - `pipeline`: `prepare`, the one path from any accepted `data` to the
-  train/validation pipelines that `cnnzoo.finetune` and `cnnzoo.tune` train on.
+  train/validation pipelines that `cnnzoo.finetune` and `cnnzoo.tune` train on,
+  `input_shape_for` (the model input for some data) and `settle_classes`.
 
 Importing this package never imports TensorFlow.
 """
@@ -15,11 +17,12 @@ from cnnzoo.data.augment import augmentation_layers, default_augmentation
 from cnnzoo.data.datasets import DIGIT_CLASSES, Arrays, digits, digits_folder, resize_images
 from cnnzoo.data.folders import DEFAULT_IMAGE_SIZE, ImageFolder, image_folder
 from cnnzoo.data.images import IMAGE_EXTENSIONS, check_image, convert_image, load_image, resize_array, to_channels
-from cnnzoo.data.pipeline import Inputs, prepare
+from cnnzoo.data.pipeline import Inputs, input_shape_for, prepare, settle_classes
 from cnnzoo.data.split import stratified_split
 
 __all__ = [
-    "Arrays", "ImageFolder", "Inputs", "digits", "digits_folder", "image_folder", "prepare", "check_image",
+    "Arrays", "ImageFolder", "Inputs", "digits", "digits_folder", "image_folder", "prepare", "input_shape_for",
+    "settle_classes", "check_image",
     "load_image", "convert_image", "resize_array", "to_channels", "resize_images", "default_augmentation",
     "augmentation_layers", "stratified_split", "IMAGE_EXTENSIONS", "DEFAULT_IMAGE_SIZE", "DIGIT_CLASSES",
 ]

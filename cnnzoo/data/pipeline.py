@@ -1,33 +1,48 @@
-"""What `finetune` accepts as data, turned into one shape of tf.data pipelines.
+"""`prepare`: the one path from any accepted `data` to training and validation pipelines.
 
-Accepted: an image-folder path (read with `cnnzoo.data.image_folder` at the
-model's input size and channels), an `ImageFolder`, `(x, y)` arrays (split
-with `validation_split`), or a `(train_ds, val_ds)` pair of `tf.data`
-datasets yielding `(images 0-255, integer labels)` batches. Also how those
-batches reach Keras under MultiWorkerMirroredStrategy (`multi_worker_build_fix`).
+`cnnzoo.finetune` and `cnnzoo.tune` both call it, so the same data and seed
+give both workflows the same training and validation images at the same size.
+Accepted: an image-folder path (read with `image_folder` at the model's size
+and channels), an `ImageFolder`, `(x, y)` arrays, a `cnnzoo.data.Arrays`
+record (its `x_train`/`y_train`; `x_test` is left for testing),
+`(x, y, x_val, y_val)`, or a `(train_ds, val_ds)` pair of batched `tf.data`
+datasets yielding `(images 0-255, integer labels)`. Arrays are split per
+class by `seed` (`stratified_split`, as folders are), converted and resized
+to the model's input as image files are, and fed by index (`data.arrays`).
+Every form must come with validation images. Also here: `input_shape_for`
+(which input shape a model for `data` gets) and `settle_classes` (the class
+count and names). TensorFlow is imported only when a pipeline is built.
 """
 
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from cnnzoo.data import arrays as arrays_lib
 from cnnzoo.data.augment import augmentation_layers
+from cnnzoo.data.datasets import Arrays
 from cnnzoo.data.folders import ImageFolder, image_folder
-from cnnzoo.data.images import resize_array, to_channels
-from cnnzoo.errors import ConfigError, DataError
+from cnnzoo.errors import ConfigError, DataError, DataNotFoundError
+from cnnzoo.utils.checks import check_fraction, check_int, is_int
 
-__all__ = ["Inputs", "prepare", "settle_classes"]
+__all__ = ["Inputs", "prepare", "input_shape_for", "settle_classes", "ACCEPTED"]
+
+ACCEPTED = ("an image-folder path, a cnnzoo.data.ImageFolder, (x, y) arrays, a cnnzoo.data.Arrays record such as "
+            "cnnzoo.data.digits(), (x, y, x_val, y_val), or a (train_ds, val_ds) pair of batched tf.data datasets")
+
 
 @dataclass
 class Inputs:
-    """The training data of a `finetune` run, whatever form it came in.
+    """Training and validation pipelines, whatever form the data came in.
 
     Attributes:
-        train: dataset of shuffled (possibly augmented) `(images, labels)` batches.
-        validation: dataset or None.
+        train: dataset of shuffled (possibly augmented) `(images, labels)`
+            batches: float32 images 0-255 `[batch, *input_shape]`, int32 labels.
+        validation: dataset of validation batches, in a fixed order.
         plain_train: dataset of the same training images without augmentation
             (any order), for the feature cache; None when unknown.
         class_names: tuple of str, or None when the data does not say.
@@ -36,7 +51,10 @@ class Inputs:
         batch_size: int.
         augmented: bool, whether `train` is augmented (or may be: a user dataset).
         skipped: tuple of `(path, reason)`.
-        source: short description for the run's fingerprint.
+        source: short description for a run's fingerprint.
+        num_labels: largest label + 1, when the data says (arrays); else None.
+        input_shape: `(height, width, channels)` of the images, or None when a
+            dataset does not fix it.
     """
 
     train: object
@@ -49,130 +67,197 @@ class Inputs:
     augmented: bool
     skipped: tuple
     source: str
-    num_labels: int = None  # largest label + 1, when the data says (arrays)
+    num_labels: int = None
+    input_shape: tuple = None
 
     @property
     def steps_per_epoch(self):
         return max(1, math.ceil(self.num_train / self.batch_size))
 
 
-def prepare(data, input_shape, batch_size=32, validation_split=0.2, seed=0, augment=False, class_names=None):
-    """Turns any accepted `data` into `Inputs` for a model taking `input_shape` images."""
-    size, channels = tuple(input_shape[:2]), int(input_shape[2])
+def prepare(data, input_shape=None, *, validation_split=0.2, seed=0, batch_size=32, augment=False,
+            class_names=None):
+    """Turns any accepted `data` into `Inputs` for a model taking `input_shape` images.
+
+    Args:
+        data: an image-folder path, an `ImageFolder`, `(x, y)` arrays (0-255
+            images `[N, H, W, C]` or `[N, H, W]`, integer labels `[N]`), an
+            `Arrays` record (its training part), `(x, y, x_val, y_val)`, or a
+            `(train_ds, val_ds)` pair of batched tf.data datasets.
+        input_shape: `(height, width, channels)` of the model. Folders are read
+            and arrays resized (Pillow bilinear, as image files) to it; an
+            `ImageFolder` or a dataset must already match it. None: the shape
+            the data has (see `input_shape_for`).
+        validation_split: float in (0, 1): the share of each class held out of
+            a folder path or `(x, y)` arrays (ignored when the data brings its
+            validation images). 0 is an error: both workflows score on
+            held-out images.
+        seed: int >= 0 (None means 0): the split, the shuffling and the
+            default augmentation.
+        batch_size: int, for folder paths and arrays.
+        augment: False, True or Keras layers, for folder paths and arrays
+            (training batches only); see `augmentation_layers`.
+        class_names: optional names of the classes, in label order (a folder
+            path is read in this order).
+
+    Returns:
+        `Inputs`.
+
+    Example:
+
+    >>> inputs = cnnzoo.data.prepare(cnnzoo.data.digits(), (8, 8, 1), seed=0)
+    >>> inputs.num_train, inputs.num_validation
+    (1150, 287)
+    """
+    seed = 0 if seed is None else check_int(seed, "seed", lo=0, error=DataError)
+    batch_size = check_int(batch_size, "batch_size", error=DataError)
+    validation_split = check_fraction(validation_split, "validation_split", error=DataError)
+    class_names = _check_names(class_names)
+    input_shape = input_shape_for(data, input_shape)
+    arrays = dict(input_shape=input_shape, validation_split=validation_split, seed=seed, batch_size=batch_size,
+                  augment=augment, class_names=class_names)
     if isinstance(data, (str, os.PathLike)):
-        folder = image_folder(data, image_size=size, channels=channels, batch_size=batch_size,
-                                       validation_split=validation_split, seed=seed, augment=augment)
-        return _from_folder(folder, size, channels)
+        return _from_path(data, input_shape, validation_split, seed, batch_size, augment, class_names)
     if isinstance(data, ImageFolder):
-        return _from_folder(data, size, channels)
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        first = data[0]
-        if _is_dataset(first):
-            return _from_datasets(data[0], data[1], class_names)
-        if data[1] is None or _is_dataset(data[1]):
-            raise DataError("`data` as a pair must be (train_ds, val_ds) tf.data datasets or (x, y) arrays. "
-                            f"Received: data=({type(first).__name__}, {type(data[1]).__name__}).")
-        return _from_arrays(data[0], data[1], size, channels, batch_size, validation_split, seed, augment)
+        return _from_folder(data, input_shape)
+    if isinstance(data, Arrays):
+        return _from_arrays(data.x_train, data.y_train, None, None, **{**arrays, "class_names": class_names or
+                                                                        tuple(data.class_names or ()) or None})
     if _is_dataset(data):
-        return _from_datasets(data, None, class_names)
-    raise DataError(f"`data` must be an image-folder path, a cnnzoo.data.ImageFolder, (x, y) arrays or a "
-                    f"(train_ds, val_ds) pair. Received: data of type {type(data).__name__}.")
+        raise DataError(f"`data` as tf.data must be a (train_ds, val_ds) pair: both workflows score on held-out "
+                        f"images. Received: data=<one {type(data).__name__}>. Pass (train_ds, val_ds).")
+    if isinstance(data, (tuple, list)) and len(data) == 2 and _is_dataset(data[0]):
+        return _from_datasets(data[0], data[1], input_shape, class_names)
+    if isinstance(data, (tuple, list)) and len(data) in (2, 4) and not any(_is_dataset(d) for d in data):
+        return _from_arrays(*data, *(None, None)[:4 - len(data)], **arrays)
+    kinds = f"({', '.join(type(d).__name__ for d in data)})" if isinstance(data, (tuple, list)) else \
+        f"of type {type(data).__name__}"
+    raise DataError(f"`data` must be {ACCEPTED}. Received: data {kinds}.")
+
+
+def input_shape_for(data, input_shape=None, default=None):
+    """The input shape a model for `data` gets: `input_shape` if given, else the
+    shape the data fixes (an `ImageFolder`'s, a dataset's element shape), else
+    `default` (a zoo entry's; arrays and folder paths are fitted to it).
+
+    Example:
+
+    >>> input_shape_for(cnnzoo.data.digits(), default=(32, 32, 1))
+    (32, 32, 1)
+    """
+    if input_shape is not None:
+        shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else None
+        if shape is None or len(shape) != 3 or not all(is_int(d) and d > 0 for d in shape):
+            raise DataError(f"`input_shape` must be (height, width, channels) of positive ints. "
+                            f"Received: input_shape={input_shape!r}.")
+        return tuple(int(d) for d in shape)
+    if isinstance(data, ImageFolder):
+        return tuple(data.input_shape)
+    if isinstance(data, (tuple, list)) and len(data) == 2 and _is_dataset(data[0]):
+        spec = data[0].element_spec
+        if isinstance(spec, tuple) and len(spec) == 2 and spec[0].shape.rank == 4 and \
+                None not in spec[0].shape[1:]:
+            return tuple(int(d) for d in spec[0].shape[1:])
+    return None if default is None else tuple(int(d) for d in default)
 
 
 def _is_dataset(obj):
-    import tensorflow as tf
+    tf = sys.modules.get("tensorflow")  # no TensorFlow loaded: not a dataset (and none is loaded to check)
+    return tf is not None and isinstance(obj, tf.data.Dataset)
 
-    return isinstance(obj, tf.data.Dataset)
+
+def _check_names(class_names):
+    if class_names is None:
+        return None
+    if isinstance(class_names, str) or not isinstance(class_names, (tuple, list)) or not class_names or \
+            not all(isinstance(c, str) for c in class_names) or len(set(class_names)) != len(class_names):
+        raise DataError(f"`class_names` must be a list of distinct strings, in label order. "
+                        f"Received: class_names={class_names!r}.")
+    return tuple(class_names)
 
 
-def _from_folder(folder, size, channels):
-    if tuple(folder.image_size) != size or folder.channels != channels:
-        raise DataError(f"`data` must match the model input {size[0]}x{size[1]}x{channels}. Received: an "
-                        f"ImageFolder of {folder.image_size[0]}x{folder.image_size[1]}x{folder.channels} images. "
-                        f"Pass the folder path instead (finetune reads it at the model's size), or build it "
-                        f"with image_size={size}, channels={channels}.")
-    plain = folder.train
-    if folder.augment:  # the same files without the augmentation maps (used only for the feature cache)
-        plain = None
+def _no_validation(what):
+    return DataError(f"`validation_split` must be > 0 when `data` brings no validation images: fine-tuning and "
+                     f"search both score on held-out images. Received: validation_split=0 with {what}. Pass "
+                     f"validation_split=0.2 (a seeded share of each class), or pass validation images "
+                     f"((x, y, x_val, y_val) or (train_ds, val_ds)).")
+
+
+def _from_path(path, input_shape, validation_split, seed, batch_size, augment, class_names):
+    if not Path(path).expanduser().exists():
+        raise DataNotFoundError(f"`data` must be {ACCEPTED}; as a path, an existing folder of class sub-folders "
+                                f"(`<path>/<class>/<image>`). Received: data={str(path)!r}, which does not exist. "
+                                f"Check the path.")
+    if validation_split == 0:
+        raise _no_validation(f"the image folder {str(path)!r}")
+    shape = {} if input_shape is None else {"image_size": input_shape[:2], "channels": input_shape[2]}
+    folder = image_folder(path, batch_size=batch_size, validation_split=validation_split, seed=seed,
+                          augment=augment, class_names=list(class_names) if class_names else None, **shape)
+    return _from_folder(folder, input_shape)
+
+
+def _from_folder(folder, input_shape):
+    if input_shape is not None and tuple(folder.input_shape) != tuple(input_shape):
+        h, w, c = input_shape
+        fh, fw, fc = folder.input_shape
+        raise DataError(f"`data` must match the model input {h}x{w}x{c}. Received: an ImageFolder of "
+                        f"{fh}x{fw}x{fc} images. Pass the folder path instead (it is read at the model's size), "
+                        f"or build it with image_size=({h}, {w}), channels={c}.")
+    if folder.validation is None:
+        raise DataError(f"`data` must include validation images, and this ImageFolder was read with "
+                        f"validation_split=0. Received: {folder!r}. Read it with validation_split > 0, e.g. "
+                        f"cnnzoo.data.image_folder(path, validation_split=0.2).")
+    plain = None if folder.augment else folder.train  # an augmented folder has no plain copy of its training set
     return Inputs(folder.train, folder.validation, plain, tuple(folder.class_names), folder.num_train,
                   folder.num_validation, folder.batch_size, bool(folder.augment), tuple(folder.skipped),
-                  f"folder:{Path(folder.path).resolve()}")
+                  f"folder:{Path(folder.path).resolve()}", input_shape=tuple(folder.input_shape))
 
 
-def _from_arrays(x, y, size, channels, batch_size, validation_split, seed, augment):
-    import tensorflow as tf
-
-    x, y = np.asarray(x), np.asarray(y)
-    if x.ndim == 3:
-        x = x[..., None]
-    if x.ndim != 4 or x.dtype.kind not in "uif":
-        raise DataError(f"`data` arrays must be images [N, H, W, C] (0-255) and labels [N]. "
-                        f"Received: x of shape {x.shape} and dtype {x.dtype}.")
-    if y.ndim != 1 or len(y) != len(x) or y.dtype.kind not in "iu":
-        raise DataError(f"`data` labels must be integers [N], one per image. Received: y of shape {y.shape} "
-                        f"and dtype {y.dtype} for {len(x)} images.")
-    if len(x) < 2 or y.min() < 0:
-        raise DataError(f"`data` needs at least 2 images and labels >= 0. Received: {len(x)} images, "
-                        f"smallest label {y.min() if len(y) else None}.")
-    if x.shape[1:] != (*size, channels):
-        x = np.stack([resize_array(to_channels(img, channels), size) for img in x])
-    x = x.astype(np.float32, copy=False)
-    split = validation_split
-    if isinstance(split, bool) or not isinstance(split, (int, float)) or not 0 <= split < 1:
-        raise DataError(f"`validation_split` must be a number in [0, 1). Received: validation_split={split!r}.")
-    train_idx, val_idx = _split(y, validation_split, seed)
+def _from_arrays(x, y, x_val, y_val, *, input_shape, validation_split, seed, batch_size, augment, class_names):
+    x, y = arrays_lib.check_arrays(x, y, "data")
+    if x_val is None and y_val is None:
+        if validation_split == 0:
+            raise _no_validation(f"(x, y) arrays of {len(x)} images")
+        train_idx, val_idx = arrays_lib.split_arrays(y, validation_split, seed)
+        x_val, y_val = x, y
+    else:
+        x_val, y_val = arrays_lib.check_arrays(x_val, y_val, "validation data")
+        train_idx, val_idx = np.arange(len(x)), np.arange(len(x_val))
+    if input_shape is None:  # the arrays' own size; 4 channels (RGBA) become RGB
+        input_shape = (*x.shape[1:3], 3 if x.shape[-1] == 4 else x.shape[-1])
+    own_validation = x_val is x
+    x = arrays_lib.fit_up_front(x, input_shape)
+    x_val = x if own_validation else arrays_lib.fit_up_front(x_val, input_shape)
     layers = augmentation_layers(augment, seed)
-
-    def batched(idx, shuffle):
-        ds = tf.data.Dataset.from_tensor_slices((x[idx], y[idx].astype(np.int32)))
-        if shuffle:
-            ds = ds.shuffle(len(idx), seed=seed, reshuffle_each_iteration=True)
-        return ds.batch(batch_size)
-
-    train = batched(train_idx, True)
-    if layers:
-        train = train.map(lambda a, b: (_apply(layers, a), b), num_parallel_calls=tf.data.AUTOTUNE)
-    validation = batched(val_idx, False).prefetch(2) if len(val_idx) else None
-    return Inputs(train.prefetch(2), validation, batched(train_idx, False), None, len(train_idx), len(val_idx),
-                  batch_size, bool(layers), (), f"arrays:{x.shape}:{int(y.sum())}", int(y.max()) + 1)
+    common = dict(input_shape=input_shape, batch_size=batch_size)
+    train = arrays_lib.array_dataset(x, y, train_idx, shuffle=True, seed=seed, layers=layers, **common)
+    validation = arrays_lib.array_dataset(x_val, y_val, val_idx, **common)
+    plain = arrays_lib.array_dataset(x, y, train_idx, **common)
+    num_labels = int(max(y.max(), y_val.max())) + 1
+    source = f"arrays:{x.shape}:{int(y.sum())}:{len(val_idx)}:{int(y_val[val_idx].sum())}"
+    return Inputs(train, validation, plain, class_names, len(train_idx), len(val_idx), batch_size, bool(layers), (),
+                  source, num_labels, tuple(input_shape))
 
 
-def _apply(layers, x):
-    for layer in layers:
-        x = layer(x, training=True)
-    return x
-
-
-def _split(y, validation_split, seed):
-    if validation_split == 0:
-        return np.arange(len(y)), np.arange(0)
-    from sklearn.model_selection import train_test_split
-
-    idx = np.arange(len(y))
-    counts = np.bincount(y)
-    stratify = y if counts[counts > 0].min() >= 2 else None
-    try:
-        train_idx, val_idx = train_test_split(idx, test_size=validation_split, random_state=seed, stratify=stratify)
-    except ValueError as e:  # too few images for the split
-        raise DataError(f"`validation_split` leaves no image on one side for {len(y)} images ({e}). Pass a "
-                        f"different validation_split, or 0. Received: validation_split={validation_split!r}.") from e
-    return np.sort(train_idx), np.sort(val_idx)
-
-
-def _from_datasets(train, validation, class_names):
-    import tensorflow as tf
-
-    spec = train.element_spec
-    if not (isinstance(spec, tuple) and len(spec) == 2 and len(spec[0].shape) == 4):
-        raise DataError(f"`data` datasets must yield (images [B, H, W, C], labels [B]) batches. "
-                        f"Received: element_spec={spec!r}. Batch the dataset with `.batch(n)`.")
+def _from_datasets(train, validation, input_shape, class_names):
+    if not _is_dataset(validation):
+        raise DataError(f"`data` must be (train_ds, val_ds) with both tf.data datasets: both workflows score on "
+                        f"held-out images. Received: val_ds of type {type(validation).__name__}. Pass a "
+                        f"validation dataset of the same form.")
+    for which, ds in (("train_ds", train), ("val_ds", validation)):
+        spec = ds.element_spec
+        if not (isinstance(spec, tuple) and len(spec) == 2 and spec[0].shape.rank == 4):
+            raise DataError(f"`data` datasets must yield (images [B, H, W, C], labels [B]) batches. "
+                            f"Received: {which} with element_spec={spec!r}. Batch the dataset with `.batch(n)`.")
+        shape = tuple(spec[0].shape[1:])
+        if input_shape is not None and None not in shape and shape != tuple(input_shape):
+            raise DataError(f"`data` datasets must yield images of the model's input shape {tuple(input_shape)}. "
+                            f"Received: {which} of {shape} images. Resize them in the dataset, or build the "
+                            f"model for {shape} (leave `input_shape` out).")
     batch_size, num_train = _size(train)
-    num_val = _size(validation)[1] if validation is not None else 0
-    if validation is not None and not isinstance(validation, tf.data.Dataset):
-        raise DataError(f"`data` must be (train_ds, val_ds) with both tf.data datasets (val_ds may be None). "
-                        f"Received: val_ds of type {type(validation).__name__}.")
-    return Inputs(train, validation, train, tuple(class_names) if class_names else None, num_train, num_val,
-                  batch_size, True, (), f"datasets:{num_train}:{num_val}")
+    num_val = _size(validation)[1]
+    return Inputs(train, validation, train, class_names, num_train, num_val, batch_size, True, (),
+                  f"datasets:{num_train}:{num_val}", input_shape=input_shape)
 
 
 def _size(ds):
@@ -188,23 +273,40 @@ def _size(ds):
         batch = batch or n
         total += n
     if not total:
-        raise DataError("`data` datasets must not be empty. Received: a dataset with 0 images.")
+        raise DataError("`data` datasets must not be empty. Received: a dataset with 0 images. Check how the "
+                        "dataset is built (a filter or take that leaves nothing).")
     return batch, total
 
 
 def settle_classes(inputs, num_classes, class_names, head_classes):
-    """Settles the class count and names from the arguments, the data and the model's head."""
+    """Settles the class count and names, the same way for every workflow.
+
+    Args:
+        inputs: `Inputs` from `prepare`.
+        num_classes: what the caller asked for, or None.
+        class_names: what the caller named, or None.
+        head_classes: the model's (or zoo entry's) class count, used when
+            neither the caller nor the data says.
+
+    Returns:
+        `(num_classes, names)`: names are the caller's or the data's, else
+        `"0"`, `"1"`, ...
+
+    Example:
+
+    >>> settle_classes(cnnzoo.data.prepare(cnnzoo.data.digits(), (8, 8, 1)), None, None, 10)[0]
+    10
+    """
     names = tuple(class_names) if class_names else inputs.class_names
     if class_names and inputs.class_names and tuple(class_names) != inputs.class_names:
         raise ConfigError(f"`class_names` must match the data's classes {list(inputs.class_names)}. "
-                          f"Received: class_names={list(class_names)!r}. Leave it out to use the folder names.")
+                          f"Received: class_names={list(class_names)!r}. Leave it out to use the data's names.")
     if num_classes is None:
         num_classes = len(names) if names else inputs.num_labels or head_classes
-    if inputs.num_labels and isinstance(num_classes, int) and inputs.num_labels > num_classes:
+    if inputs.num_labels and is_int(num_classes) and inputs.num_labels > num_classes:
         raise ConfigError(f"`num_classes` must exceed every label; the data has label {inputs.num_labels - 1}. "
                           f"Received: num_classes={num_classes!r}.")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ConfigError(f"`num_classes` must be an integer >= 2. Received: num_classes={num_classes!r}.")
+    num_classes = check_int(num_classes, "num_classes", lo=2)
     if names and len(names) != num_classes:
         raise ConfigError(f"`num_classes` must equal the number of classes in the data ({len(names)}: "
                           f"{list(names)[:5]}...). Received: num_classes={num_classes!r}. Leave it out.")

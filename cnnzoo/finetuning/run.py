@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from cnnzoo import _compat
-from cnnzoo.data import pipeline as training_data
+from cnnzoo.data import pipeline as data_pipeline
 from cnnzoo.errors import ConfigError
 from cnnzoo.finetuning import checkpoints, features, freezing, stages as stages_lib
 from cnnzoo.finetuning.results import FinetuneResult, StageResult, evaluate
@@ -43,10 +43,13 @@ def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, 
     Args:
         model_or_name: a zoo name (`"bird_classifier"`), a zoo `keras.Model`
             (one ending in `ClassifierHead`), or the path of one saved as `.keras`.
-        data: an image-folder path (`<dir>/<class>/<image>`, read at the model's
-            input size), a `cnnzoo.data.ImageFolder`, `(x, y)` arrays (0-255
-            images, integer labels) or a `(train_ds, val_ds)` pair of batched
-            tf.data datasets.
+        data: anything `cnnzoo.data.prepare` accepts (as `cnnzoo.tune` does): an
+            image-folder path (`<dir>/<class>/<image>`, read at the model's input
+            size), a `cnnzoo.data.ImageFolder`, `(x, y)` arrays (0-255 images,
+            integer labels; resized to the model's input), a `cnnzoo.data.Arrays`
+            record such as `cnnzoo.data.digits()` (its training part),
+            `(x, y, x_val, y_val)`, or a `(train_ds, val_ds)` pair of batched
+            tf.data datasets. Validation images are required.
         num_classes: int; default the data's class count. A head with another
             count is replaced by a new, randomly initialised one.
         stages: `"auto"` (see `stages.auto_stages`), or a list of `Stage`, dicts
@@ -55,14 +58,17 @@ def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, 
         out: run directory; default `runs/finetune/<model name>`. Rerunning the
             same call with the same `out` resumes an interrupted run.
         epochs: optional int replacing the epoch count of every stage.
-        input_shape: (height, width, channels) when building by name.
+        input_shape: (height, width, channels) when building by name; default
+            the shape the data fixes (an `ImageFolder`'s, a dataset's), else
+            the zoo entry's. Arrays are resized to the model's input.
         weights: weights for a model built by name (`"imagenet"`, a file...).
         pretrained: whether the backbone holds learned weights; default True
             for a model object or a name with `weights`, False for a name
             without. From scratch, `"auto"` trains everything in one stage.
         class_names: labels for array or dataset data (folders give their own).
-        batch_size, validation_split, augment: for folder and array data, as in
-            `cnnzoo.data.image_folder`.
+        batch_size, validation_split, augment: for folder paths and arrays, as in
+            `cnnzoo.data.prepare` (the split is per class and seeded;
+            `validation_split` must be > 0 unless the data brings validation images).
         cache_features: `"auto"` (cache in frozen stages when the data is not
             augmented and the features fit in 2 GiB), True or False.
         freeze_batchnorm: keep every BatchNormalization below the head in
@@ -99,11 +105,13 @@ def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, 
     writer = _is_chief(strategy)
     keras.utils.set_random_seed(seed)
     with scope:
-        model, pretrained = _resolve_model(model_or_name, input_shape, weights, pretrained, strategy)
-        inputs = training_data.prepare(data, tuple(model.inputs[0].shape[1:]), batch_size, validation_split, seed,
-                                       augment, class_names)
+        model, pretrained = _resolve_model(model_or_name, data, input_shape, weights, pretrained, strategy)
+        model_shape = tuple(model.inputs[0].shape[1:])
+        inputs = data_pipeline.prepare(data, None if None in model_shape else model_shape, batch_size=batch_size,
+                                       validation_split=validation_split, seed=seed, augment=augment,
+                                       class_names=class_names)
         head_classes = freezing.anatomy(model).head.num_classes
-        num_classes, names = training_data.settle_classes(inputs, num_classes, class_names, head_classes)
+        num_classes, names = data_pipeline.settle_classes(inputs, num_classes, class_names, head_classes)
         model, replaced = freezing.replace_head(model, num_classes, names)
         parts = freezing.anatomy(model)
         freeze_bn = pretrained if freeze_batchnorm is None else bool(freeze_batchnorm)
@@ -123,6 +131,7 @@ def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, 
             done = _already_finished(state, plan, parts, inputs, names)
             if done is not None:
                 return done
+            resumed = False  # its saved model is gone: the run starts over, it continues nothing
         log.info("fine-tuning %s on %d images (%d classes) in %s: %s%s%s", model.name, inputs.num_train,
                  num_classes, run_dir, ", ".join(map(str, plan)), " (new head)" if replaced else "",
                  " (resuming)" if resumed else "")
@@ -170,7 +179,7 @@ def _is_auto(stages):
     return isinstance(stages, str) and stages == "auto"
 
 
-def _resolve_model(model_or_name, input_shape, weights, pretrained, strategy):
+def _resolve_model(model_or_name, data, input_shape, weights, pretrained, strategy):
     import keras
 
     if isinstance(model_or_name, os.PathLike) or (isinstance(model_or_name, str) and model_or_name.endswith(".keras")):
@@ -180,7 +189,8 @@ def _resolve_model(model_or_name, input_shape, weights, pretrained, strategy):
     elif isinstance(model_or_name, str):
         from cnnzoo.zoo.builders import get
 
-        model = get(model_or_name, input_shape=input_shape, weights=weights, compile=False)
+        shape = data_pipeline.input_shape_for(data, input_shape)  # None: the entry's default
+        model = get(model_or_name, input_shape=shape, weights=weights, compile=False)
         return model, (weights is not None) if pretrained is None else bool(pretrained)
     if not isinstance(model_or_name, keras.Model):
         raise ConfigError(f"`model_or_name` must be a zoo model name, a saved .keras model or a keras.Model. "

@@ -1,7 +1,7 @@
 """Hyperparameter search over a zoo entry's `[search]` table with keras-tuner.
 
 `hypermodel(name)` turns the table into a keras-tuner `HyperModel` (see
-`cnnzoo.tuning_space` for the names, defaults and rules); `tune(name, data)`
+`cnnzoo.tuning.space` for the names, defaults and rules); `tune(name, data)`
 runs a resumable, optionally distributed search and returns a `TuneResult`;
 `register_best(result, "my_net")` writes the winner as a zoo config.
 
@@ -17,11 +17,10 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
-
+from cnnzoo.data import pipeline as data_pipeline
 from cnnzoo.utils.files import atomic_write_text
 from cnnzoo.zoo import config, config_writer, registry
-from cnnzoo.errors import ConfigError, DataError
+from cnnzoo.errors import ConfigError
 from cnnzoo.tuning.records import TrialRecord, TuneResult, collect
 from cnnzoo.tuning.space import CnnzooHyperModel, hypermodel
 
@@ -31,100 +30,6 @@ log = logging.getLogger("cnnzoo.tuning")
 
 TUNERS = ("hyperband", "random", "bayesian")
 OBJECTIVES = ("val_accuracy", "val_loss", "accuracy", "loss")  # what builders.compile_model reports
-
-
-# ------------------------------------------------------------------------ data
-
-
-def _is_dataset(obj):
-    import tensorflow as tf
-
-    return isinstance(obj, tf.data.Dataset)
-
-
-def _image_folder(path, input_shape, batch_size, validation_split, seed):
-    from cnnzoo import data as data_lib
-
-    return data_lib.image_folder(path, image_size=tuple(input_shape), batch_size=batch_size,
-                                 validation_split=validation_split, seed=seed)
-
-
-def _check_arrays(x, y, what):
-    x, y = np.asarray(x), np.asarray(y)
-    if x.ndim == 3:
-        x = x[..., None]  # grayscale without a channel axis
-    if x.ndim != 4:
-        raise DataError(f"`{what}` images must be an array of shape (N, height, width, channels). "
-                        f"Received: shape={x.shape}.")
-    if y.ndim == 2 and y.shape[1] > 1:
-        raise DataError(f"`{what}` labels must be integer class ids, not one-hot. Received: shape={y.shape}. "
-                        f"Pass y.argmax(axis=1).")
-    y = y.reshape(-1)
-    if len(x) != len(y):
-        raise DataError(f"`{what}` needs one label per image. Received: {len(x)} images, {len(y)} labels.")
-    if not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
-        raise DataError(f"`{what}` labels must be integers >= 0. Received: dtype={y.dtype}.")
-    return x, y
-
-
-def _prepare(data, name, input_shape, num_classes, batch_size, validation_split, seed):
-    """Returns (fit_args, fit_kwargs, input_shape, num_classes, class_names)."""
-    class_names = None
-    if isinstance(data, (str, Path)):
-        if not Path(data).is_dir():
-            raise DataError(f"`data` must be an image folder, arrays or datasets; the path does not exist. "
-                            f"Received: data={str(data)!r}.")
-        data = _image_folder(data, input_shape or registry.spec(name).input_shape, batch_size,
-                             validation_split, seed)
-    if hasattr(data, "train") and hasattr(data, "validation"):  # an ImageFolder
-        class_names = list(getattr(data, "class_names", []) or []) or None
-        data = (data.train, data.validation)
-    if hasattr(data, "x_train") and hasattr(data, "y_train"):  # cnnzoo.data.Arrays (e.g. digits())
-        class_names = list(getattr(data, "class_names", []) or []) or None
-        data = (data.x_train, data.y_train)
-    if not isinstance(data, (tuple, list)) or len(data) not in (2, 4):
-        raise DataError(f"`data` must be (x, y) arrays, (x, y, x_val, y_val), (train, validation) tf.data "
-                        f"datasets, an ImageFolder or an image directory. Received: {type(data).__name__}.")
-    if len(data) == 2 and _is_dataset(data[0]):
-        train, val = data
-        if not _is_dataset(val):
-            raise DataError(f"`data` with a tf.data training set needs a tf.data validation set too. "
-                            f"Received: {type(val).__name__}.")
-        shape = tuple(train.element_spec[0].shape[1:])
-        if input_shape is None:
-            if None in shape or len(shape) != 3:
-                raise DataError(f"`input_shape` is required: the dataset's images have no fixed shape. "
-                                f"Received: element shape {shape}.")
-            input_shape = shape
-        if num_classes is None:
-            if class_names is None:
-                raise DataError("`num_classes` is required with tf.data datasets (they do not say how many "
-                                "classes there are). Received: num_classes=None.")
-            num_classes = len(class_names)
-        # a dataset shuffles itself; Keras warns when fit's shuffle=True meets one
-        return (train,), {"validation_data": val, "shuffle": False}, tuple(input_shape), num_classes, class_names
-    if len(data) == 2:
-        x, y = _check_arrays(*data, "data")
-        if not 0.0 < validation_split < 1.0:
-            raise DataError(f"`validation_split` must be in (0, 1) for (x, y) arrays: the search scores "
-                            f"trials on held-out data. Received: validation_split={validation_split!r}.")
-        order = np.random.default_rng(seed or 0).permutation(len(x))
-        n_val = max(1, int(round(len(x) * validation_split)))
-        val, train = order[:n_val], order[n_val:]
-        x, y, xv, yv = x[train], y[train], x[val], y[val]
-    else:
-        x, y = _check_arrays(data[0], data[1], "data")
-        xv, yv = _check_arrays(data[2], data[3], "validation data")
-    seen = int(max(y.max(initial=0), yv.max(initial=0))) + 1
-    if num_classes is None:
-        num_classes = len(class_names) if class_names else seen
-    elif seen > num_classes:
-        raise DataError(f"`num_classes` must exceed every label. Received: num_classes={num_classes}, "
-                        f"largest label {seen - 1}.")
-    if class_names and len(class_names) != num_classes:
-        class_names = None
-    return ((x, y), {"validation_data": (xv, yv), "batch_size": batch_size},
-            tuple(input_shape or x.shape[1:]), num_classes, class_names)
 
 
 # ------------------------------------------------------------------------ tune
@@ -155,10 +60,12 @@ def tune(name, data, tuner="hyperband", max_trials=10, max_epochs=10, directory=
 
     Args:
         name: a zoo model name.
-        data: (x, y) arrays (split by `validation_split`), (x, y, x_val, y_val),
-            a `cnnzoo.data.Arrays` record, (train, validation) tf.data datasets
-            of (image, integer label) batches, an ImageFolder, or an image
-            directory (read with `cnnzoo.data.image_folder`).
+        data: anything `cnnzoo.data.prepare` accepts (as `cnnzoo.finetune`
+            does): an image-folder path, an `ImageFolder`, (x, y) arrays (split
+            per class by `validation_split` and `seed`), a `cnnzoo.data.Arrays`
+            record such as `cnnzoo.data.digits()` (its training part),
+            (x, y, x_val, y_val), or (train_ds, val_ds) batched tf.data
+            datasets. Arrays are resized to `input_shape`.
         tuner: "hyperband", "random" or "bayesian".
         max_trials: int, the most trials to run (for Hyperband a cap on its
             brackets; None runs one full Hyperband iteration).
@@ -168,15 +75,17 @@ def tune(name, data, tuner="hyperband", max_trials=10, max_epochs=10, directory=
             "accuracy" or "loss".
         overwrite: bool; start afresh instead of resuming.
         project_name: default `name`.
-        num_classes: default from the data.
-        input_shape: default from the data.
+        num_classes: default from the data (class names, else largest label
+            + 1), else the entry's.
+        input_shape: default the shape the data fixes (an `ImageFolder`'s, a
+            dataset's), else the entry's.
         search: dict overriding the entry's `[search]` table key by key.
         batch_size: int, for arrays and image directories.
-        validation_split: float, the held-out fraction of (x, y) arrays and
-            image directories.
+        validation_split: float in (0, 1), the held-out share of each class
+            of (x, y) arrays and image directories.
         early_stopping: int patience in epochs on the objective; 0 disables.
         factor: Hyperband's reduction factor.
-        seed: int, for the oracle, the split and Keras.
+        seed: int, for the oracle, the split and Keras (the split uses 0 when None).
         executions_per_trial: int, trainings averaged per trial.
         max_consecutive_failed_trials: int, failures in a row that end the search.
         heartbeat_timeout: seconds without a heartbeat after which a
@@ -212,11 +121,14 @@ def tune(name, data, tuner="hyperband", max_trials=10, max_epochs=10, directory=
     if objective not in OBJECTIVES:
         raise ConfigError(f"`objective` must be a metric the zoo models report: {', '.join(OBJECTIVES)}. "
                           f"Received: objective={objective!r}.")
-    registry.spec(name)  # unknown names fail before any data work
-    fit_args, fit_kwargs, input_shape, num_classes, class_names = _prepare(
-        data, name, input_shape, num_classes, batch_size, validation_split, seed)
-    if class_names and "class_names" not in fixed:
-        fixed["class_names"] = class_names
+    entry = registry.spec(name)  # unknown names fail before any data work
+    input_shape = data_pipeline.input_shape_for(data, input_shape, entry.input_shape)
+    inputs = data_pipeline.prepare(data, input_shape, validation_split=validation_split, seed=seed,
+                                   batch_size=batch_size, class_names=fixed.get("class_names"))
+    num_classes, names = data_pipeline.settle_classes(inputs, num_classes, fixed.get("class_names"),
+                                                      entry.num_classes)
+    if inputs.class_names and "class_names" not in fixed:
+        fixed["class_names"] = list(names)
     hm = CnnzooHyperModel(name, num_classes=num_classes, input_shape=input_shape, search=search, **fixed)
     directory = Path(directory) if directory is not None else registry.home() / "tuning"
     project_name = project_name or name
@@ -238,7 +150,9 @@ def tune(name, data, tuner="hyperband", max_trials=10, max_epochs=10, directory=
         kt_tuner.oracle.verbose = 0  # keras-tuner's per-trial printout; progress is reported by the workers
         distributed.serve_chief(kt_tuner)
     else:
-        kt_tuner.search(*fit_args, epochs=max_epochs, callbacks=callbacks, verbose=0, **fit_kwargs)
+        # the datasets shuffle themselves; Keras warns when fit's shuffle=True meets one
+        kt_tuner.search(inputs.train, validation_data=inputs.validation, shuffle=False, epochs=max_epochs,
+                        callbacks=callbacks, verbose=0)
     seconds = time.perf_counter() - start
     project_dir = Path(kt_tuner.project_dir)
     result = TuneResult(name=name, tuner=tuner, objective=objective, direction=direction, directory=project_dir,

@@ -30,8 +30,15 @@ def finetuned(tmp_path_factory):
 def test_finetune_trains_saves_and_reports(finetuned):
     folder, out, done = finetuned
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "Epoch 2/2" in done.stdout  # Keras's per-epoch lines
-    assert "validation accuracy:" in done.stdout
+    # cnnzoo's own summary, with the numbers the run recorded in its state file (not Keras's progress lines).
+    state = json.loads((out / "state.json").read_text())
+    assert state["finished"] and len(state["history"]["1"]) == 2
+    last = state["history"]["1"][-1]
+    assert f"digits_cnn fine-tuned on {folder} (3 classes) in " in done.stdout
+    assert (f"  stage 1 all:2:0.001 (2 epochs): accuracy {last['accuracy']:.4f}  loss {last['loss']:.4f}  "
+            f"val_accuracy {last['val_accuracy']:.4f}  val_loss {last['val_loss']:.4f}") in done.stdout
+    best = max(epoch["val_accuracy"] for epoch in state["history"]["1"])
+    assert f"validation accuracy: {state['val_accuracy']:.2%} (best epoch {best:.2%})" in done.stdout
     model = out / "digits_cnn.keras"
     assert f"saved: {model}" in done.stdout and model.is_file()
     for name in ("learning_curve.png", "confusion_matrix.png"):
@@ -65,7 +72,8 @@ def test_errors_name_the_argument_and_keep_the_run(finetuned, tmp_path):
     assert done.returncode == 2 and "`out` already holds a different fine-tuning run" in done.stderr
     assert (out / "digits_cnn.keras").read_bytes() == before
     done = cnnzoo_cli("finetune", "digits_cnn", tmp_path / "nowhere", "--out", tmp_path / "x")
-    assert done.returncode == 2 and "`path` must be an existing folder" in done.stderr
+    assert done.returncode == 2 and "cnnzoo: error: `data` must be an image-folder path" in done.stderr
+    assert "which does not exist" in done.stderr and not (tmp_path / "x").exists()
 
 
 def test_demo_end_to_end_small(tmp_path):

@@ -204,7 +204,7 @@ def test_tune_rejects_bad_arguments_before_any_search(tmp_path):
         cnnzoo.tune("digits_cnn", (x, np.eye(10)[y]), tuner="random", directory=tmp_path)
     with pytest.raises(DataError, match="one label per image"):
         cnnzoo.tune("digits_cnn", (x, y[:-1]), tuner="random", directory=tmp_path)
-    with pytest.raises(DataError, match="does not exist"):
+    with pytest.raises(cnnzoo.errors.DataNotFoundError, match="does not exist"):  # as finetune: a FileNotFoundError
         cnnzoo.tune("digits_cnn", str(tmp_path / "nowhere"), directory=tmp_path)
     with pytest.raises(cnnzoo.UnknownModelError):
         cnnzoo.tune("digits_cnnn", (x, y), directory=tmp_path)
@@ -384,10 +384,6 @@ def test_cli_tune_prints_progress_table_and_saves_the_winner(tmp_path):
 
 
 def test_tune_reads_an_image_directory(image_folder, tmp_path):
-    if not hasattr(cnnzoo.data, "image_folder"):  # the loader of the fine-tuning issue has not landed
-        with pytest.raises(DataError, match="image_folder"):
-            cnnzoo.tune("digits_cnn", image_folder, tuner="random", max_trials=1, directory=tmp_path)
-        return
     result = cnnzoo.tune("digits_cnn", image_folder, tuner="random", max_trials=1, max_epochs=1,
                          input_shape=(12, 12, 3), directory=tmp_path, batch_size=4, validation_split=0.25, seed=0)
     assert result.trials[0].status == "COMPLETED"
