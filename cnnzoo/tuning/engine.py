@@ -139,6 +139,7 @@ class _TunerMixin:
         self.cnnzoo_progress = progress
         self.cnnzoo_heartbeat_timeout = heartbeat_timeout
         self._cnnzoo_heartbeat = None
+        self._cnnzoo_frozen = False
         # kt.Tuner.__init__ directly: kt.Hyperband.__init__ would make an oracle of its own
         kt.Tuner.__init__(self, *args, **kwargs)
         if _compat.is_worker_tuner(self):
@@ -224,23 +225,41 @@ class _TunerMixin:
             runs = [r for r in read_runs(self.project_dir) if r["trial_id"] == trial.trial_id]
             self.cnnzoo_progress(records.record_of(ended, runs))
 
+    def search(self, *args, **kwargs):
+        # keras-tuner calls on_search_end only when the search loop ends normally; a trial or callback
+        # that raises through it would leave gc frozen and the heartbeat beating (the chief would then
+        # never hand this worker's unfinished trial to another), so undo both here whatever happens.
+        try:
+            return super().search(*args, **kwargs)
+        finally:
+            self._cnnzoo_restore()
+
     def on_search_begin(self):
         super().on_search_begin()
         # The garbage collection after each trial would walk every object of TensorFlow and Keras
         # (0.25 s a trial on 2 cores); objects alive now stay alive through the search, so freeze them.
-        gc.collect()
-        gc.freeze()
+        # A caller who froze objects already keeps their freeze: cnnzoo then neither adds nor undoes one.
+        self._cnnzoo_frozen = gc.get_freeze_count() == 0
+        if self._cnnzoo_frozen:
+            gc.collect()
+            gc.freeze()
         if dist_utils.has_chief_oracle():
             interval = max(0.2, self.cnnzoo_heartbeat_timeout / 6)
             self._cnnzoo_heartbeat = distributed.Heartbeat(Path(self.project_dir) / distributed.HEARTBEATS_DIR, self.tuner_id,
                                                 interval).start()
 
     def on_search_end(self):
-        gc.unfreeze()
+        self._cnnzoo_restore()
+        super().on_search_end()
+
+    def _cnnzoo_restore(self):
+        """Unfreezes what on_search_begin froze and stops the heartbeat; safe to call twice."""
+        if getattr(self, "_cnnzoo_frozen", False):
+            gc.unfreeze()
+            self._cnnzoo_frozen = False
         if self._cnnzoo_heartbeat is not None:
             self._cnnzoo_heartbeat.stop()
             self._cnnzoo_heartbeat = None
-        super().on_search_end()
 
 
 class _BestEpoch(keras.callbacks.Callback):

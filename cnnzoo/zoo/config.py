@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cnnzoo.errors import ConfigError, closest
-from cnnzoo.zoo.config_rules import (check_bool, check_choice, check_float, check_int, check_keys, check_str, fail,
-                                     where)
+from cnnzoo.zoo.config_rules import (MAX_CONVS, MAX_SIZE, check_bool, check_choice, check_float, check_int,
+                                     check_keys, check_str, fail, where)
 from cnnzoo.zoo.config_sections import SearchParam, WeightsSource, parse_search_param, parse_weights
 
 __all__ = [
@@ -143,23 +143,24 @@ def _parse_block(table, i, source):
         if not filters:
             fail(where(source), f"{key}.filters", "must not be empty", filters)
         filters = tuple(check_int(f, f"{key}.filters", source) for f in filters)
-        if convs is not None and check_int(convs, f"{key}.convs", source) != len(filters):
+        if convs is not None and check_int(convs, f"{key}.convs", source, hi=MAX_CONVS) != len(filters):
             fail(where(source), f"{key}.convs", f"must equal the length of `filters` ({len(filters)})", convs)
     else:
-        n = 1 if convs is None else check_int(convs, f"{key}.convs", source)
+        n = 1 if convs is None else check_int(convs, f"{key}.convs", source, hi=MAX_CONVS)
         filters = (check_int(filters, f"{key}.filters", source),) * n
     return Block(
         filters=filters,
-        kernel_size=check_int(table.get("kernel_size", d.kernel_size), f"{key}.kernel_size", source),
-        strides=check_int(table.get("strides", d.strides), f"{key}.strides", source),
+        kernel_size=check_int(table.get("kernel_size", d.kernel_size), f"{key}.kernel_size", source, hi=MAX_SIZE),
+        strides=check_int(table.get("strides", d.strides), f"{key}.strides", source, hi=MAX_SIZE),
         padding=check_choice(table.get("padding", d.padding), f"{key}.padding", source, PADDINGS),
         activation=check_choice(table.get("activation", d.activation), f"{key}.activation", source, ACTIVATIONS),
         batch_norm=check_bool(table.get("batch_norm", d.batch_norm), f"{key}.batch_norm", source),
         bn_momentum=check_float(table.get("bn_momentum", d.bn_momentum), f"{key}.bn_momentum", source, 0.0, 1.0,
                            hi_open=True),
         pool=check_choice(table.get("pool", d.pool), f"{key}.pool", source, POOLS),
-        pool_size=check_int(table.get("pool_size", d.pool_size), f"{key}.pool_size", source),
-        pool_strides=check_int(table.get("pool_strides", d.pool_strides), f"{key}.pool_strides", source, lo=0),
+        pool_size=check_int(table.get("pool_size", d.pool_size), f"{key}.pool_size", source, hi=MAX_SIZE),
+        pool_strides=check_int(table.get("pool_strides", d.pool_strides), f"{key}.pool_strides", source, lo=0,
+                               hi=MAX_SIZE),
         pool_padding=check_choice(table.get("pool_padding", d.pool_padding), f"{key}.pool_padding", source, PADDINGS),
         dropout=check_float(table.get("dropout", d.dropout), f"{key}.dropout", source, 0.0, 1.0, hi_open=True),
     )
@@ -242,7 +243,7 @@ def parse(raw, source="<memory>"):
     shape = raw["input_shape"]
     if not (isinstance(shape, (list, tuple)) and len(shape) == 3):
         fail(where(source), "input_shape", "must be [height, width, channels]", shape)
-    shape = tuple(check_int(s, "input_shape", source) for s in shape)
+    shape = tuple(check_int(s, "input_shape", source, hi=MAX_SIZE) for s in shape)
     num_classes = check_int(raw["num_classes"], "num_classes", source, lo=1)
     class_names = raw.get("class_names", [])
     if not isinstance(class_names, (list, tuple)) or not all(isinstance(c, str) for c in class_names):

@@ -4,7 +4,13 @@ import math
 
 from cnnzoo.errors import ConfigError, closest
 
-__all__ = ["fail", "where", "check_keys", "check_int", "check_float", "check_bool", "check_choice", "check_str"]
+__all__ = ["MAX_CONVS", "MAX_SIZE", "fail", "where", "check_keys", "check_int", "check_float", "check_bool",
+           "check_choice", "check_str"]
+
+MAX_CONVS = 1024  # convolutions in one block: far beyond any real design, and a bound on the tuple it makes
+# An image side, kernel, stride or pool size. TensorFlow keeps windows in int32: a max-pool of 2**31 with "same"
+# padding aborts the whole process (a failed CHECK in its graph pass), so such configs stop here instead.
+MAX_SIZE = 65536
 
 
 def fail(where, key, rule, value, hint=""):
