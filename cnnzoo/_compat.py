@@ -20,6 +20,9 @@ Keras (TensorFlow backend):
   keras-team/keras#19278).
 - `flatten_layers`: every sub-layer of a layer, nested models and blocks included
   (`Layer._flatten_layers`); `Model.layers` is not recursive.
+- `keras_seed_state`, `restore_keras_seed_state`: the global seed and `SeedGenerator`
+  that `keras.utils.set_random_seed` replaces (`keras.src.backend.common.global_state`);
+  Keras has no public getter, and cnnzoo restores the caller's state after a run.
 
 keras-tuner 1.4 (its distributed chief/worker and resume machinery has no public API):
 - `kt_module(name)`: modules under `keras_tuner.src` (`engine.trial`,
@@ -36,7 +39,8 @@ import importlib
 import inspect
 
 __all__ = [
-    "multi_worker_build_fix", "symbolic_build", "first_call", "flatten_layers", "kt_module", "is_duplicate", "requeue_trial",
+    "multi_worker_build_fix", "symbolic_build", "first_call", "flatten_layers", "keras_seed_state",
+    "restore_keras_seed_state", "kt_module", "is_duplicate", "requeue_trial",
     "checkpoint_path", "copied_callbacks", "tensorboard_dir", "build_and_fit", "is_worker_tuner", "TUNER_HOOKS",
     "check",
 ]
@@ -149,6 +153,22 @@ def _patch_scalar_reduce():
     trainer.reduce_per_replica = reduce_per_replica
 
 
+_SEED_ATTRIBUTES = ("global_random_seed", "global_seed_generator")
+
+
+def keras_seed_state():
+    """The Keras global seed and seed generator, as `keras.utils.set_random_seed` leaves them."""
+    global_state = importlib.import_module("keras.src.backend.common.global_state")
+    return {name: global_state.get_global_attribute(name) for name in _SEED_ATTRIBUTES}
+
+
+def restore_keras_seed_state(state):
+    """Puts back what `keras_seed_state` returned."""
+    global_state = importlib.import_module("keras.src.backend.common.global_state")
+    for name, value in state.items():
+        global_state.set_global_attribute(name, value)
+
+
 # ------------------------------------------------------------------ keras-tuner
 
 
@@ -222,6 +242,14 @@ def check():
             missing.append("keras.layers.Layer._inbound_nodes (other contents)")
     except (AttributeError, IndexError, TypeError):
         missing.append("keras.layers.Layer._inbound_nodes")
+    import keras.src.backend.common.global_state as global_state
+    import keras.src.random.seed_generator as seed_generator
+    import keras.src.utils.rng_utils as rng_utils
+
+    if (seed_generator.GLOBAL_SEED_GENERATOR, rng_utils.GLOBAL_RANDOM_SEED) != tuple(reversed(_SEED_ATTRIBUTES)):
+        missing.append(f"keras global seed attributes {_SEED_ATTRIBUTES}")
+    if not callable(getattr(global_state, "get_global_attribute", None)):
+        missing.append("keras.src.backend.common.global_state.get_global_attribute")
     try:
         trainer = importlib.import_module("keras.src.backend.tensorflow.trainer")
         if not callable(getattr(trainer, "reduce_per_replica", None)):

@@ -27,7 +27,10 @@ from cnnzoo.errors import ConfigError
 from cnnzoo.finetuning import checkpoints, features, freezing, stages as stages_lib
 from cnnzoo.finetuning.results import FinetuneResult, StageResult, evaluate
 from cnnzoo.finetuning.stages import Stage
+from cnnzoo.utils.locks import RunLock
+from cnnzoo.utils.seeding import seeded
 from cnnzoo.zoo.builders import compile_model
+from cnnzoo.zoo.layers import pretrained_of
 
 __all__ = ["finetune", "FinetuneResult", "StageResult", "Stage", "evaluate"]
 
@@ -62,9 +65,11 @@ def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, 
             the shape the data fixes (an `ImageFolder`'s, a dataset's), else
             the zoo entry's. Arrays are resized to the model's input.
         weights: weights for a model built by name (`"imagenet"`, a file...).
-        pretrained: whether the backbone holds learned weights; default True
-            for a model object or a name with `weights`, False for a name
-            without. From scratch, `"auto"` trains everything in one stage.
+        pretrained: whether the backbone holds learned weights. Default: what
+            the model records (`cnnzoo.get` without weights: False; with
+            weights, or a model `finetune` saved: True; a model trained with
+            `fit` since: True; a model that does not say: True). From scratch,
+            `"auto"` trains everything in one stage with BatchNorm learning.
         class_names: labels for array or dataset data (folders give their own).
         batch_size, validation_split, augment: for folder paths and arrays, as in
             `cnnzoo.data.prepare` (the split is per class and seeded;
@@ -77,8 +82,9 @@ def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, 
             MultiWorkerMirroredStrategy...); models are built and trained in
             its scope. Only the chief writes files.
         callbacks: Keras callbacks added to every stage's `fit`.
-        seed: int, for weights, split and shuffling (sets the global seed with
-            `keras.utils.set_random_seed`).
+        seed: int, for weights, split and shuffling (`keras.utils.set_random_seed`
+            during the run; the caller's Python, NumPy, TensorFlow and Keras
+            random state is restored afterwards).
         resume: bool; False starts the run in `out` over.
         plots: bool; write `learning_curve.png` and `confusion_matrix.png`.
         verbose: Keras `fit` verbosity (`"auto"` shows progress bars).
@@ -93,8 +99,6 @@ def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, 
     >>> result.best_val_accuracy, result.model_path  # doctest: +SKIP
     (0.93, PosixPath('runs/birds/bird_classifier.keras'))
     """
-    import keras
-
     plan = None if _is_auto(stages) else stages_lib.as_stages(stages)
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
         raise ConfigError(f"`epochs` must be None or an integer >= 1. Received: epochs={epochs!r}.")
@@ -103,55 +107,58 @@ def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, 
                           f"Received: cache_features={cache_features!r}.")
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     writer = _is_chief(strategy)
-    keras.utils.set_random_seed(seed)
-    with scope:
-        model, pretrained = _resolve_model(model_or_name, data, input_shape, weights, pretrained, strategy)
-        model_shape = tuple(model.inputs[0].shape[1:])
-        inputs = data_pipeline.prepare(data, None if None in model_shape else model_shape, batch_size=batch_size,
-                                       validation_split=validation_split, seed=seed, augment=augment,
-                                       class_names=class_names)
-        head_classes = freezing.anatomy(model).head.num_classes
-        num_classes, names = data_pipeline.settle_classes(inputs, num_classes, class_names, head_classes)
-        model, replaced = freezing.replace_head(model, num_classes, names)
-        parts = freezing.anatomy(model)
-        freeze_bn = pretrained if freeze_batchnorm is None else bool(freeze_batchnorm)
-        if plan is None:
-            plan = stages_lib.auto_stages(inputs.num_train, len(parts.units), pretrained, epochs)
-        elif epochs is not None:
-            plan = tuple(Stage(s.unfreeze, epochs, s.learning_rate, s.schedule, s.optimizer) for s in plan)
-        run_dir = Path(out) if out is not None else Path("runs") / "finetune" / model.name
-        fingerprint = {"model": model.name, "input_shape": list(model.inputs[0].shape[1:]), "classes": list(names),
-                       "stages": [str(s) + f":{s.schedule}:{s.optimizer}" for s in plan], "data": inputs.source,
-                       "num_train": inputs.num_train, "batch_size": inputs.batch_size, "seed": seed,
-                       "freeze_batchnorm": freeze_bn, "augmented": inputs.augmented,
-                       "cache_features": cache_features}
-        state = checkpoints.RunState(run_dir, fingerprint, writer=writer)
-        resumed = state.load_or_start(resume)
-        if resumed and state.data.get("finished"):
-            done = _already_finished(state, plan, parts, inputs, names)
-            if done is not None:
-                return done
-            resumed = False  # its saved model is gone: the run starts over, it continues nothing
-        log.info("fine-tuning %s on %d images (%d classes) in %s: %s%s%s", model.name, inputs.num_train,
-                 num_classes, run_dir, ", ".join(map(str, plan)), " (new head)" if replaced else "",
-                 " (resuming)" if resumed else "")
-        pending = None  # weights of the last stage a previous call finished
-        results = []
-        for k, stage in enumerate(plan, 1):
-            if state.stage_done(k):
-                pending = run_dir / f"stage_{k}.weights.h5"
-                results.append(_stage_result(state, k, stage, parts, []))
-                continue
+    with seeded(seed), contextlib.ExitStack() as held:
+        with scope:
+            model, pretrained = _resolve_model(model_or_name, data, input_shape, weights, pretrained, strategy)
+            model_shape = tuple(model.inputs[0].shape[1:])
+            inputs = data_pipeline.prepare(data, None if None in model_shape else model_shape,
+                                           batch_size=batch_size, validation_split=validation_split, seed=seed,
+                                           augment=augment, class_names=class_names)
+            head_classes = freezing.anatomy(model).head.num_classes
+            num_classes, names = data_pipeline.settle_classes(inputs, num_classes, class_names, head_classes)
+            model, replaced = freezing.replace_head(model, num_classes, names)
+            parts = freezing.anatomy(model)
+            freeze_bn = pretrained if freeze_batchnorm is None else bool(freeze_batchnorm)
+            if plan is None:
+                plan = stages_lib.auto_stages(inputs.num_train, len(parts.units), pretrained, epochs)
+            elif epochs is not None:
+                plan = tuple(Stage(s.unfreeze, epochs, s.learning_rate, s.schedule, s.optimizer) for s in plan)
+            run_dir = Path(out) if out is not None else Path("runs") / "finetune" / model.name
+            if writer:  # one process per run directory; the kernel frees the lock however this one ends
+                held.enter_context(RunLock(run_dir, "fine-tuning run", argument="out"))
+            fingerprint = {"model": model.name, "input_shape": list(model.inputs[0].shape[1:]),
+                           "classes": list(names), "data": inputs.source,
+                           "stages": [str(s) + f":{s.schedule}:{s.optimizer}" for s in plan],
+                           "num_train": inputs.num_train, "batch_size": inputs.batch_size, "seed": seed,
+                           "freeze_batchnorm": freeze_bn, "augmented": inputs.augmented,
+                           "cache_features": cache_features}
+            state = checkpoints.RunState(run_dir, fingerprint, writer=writer)
+            resumed = state.load_or_start(resume)
+            if resumed and state.data.get("finished"):
+                done = _already_finished(state, plan, parts, inputs, names)
+                if done is not None:
+                    return done
+                resumed = False  # its saved model is gone: the run starts over, it continues nothing
+            log.info("fine-tuning %s on %d images (%d classes) in %s: %s%s%s", model.name, inputs.num_train,
+                     num_classes, run_dir, ", ".join(map(str, plan)), " (new head)" if replaced else "",
+                     " (resuming)" if resumed else "")
+            pending = None  # weights of the last stage a previous call finished
+            results = []
+            for k, stage in enumerate(plan, 1):
+                if state.stage_done(k):
+                    pending = run_dir / f"stage_{k}.weights.h5"
+                    results.append(_stage_result(state, k, stage, parts, []))
+                    continue
+                if pending is not None:
+                    model.load_weights(pending)
+                    pending = None
+                results.append(_run_stage(k, stage, parts, inputs, state, run_dir, freeze_bn, cache_features,
+                                          list(callbacks), seed, verbose, writer))
             if pending is not None:
                 model.load_weights(pending)
-                pending = None
-            results.append(_run_stage(k, stage, parts, inputs, state, run_dir, freeze_bn, cache_features,
-                                      list(callbacks), seed, verbose, writer))
-        if pending is not None:
-            model.load_weights(pending)
-    # Outside the strategy's scope: saving makes Keras create a throw-away optimizer, whose variable would
-    # be a collective op under MultiWorkerMirroredStrategy that only the chief (the writer) runs.
-    return _finish(model, plan, results, inputs, names, state, run_dir, plots, writer, resumed, strategy)
+        # Outside the strategy's scope: saving makes Keras create a throw-away optimizer, whose variable would
+        # be a collective op under MultiWorkerMirroredStrategy that only the chief (the writer) runs.
+        return _finish(model, plan, results, inputs, names, state, run_dir, plots, writer, resumed, strategy)
 
 
 def _already_finished(state, plan, parts, inputs, names):
@@ -185,7 +192,7 @@ def _resolve_model(model_or_name, data, input_shape, weights, pretrained, strate
     if isinstance(model_or_name, os.PathLike) or (isinstance(model_or_name, str) and model_or_name.endswith(".keras")):
         from cnnzoo.zoo.builders import load
 
-        model_or_name = load(model_or_name, compile=False)  # a saved zoo model: fine-tune it further
+        model_or_name = load(model_or_name)  # a saved zoo model: fine-tune it further (its optimizer tells if it trained)
     elif isinstance(model_or_name, str):
         from cnnzoo.zoo.builders import get
 
@@ -203,10 +210,31 @@ def _resolve_model(model_or_name, data, input_shape, weights, pretrained, strate
         raise ConfigError(f"`weights` applies to a model built by name; load weights into the model object "
                           f"first. Received: weights={weights!r}.")
     if strategy is not None:  # variables must be created in the strategy's scope
+        known = _holds_learned_weights(model)
         clone = keras.models.clone_model(model)
         clone.set_weights(model.get_weights())
         model = clone
-    return model, True if pretrained is None else bool(pretrained)
+        return model, known if pretrained is None else bool(pretrained)
+    return model, _holds_learned_weights(model) if pretrained is None else bool(pretrained)
+
+
+def _holds_learned_weights(model):
+    """Whether a model object holds learned weights, as far as it says.
+
+    Its head records it (`cnnzoo.zoo.layers.pretrained_of`: False for `cnnzoo.get`
+    without weights, True with weights or after `finetune`); a model whose
+    optimizer has taken steps since (trained with `fit`) has learned too. A model
+    that says nothing (saved before cnnzoo recorded it) is taken as pretrained.
+    """
+    flag = pretrained_of(model)
+    optimizer = getattr(model, "optimizer", None)
+    stepped = optimizer is not None and int(optimizer.iterations.numpy()) > 0
+    if flag is None:
+        return True
+    if not flag and stepped:
+        log.info("%s was built without weights and has been trained since: fine-tuned as pretrained", model.name)
+        return True
+    return flag
 
 
 def _is_chief(strategy):
@@ -289,6 +317,7 @@ def _finish(model, plan, results, inputs, names, state, run_dir, plots, writer, 
         compile_model(model, optimizer=plan[-1].optimizer, learning_rate=plan[-1].learning_rate)
     path = run_dir / f"{model.name}.keras"
     written = {}
+    freezing.anatomy(model).head.pretrained = True  # saved with it: fine-tuned further, it is pretrained
     if writer:
         checkpoints.atomic_save_model(model, path)
         if plots:

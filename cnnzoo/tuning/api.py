@@ -17,12 +17,16 @@ import logging
 import time
 from pathlib import Path
 
+from cnnzoo import _compat
 from cnnzoo.data import pipeline as data_pipeline
-from cnnzoo.utils.files import atomic_write_text
-from cnnzoo.zoo import config, config_writer, registry
 from cnnzoo.errors import ConfigError
 from cnnzoo.tuning.records import TrialRecord, TuneResult, collect
 from cnnzoo.tuning.space import CnnzooHyperModel, hypermodel
+from cnnzoo.utils.checks import check_int
+from cnnzoo.utils.files import atomic_write_text
+from cnnzoo.utils.locks import RunLock
+from cnnzoo.utils.seeding import seeded
+from cnnzoo.zoo import config, config_writer, registry
 
 __all__ = ["hypermodel", "tune", "register_best", "CnnzooHyperModel", "TuneResult", "TrialRecord", "TUNERS"]
 
@@ -35,19 +39,11 @@ OBJECTIVES = ("val_accuracy", "val_loss", "accuracy", "loss")  # what builders.c
 # ------------------------------------------------------------------------ tune
 
 
-def _check_int(value, key, lo=1, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise ConfigError(f"`{key}` must be an integer >= {lo}{' or None' if allow_none else ''}. "
-                          f"Received: {key}={value!r}.")
-    return value
-
-
 def tune(name, data, tuner="hyperband", max_trials=10, max_epochs=10, directory=None, objective="val_accuracy",
          overwrite=False, *, project_name=None, num_classes=None, input_shape=None, search=None, batch_size=32,
          validation_split=0.2, early_stopping=3, factor=3, seed=None, executions_per_trial=1,
-         max_consecutive_failed_trials=3, heartbeat_timeout=60.0, progress=None, load_best=True, **fixed):
+         max_consecutive_failed_trials=3, heartbeat_timeout=60.0, progress=None, callbacks=(), load_best=True,
+         **fixed):
     """Searches a zoo entry's `[search]` space with keras-tuner.
 
     Trial 0 is the zoo entry itself (all defaults); each trial trains with
@@ -70,7 +66,10 @@ def tune(name, data, tuner="hyperband", max_trials=10, max_epochs=10, directory=
         max_trials: int, the most trials to run (for Hyperband a cap on its
             brackets; None runs one full Hyperband iteration).
         max_epochs: int, epochs per trial (Hyperband: for the longest trials).
-        directory: where the project lives; default `$CNNZOO_HOME/tuning`.
+        directory: where the project lives; default `$CNNZOO_HOME/tuning`. One
+            search per project at a time: a second process is refused with
+            `RunLockedError` (the chief and workers of a distributed search
+            share it).
         objective: the metric to optimise: "val_accuracy" (default), "val_loss",
             "accuracy" or "loss".
         overwrite: bool; start afresh instead of resuming.
@@ -85,13 +84,16 @@ def tune(name, data, tuner="hyperband", max_trials=10, max_epochs=10, directory=
             of (x, y) arrays and image directories.
         early_stopping: int patience in epochs on the objective; 0 disables.
         factor: Hyperband's reduction factor.
-        seed: int, for the oracle, the split and Keras (the split uses 0 when None).
+        seed: int, for the oracle, the split and Keras (the split uses 0 when None);
+            the caller's random state is restored afterwards.
         executions_per_trial: int, trainings averaged per trial.
         max_consecutive_failed_trials: int, failures in a row that end the search.
         heartbeat_timeout: seconds without a heartbeat after which a
             distributed worker counts as dead and its trial moves on.
         progress: optional callable receiving a `TrialRecord` after each
             trial this process ran.
+        callbacks: Keras callbacks added to every trial's `fit` (after the
+            early stopping).
         load_best: bool; rebuild the best model and load its weights.
         **fixed: pinned hyperparameters and config overrides, as in
             `cnnzoo.hypermodel`.
@@ -106,18 +108,15 @@ def tune(name, data, tuner="hyperband", max_trials=10, max_epochs=10, directory=
     >>> result = cnnzoo.tune("digits_cnn", digits, tuner="random", max_trials=8, max_epochs=4)
     >>> result.best_model.evaluate(digits.x_test, digits.y_test)
     """
-    import keras
-
     from cnnzoo.tuning import distributed
-    from cnnzoo.tuning import engine
 
     if tuner not in TUNERS:
         raise ConfigError(f"`tuner` must be one of {', '.join(TUNERS)}. Received: tuner={tuner!r}.")
-    _check_int(max_trials, "max_trials", allow_none=tuner == "hyperband")
-    _check_int(max_epochs, "max_epochs")
-    _check_int(batch_size, "batch_size")
-    _check_int(early_stopping, "early_stopping", lo=0)
-    _check_int(executions_per_trial, "executions_per_trial")
+    check_int(max_trials, "max_trials", allow_none=tuner == "hyperband")
+    check_int(max_epochs, "max_epochs")
+    check_int(batch_size, "batch_size")
+    check_int(early_stopping, "early_stopping", lo=0)
+    check_int(executions_per_trial, "executions_per_trial")
     if objective not in OBJECTIVES:
         raise ConfigError(f"`objective` must be a metric the zoo models report: {', '.join(OBJECTIVES)}. "
                           f"Received: objective={objective!r}.")
@@ -132,17 +131,31 @@ def tune(name, data, tuner="hyperband", max_trials=10, max_epochs=10, directory=
     hm = CnnzooHyperModel(name, num_classes=num_classes, input_shape=input_shape, search=search, **fixed)
     directory = Path(directory) if directory is not None else registry.home() / "tuning"
     project_name = project_name or name
+    cooperating = distributed.is_chief() or distributed.is_worker()  # the processes of one search share it
+    lock = RunLock(directory, f"search of `{project_name}`", argument="directory", shared=cooperating,
+                   name=f".{project_name}.cnnzoo.lock")
+    with seeded(seed), lock:
+        return _search(name, tuner, hm, inputs, objective, max_trials, max_epochs, directory, project_name,
+                       overwrite, seed, factor, executions_per_trial, max_consecutive_failed_trials,
+                       heartbeat_timeout, progress, list(callbacks), early_stopping, load_best)
+
+
+def _search(name, tuner, hm, inputs, objective, max_trials, max_epochs, directory, project_name, overwrite, seed,
+            factor, executions_per_trial, max_consecutive_failed_trials, heartbeat_timeout, progress, callbacks,
+            early_stopping, load_best):
+    """Runs (or serves, as the chief) the search in a locked, seeded block; returns the `TuneResult`."""
+    import keras
+
+    from cnnzoo.tuning import distributed, engine
+
     if distributed.is_worker():
         overwrite = False  # only the chief may wipe the shared directory
-    if seed is not None:
-        keras.utils.set_random_seed(seed)
     kt_tuner = engine.make_tuner(
         tuner, hm, objective, max_trials, max_epochs, directory, project_name, overwrite, seed=seed,
         factor=factor, executions_per_trial=executions_per_trial,
         max_consecutive_failed_trials=max_consecutive_failed_trials, heartbeat_timeout=heartbeat_timeout,
         progress=progress)
     direction = kt_tuner.oracle.objective.direction
-    callbacks = []
     if early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(monitor=objective, patience=early_stopping, mode=direction))
     start = time.perf_counter()
@@ -159,10 +172,7 @@ def tune(name, data, tuner="hyperband", max_trials=10, max_epochs=10, directory=
                         trials=collect(project_dir), seconds=seconds, hypermodel=hm)
     ranked = [t for t in result.ranked() if t.score is not None]
     if ranked:
-        from cnnzoo import _compat
-
         trial_module = _compat.kt_module("engine.trial")
-
         best = ranked[0]
         trial = trial_module.Trial.load(str(project_dir / f"trial_{best.trial_id}" / "trial.json"))
         result.best_trial = best

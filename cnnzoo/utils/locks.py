@@ -37,6 +37,8 @@ class RunLock:
         shared: take a shared lock: processes that cooperate in one directory
             (the chief and workers of a distributed search) all hold it, while
             an exclusive holder (a standalone run) excludes them all.
+        name: the lock file's name (several searches may share a directory,
+            one lock file per project).
 
     Example:
 
@@ -44,9 +46,9 @@ class RunLock:
     ...     train()
     """
 
-    def __init__(self, directory, what="run", argument="out", shared=False):
+    def __init__(self, directory, what="run", argument="out", shared=False, name=LOCK_NAME):
         self.directory = Path(directory)
-        self.path = self.directory / LOCK_NAME
+        self.path = self.directory / name
         self.what = what
         self.argument = argument
         self.shared = shared

@@ -64,7 +64,8 @@ def build(spec, weights=None):
 
     Returns:
         An uncompiled Functional `keras.Model` named after the spec, with
-        layers `preprocess`, `block1`... (or `backbone`) and `head`.
+        layers `preprocess`, `block1`... (or `backbone`) and `head`; the head
+        records whether the model holds learned weights (`pretrained`).
 
     Example:
 
@@ -84,7 +85,8 @@ def build(spec, weights=None):
                       dropout=b.dropout, name=f"block{i}")(x)
     h = spec.head
     outputs = ClassifierHead(spec.num_classes, dense=list(h.dense), dropout=h.dropout, activation=h.activation,
-                             pooling=h.pooling, class_names=list(spec.class_names) or None, name="head")(x)
+                             pooling=h.pooling, class_names=list(spec.class_names) or None,
+                             pretrained=weights is not None, name="head")(x)
     model = keras.Model(inputs, outputs, name=spec.name)
     if weights is not None:
         load_weights_into(model, weights)
@@ -239,6 +241,7 @@ def get(name, num_classes=None, input_shape=None, weights=None, compile=True, **
     if isinstance(weights, (str, Path)) and not _looks_like_path(weights):
         model = build(spec)
         load_named_weights(model, spec, str(weights))
+        model.get_layer("head").pretrained = True
     else:
         model = build(spec, weights=weights)
     if compile:

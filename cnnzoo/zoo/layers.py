@@ -9,7 +9,7 @@ from keras import layers, ops
 
 from cnnzoo.zoo.config import Block
 
-__all__ = ["Preprocess", "ConvBlock", "ClassifierHead", "class_names_of"]
+__all__ = ["Preprocess", "ConvBlock", "ClassifierHead", "class_names_of", "pretrained_of"]
 
 _CAFFE_MEAN = (103.939, 116.779, 123.68)  # BGR
 _TORCH_MEAN = (0.485, 0.456, 0.406)
@@ -176,6 +176,11 @@ class ClassifierHead(_Steps):
         activation: activation of the hidden layers.
         pooling: `"flatten"`, `"avg"` or `"max"`.
         class_names: optional list of `num_classes` label strings.
+        pretrained: whether the model this head ends holds learned weights:
+            False when `cnnzoo.get` built it without weights, True when it
+            loaded weights or `cnnzoo.finetune` trained it, None when unknown
+            (models saved before cnnzoo recorded it). Saved with the model, so
+            `cnnzoo.finetune` knows whether to fine-tune or train from scratch.
 
     Example:
 
@@ -185,7 +190,7 @@ class ClassifierHead(_Steps):
     """
 
     def __init__(self, num_classes, dense=(), dropout=0.0, activation="relu", pooling="flatten",
-                 class_names=None, **kwargs):
+                 class_names=None, pretrained=None, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
         self.dense = [int(u) for u in dense]
@@ -196,6 +201,7 @@ class ClassifierHead(_Steps):
             raise ValueError(f"`class_names` must have `num_classes` ({self.num_classes}) entries. "
                              f"Received: class_names={list(class_names)!r}.")
         self.class_names = list(class_names) if class_names else None
+        self.pretrained = None if pretrained is None else bool(pretrained)
         pool = {"flatten": layers.Flatten, "avg": layers.GlobalAveragePooling2D,
                 "max": layers.GlobalMaxPooling2D}[pooling]
         self.steps = [pool(name="flatten" if pooling == "flatten" else f"global_{pooling}_pool")]
@@ -212,7 +218,22 @@ class ClassifierHead(_Steps):
             **super().get_config(),
             "num_classes": self.num_classes, "dense": self.dense, "dropout": self.dropout,
             "activation": self.activation, "pooling": self.pooling, "class_names": self.class_names,
+            "pretrained": self.pretrained,
         }
+
+
+def pretrained_of(model):
+    """Whether a zoo model holds learned weights: True, False, or None when it does not say.
+
+    Reads the flag its `ClassifierHead` carries (see `ClassifierHead`).
+
+    Example:
+
+    >>> pretrained_of(cnnzoo.get("digits_cnn")), pretrained_of(cnnzoo.get("digits_cnn", weights="digits"))
+    (False, True)
+    """
+    heads = [layer for layer in model.layers if isinstance(layer, ClassifierHead)]
+    return heads[-1].pretrained if heads else None
 
 
 def class_names_of(model):

@@ -1,0 +1,51 @@
+"""Two searches in one project directory: the second is refused and touches nothing."""
+
+import os
+import subprocess
+import time
+
+from conftest import PYTHON, REPO
+
+from cnnzoo.tuning.records import read_runs
+
+_SEARCH = """
+import sys, time, keras, cnnzoo
+directory, slow, overwrite = sys.argv[1], float(sys.argv[2]), sys.argv[3] == "overwrite"
+class Slow(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        time.sleep(slow)
+d = cnnzoo.data.digits(seed=0)
+try:
+    result = cnnzoo.tune("digits_cnn", (d.x_train[:160], d.y_train[:160]), tuner="random", max_trials=3, max_epochs=2,
+                         directory=directory, seed=0, early_stopping=0, overwrite=overwrite, callbacks=[Slow()])
+except cnnzoo.RunLockedError as e:
+    print("LOCKED", e, flush=True)
+    sys.exit(3)
+print("DONE", [t.status for t in result.trials], flush=True)
+"""
+
+
+def test_a_second_search_in_the_same_directory_is_refused(tmp_path):
+    directory = tmp_path / "search"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    first = subprocess.Popen([PYTHON, "-c", _SEARCH, str(directory), "0.05", "keep"], cwd=REPO, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not read_runs(directory / "digits_cnn") and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert read_runs(directory / "digits_cnn"), first.communicate()[1][-3000:]
+        # overwrite=True would wipe the first search's project, were it let in
+        second = subprocess.run([PYTHON, "-c", _SEARCH, str(directory), "0", "overwrite"], cwd=REPO, env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert second.returncode == 3, second.stderr[-3000:]
+        assert "`directory` is in use" in second.stdout and f"process {first.pid}" in second.stdout
+        stdout, stderr = first.communicate(timeout=240)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, stderr[-3000:]
+    assert "DONE ['COMPLETED', 'COMPLETED', 'COMPLETED']" in stdout
+    runs = read_runs(directory / "digits_cnn")
+    assert sorted(r["trial_id"] for r in runs if r["status"] == "completed") == ["0", "1", "2"]
+    assert {r["pid"] for r in runs} == {first.pid}  # the refused process ran nothing
