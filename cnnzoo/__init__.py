@@ -25,6 +25,7 @@ from cnnzoo.errors import (  # noqa: F401  (cheap, no TensorFlow)
     DuplicateModelError,
     PluginError,
     RunLockedError,
+    UnsafeModelError,
     UnknownModelError,
     UnknownWeightsError,
     WeightsDownloadError,
@@ -65,7 +66,7 @@ __all__ = [
     "list_models", "info", "spec", "register", "get", "build", "load",
     "finetune", "Stage", "evaluate", "predict", "hypermodel", "tune", "register_best", "data", "layers", "weights",
     "CnnzooError", "ConfigError", "DataError", "DataNotFoundError", "DataWarning", "DuplicateModelError", "PluginError",
-    "RunLockedError",
+    "RunLockedError", "UnsafeModelError",
     "UnknownModelError", "UnknownWeightsError", "WeightsDownloadError", "WeightsError", "WeightsNotFoundError",
     "__version__",
 ]

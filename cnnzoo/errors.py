@@ -15,6 +15,7 @@ __all__ = [
     "DuplicateModelError",
     "PluginError",
     "RunLockedError",
+    "UnsafeModelError",
     "DataError",
     "DataNotFoundError",
     "DataWarning",
@@ -51,6 +52,10 @@ class PluginError(ConfigError):
 
 class RunLockedError(CnnzooError, ValueError):
     """A run or search directory is in use by another process (it holds the directory's lock)."""
+
+
+class UnsafeModelError(CnnzooError, ValueError):
+    """A model file holds Python code (a Lambda layer, a custom function); cnnzoo never runs it."""
 
 
 class DataError(CnnzooError, ValueError):

@@ -56,3 +56,29 @@ def write_image_folder(root, classes=("a", "b"), per_class=6, size=(12, 12), fmt
 def image_folder(tmp_path):
     """A two-class folder of 12 real 12x12 PNG images."""
     return write_image_folder(tmp_path / "images")
+
+
+class ReliabilityRecorder:
+    """Figures of fault and bad-input tests, for docs/reliability.md.
+
+    `make reliability` runs those tests with `CNNZOO_RELIABILITY_OUT` set to a JSON-lines file and
+    `benchmarks/reliability.py` turns it into the report; in a plain test run nothing is written.
+    """
+
+    def __init__(self, test):
+        self.test = test
+        self.path = os.environ.get("CNNZOO_RELIABILITY_OUT")
+
+    def record(self, case, **figures):
+        """One row of the report: `case` (what was done) and its counts, e.g. cases=600, crashes=0."""
+        if not self.path:
+            return
+        import json
+
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"test": self.test, "case": case, **figures}, default=str) + "\n")
+
+
+@pytest.fixture
+def reliability(request):
+    return ReliabilityRecorder(request.node.nodeid)

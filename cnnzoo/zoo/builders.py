@@ -13,7 +13,7 @@ import keras
 
 from cnnzoo.zoo import config, registry, stats
 from cnnzoo.zoo import weights as weights_lib
-from cnnzoo.errors import ConfigError, WeightsError, WeightsNotFoundError
+from cnnzoo.errors import ConfigError, UnsafeModelError, WeightsError, WeightsNotFoundError
 from cnnzoo.zoo.layers import ClassifierHead, ConvBlock, Preprocess
 
 __all__ = ["get", "build", "load", "compile_model", "make_optimizer", "load_named_weights", "load_weights_into",
@@ -275,7 +275,16 @@ def load(path, compile=True):
         # A model saved before its first training step has an unbuilt optimizer (2 scalar
         # variables); Keras warns about that harmless case, which every fresh `get()` hits.
         warnings.filterwarnings("ignore", message=r"Skipping variable loading for optimizer .* saved optimizer has 2 variables")
-        return keras.saving.load_model(path, compile=compile, safe_mode=True)
+        try:
+            return keras.saving.load_model(path, compile=compile, safe_mode=True)
+        except ValueError as e:
+            if "safe_mode" not in str(e):
+                raise
+            raise UnsafeModelError(
+                f"`path` holds Python code (e.g. a Lambda layer), and cnnzoo loads models in Keras safe mode: it "
+                f"never runs code from a model file. Rebuild the model from cnnzoo's layers (they serialize "
+                f"without code), or, only if you trust whoever made the file, load it with "
+                f"keras.saving.load_model(path, safe_mode=False). Received: path={str(path)!r}.") from e
 
 
 def model_flops(model):

@@ -114,7 +114,7 @@ def test_check_image_and_load_image_never_crash(fuzzed):
     assert loaded >= 40 and load_errors >= 100
 
 
-def test_image_folder_uses_or_skips_every_file_and_an_epoch_runs(fuzzed, caplog):
+def test_image_folder_uses_or_skips_every_file_and_an_epoch_runs(fuzzed, caplog, reliability):
     root, kinds = fuzzed
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
@@ -145,6 +145,9 @@ def test_image_folder_uses_or_skips_every_file_and_an_epoch_runs(fuzzed, caplog)
     logged = {r.getMessage().split(" could not be decoded")[0] for r in caplog.records
               if "could not be decoded" in r.getMessage()}
     assert logged == broken
+    reliability.record("damaged image files (byte flips, truncation) in an image folder", files=len(kinds),
+                       used=len(used), skipped_with_a_reason=len(skipped), replaced_while_training=len(broken),
+                       crashes=0)
     print(f"image_folder: {len(used)} used, {len(skipped)} skipped, {len(broken)} replaced while training "
           f"({time.perf_counter() - start:.1f} s)")
 

@@ -374,7 +374,7 @@ print("DONE", result.resumed, [len(s.history["loss"]) for s in result.stages])
 
 
 @pytest.mark.slow
-def test_kill_9_mid_epoch_then_resume_loses_at_most_one_epoch(tmp_path):
+def test_kill_9_mid_epoch_then_resume_loses_at_most_one_epoch(tmp_path, reliability):
     folder = write_image_folder(tmp_path / "images", classes=("a", "b", "c"), per_class=8, size=(SIZE, SIZE))
     out, log = tmp_path / "run", tmp_path / "epochs.log"
     cmd = [PYTHON, "-c", _KILL_SCRIPT, str(out), str(folder), str(log)]
@@ -399,6 +399,8 @@ def test_kill_9_mid_epoch_then_resume_loses_at_most_one_epoch(tmp_path):
     epochs_begun = len(log.read_text().split()) // 2
     planned = 2 + 4
     assert epochs_begun - planned <= 1, (first, log.read_text())
+    reliability.record("fine-tuning killed with kill -9 mid-epoch, then the same call again", kills=1, resumed=1,
+                       epochs_lost=epochs_begun - planned)
     assert (out / "bird_classifier.keras").is_file()
     state = json.loads((out / "state.json").read_text())
     assert state["finished"] and [r["epoch"] for r in state["history"]["2"]] == [0, 1, 2, 3]

@@ -37,7 +37,7 @@ print("DONE", [len(s.history["loss"]) for s in result.stages], flush=True)
 """
 
 
-def test_a_second_finetune_in_the_same_directory_is_refused_and_touches_nothing(tmp_path):
+def test_a_second_finetune_in_the_same_directory_is_refused_and_touches_nothing(tmp_path, reliability):
     out = tmp_path / "run"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     first = subprocess.Popen([PYTHON, "-c", _RUN, str(out), "0.3", "resume"], cwd=REPO, env=env,
@@ -66,6 +66,8 @@ def test_a_second_finetune_in_the_same_directory_is_refused_and_touches_nothing(
     again = subprocess.run([PYTHON, "-c", _RUN, str(out), "0", "resume"], cwd=REPO, env=env,
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "DONE [4]" in again.stdout, again.stderr[-3000:]
+    reliability.record("two fine-tuning runs started in one directory", runs=2, refused=1, disturbed=0,
+                       first_run_epochs=4)
 
 
 def _blobs(n=24):

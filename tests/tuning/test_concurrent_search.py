@@ -25,7 +25,7 @@ print("DONE", [t.status for t in result.trials], flush=True)
 """
 
 
-def test_a_second_search_in_the_same_directory_is_refused(tmp_path):
+def test_a_second_search_in_the_same_directory_is_refused(tmp_path, reliability):
     directory = tmp_path / "search"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     first = subprocess.Popen([PYTHON, "-c", _SEARCH, str(directory), "0.05", "keep"], cwd=REPO, env=env,
@@ -49,3 +49,5 @@ def test_a_second_search_in_the_same_directory_is_refused(tmp_path):
     runs = read_runs(directory / "digits_cnn")
     assert sorted(r["trial_id"] for r in runs if r["status"] == "completed") == ["0", "1", "2"]
     assert {r["pid"] for r in runs} == {first.pid}  # the refused process ran nothing
+    reliability.record("two searches started in one project directory", searches=2, refused=1,
+                       trials_run_by_the_refused_one=0, trials_completed=3)

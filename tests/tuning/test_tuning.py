@@ -332,7 +332,7 @@ def _completed(runs):
     return [r for r in runs if r["status"] == "completed"]
 
 
-def test_resume_after_a_killed_search_skips_finished_trials(tmp_path):
+def test_resume_after_a_killed_search_skips_finished_trials(tmp_path, reliability):
     directory = tmp_path / "search"
     project = directory / "digits_cnn"
     proc = subprocess.Popen([PYTHON, str(_script(tmp_path)), str(directory), "random", "300", "4", "3"],
@@ -361,6 +361,8 @@ def test_resume_after_a_killed_search_skips_finished_trials(tmp_path):
     rerun = {r["trial_id"] for r in after if r["pid"] == os.getpid()}
     assert not rerun & finished  # finished trials were not run again
     assert interrupted <= rerun  # the interrupted one was
+    reliability.record("search killed with kill -9 mid-trial, then resumed", kills=1, trials=4,
+                       finished_trials_run_again=len(rerun & finished), interrupted_trials_rerun=len(interrupted))
 
 
 def test_cli_tune_prints_progress_table_and_saves_the_winner(tmp_path):
@@ -398,7 +400,7 @@ def _free_port():
 
 
 @pytest.mark.slow
-def test_distributed_chief_and_two_workers_survive_a_killed_worker(tmp_path):
+def test_distributed_chief_and_two_workers_survive_a_killed_worker(tmp_path, reliability):
     directory = tmp_path / "shared"
     project = directory / "digits_cnn"
     script = _script(tmp_path)
@@ -435,3 +437,5 @@ def test_distributed_chief_and_two_workers_survive_a_killed_worker(tmp_path):
     assert {r["tuner_id"] for r in done} == {"tuner0", "tuner1"}  # both workers did work
     assert [r["tuner_id"] for r in done if r["trial_id"] == killed_trial] == ["tuner0"]  # taken over
     assert (project / RUNS_DIR).is_dir() and Path(project / "oracle.json").is_file()
+    reliability.record("distributed search, one of two workers killed with kill -9 mid-trial", trials=6,
+                       completed=len(trials), trials_run_twice=len(done) - len(trials), killed_trial_taken_over=1)

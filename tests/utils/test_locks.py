@@ -40,13 +40,14 @@ def test_a_second_process_is_refused_with_the_holders_pid_and_host(tmp_path):
         proc.wait()
 
 
-def test_kill_9_releases_the_lock(tmp_path):
+def test_kill_9_releases_the_lock(tmp_path, reliability):
     proc = _holder(tmp_path)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     with RunLock(tmp_path, "search", argument="directory") as lock:
         assert lock.held and (tmp_path / LOCK_NAME).is_file()
     assert not lock.held
+    reliability.record("a lock holder killed with kill -9", kills=1, stale_locks_left=0)
 
 
 def test_shared_holders_coexist_and_exclude_an_exclusive_one(tmp_path):

@@ -209,7 +209,7 @@ def _keys_named(message):
     return re.findall(r"`([^`]+)`", message)
 
 
-def test_mutated_configs_give_config_errors_or_working_models():
+def test_mutated_configs_give_config_errors_or_working_models(reliability):
     t0 = time.perf_counter()
     bases = _bases()
     for name, text in bases.items():  # the unmutated texts are valid and parse into what they say
@@ -257,6 +257,9 @@ def test_mutated_configs_give_config_errors_or_working_models():
     seconds = time.perf_counter() - t0
     print(f"config fuzz: {CASES} cases in {seconds:.1f} s: {dict(outcome)}; "
           f"{named}/{leaf_errors} single-key errors name the key")
+    reliability.record("mutated zoo configs (seeded fuzzer)", cases=CASES, config_errors=outcome["config_error"],
+                       specs=outcome["spec"], models_built_and_run=outcome["model"], other_exceptions=0,
+                       errors_naming_the_mutated_key=f"{named}/{leaf_errors}")
     # not vacuous: many of each kind
     assert outcome["config_error"] >= CASES // 4
     assert outcome["spec"] >= CASES // 10

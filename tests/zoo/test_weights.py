@@ -137,7 +137,7 @@ def test_good_download_is_cached_verified_and_reused_without_network(
     assert_same_weights(again, expected)
 
 
-def test_wrong_hash_fails_clearly_and_leaves_nothing(server, add_config, trained_file, isolated_home):
+def test_wrong_hash_fails_clearly_and_leaves_nothing(server, add_config, trained_file, isolated_home, reliability):
     _, body, _ = trained_file
     url = server.serve("/served_net.weights.h5", body)
     add_config({**TINY, "weights": {"served": {"url": url, "sha256": "0" * 64}}})
@@ -147,9 +147,12 @@ def test_wrong_hash_fails_clearly_and_leaves_nothing(server, add_config, trained
     assert url in message and sha256(body) in message and "0" * 64 in message
     assert "try again" in message and str(isolated_home / "weights" / "served_net.weights.h5") in message
     assert cache_files(isolated_home) == []
+    reliability.record("weights download with a wrong sha256 (127.0.0.1 server)", downloads=1, refused=1,
+                       files_left_in_cache=0)
 
 
-def test_truncated_transfer_fails_clearly_and_leaves_nothing(server, add_config, trained_file, isolated_home):
+def test_truncated_transfer_fails_clearly_and_leaves_nothing(server, add_config, trained_file, isolated_home,
+                                                            reliability):
     _, body, _ = trained_file
     url = server.serve("/served_net.weights.h5", body, mode="truncated")
     add_config({**TINY, "weights": {"served": {"url": url, "sha256": sha256(body)}}})
@@ -157,9 +160,10 @@ def test_truncated_transfer_fails_clearly_and_leaves_nothing(server, add_config,
         cnnzoo.get("served_net", weights="served")
     assert url in str(info.value) and "put it at" in str(info.value)
     assert cache_files(isolated_home) == []
+    reliability.record("weights download cut off mid-transfer", downloads=1, refused=1, files_left_in_cache=0)
 
 
-def test_server_down_fails_clearly_and_leaves_nothing(add_config, closed_port_url, isolated_home):
+def test_server_down_fails_clearly_and_leaves_nothing(add_config, closed_port_url, isolated_home, reliability):
     add_config({**TINY, "weights": {"served": {"url": closed_port_url, "sha256": "1" * 64}}})
     with pytest.raises(WeightsDownloadError, match="could not download") as info:
         cnnzoo.get("served_net", weights="served")
@@ -167,6 +171,8 @@ def test_server_down_fails_clearly_and_leaves_nothing(add_config, closed_port_ur
     assert closed_port_url in message and "refused" in message.lower()
     assert str(isolated_home / "weights" / "net.weights.h5") in message  # the fix: where to put it
     assert cache_files(isolated_home) == []
+    reliability.record("weights server down", downloads=1, refused_with_the_path_to_put_the_file_at=1,
+                       files_left_in_cache=0)
 
 
 def test_http_error_names_the_status(server, isolated_home):
