@@ -2,6 +2,8 @@
 
 import argparse
 
+from cnnzoo.utils.text import human  # noqa: F401  (re-exported for the commands)
+
 __all__ = ["parse_shape", "human"]
 
 
@@ -14,11 +16,3 @@ def parse_shape(text):
     if len(parts) != 3:
         raise argparse.ArgumentTypeError(f"expected HxWxC such as 224x224x3, got {text!r}")
     return tuple(parts)
-
-
-def human(n):
-    """`1234567` -> `"1.23M"`: counts for tables."""
-    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= size:
-            return f"{n / size:.2f}{unit}"
-    return str(n)

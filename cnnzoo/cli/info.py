@@ -1,11 +1,11 @@
-"""`cnnzoo info NAME`: parameters, FLOPs, layers and search space of one model, without TensorFlow."""
+"""`cnnzoo info NAME`: parameters, FLOPs, layers, receptive fields and search space of one model, without TensorFlow."""
 
 import json
 
 from cnnzoo.cli.args import human, parse_shape
 from cnnzoo.zoo import registry
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "run", "field_columns"]
 
 
 def add_arguments(parser):
@@ -29,12 +29,25 @@ def run(args):
         return 0
     print(f"  input: {'x'.join(map(str, i.input_shape))}   classes: {i.num_classes}   "
           f"params: {i.params:,}   forward FLOPs/image: {i.flops:,} ({human(i.flops)})")
-    print(f"\n  {'layer':<20} {'kind':<20} {'output':<16} {'params':>12} {'FLOPs':>10}")
+    print(f"\n  {'layer':<20} {'kind':<20} {'output':<16} {'params':>12} {'FLOPs':>10} {'RF px':>6} {'jump':>5}")
     for layer in i.layers:
         shape = "x".join(map(str, layer["output_shape"]))
-        print(f"  {layer['name']:<20} {layer['kind']:<20} {shape:<16} {layer['params']:>12,} {human(layer['flops']):>10}")
+        size, jump = field_columns(layer["receptive_field"])
+        print(f"  {layer['name']:<20} {layer['kind']:<20} {shape:<16} {layer['params']:>12,} "
+              f"{human(layer['flops']):>10} {size:>6} {jump:>5}")
+    print("  RF px: receptive field (input pixels one unit sees; 'all': the whole image; '?': unknown); "
+          "jump: its stride in input pixels")
     if i.search:
         print("\n  search space ([search] table):")
         for key, value in i.search.items():
             print(f"    {key:<15} {value}")
     return 0
+
+
+def field_columns(field):
+    """(size, jump) strings of a layer row's `receptive_field` dict for the table."""
+    if field["size"] is None:
+        return "?", "?"
+    if field["jump"] is None:
+        return "all", "-"
+    return str(field["size"]), str(field["jump"])

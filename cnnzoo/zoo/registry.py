@@ -90,7 +90,12 @@ class Entry:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What `cnnzoo.info` returns (and `cnnzoo info --json` prints)."""
+    """What `cnnzoo.info` returns (and `cnnzoo info --json` prints).
+
+    Each row of `layers` has `name`, `kind`, `output_shape`, `params`, `flops`
+    and `receptive_field` (`{"size", "jump", "start"}`, see
+    `cnnzoo.zoo.stats.ReceptiveField`; None where unknown).
+    """
 
     name: str
     kind: str
@@ -103,6 +108,12 @@ class ModelInfo:
     flops: int
     layers: list
     search: dict
+
+    @property
+    def receptive_field(self):
+        """Receptive field size (px) of the last conv or pool layer; None when unknown or code-built."""
+        spatial = [r for r in self.layers if len(r["output_shape"]) == 3]
+        return spatial[-1]["receptive_field"]["size"] if spatial else None
 
     def to_dict(self):
         import dataclasses
@@ -245,8 +256,8 @@ def info(name, input_shape=None, num_classes=None):
 
     Returns:
         A `ModelInfo` with description, reference, input shape, classes,
-        parameter count, forward FLOPs per image, the layer table and the
-        search space. Code-built entries have `params` and `flops` of None.
+        parameter count, forward FLOPs per image, the layer table (with each
+        layer's receptive field) and the search space. Code-built entries have `params` and `flops` of None.
 
     Example:
 

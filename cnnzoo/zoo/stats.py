@@ -5,6 +5,13 @@ numbers equal what Keras reports for the built model (tests check every zoo
 entry). FLOPs count 2 per multiply-accumulate of convolutions and dense layers
 (the convention behind "VGG16: 30.9 GFLOPs"); bias adds, activations,
 normalisation and pooling are not counted.
+
+Receptive fields follow the standard recurrence over the layers (Dumoulin and
+Visin 2016; Araujo et al. 2019): a layer with kernel k and stride s turns the
+field size r, jump j and start c of its input into r + (k-1)j, js and
+c + ((k-1)/2 - p)j, where p is the padding before the first row (TensorFlow's
+"same" padding puts the odd pixel after the last row). Sizes are the
+theoretical field, not clipped to the image: VGG-16 `block5_pool` sees 212 px.
 """
 
 import math
@@ -12,7 +19,39 @@ from dataclasses import dataclass
 
 from cnnzoo.errors import ConfigError
 
-__all__ = ["LayerStat", "layer_stats", "count_params", "count_flops", "min_input_size", "summary"]
+__all__ = ["ReceptiveField", "LayerStat", "layer_stats", "receptive_fields", "receptive_step", "count_params",
+           "count_flops", "min_input_size", "summary"]
+
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """The input region one output unit of a layer sees, in input pixels.
+
+    Attributes:
+        size: side of the (square) field; the theoretical field, which may
+            exceed the image. None when unknown (a keras.applications backbone).
+        jump: input pixels between the fields of neighbouring output units
+            (the layer's total stride). None where a unit sees the whole input
+            (flatten, global pooling, dense: then `size` is the input's larger side).
+        start: (row, column) of the centre of the first output unit's field,
+            in input pixel coordinates (pixel centres at 0, 1, ...); half
+            pixels happen after even kernels, negative values from padding.
+    """
+
+    size: int = None
+    jump: int = None
+    start: tuple = None
+
+    @property
+    def whole(self):
+        """True where each unit sees the whole input (flatten, global pooling, dense)."""
+        return self.size is not None and self.jump is None
+
+    def to_dict(self):
+        return {"size": self.size, "jump": self.jump, "start": None if self.start is None else list(self.start)}
+
+
+UNKNOWN = ReceptiveField()
 
 
 @dataclass(frozen=True)
@@ -22,6 +61,36 @@ class LayerStat:
     output_shape: tuple
     params: int
     flops: int
+    receptive_field: ReceptiveField = UNKNOWN
+
+
+def _pad_before(size, k, s, padding):
+    if padding != "same":
+        return 0
+    return max((math.ceil(size / s) - 1) * s + k - size, 0) // 2
+
+
+def receptive_step(field, sizes, kernel, stride, padding, dilation=1):
+    """One layer of the receptive-field recurrence.
+
+    Args:
+        field: the input's `ReceptiveField` (`ReceptiveField(1, 1, (0.0, 0.0))`
+            for the image itself).
+        sizes: (height, width) of the layer's input feature map.
+        kernel: int, square kernel (or pool) side.
+        stride: int.
+        padding: `"same"` or `"valid"`.
+        dilation: int, the kernel's dilation rate.
+
+    Returns:
+        The output's `ReceptiveField` (unknown stays unknown).
+    """
+    if field.size is None or field.jump is None:
+        return field
+    k = dilation * (kernel - 1) + 1
+    start = tuple(c + ((k - 1) / 2 - _pad_before(n, k, stride, padding)) * field.jump
+                  for c, n in zip(field.start, sizes))
+    return ReceptiveField(field.size + (k - 1) * field.jump, field.jump * stride, start)
 
 
 def _out(size, k, s, padding):
@@ -56,43 +125,71 @@ def layer_stats(spec, input_shape=None, num_classes=None):
             f"Use at least {min_input_size(spec)}x{min_input_size(spec)}. Received: input_shape={(h0, w0, c0)}.")
 
     h0, w0, c0 = h, w, c
+    rf = ReceptiveField(1, 1, (0.0, 0.0))
     if spec.backbone is not None:
+        rf = UNKNOWN
         bb = spec.backbone
         h, w = math.ceil(h / bb.reduction), math.ceil(w / bb.reduction)
         area = (h0 * w0) / (spec.input_shape[0] * spec.input_shape[1])
         rows.append(LayerStat("backbone", bb.application, (h, w, bb.channels), bb.params,
-                              int(round(bb.flops * area))))
+                              int(round(bb.flops * area)), rf))
         c = bb.channels
     for i, b in enumerate(spec.blocks, 1):
         for j, f in enumerate(b.filters, 1):
             s = b.strides if j == 1 else 1
+            rf = receptive_step(rf, (h, w), b.kernel_size, s, b.padding)
             h, w = _out(h, b.kernel_size, s, b.padding), _out(w, b.kernel_size, s, b.padding)
             if h < 1 or w < 1:
                 too_small(f"block{i}_conv{j}")
             k2 = b.kernel_size * b.kernel_size
             bias = 0 if b.batch_norm else f  # a conv followed by BatchNorm has no bias
-            rows.append(LayerStat(f"block{i}_conv{j}", "Conv2D", (h, w, f), k2 * c * f + bias, 2 * k2 * c * f * h * w))
+            rows.append(LayerStat(f"block{i}_conv{j}", "Conv2D", (h, w, f), k2 * c * f + bias,
+                                  2 * k2 * c * f * h * w, rf))
             c = f
             if b.batch_norm:
-                rows.append(LayerStat(f"block{i}_bn{j}", "BatchNormalization", (h, w, c), 4 * c, 0))
+                rows.append(LayerStat(f"block{i}_bn{j}", "BatchNormalization", (h, w, c), 4 * c, 0, rf))
         if b.pool != "none":
             ps = b.pool_strides or b.pool_size
+            rf = receptive_step(rf, (h, w), b.pool_size, ps, b.pool_padding)
             h, w = _out(h, b.pool_size, ps, b.pool_padding), _out(w, b.pool_size, ps, b.pool_padding)
             if h < 1 or w < 1:
                 too_small(f"block{i}_pool")
-            rows.append(LayerStat(f"block{i}_pool", "MaxPooling2D" if b.pool == "max" else "AveragePooling2D", (h, w, c), 0, 0))
+            rows.append(LayerStat(f"block{i}_pool", "MaxPooling2D" if b.pool == "max" else "AveragePooling2D",
+                                  (h, w, c), 0, 0, rf))
+    whole = ReceptiveField(max(h0, w0))  # from here on, every unit sees the whole input
     if spec.head.pooling == "flatten":
         features = h * w * c
-        rows.append(LayerStat("flatten", "Flatten", (features,), 0, 0))
+        rows.append(LayerStat("flatten", "Flatten", (features,), 0, 0, whole))
     else:
         features = c
-        rows.append(LayerStat(f"global_{spec.head.pooling}_pool", "GlobalPooling2D", (c,), 0, 0))
+        rows.append(LayerStat(f"global_{spec.head.pooling}_pool", "GlobalPooling2D", (c,), 0, 0, whole))
     for i, units in enumerate(spec.head.dense, 1):
-        rows.append(LayerStat(f"fc{i}", "Dense", (units,), features * units + units, 2 * features * units))
+        rows.append(LayerStat(f"fc{i}", "Dense", (units,), features * units + units, 2 * features * units, whole))
         features = units
     rows.append(LayerStat("predictions", "Dense", (num_classes,), features * num_classes + num_classes,
-                          2 * features * num_classes))
+                          2 * features * num_classes, whole))
     return rows
+
+
+def receptive_fields(spec, input_shape=None):
+    """The receptive field of every layer of `spec`, by arithmetic alone.
+
+    Args:
+        spec: a `ModelSpec`.
+        input_shape: (height, width, channels); defaults to the spec's (the
+            sizes and jumps do not depend on it, the starts of "same"-padded
+            strided layers do).
+
+    Returns:
+        A dict layer name -> `ReceptiveField`, in model order, with the rows
+        of `layer_stats`. A backbone entry's backbone row is unknown (None).
+
+    Example:
+
+    >>> receptive_fields(cnnzoo.zoo.registry.spec("vgg16"))["block5_pool"].size  # doctest: +SKIP
+    212
+    """
+    return {r.name: r.receptive_field for r in layer_stats(spec, input_shape)}
 
 
 def count_params(spec, input_shape=None, num_classes=None):
@@ -133,7 +230,8 @@ def summary(spec, input_shape=None, num_classes=None):
         "params": sum(r.params for r in rows),
         "flops": sum(r.flops for r in rows),
         "layers": [
-            {"name": r.name, "kind": r.kind, "output_shape": list(r.output_shape), "params": r.params, "flops": r.flops}
+            {"name": r.name, "kind": r.kind, "output_shape": list(r.output_shape), "params": r.params, "flops": r.flops,
+             "receptive_field": r.receptive_field.to_dict()}
             for r in rows
         ],
     }
