@@ -3,8 +3,9 @@
 Used by `cnnzoo.data.prepare` for `(x, y)`, `(x, y, x_val, y_val)` and
 `cnnzoo.data.Arrays` data. Arrays are never embedded in a TensorFlow graph:
 the pipeline is a dataset of image indices whose images are gathered from
-the NumPy arrays with `tf.numpy_function` (then cached, as decoded folder
-images are), so any size of array works and no graph holds a copy. TensorFlow is imported inside functions.
+the NumPy arrays with `tf.numpy_function` batch by batch, so any size of array
+works, no graph holds a copy, and no cache duplicates the array (it is in memory
+already); only a batch at a time becomes float32. TensorFlow is imported inside functions.
 """
 
 import numpy as np
@@ -84,8 +85,11 @@ def fit_images(x, input_shape):
 
 def fit_up_front(x, input_shape):
     """`fit_images(x, input_shape)` when the result takes at most `EAGER_RESIZE_BYTES`, else `x` as it is
-    (`array_dataset` then fits each batch as it gathers it)."""
+    (`array_dataset` then fits each batch as it gathers it). Images already of `input_shape` are
+    returned as they are, whatever their dtype: no whole-array float32 copy."""
     height, width, channels = input_shape
+    if x.shape[1:] == tuple(input_shape):
+        return x
     per_image = height * width * channels * (1 if x.dtype == np.uint8 else 4)
     return fit_images(x, input_shape) if per_image * len(x) <= EAGER_RESIZE_BYTES else x
 
@@ -93,40 +97,31 @@ def fit_up_front(x, input_shape):
 def array_dataset(x, y, idx, input_shape, batch_size, shuffle=False, seed=0, layers=()):
     """A tf.data pipeline of `(float32 images, int32 labels)` batches of `x[idx]`, `y[idx]`.
 
-    Only the indices enter the TensorFlow graph; images are gathered from the
-    NumPy array with `tf.numpy_function`. Arrays already fitted to
-    `input_shape` (see `fit_up_front`) are gathered once and kept in tf.data's
-    memory cache in their own dtype (as image folders cache decoded images);
-    bigger ones are gathered and fitted batch by batch every epoch. With
+    Only the indices enter the TensorFlow graph; each batch of images is
+    gathered from the NumPy array with `tf.numpy_function` (and fitted to
+    `input_shape` there unless `fit_up_front` did it), every epoch: the
+    array is never copied whole, to float32 or into a cache. With
     `shuffle` the order is reshuffled every epoch from `seed`; `layers`
     augment training batches.
     """
     import tensorflow as tf
 
     height, width, channels = input_shape
-    cached = x.shape[1:] == tuple(input_shape)
-    dtype = x.dtype if cached else np.dtype(np.float32)
     labels = y.astype(np.int32)
 
     def gather(batch):
-        return fit_images(x[batch], input_shape).astype(dtype, copy=False), labels[batch]
+        return fit_images(x[batch], input_shape).astype(np.float32, copy=False), labels[batch]
 
     def load(batch):
-        images, batch_labels = tf.numpy_function(gather, [batch], (tf.as_dtype(dtype), tf.int32), stateful=False)
+        images, batch_labels = tf.numpy_function(gather, [batch], (tf.float32, tf.int32), stateful=False)
         images.set_shape((None, height, width, channels))
         batch_labels.set_shape((None,))
         return images, batch_labels
 
     ds = tf.data.Dataset.from_tensor_slices(np.asarray(idx, dtype=np.int64))
-    if cached:  # one pass through NumPy, then every epoch reads tf.data's cache
-        ds = ds.batch(1024).map(load, num_parallel_calls=tf.data.AUTOTUNE).unbatch().cache()
-        ds = ds.apply(tf.data.experimental.assert_cardinality(len(idx)))  # unbatch forgets it; Keras wants it
-    if shuffle:
+    if shuffle:  # shuffles indices only: 8 bytes an image
         ds = ds.shuffle(len(idx), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    ds = ds.map(lambda images, batch_labels: (tf.cast(images, tf.float32), batch_labels),
-                num_parallel_calls=tf.data.AUTOTUNE) if cached else \
-        ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)  # keeps the order and the cardinality
+    ds = ds.batch(batch_size).map(load, num_parallel_calls=tf.data.AUTOTUNE)  # keeps the order and the cardinality
     if layers:
         ds = ds.map(lambda images, batch_labels: (_augmented(images, layers), batch_labels),
                     num_parallel_calls=tf.data.AUTOTUNE)

@@ -2,7 +2,8 @@
 
 `image_folder` checks every file with Pillow first (bad files are skipped and
 reported once), then decodes in parallel, resizes, caches, shuffles, batches and
-prefetches. Images stay raw 0-255 floats: zoo models rescale inside
+prefetches. The in-memory cache is bounded (`cnnzoo.data.memory`): beyond its
+budget images are cached to files or decoded every epoch. Images stay raw 0-255 floats: zoo models rescale inside
 (`Preprocess`). TensorFlow and Keras are imported inside the functions that
 need them.
 """
@@ -19,6 +20,7 @@ import numpy as np
 
 from cnnzoo.data.augment import augmentation_layers
 from cnnzoo.data.images import INTERPOLATIONS, IMAGE_EXTENSIONS, check_channels, check_image, load_image
+from cnnzoo.data.memory import cache_budget as _resolve_budget, plan_cache, shard_files
 from cnnzoo.data.split import stratified_split
 from cnnzoo.errors import DataError, DataNotFoundError, DataWarning
 from cnnzoo.utils.checks import check_fraction, check_int, is_int
@@ -37,7 +39,11 @@ class ImageFolder:
     in 0-255, shape `[batch, height, width, channels]`, int32 labels `[batch]`.
     `validation` is None when `validation_split=0`. `skipped` lists
     `(path, reason)` for every file left out. `augment` holds the Keras layers
-    applied to training batches (empty when augmentation is off).
+    applied to training batches (empty when augmentation is off). `cache_mode`
+    is how decoded images are cached (`"memory"`, `"files"` in `cache_dir`, or
+    `"none"`: decoded every epoch) and `cache_reason` why. `shard` is
+    `(index, count)`: `train` reads worker `index`'s share of `train_files`
+    (`cnnzoo.data.memory.shard_files`); `(0, 1)` is all of them.
     """
 
     train: object
@@ -54,6 +60,10 @@ class ImageFolder:
     validation_files: tuple = field(repr=False)
     validation_labels: tuple = field(repr=False)
     skipped: tuple = field(repr=False)
+    cache_mode: str = "memory"
+    cache_reason: str = field(default="", repr=False)
+    cache_dir: object = field(default=None, repr=False)
+    shard: tuple = (0, 1)
 
     @property
     def num_train(self):
@@ -75,14 +85,15 @@ class ImageFolder:
     def __repr__(self):
         return (f"ImageFolder(path={self.path!r}, classes={self.num_classes}, train={self.num_train}, "
                 f"validation={self.num_validation}, image_size={self.image_size}, channels={self.channels}, "
-                f"skipped={len(self.skipped)}, augment={[type(a).__name__ for a in self.augment]})")
+                f"skipped={len(self.skipped)}, augment={[type(a).__name__ for a in self.augment]}, "
+                f"cache_mode={self.cache_mode!r}{'' if self.shard == (0, 1) else f', shard={self.shard}'})")
 
 
 
 
 def image_folder(path, image_size=None, batch_size=32, validation_split=0.2, seed=0, augment=False,
                  channels=None, cache=True, shuffle=True, class_names=None, interpolation="bilinear",
-                 max_pixels=None, check="fast"):
+                 max_pixels=None, check="fast", cache_budget=None, cache_dir=None, shard=None):
     """Reads `<path>/<class>/<image>` into training and validation `tf.data` pipelines.
 
     Class names are the sorted folder names (images in nested folders count for
@@ -106,9 +117,10 @@ def image_folder(path, image_size=None, batch_size=32, validation_split=0.2, see
         augment: False, True (`default_augmentation(seed)`), or a list of Keras
             layers taking 0-255 float images.
         channels: 1 (grayscale) or 3 (RGB); default from `image_size`, else 3.
-        cache: True (memory), False, or a directory for on-disk cache files
-            (named after the file list and sizes, so a changed folder never
-            reads a stale cache).
+        cache: True (memory while the decoded images fit `cache_budget`,
+            else files in `cache_dir`, else none), False, or a directory for
+            on-disk cache files (named after the file list and sizes, so a
+            changed folder never reads a stale cache).
         shuffle: bool; shuffle the training images (each epoch). With False the
             training set keeps file order, as needed for a test folder.
         class_names: optional list fixing the label order; it must name exactly
@@ -118,6 +130,15 @@ def image_folder(path, image_size=None, batch_size=32, validation_split=0.2, see
             Default `PIL.Image.MAX_IMAGE_PIXELS`.
         check: `"fast"` (headers, checksums, end markers) or `"full"` (decode
             every file once before training).
+        cache_budget: bytes the in-memory cache may take (int, or a size
+            string: `"2GB"`, `"512MiB"`, `"unlimited"`); default
+            `$CNNZOO_CACHE_BUDGET`, else 25% of physical memory. The decoded
+            size (images x height x width x channels bytes) is estimated first.
+        cache_dir: directory for cache files when `cache=True` and the images
+            exceed the budget; None decodes them every epoch instead.
+        shard: `(index, count)`: read only this worker's share of the training
+            files (strided, padded to equal sizes), with tf.data auto-sharding
+            off for `train`; the validation set stays whole. Default all.
 
     Returns:
         An `ImageFolder` with `train`, `validation`, `class_names`, `skipped`,
@@ -132,6 +153,9 @@ def image_folder(path, image_size=None, batch_size=32, validation_split=0.2, see
     """
     image_size, channels = _check_args(image_size, batch_size, validation_split, seed, channels, cache,
                                        interpolation, max_pixels, check, class_names)
+    if cache is True:
+        _resolve_budget(cache_budget)  # a bad budget fails before any file is read
+    index, count = (0, 1) if shard is None else _check_shard(shard)
     root = _check_root(path)
     classes, files, labels, skipped = _list_files(root, class_names)
     files, labels, bad = _check_files(files, labels, max_pixels, check == "full")
@@ -145,17 +169,34 @@ def image_folder(path, image_size=None, batch_size=32, validation_split=0.2, see
         warnings.warn(f"image_folder skipped {len(skipped)} of {len(skipped) + len(files)} files in "
                       f"{str(root)!r} (the rest are used; all are listed in the result's `skipped`):\n"
                       f"{shown}{more}", DataWarning, stacklevel=2)
-    common = dict(image_size=image_size, channels=channels, interpolation=interpolation,
-                  batch_size=batch_size, cache=cache, seed=seed)
     train_files, train_labels = tuple(files[i] for i in train_idx), tuple(labels[i] for i in train_idx)
     val_files, val_labels = tuple(files[i] for i in val_idx), tuple(labels[i] for i in val_idx)
-    train = _dataset(train_files, train_labels, "train", shuffle=shuffle, augment=layers, **common)
+    mine = shard_files(zip(train_files, train_labels), index, count)
+    plan = plan_cache(cache, (len(mine) + len(val_files)) * image_size[0] * image_size[1] * channels,
+                      cache_budget, cache_dir)
+    logging.getLogger("cnnzoo").info(
+        "image_folder %s: cache %s (%s)%s", root, plan.mode, plan.reason,
+        f"; worker {index} of {count} reads {len(mine)} of {len(train_files)} training files" if count > 1 else "")
+    common = dict(image_size=image_size, channels=channels, interpolation=interpolation,
+                  batch_size=batch_size, plan=plan, seed=seed, tag="" if count == 1 else f"-w{index}of{count}")
+    train = _dataset(tuple(f for f, _ in mine), tuple(y for _, y in mine), "train", shuffle=shuffle, augment=layers,
+                     sharded=count > 1, **common)
     validation = _dataset(val_files, val_labels, "validation", **common) if val_files else None
     return ImageFolder(
         train=train, validation=validation, class_names=tuple(classes), image_size=image_size,
         channels=channels, batch_size=batch_size, augment=tuple(layers), stratified=stratified, path=str(root),
         train_files=train_files, train_labels=train_labels, validation_files=val_files,
-        validation_labels=val_labels, skipped=skipped)
+        validation_labels=val_labels, skipped=skipped, cache_mode=plan.mode, cache_reason=plan.reason,
+        cache_dir=plan.directory, shard=(index, count))
+
+
+def _check_shard(shard):
+    ok = isinstance(shard, (tuple, list)) and len(shard) == 2 and all(is_int(v) for v in shard) and \
+        shard[1] >= 1 and 0 <= shard[0] < shard[1]
+    if not ok:
+        raise DataError(f"`shard` must be (index, count) with 0 <= index < count, or None for all files. "
+                        f"Received: shard={shard!r}. Pass e.g. shard=(0, 2) on the first of two workers.")
+    return int(shard[0]), int(shard[1])
 
 
 def _check_args(image_size, batch_size, validation_split, seed, channels, cache, interpolation,
@@ -260,8 +301,8 @@ def _check_classes(root, classes, labels, skipped):
 
 
 
-def _dataset(files, labels, subset, image_size, channels, interpolation, batch_size, cache, seed,
-             shuffle=False, augment=()):
+def _dataset(files, labels, subset, image_size, channels, interpolation, batch_size, plan, seed,
+             shuffle=False, augment=(), sharded=False, tag=""):
     import tensorflow as tf
 
     h, w = image_size
@@ -281,16 +322,21 @@ def _dataset(files, labels, subset, image_size, channels, interpolation, batch_s
         return image, label
 
     ds = tf.data.Dataset.from_tensor_slices((list(files), np.asarray(labels, dtype=np.int32)))
-    ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE)  # keeps the cardinality known, for Keras
     per_image = h * w * channels
-    if cache is True:
+    shuffle_bytes = _SHUFFLE_BYTES
+    if shuffle and plan.mode != "memory":  # shuffle the file names (bytes each), so little decoded data waits
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+        # streamed: every epoch is shuffled already; cache files: mixed again in a buffer within a quarter budget
+        shuffle_bytes = 0 if plan.mode == "none" else min(_SHUFFLE_BYTES, (plan.budget or _SHUFFLE_BYTES * 4) // 4)
+    ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE)  # keeps the cardinality known, for Keras
+    if plan.mode == "memory":
         ds = ds.cache()
-    elif cache:
-        directory = Path(cache).expanduser()
-        directory.mkdir(parents=True, exist_ok=True)
-        ds = ds.cache(str(directory / f"{subset}-{_fingerprint(files, labels, image_size, channels, interpolation)}"))
-    if shuffle:
-        buffer = int(max(batch_size, min(len(files), _SHUFFLE_BYTES // per_image)))
+    elif plan.mode == "files":
+        plan.directory.mkdir(parents=True, exist_ok=True)
+        fingerprint = _fingerprint(files, labels, image_size, channels, interpolation)
+        ds = ds.cache(str(plan.directory / f"{subset}{tag}-{fingerprint}"))
+    if shuffle and shuffle_bytes:
+        buffer = int(max(batch_size, min(len(files), shuffle_bytes // per_image)))
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
@@ -301,6 +347,12 @@ def _dataset(files, labels, subset, image_size, channels, interpolation, batch_s
             return x, y
 
         ds = ds.map(apply, num_parallel_calls=tf.data.AUTOTUNE)
+    if sharded:  # this worker's files only: Keras must not shard again. Each global batch of this worker's
+        # dataset takes `count` steps (tf.distribute rebatches it), so its batch count is left unknown and
+        # Keras reads it to the end (all shards are the same size: the workers end together).
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        ds = ds.filter(lambda x, y: True).with_options(options)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

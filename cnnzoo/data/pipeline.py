@@ -76,7 +76,7 @@ class Inputs:
 
 
 def prepare(data, input_shape=None, *, validation_split=0.2, seed=0, batch_size=32, augment=False,
-            class_names=None):
+            class_names=None, cache_budget=None, cache_dir=None, shard=None):
     """Turns any accepted `data` into `Inputs` for a model taking `input_shape` images.
 
     Args:
@@ -99,6 +99,9 @@ def prepare(data, input_shape=None, *, validation_split=0.2, seed=0, batch_size=
             (training batches only); see `augmentation_layers`.
         class_names: optional names of the classes, in label order (a folder
             path is read in this order).
+        cache_budget, cache_dir, shard: for a folder path, as in `image_folder`
+            (the decoded-image cache budget; where cache files go beyond it;
+            this worker's `(index, count)` share of the training files).
 
     Returns:
         `Inputs`.
@@ -117,7 +120,8 @@ def prepare(data, input_shape=None, *, validation_split=0.2, seed=0, batch_size=
     arrays = dict(input_shape=input_shape, validation_split=validation_split, seed=seed, batch_size=batch_size,
                   augment=augment, class_names=class_names)
     if isinstance(data, (str, os.PathLike)):
-        return _from_path(data, input_shape, validation_split, seed, batch_size, augment, class_names)
+        return _from_path(data, input_shape, validation_split, seed, batch_size, augment, class_names,
+                          dict(cache_budget=cache_budget, cache_dir=cache_dir, shard=shard))
     if isinstance(data, ImageFolder):
         return _from_folder(data, input_shape)
     if isinstance(data, Arrays):
@@ -183,7 +187,7 @@ def _no_validation(what):
                      f"((x, y, x_val, y_val) or (train_ds, val_ds)).")
 
 
-def _from_path(path, input_shape, validation_split, seed, batch_size, augment, class_names):
+def _from_path(path, input_shape, validation_split, seed, batch_size, augment, class_names, memory):
     if not Path(path).expanduser().exists():
         raise DataNotFoundError(f"`data` must be {ACCEPTED}; as a path, an existing folder of class sub-folders "
                                 f"(`<path>/<class>/<image>`). Received: data={str(path)!r}, which does not exist. "
@@ -192,7 +196,8 @@ def _from_path(path, input_shape, validation_split, seed, batch_size, augment, c
         raise _no_validation(f"the image folder {str(path)!r}")
     shape = {} if input_shape is None else {"image_size": input_shape[:2], "channels": input_shape[2]}
     folder = image_folder(path, batch_size=batch_size, validation_split=validation_split, seed=seed,
-                          augment=augment, class_names=list(class_names) if class_names else None, **shape)
+                          augment=augment, class_names=list(class_names) if class_names else None, **shape,
+                          **memory)
     return _from_folder(folder, input_shape)
 
 
@@ -207,7 +212,8 @@ def _from_folder(folder, input_shape):
         raise DataError(f"`data` must include validation images, and this ImageFolder was read with "
                         f"validation_split=0. Received: {folder!r}. Read it with validation_split > 0, e.g. "
                         f"cnnzoo.data.image_folder(path, validation_split=0.2).")
-    plain = None if folder.augment else folder.train  # an augmented folder has no plain copy of its training set
+    # an augmented folder has no plain copy of its training set; a worker's shard is no whole training set
+    plain = None if folder.augment or tuple(folder.shard)[1] > 1 else folder.train
     return Inputs(folder.train, folder.validation, plain, tuple(folder.class_names), folder.num_train,
                   folder.num_validation, folder.batch_size, bool(folder.augment), tuple(folder.skipped),
                   f"folder:{Path(folder.path).resolve()}", input_shape=tuple(folder.input_shape))
