@@ -49,6 +49,7 @@ _LAZY = {
     "hypermodel": "cnnzoo.tuning.space",
     "tune": "cnnzoo.tuning.api",
     "register_best": "cnnzoo.tuning.api",
+    "explain": "cnnzoo.explain",
     # modules, as attributes (`cnnzoo.layers.ConvBlock`, `cnnzoo.weights.file_hash`)
     "layers": "cnnzoo.zoo.layers",
     "weights": "cnnzoo.zoo.weights",
@@ -64,7 +65,8 @@ _LAZY = {
 
 __all__ = [
     "list_models", "info", "spec", "register", "get", "build", "load",
-    "finetune", "Stage", "evaluate", "predict", "hypermodel", "tune", "register_best", "data", "layers", "weights",
+    "finetune", "Stage", "evaluate", "predict", "hypermodel", "tune", "register_best", "data", "explain", "layers",
+    "weights",
     "CnnzooError", "ConfigError", "DataError", "DataNotFoundError", "DataWarning", "DuplicateModelError", "PluginError",
     "RunLockedError", "UnsafeModelError",
     "UnknownModelError", "UnknownWeightsError", "WeightsDownloadError", "WeightsError", "WeightsNotFoundError",

@@ -173,7 +173,11 @@ def load_images(images, size, channels):
     >>> batch, _, single = load_images(["a.png", "b.png"], (32, 32), 3)  # doctest: +SKIP
     """
     single = _is_single(images)
-    items = [images] if single else list(images) if not isinstance(images, np.ndarray) else list(images)
+    try:
+        items = [images] if single else list(images)
+    except TypeError:
+        raise DataError(f"`images` must be an image (path, PIL image, array) or a list of them. Received: an "
+                        f"object of type {type(images).__name__}.") from None
     if not items:
         raise DataError("`images` must hold at least one image. Received: images=[].")
     out = np.empty((len(items), size[0], size[1], channels), np.float32)

@@ -107,6 +107,8 @@ def test_model_without_class_names_gets_indices():
 
 
 def test_bad_input_errors(model, tmp_path):
+    with pytest.raises(DataError, match=r"`images` must be an image .*Received: an object of type int"):
+        cnnzoo.predict(model, 5)
     with pytest.raises(DataNotFoundError, match=r"`images` must name existing image files.*Received: images="):
         cnnzoo.predict(model, tmp_path / "missing.png")
     broken = tmp_path / "broken.jpg"

@@ -1,0 +1,152 @@
+"""Grad-CAM: where in the image a model looked for the class it predicts (Selvaraju et al. 2017)."""
+
+from pathlib import Path
+
+import numpy as np
+
+from cnnzoo.errors import ConfigError, DataError
+from cnnzoo.explain import taps as _taps
+from cnnzoo.explain.inputs import model_batch, original, resolve_model, save_rgb_png
+from cnnzoo.utils.checks import is_int
+
+__all__ = ["grad_cam", "overlay"]
+
+
+def grad_cam(model, image, class_index=None, layer=None, out=None):
+    """A Grad-CAM heatmap: which parts of the image raise the score of a class.
+
+    The gradient of the class score (before the softmax) with respect to a
+    convolutional feature map, averaged over its positions, weighs each
+    channel; the weighted sum of the channels, rectified and scaled to [0, 1],
+    is the heatmap, resized to the image (Selvaraju et al. 2017,
+    arXiv:1610.02391).
+
+    Args:
+        model: a `keras.Model` classifier taking fixed-size images (a zoo
+            model), or the path of a `.keras` file.
+        image: a file path, a PIL image or an array `[H, W]`/`[H, W, C]` with
+            0-255 values (any size: it is resized for the model as
+            `cnnzoo.predict` does); a list of them or a 4-D array `[N, H, W, C]`.
+        class_index: None for each image's predicted class, an int, or a class
+            name of a zoo model (`"robin"`).
+        layer: None for the last convolutional feature map (after its
+            BatchNormalization and activation; inside `ConvBlock`s and nested
+            backbones too), or the name of a layer whose output is a feature map.
+        out: optional path: an overlay PNG of the heatmap on the image is
+            written there (for several images, a directory receiving
+            `0.png`, `1.png`, ...).
+
+    Returns:
+        A float32 array `[H, W]` in [0, 1] at the size of the image as given;
+        a list of them for a list of images, an array `[N, H, W]` for a 4-D
+        array.
+
+    Example:
+
+    >>> heat = cnnzoo.explain.grad_cam(model, "robin.jpg", out="robin_gradcam.png")
+    >>> heat.shape, float(heat.max())  # doctest: +SKIP
+    ((480, 640), 1.0)
+    """
+    import tensorflow as tf
+
+    model = resolve_model(model)
+    tap = _taps.default_gradcam_layer(model) if layer is None else _taps.find(model, layer, "layer")
+    batch, single = model_batch(model, image)
+    stacked = not single and (isinstance(image, np.ndarray) or hasattr(image, "numpy"))
+    items = [image] if single else list(np.asarray(image)) if stacked else list(image)
+    x = tf.constant(batch)
+    with tf.GradientTape() as tape:
+        tape.watch(x)  # records every op, frozen (non-trainable) layers included
+        captured, scores = _taps.run(model, x, [tap.name], logits=True)
+        scores = tf.cast(scores, tf.float32)
+        if scores.shape.rank != 2:
+            raise ConfigError(f"`model` must output class scores [batch, classes]. "
+                              f"Received: model output shape {tuple(scores.shape)}.")
+        chosen = _class_indices(model, class_index, np.asarray(scores), int(scores.shape[-1]))
+        score = tf.reduce_sum(tf.gather(scores, chosen, axis=1, batch_dims=1))
+    fmap = captured[tap.name]
+    grads = tape.gradient(score, fmap)
+    fmap, grads = np.asarray(tf.cast(fmap, tf.float32)), np.asarray(tf.cast(grads, tf.float32))
+    weights = grads.mean(axis=(1, 2), keepdims=True)
+    cams = np.maximum((weights * fmap).sum(axis=-1), 0.0)
+    peaks = cams.max(axis=(1, 2), keepdims=True)
+    cams = np.divide(cams, peaks, out=np.zeros_like(cams), where=peaks > 0)
+    heats = [_resize(cam, original(item).shape[:2]) for cam, item in zip(cams, items)]
+    if out is not None:
+        if single:
+            overlay(items[0], heats[0], out=out)
+        else:
+            for i, (item, heat) in enumerate(zip(items, heats)):
+                overlay(item, heat, out=Path(out) / f"{i}.png")
+    if single:
+        return heats[0]
+    return np.stack(heats) if stacked else heats
+
+
+def _class_indices(model, class_index, scores, n):
+    if class_index is None:
+        return np.argmax(scores, axis=1).astype(np.int32)
+    if isinstance(class_index, str):
+        from cnnzoo.zoo.layers import class_names_of
+
+        names = class_names_of(model)
+        if class_index not in names:
+            raise ConfigError(f"`class_index` must be an int from 0 to {n - 1} or one of the model's class names "
+                              f"{names[:10]}{' ...' if len(names) > 10 else ''}. Received: class_index={class_index!r}.")
+        class_index = names.index(class_index)
+    if not is_int(class_index) or not 0 <= class_index < n:
+        raise ConfigError(f"`class_index` must be None, a class name or an int from 0 to {n - 1} (the model has "
+                          f"{n} classes). Received: class_index={class_index!r}.")
+    return np.full(len(scores), int(class_index), np.int32)
+
+
+def _resize(heat, size, renormalise=True):
+    from PIL import Image
+
+    h, w = int(size[0]), int(size[1])
+    if heat.shape == (h, w):
+        return heat.astype(np.float32)
+    resized = np.asarray(Image.fromarray(np.ascontiguousarray(heat, np.float32)).resize((w, h), Image.Resampling.BILINEAR))
+    resized = np.clip(resized, 0.0, None)
+    if not renormalise:  # an overlay of the heatmap the caller gave
+        return np.clip(resized, 0.0, 1.0).astype(np.float32)
+    peak = resized.max() if heat.max() > 0 else 0.0  # bilinear resizing can lower the peak: 1 again
+    return (resized / peak if peak > 0 else np.zeros_like(resized)).astype(np.float32)
+
+
+def overlay(image, heatmap, alpha=0.4, out=None, colormap="jet"):
+    """Blends a heatmap, coloured, over an image.
+
+    Args:
+        image: a file path, a PIL image or an array `[H, W]`/`[H, W, C]` (0-255).
+        heatmap: an array `[h, w]` with values in [0, 1] (as `grad_cam`
+            returns), resized to the image when the sizes differ.
+        alpha: float in [0, 1], the heatmap's weight.
+        out: optional path of a PNG to write (atomically).
+        colormap: a matplotlib colormap name.
+
+    Returns:
+        A uint8 RGB array `[H, W, 3]`.
+
+    Example:
+
+    >>> picture = cnnzoo.explain.overlay("robin.jpg", heat, out="robin_gradcam.png")  # doctest: +SKIP
+    """
+    import matplotlib
+
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"`alpha` must be a number from 0 to 1. Received: alpha={alpha!r}.")
+    if colormap not in matplotlib.colormaps:
+        raise ConfigError(f"`colormap` must be a matplotlib colormap name (e.g. 'jet', 'viridis'). "
+                          f"Received: colormap={colormap!r}.")
+    rgb = original(image)
+    heat = np.asarray(heatmap, np.float32)
+    if heat.ndim != 2 or not np.all(np.isfinite(heat)):
+        raise DataError(f"`heatmap` must be a finite 2-D array [height, width] (values in [0, 1]). "
+                        f"Received: heatmap of shape {heat.shape}.")
+    heat = _resize(np.clip(heat, 0.0, 1.0), rgb.shape[:2], renormalise=False)
+    colour = matplotlib.colormaps[colormap](heat)[..., :3] * 255.0
+    blended = np.clip((1.0 - alpha) * rgb + alpha * colour, 0, 255).round().astype(np.uint8)
+    if out is not None:
+        save_rgb_png(blended, out)
+    return blended
