@@ -15,6 +15,7 @@ __all__ = [
     "DuplicateModelError",
     "PluginError",
     "RunLockedError",
+    "DiskFullError",
     "UnsafeModelError",
     "DataError",
     "DataNotFoundError",
@@ -56,6 +57,17 @@ class RunLockedError(CnnzooError, ValueError):
 
 class UnsafeModelError(CnnzooError, ValueError):
     """A model file holds Python code (a Lambda layer, a custom function); cnnzoo never runs it."""
+
+
+class DiskFullError(CnnzooError, OSError):
+    """A file could not be written for lack of space (disk full, quota, file-size limit); nothing was replaced.
+
+    Its `errno` is the operating system's (`ENOSPC`, `EDQUOT`, `EFBIG`) and its
+    `filename` the file that could not be written.
+    """
+
+    def __str__(self):  # OSError would show "[Errno 28] No space left on device: 'path'" instead
+        return str(self.args[0]) if self.args else ""
 
 
 class DataError(CnnzooError, ValueError):

@@ -16,31 +16,99 @@ optimizer state and epoch number are committed together -- unlike
 `keras.callbacks.BackupAndRestore`, which writes its weights and its
 `training_metadata.json` one after the other in place, so a kill during its
 save can leave a truncated file that stops the resume.
+
+Faults (tests/finetuning/test_faults.py): temporary files a killed process left
+are removed when the run starts again; a save that runs out of space raises
+`DiskFullError` naming the file, and leaves the previous checkpoint and model
+as they were; an unreadable checkpoint (truncated, corrupt, missing) is
+reported and its stage runs again; an unreadable `state.json` is kept aside as
+`state.json.corrupt-<time>`, reported, and the run starts over.
 """
 
 import json
+import logging
 import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from cnnzoo.errors import ConfigError
-from cnnzoo.utils.files import atomic_save, atomic_write_text
+from cnnzoo.utils.files import atomic_save, atomic_write_text, remove_partials
 
-__all__ = ["RunState", "atomic_save_model", "atomic_save_weights", "latest_checkpoint", "epoch_checkpoint"]
+__all__ = ["RunState", "atomic_save_model", "atomic_save_weights", "latest_checkpoint", "epoch_checkpoint",
+           "restore", "unreadable"]
+
+log = logging.getLogger("cnnzoo.finetuning")
 
 STATE_VERSION = 1
 _EPOCH_RE = re.compile(r"^epoch_(\d+)\.weights\.h5$")
 
 
-def atomic_save_model(model, path):
-    """Saves a `.keras` model so that `path` is never half-written."""
-    return atomic_save(path, model.save)
+def atomic_save_model(model, path, run_dir=None):
+    """Saves a `.keras` model so that `path` is never half-written (`DiskFullError` when there is no room)."""
+    return atomic_save(path, model.save, advice=_advice(run_dir or Path(path).parent))
 
 
-def atomic_save_weights(model, path):
-    """Saves `.weights.h5` (weights and optimizer state) so that `path` is never half-written."""
-    return atomic_save(path, model.save_weights)
+def atomic_save_weights(model, path, run_dir=None):
+    """Saves `.weights.h5` (weights and optimizer state) so that `path` is never half-written.
+
+    The room is checked first (`DiskFullError`): HDF5 crashes the process after a failed write.
+    """
+    return atomic_save(path, model.save_weights, size_hint=_weights_bytes(model),
+                       advice=_advice(run_dir or Path(path).parent))
+
+
+def _weights_bytes(model):
+    """An upper bound of a `.weights.h5` file's size: the arrays plus HDF5's overhead (~1.6 KiB per array)."""
+    import numpy as np
+
+    optimizer = getattr(model, "optimizer", None)
+    variables = list(model.weights) + (list(optimizer.variables) if optimizer is not None else [])
+    data = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
+    return data + 2048 * len(variables) + 16384
+
+
+def _advice(run_dir):
+    return (f"Free space on that disk and call again (the run resumes from its last checkpoint), or pass another "
+            f"`out` on a disk with room. Received: out={str(run_dir)!r}.")
+
+
+def unreadable(path):
+    """Why a `.weights.h5` file cannot be used (missing, truncated, corrupt), or None when every array in it reads."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        return "missing"
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda name, item: item[()] if isinstance(item, h5py.Dataset) else None)
+    except Exception as e:  # h5py raises OSError, KeyError, RuntimeError... for damaged files
+        return f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}".rstrip(": ")
+    return None
+
+
+def restore(model, path):
+    """Loads an epoch checkpoint (weights and optimizer state) into `model`; False when it is unreadable.
+
+    An unreadable checkpoint is reported (a warning naming it) and removed, and
+    `model` keeps the weights it had; recompile it for a fresh optimizer.
+    """
+    problem = unreadable(path)
+    if problem is None:
+        before = model.get_weights()
+        try:
+            model.optimizer.build(model.trainable_variables)
+            model.load_weights(path)
+            return True
+        except Exception as e:  # readable HDF5 that does not fit the model
+            model.set_weights(before)
+            problem = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+    log.warning("checkpoint %s is unreadable (%s): removed; its stage starts again from its first epoch",
+                path, problem)
+    Path(path).unlink(missing_ok=True)
+    return False
 
 
 def latest_checkpoint(directory):
@@ -66,7 +134,16 @@ class RunState:
                      "history": {}, "seconds": {}, "feature_cache": {}, "finished": False, "model_path": None}
 
     def load_or_start(self, resume=True):
-        """Reads an earlier state of the same run; returns True when it resumes one."""
+        """Reads an earlier state of the same run; returns True when it resumes one.
+
+        Temporary files of writes a killed process left are removed first. An
+        unreadable `state.json` (truncated, not JSON, not a run state) is moved
+        aside as `state.json.corrupt-<time>` with a warning, and the run starts
+        over: without it, its checkpoints cannot be matched to this call.
+        """
+        if self.writer:
+            for p in remove_partials(self.run_dir):
+                log.info("removed %s, left by an interrupted write", p)
         if not self.path.is_file():
             return False
         if not resume:
@@ -75,9 +152,17 @@ class RunState:
             return False
         try:
             old = json.loads(self.path.read_text())
+            problem = _state_problem(old)
         except (OSError, ValueError) as e:
-            raise ConfigError(f"`out` holds an unreadable run state {str(self.path)!r} ({e}). Pass resume=False "
-                              f"to start the run over, or another `out`. Received: out={str(self.run_dir)!r}.") from e
+            problem = f"{type(e).__name__}: {e}"
+        if problem:
+            aside = self.path.with_name(f"state.json.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+            if self.writer:
+                self.path.replace(aside)
+                self.clear()
+            log.warning("run state %s is unreadable (%s): kept aside as %s; the run starts over", self.path,
+                        problem, aside.name)
+            return False
         if old.get("fingerprint") != self.data["fingerprint"]:
             diff = _diff(old.get("fingerprint") or {}, self.data["fingerprint"])
             raise ConfigError(f"`out` already holds a different fine-tuning run ({diff}); it would resume from "
@@ -89,13 +174,41 @@ class RunState:
     def clear(self):
         for name in ("state.json",):
             (self.run_dir / name).unlink(missing_ok=True)
+        self.remove_checkpoints()
+
+    def remove_checkpoints(self):
+        """Removes the epoch and stage checkpoints (a finished run needs them no more)."""
         shutil.rmtree(self.run_dir / "backup", ignore_errors=True)
         for p in self.run_dir.glob("stage_*.weights.h5"):
-            p.unlink()
+            p.unlink(missing_ok=True)
+
+    def verify_stages(self):
+        """Checks the weights of every finished stage; the first unreadable one runs again, with all after it.
+
+        Returns the stage that runs again, or None.
+        """
+        for k in sorted(self.data["stages_done"]):
+            path = self.run_dir / f"stage_{k}.weights.h5"
+            problem = unreadable(path)
+            if problem is None:
+                continue
+            log.warning("stage %d's weights %s are unreadable (%s): stage %d and those after it run again",
+                        k, path, problem, k)
+            self.data["stages_done"] = [j for j in self.data["stages_done"] if j < k]
+            for key in ("history", "seconds", "feature_cache"):
+                self.data[key] = {j: v for j, v in self.data[key].items() if int(j) < k}
+            if self.writer:
+                for p in [*self.run_dir.glob("stage_*.weights.h5"), *self.run_dir.glob("backup/stage_*")]:
+                    if int(p.name.split("_")[1].split(".")[0]) >= k:
+                        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+                self.save()
+            return k
+        return None
 
     def save(self):
         if self.writer:
-            atomic_write_text(self.path, json.dumps(self.data, indent=1, default=_json_default))
+            atomic_write_text(self.path, json.dumps(self.data, indent=1, default=_json_default),
+                              advice=_advice(self.run_dir))
 
     # -- stages and epochs
     def stage_done(self, k):
@@ -120,6 +233,26 @@ class RunState:
         self.data["seconds"][str(k)] = self.data["seconds"].get(str(k), 0.0) + seconds
         self.data["feature_cache"][str(k)] = feature_cache
         self.save()
+
+
+def _state_problem(old):
+    """What makes a parsed `state.json` unusable, or None."""
+    if not isinstance(old, dict):
+        return f"not a JSON object but {type(old).__name__}"
+    for key, kind in (("fingerprint", dict), ("stages_done", list), ("history", dict), ("seconds", dict),
+                      ("feature_cache", dict)):
+        if not isinstance(old.get(key), kind):
+            return f"`{key}` is missing or not a {kind.__name__}"
+    if not all(isinstance(k, int) and not isinstance(k, bool) for k in old["stages_done"]):
+        return "`stages_done` holds something other than stage numbers"
+    for k, records in old["history"].items():
+        if not str(k).isdigit() or not isinstance(records, list) or \
+                not all(isinstance(r, dict) and isinstance(r.get("epoch"), int) for r in records):
+            return f"`history` of stage {k!r} is not a list of epoch records"
+    for key in ("seconds", "feature_cache"):
+        if not all(str(k).isdigit() for k in old[key]):
+            return f"`{key}` has keys other than stage numbers"
+    return None
 
 
 def _diff(old, new):
@@ -152,7 +285,7 @@ def epoch_checkpoint(directory, state, stage_index, writer=True):
         def on_epoch_end(self, epoch, logs=None):
             state.log_epoch(stage_index, epoch, logs)
             path = self.directory / f"epoch_{epoch + 1:04d}.weights.h5"
-            atomic_save_weights(self.model, path)
+            atomic_save_weights(self.model, path, run_dir=self.directory.parent.parent if writer else None)
             for p in self.directory.glob("epoch_*.weights.h5"):
                 if p != path:
                     p.unlink(missing_ok=True)
