@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test install bench reliability clean
+.PHONY: demo test install bench figures reliability clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
+
+figures: $(STAMP)
+	$(BIN)/python benchmarks/figures.py
 
 reliability: $(STAMP)
 	$(BIN)/python benchmarks/reliability.py

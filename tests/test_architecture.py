@@ -6,7 +6,6 @@ TensorFlow check, which imports the light modules in a fresh process.
 
 import ast
 import subprocess
-from pathlib import Path
 
 import pytest
 from conftest import PYTHON, REPO
@@ -24,10 +23,11 @@ ALLOWED = {
     "zoo": {"errors", "utils", "_compat"},
     "data": {"errors", "utils", "_compat", "zoo"},
     "deploy": {"errors", "utils", "_compat", "zoo", "data"},
-    "finetuning": {"errors", "utils", "_compat", "zoo", "data", "deploy"},
+    "finetuning": {"errors", "utils", "_compat", "zoo", "data", "deploy", "explain"},
     "tuning": {"errors", "utils", "_compat", "zoo", "data"},
+    "explain": {"errors", "utils", "_compat", "zoo", "data", "deploy"},
     "pretrained": {"errors", "utils", "_compat", "zoo", "data", "__init__"},
-    "cli": {"errors", "utils", "_compat", "zoo", "data", "deploy", "finetuning", "tuning", "__init__"},
+    "cli": {"errors", "utils", "_compat", "zoo", "data", "deploy", "finetuning", "tuning", "explain", "__init__"},
     "__init__": {"errors", "zoo"},
 }
 

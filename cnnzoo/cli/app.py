@@ -21,6 +21,7 @@ COMMANDS = {
     "finetune": ("cnnzoo.cli.finetune", "fine-tune a zoo model on an image folder (resumable, staged)"),
     "predict": ("cnnzoo.cli.predict", "label image files with a saved model (--json for scripts)"),
     "tune": ("cnnzoo.cli.tune", "search layer counts and widths with keras-tuner (the entry's [search] table)"),
+    "explain": ("cnnzoo.cli.explain", "prediction, Grad-CAM overlay and feature maps of images (a saved model)"),
 }
 
 

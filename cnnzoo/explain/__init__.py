@@ -38,7 +38,6 @@ _LAZY = {
     "overlay": "cnnzoo.explain.gradcam",
     "receptive_fields": "cnnzoo.explain.receptive",
     "translation_experiment": "cnnzoo.explain.translation",
-    "translation_experiment": "cnnzoo.explain.translation",
 }
 
 __all__ = sorted(_LAZY)

@@ -1,6 +1,5 @@
 """Feature maps: what each conv and pool layer of a model outputs for one image, and their pictures."""
 
-import math
 import re
 from pathlib import Path
 
@@ -82,7 +81,7 @@ def plot_feature_maps(maps, out_dir, max_channels=64):
     >>> cnnzoo.explain.plot_feature_maps(maps, "figures/robin")  # doctest: +SKIP
     {'block1_conv1': PosixPath('figures/robin/block1_conv1.png'), ...}
     """
-    from cnnzoo.utils.plotting import figure, save_png
+    from cnnzoo.utils.plotting import save_png, tile_grid
 
     max_channels = check_int(max_channels, "max_channels")
     if not isinstance(maps, dict) or not maps:
@@ -98,15 +97,10 @@ def plot_feature_maps(maps, out_dir, max_channels=64):
             raise ConfigError(f"`maps` must hold feature maps [height, width, channels]. "
                               f"Received: maps[{name!r}] of shape {arr.shape}.")
         n = min(arr.shape[-1], max_channels)
-        cols = math.ceil(math.sqrt(n))
-        rows = math.ceil(n / cols)
-        fig = figure((1.3 * cols + 0.4, 1.3 * rows + 0.6))
-        axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-        for c, ax in enumerate(axes):
-            ax.set_axis_off()
-            if c < n:
-                ax.imshow(arr[..., c], cmap="viridis", interpolation="nearest")
-                ax.set_title(str(c), fontsize=7)
+        fig, axes = tile_grid(n)
+        for c, ax in enumerate(axes[:n]):
+            ax.imshow(arr[..., c], cmap="viridis", interpolation="nearest")
+            ax.set_title(str(c), fontsize=7)
         shown = f"{n} of {arr.shape[-1]} channels" if n < arr.shape[-1] else f"{n} channels"
         fig.suptitle(f"{name}: {arr.shape[0]}x{arr.shape[1]}, {shown}", fontsize=10)
         written[name] = save_png(fig, out_dir / f"{_safe(name)}.png")

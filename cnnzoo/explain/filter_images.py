@@ -1,6 +1,5 @@
 """What filters respond to: first-layer kernels as pictures, deeper ones by activation maximisation."""
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -143,19 +142,14 @@ def _maximise(model, name, chosen, steps, step_size, seed):
 
 
 def _plot(tiles, chosen, name, out):
-    from cnnzoo.utils.plotting import figure, save_png
+    from cnnzoo.utils.plotting import save_png, tile_grid
 
     n = len(tiles)
-    cols = math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    fig = figure((1.2 * cols + 0.4, 1.2 * rows + 0.6))
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-    for i, ax in enumerate(axes):
-        ax.set_axis_off()
-        if i < n:
-            tile = tiles[i]
-            ax.imshow(tile[..., 0] if tile.shape[-1] == 1 else tile, cmap="gray" if tile.shape[-1] == 1 else None,
-                      vmin=0.0, vmax=1.0, interpolation="nearest")
-            ax.set_title(str(chosen[i]), fontsize=7)
+    fig, axes = tile_grid(n, cell=1.2)
+    for i, ax in enumerate(axes[:n]):
+        tile = tiles[i]
+        ax.imshow(tile[..., 0] if tile.shape[-1] == 1 else tile, cmap="gray" if tile.shape[-1] == 1 else None,
+                  vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.set_title(str(chosen[i]), fontsize=7)
     fig.suptitle(f"{name}: {n} filters", fontsize=10)
     return save_png(fig, Path(out))

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from cnnzoo import _compat
 from cnnzoo.data import pipeline as data_pipeline
+from cnnzoo.data.memory import worker_shard
 from cnnzoo.errors import ConfigError
 from cnnzoo.finetuning import checkpoints, features, freezing, stages as stages_lib
 from cnnzoo.finetuning.results import FinetuneResult, StageResult, evaluate
@@ -86,7 +87,8 @@ def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, 
             during the run; the caller's Python, NumPy, TensorFlow and Keras
             random state is restored afterwards).
         resume: bool; False starts the run in `out` over.
-        plots: bool; write `learning_curve.png` and `confusion_matrix.png`.
+        plots: bool; write `learning_curve.png`, `confusion_matrix.png` and
+            `gradcam.png` (Grad-CAM of a few validation images, right and wrong).
         verbose: Keras `fit` verbosity (`"auto"` shows progress bars).
 
     Returns:
@@ -113,7 +115,9 @@ def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, 
             model_shape = tuple(model.inputs[0].shape[1:])
             inputs = data_pipeline.prepare(data, None if None in model_shape else model_shape,
                                            batch_size=batch_size, validation_split=validation_split, seed=seed,
-                                           augment=augment, class_names=class_names)
+                                           augment=augment, class_names=class_names,
+                                           cache_dir=Path(out or Path("runs", "finetune", model.name)) / "cache",
+                                           shard=worker_shard(strategy))  # beyond the cache budget; own files only
             head_classes = freezing.anatomy(model).head.num_classes
             num_classes, names = data_pipeline.settle_classes(inputs, num_classes, class_names, head_classes)
             model, replaced = freezing.replace_head(model, num_classes, names)
@@ -134,6 +138,8 @@ def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, 
                            "cache_features": cache_features}
             state = checkpoints.RunState(run_dir, fingerprint, writer=writer)
             resumed = state.load_or_start(resume)
+            if resumed and not state.data.get("finished"):
+                state.verify_stages()  # an unreadable stage checkpoint: that stage runs again
             if resumed and state.data.get("finished"):
                 done = _already_finished(state, plan, parts, inputs, names)
                 if done is not None:
@@ -166,18 +172,29 @@ def _already_finished(state, plan, parts, inputs, names):
     from cnnzoo.zoo.builders import load
 
     path = Path(state.data.get("model_path") or "")
-    if not path.is_file():
+    model = None
+    if path.is_file():
+        try:
+            model = load(path)
+        except Exception as e:  # truncated or corrupt since it was written
+            log.warning("run %s finished before but its model %s is unreadable (%s: %s): training again",
+                        state.run_dir, path, type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")
+    else:
         log.warning("run %s finished before but its model %s is gone: training again", state.run_dir, path)
-        state.clear()
+    if model is None:
+        if state.writer:
+            state.clear()
         state.data.update(stages_done=[], history={}, seconds={}, feature_cache={}, finished=False)
         return None
+    if state.writer:
+        state.remove_checkpoints()  # left when a kill came between the final state and the clean-up
     log.info("run %s already finished; returning its saved model %s (pass resume=False to train again)",
              state.run_dir, path)
     results = tuple(_stage_result(state, k, s, parts, []) for k, s in enumerate(plan, 1))
     best = [v for r in results for v in r.history.get("val_accuracy", [])]
-    plots = {name: state.run_dir / f"{name}.png" for name in ("learning_curve", "confusion_matrix")
+    plots = {name: state.run_dir / f"{name}.png" for name in ("learning_curve", "confusion_matrix", "gradcam")
              if (state.run_dir / f"{name}.png").is_file()}
-    return FinetuneResult(model=load(path), model_path=path, run_dir=state.run_dir, stages=results,
+    return FinetuneResult(model=model, model_path=path, run_dir=state.run_dir, stages=results,
                           best_val_accuracy=max(best) if best else None, val_accuracy=state.data.get("val_accuracy"),
                           class_names=tuple(names), skipped=inputs.skipped, plots=plots, resumed=True)
 
@@ -275,10 +292,13 @@ def _run_stage(k, stage, parts, inputs, state, run_dir, freeze_bn, cache_feature
     _compat.multi_worker_build_fix(fit_model)
     compile_model(fit_model, optimizer=stage.optimizer, learning_rate=_learning_rate(stage, inputs.steps_per_epoch),
                   jit_compile=False)  # XLA is slower on CPU (docs/benchmarks.md)
-    if checkpoint is not None:
-        fit_model.optimizer.build(fit_model.trainable_variables)
-        fit_model.load_weights(checkpoint)
+    if checkpoint is not None and checkpoints.restore(fit_model, checkpoint):
         log.info("stage %d (%s): resuming after epoch %d from %s", k, stage.name, done, checkpoint)
+    elif checkpoint is not None:  # unreadable (reported, removed): the stage starts over, with a fresh optimizer
+        done = 0
+        state.trim(k, 0)
+        compile_model(fit_model, optimizer=stage.optimizer,
+                      learning_rate=_learning_rate(stage, inputs.steps_per_epoch), jit_compile=False)
     log.info("stage %d/%s: %s, units %s, %s", k, stage.name, stage,
              trained or "none", "cached features" if use_cache else "through the network")
     if done < stage.epochs:
@@ -287,7 +307,7 @@ def _run_stage(k, stage, parts, inputs, state, run_dir, freeze_bn, cache_feature
                       callbacks=[*callbacks, saver], shuffle=False, verbose=verbose)  # datasets shuffle
     seconds = time.perf_counter() - start
     if writer:
-        checkpoints.atomic_save_weights(parts.model, run_dir / f"stage_{k}.weights.h5")
+        checkpoints.atomic_save_weights(parts.model, run_dir / f"stage_{k}.weights.h5", run_dir)
         state.finish_stage(k, seconds, use_cache)
         shutil.rmtree(backup, ignore_errors=True)
     return _stage_result(state, k, stage, parts, trained, seconds, use_cache)
@@ -308,6 +328,7 @@ def _stage_result(state, k, stage, parts, trained, seconds=None, use_cache=None)
 
 def _finish(model, plan, results, inputs, names, state, run_dir, plots, writer, resumed, strategy):
     from cnnzoo.finetuning import plots as report
+    from cnnzoo.finetuning.explained import gradcam_examples
 
     val_accuracy, cm = (None, None)
     if inputs.validation is not None:
@@ -319,11 +340,12 @@ def _finish(model, plan, results, inputs, names, state, run_dir, plots, writer, 
     written = {}
     freezing.anatomy(model).head.pretrained = True  # saved with it: fine-tuned further, it is pretrained
     if writer:
-        checkpoints.atomic_save_model(model, path)
+        checkpoints.atomic_save_model(model, path, run_dir)
         if plots:
             written["learning_curve"] = report.learning_curve(results, run_dir / "learning_curve.png")
             if cm is not None:
                 written["confusion_matrix"] = report.confusion_matrix_plot(cm, names, run_dir / "confusion_matrix.png")
+                written.update(gradcam_examples(model, inputs.validation, names, run_dir / "gradcam.png"))
         state.data.update(finished=True, model_path=str(path), val_accuracy=val_accuracy)
         state.save()
         for p in run_dir.glob("stage_*.weights.h5"):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cnnzoo.utils.files import atomic_save
 
-__all__ = ["figure", "save_png"]
+__all__ = ["figure", "save_png", "tile_grid"]
 
 
 def figure(figsize=(6.4, 4.8)):
@@ -39,3 +39,21 @@ def save_png(fig, path, dpi=110):
     >>> save_png(fig, "runs/x/curve.png")  # doctest: +SKIP
     """
     return atomic_save(Path(path), lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png"))
+
+
+def tile_grid(n, cell=1.3):
+    """A near-square grid of `n` image tiles: `(fig, axes)`, every axis off, `axes[:n]` to draw in.
+
+    Example:
+
+    >>> fig, axes = tile_grid(16); axes[0].imshow(tile)  # doctest: +SKIP
+    """
+    import math
+
+    cols = max(1, math.ceil(math.sqrt(n)))
+    rows = max(1, math.ceil(n / cols))
+    fig = figure((cell * cols + 0.4, cell * rows + 0.6))
+    axes = list(fig.subplots(rows, cols, squeeze=False).ravel())
+    for ax in axes:
+        ax.set_axis_off()
+    return fig, axes
