@@ -27,6 +27,7 @@ from cnnzoo.errors import (  # noqa: F401  (cheap, no TensorFlow)
     PluginError,
     RunLockedError,
     UnsafeModelError,
+    MissingExtraError,
     UnknownModelError,
     UnknownWeightsError,
     WeightsDownloadError,
@@ -69,7 +70,7 @@ __all__ = [
     "finetune", "Stage", "evaluate", "predict", "hypermodel", "tune", "register_best", "data", "explain", "layers",
     "weights",
     "CnnzooError", "ConfigError", "DataError", "DataNotFoundError", "DataWarning", "DiskFullError", "DuplicateModelError", "PluginError",
-    "RunLockedError", "UnsafeModelError",
+    "RunLockedError", "UnsafeModelError", "MissingExtraError",
     "UnknownModelError", "UnknownWeightsError", "WeightsDownloadError", "WeightsError", "WeightsNotFoundError",
     "__version__",
 ]

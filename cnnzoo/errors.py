@@ -17,6 +17,7 @@ __all__ = [
     "RunLockedError",
     "DiskFullError",
     "UnsafeModelError",
+    "MissingExtraError",
     "DataError",
     "DataNotFoundError",
     "DataWarning",
@@ -68,6 +69,10 @@ class DiskFullError(CnnzooError, OSError):
 
     def __str__(self):  # OSError would show "[Errno 28] No space left on device: 'path'" instead
         return str(self.args[0]) if self.args else ""
+
+
+class MissingExtraError(CnnzooError, ImportError):
+    """An optional dependency is missing; the message names the cnnzoo extra that installs it."""
 
 
 class DataError(CnnzooError, ValueError):
