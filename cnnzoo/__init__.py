@@ -28,6 +28,7 @@ from cnnzoo.errors import (  # noqa: F401  (cheap, no TensorFlow)
     RunLockedError,
     UnsafeModelError,
     MissingExtraError,
+    ExportError,
     UnknownModelError,
     UnknownWeightsError,
     WeightsDownloadError,
@@ -48,6 +49,9 @@ _LAZY = {
     "evaluate": "cnnzoo.finetuning.results",
     "data": "cnnzoo.data",
     "predict": "cnnzoo.deploy.inference",
+    # "module:attribute" where a function is named like its module (`cnnzoo.deploy.export.export`)
+    "export": "cnnzoo.deploy.export:export",
+    "ExportResult": "cnnzoo.deploy.export",
     "hypermodel": "cnnzoo.tuning.space",
     "tune": "cnnzoo.tuning.api",
     "register_best": "cnnzoo.tuning.api",
@@ -67,10 +71,10 @@ _LAZY = {
 
 __all__ = [
     "list_models", "info", "spec", "register", "get", "build", "load",
-    "finetune", "Stage", "evaluate", "predict", "hypermodel", "tune", "register_best", "data", "explain", "layers",
+    "finetune", "Stage", "evaluate", "predict", "export", "ExportResult", "hypermodel", "tune", "register_best", "data", "explain", "layers",
     "weights",
     "CnnzooError", "ConfigError", "DataError", "DataNotFoundError", "DataWarning", "DiskFullError", "DuplicateModelError", "PluginError",
-    "RunLockedError", "UnsafeModelError", "MissingExtraError",
+    "RunLockedError", "UnsafeModelError", "MissingExtraError", "ExportError",
     "UnknownModelError", "UnknownWeightsError", "WeightsDownloadError", "WeightsError", "WeightsNotFoundError",
     "__version__",
 ]
@@ -116,8 +120,12 @@ def __getattr__(name):
     module_name = _LAZY.get(name)
     if module_name is None:
         raise AttributeError(f"module 'cnnzoo' has no attribute {name!r}")
+    module_name, _, attribute = module_name.partition(":")
     module = importlib.import_module(module_name)
-    value = module if module_name.rsplit(".", 1)[-1] == name else getattr(module, name)
+    if attribute:
+        value = getattr(module, attribute)
+    else:
+        value = module if module_name.rsplit(".", 1)[-1] == name else getattr(module, name)
     globals()[name] = value
     return value
 

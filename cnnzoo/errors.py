@@ -18,6 +18,7 @@ __all__ = [
     "DiskFullError",
     "UnsafeModelError",
     "MissingExtraError",
+    "ExportError",
     "DataError",
     "DataNotFoundError",
     "DataWarning",
@@ -73,6 +74,10 @@ class DiskFullError(CnnzooError, OSError):
 
 class MissingExtraError(CnnzooError, ImportError):
     """An optional dependency is missing; the message names the cnnzoo extra that installs it."""
+
+
+class ExportError(CnnzooError, ValueError):
+    """An exported model does not give the Keras model's answers in its runtime; nothing was left at its path."""
 
 
 class DataError(CnnzooError, ValueError):

@@ -2,16 +2,22 @@
 
 A directory argument stands for every image file under it. `--json` prints a
 list of `{"source", "label", "probability", "top_k"}` objects for scripts.
+MODEL may be an exported `.onnx` / `.tflite` file or SavedModel directory (run
+in its own runtime, no TensorFlow needed for the first two); `--runtime onnx`
+or `litert` runs a `.keras` model through its cached export.
 """
 
 __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser):
-    parser.add_argument("model", help="a saved .keras model (e.g. from `cnnzoo finetune`)")
+    parser.add_argument("model", help="a saved .keras model (e.g. from `cnnzoo finetune`), or an exported .onnx, "
+                                      ".tflite or SavedModel directory (`cnnzoo export`)")
     parser.add_argument("images", nargs="+", help="image files, or directories of them")
     parser.add_argument("--top-k", type=int, default=1, help="labels to show per image (default 1)")
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+    parser.add_argument("--runtime", choices=("tensorflow", "onnx", "litert"), default=None,
+                        help="for a .keras model: run it through its ONNX or LiteRT export, cached beside it")
 
 
 def _expand(paths):
@@ -37,7 +43,7 @@ def run(args):
     images = _expand(args.images)
     if not images:
         raise DataError(f"`images` must name image files or folders holding some. Received: images={args.images!r}.")
-    predictions = predict(args.model, images, top_k=args.top_k)
+    predictions = predict(args.model, images, top_k=args.top_k, runtime=args.runtime)
     if args.json:
         print(json.dumps([p.to_dict() for p in predictions], indent=2))
         return 0

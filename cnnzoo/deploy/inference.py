@@ -15,9 +15,12 @@ import numpy as np
 
 from cnnzoo.errors import ConfigError, DataError, DataNotFoundError
 from cnnzoo.data.images import resize_array, to_channels
+from cnnzoo.deploy.runtimes import Runtime, format_of, open_runtime
 from cnnzoo.utils.checks import check_int
 
-__all__ = ["Prediction", "predict", "load_images", "predictor"]
+__all__ = ["Prediction", "predict", "load_images", "predictor", "input_shape_of", "RUNTIMES"]
+
+RUNTIMES = ("tensorflow", "onnx", "litert")  # `runtime=` choices for a .keras model
 
 MAX_BATCH = 32
 # XLA on CPU: measured in benchmarks/bench_predict.py; `False` was as fast or faster
@@ -46,13 +49,16 @@ class Prediction:
                 "top_k": [{"label": label, "probability": p} for label, p in self.top_k]}
 
 
-def predict(model, images, top_k=1, batch_size=MAX_BATCH):
+def predict(model, images, top_k=1, batch_size=MAX_BATCH, runtime=None):
     """Classifies images with a zoo model, using the class names stored in its head.
 
     Args:
         model: a `keras.Model` (a zoo model ending in `ClassifierHead`, or any
             softmax classifier: its classes are then named "0", "1", ...), or
-            the path of a saved `.keras` model.
+            the path of a saved `.keras` model, or an exported one: a `.onnx`
+            file (ONNX Runtime), a `.tflite` file (LiteRT), a SavedModel
+            directory (TensorFlow) written by `cnnzoo.export`, which carry
+            their class names; or a `cnnzoo.deploy.runtimes.Runtime`.
         images: one image or a list of them. An image is a file path (str or
             `Path`), a PIL image, or an array `[H, W]`, `[H, W, C]` with 0-255
             values; a 4-D array `[N, H, W, C]` is a batch. Images are
@@ -60,6 +66,11 @@ def predict(model, images, top_k=1, batch_size=MAX_BATCH):
             the way `cnnzoo.data.image_folder` does it.
         top_k: int, how many (label, probability) pairs to keep per image.
         batch_size: int, most images run through the model at once.
+        runtime: for a `.keras` path, None or `"tensorflow"` (the compiled
+            Keras call), `"onnx"` or `"litert"`: the model is exported once
+            (verified, see `cnnzoo.export`) and cached beside it as
+            `NAME.keras.onnx` / `NAME.keras.tflite`, exported again when the
+            `.keras` file changes. For an exported file, None or its own format.
 
     Returns:
         A `Prediction` for a single image, a list of them for a list or batch.
@@ -70,22 +81,62 @@ def predict(model, images, top_k=1, batch_size=MAX_BATCH):
     >>> p.label, round(p.probability, 2)
     ('robin', 0.97)
     """
-    if isinstance(model, (str, Path)):
-        model = _load(model)
-    names = _class_names(model)
+    forward, names, (size, channels) = _forward(model, runtime)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= len(names):
         raise ConfigError(f"`top_k` must be an integer from 1 to the number of classes ({len(names)}). "
                           f"Received: top_k={top_k!r}.")
     batch_size = check_int(batch_size, "batch_size")
-    size, channels = _input_size(model)
     batch, sources, single = load_images(images, size, channels)
-    probs = predictor(model)(batch, batch_size)
+    probs = forward(batch, batch_size)
     order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
     out = []
     for i, row in enumerate(order):
         pairs = tuple((names[j], float(probs[i, j])) for j in row)
         out.append(Prediction(pairs[0][0], pairs[0][1], pairs, sources[i]))
     return out[0] if single else out
+
+
+def _forward(model, runtime):
+    """(forward pass, class names, (input size, channels)) for a model, a path or a Runtime."""
+    if runtime is not None and runtime not in RUNTIMES:
+        raise ConfigError(f"`runtime` must be None or one of {', '.join(RUNTIMES)}. Received: runtime={runtime!r}.")
+    if isinstance(model, (str, Path)):
+        fmt = format_of(Path(model).expanduser())
+        if fmt in (None, "keras") and runtime in ("onnx", "litert"):
+            from cnnzoo.deploy.exported_cache import cached_export
+
+            model = _open(cached_export(model, runtime))
+        elif fmt not in (None, "keras"):
+            if runtime not in (None, fmt, "tensorflow" if fmt == "savedmodel" else fmt):
+                raise ConfigError(f"`runtime` must be None or {fmt!r} for a {fmt} model (it runs in its own "
+                                  f"runtime). Received: runtime={runtime!r}, model={str(model)!r}.")
+            model = _open(model)
+        else:
+            model = _load(model)
+    if isinstance(model, Runtime):
+        return model, model.class_names, (model.input_size, model.channels)
+    if runtime not in (None, "tensorflow"):
+        raise ConfigError(f"`runtime={runtime!r}` needs the path of a .keras file (the export is cached beside "
+                          f"it); for a model in memory, `cnnzoo.export` it and predict on the file. "
+                          f"Received: a {type(model).__name__}.")
+    return predictor(model), _class_names(model), input_shape_of(model)
+
+
+_OPENED = {}
+
+
+def _open(path):
+    """The runtime of an exported file, kept while the file is unchanged (a few at a time)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataNotFoundError(f"`model` must be a keras.Model, a .keras file or an exported model. "
+                                f"Received: model={str(path)!r} (no such file).")
+    key = (str(path.resolve()), path.stat().st_mtime_ns)
+    if key not in _OPENED:
+        if len(_OPENED) >= 4:
+            _OPENED.pop(next(iter(_OPENED)))
+        _OPENED[key] = open_runtime(path)
+    return _OPENED[key]
 
 
 class _Predictor:
@@ -144,12 +195,22 @@ def _class_names(model):
     return class_names_of(model)
 
 
-def _input_size(model):
+def input_shape_of(model):
+    """`((height, width), channels)` of a Keras model's input; raises `ConfigError` unless fixed-size images.
+
+    Example:
+
+    >>> input_shape_of(cnnzoo.get("digits_cnn"))  # doctest: +SKIP
+    ((8, 8), 1)
+    """
     shape = tuple(model.inputs[0].shape)
     if len(shape) != 4 or shape[3] not in (1, 3) or None in shape[1:]:
         raise ConfigError(f"`model` must take fixed-size images [batch, height, width, 1 or 3]. "
                           f"Received: model input shape {shape}.")
     return (int(shape[1]), int(shape[2])), int(shape[3])
+
+
+_input_size = input_shape_of  # the 0.1 name
 
 
 # ------------------------------------------------------------------ images

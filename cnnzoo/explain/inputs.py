@@ -17,20 +17,9 @@ __all__ = ["model_batch", "original", "resolve_model", "save_rgb_png"]
 
 def resolve_model(model):
     """A `keras.Model`, loading a `.keras` path (`cnnzoo.load`, compile=False)."""
-    import keras
+    from cnnzoo.zoo.builders import as_model
 
-    if isinstance(model, (str, Path)):
-        from cnnzoo.zoo.builders import load
-
-        path = Path(model).expanduser()
-        if not path.is_file():
-            raise DataNotFoundError(f"`model` must be a keras.Model or an existing .keras file. "
-                                    f"Received: model={str(path)!r} (no such file).")
-        return load(path, compile=False)
-    if not isinstance(model, keras.Model):
-        raise DataError(f"`model` must be a keras.Model or the path of a .keras file. "
-                        f"Received: model of type {type(model).__name__}.")
-    return model
+    return as_model(model, "model", error=DataError)
 
 
 def model_batch(model, images):

@@ -237,7 +237,8 @@ def replace_head(model, num_classes, class_names=None):
             head.class_names = names
         return model, False
     new_head = ClassifierHead(num_classes, dense=head.dense, dropout=head.dropout, activation=head.activation,
-                              pooling=head.pooling, class_names=names, pretrained=head.pretrained, name=head.name)
+                              pooling=head.pooling, class_names=names, pretrained=head.pretrained, name=head.name,
+                              dtype=head.dtype_policy)  # the model's precision policy
     outputs = new_head(head.input)
     return keras.Model(model.inputs, outputs, name=model.name), True
 

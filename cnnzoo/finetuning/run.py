@@ -31,17 +31,20 @@ from cnnzoo.finetuning.stages import Stage
 from cnnzoo.utils.locks import RunLock
 from cnnzoo.utils.seeding import seeded
 from cnnzoo.zoo.builders import compile_model
+from cnnzoo.zoo.precision import check_dtype, dtype_of, with_dtype
 from cnnzoo.zoo.layers import pretrained_of
 
 __all__ = ["finetune", "FinetuneResult", "StageResult", "Stage", "evaluate"]
 
 log = logging.getLogger("cnnzoo.finetuning")
 
+AUTO_STEPS_PER_EXECUTION = 8  # measured: benchmarks/bench_precision.py, docs/benchmarks.md
+
 
 def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, epochs=None, input_shape=None,
              weights=None, pretrained=None, class_names=None, batch_size=32, validation_split=0.2, augment=False,
              cache_features="auto", freeze_batchnorm=None, strategy=None, callbacks=(), seed=0, resume=True,
-             plots=True, verbose="auto"):
+             plots=True, verbose="auto", dtype=None, steps_per_execution="auto"):
     """Fine-tunes a zoo model on your data in stages, resumably.
 
     Args:
@@ -90,6 +93,15 @@ def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, 
         plots: bool; write `learning_curve.png`, `confusion_matrix.png` and
             `gradcam.png` (Grad-CAM of a few validation images, right and wrong).
         verbose: Keras `fit` verbosity (`"auto"` shows progress bars).
+        dtype: precision policy: None keeps the model's own (float32 for a name),
+            `"mixed_bfloat16"` or `"mixed_float16"` (see `cnnzoo.get`). A given
+            model or file under another policy is rebuilt under this one with
+            its weights (float32 either way, so a float32 checkpoint fine-tunes
+            in mixed precision and back); the saved model keeps the policy.
+        steps_per_execution: batches per compiled training call; `"auto"`: 8
+            (small models spend most of a step in per-call overhead), 1 when a
+            callback has per-batch hooks or a `strategy` is given. Per-epoch
+            callbacks, checkpoints and resuming are unaffected.
 
     Returns:
         A `FinetuneResult`.
@@ -107,11 +119,14 @@ def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, 
     if cache_features not in (True, False, "auto"):
         raise ConfigError(f"`cache_features` must be True, False or 'auto'. "
                           f"Received: cache_features={cache_features!r}.")
+    policy = check_dtype(dtype)
+    per_call = _steps_per_execution(steps_per_execution, callbacks, strategy)
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     writer = _is_chief(strategy)
     with seeded(seed), contextlib.ExitStack() as held:
         with scope:
-            model, pretrained = _resolve_model(model_or_name, data, input_shape, weights, pretrained, strategy)
+            model, pretrained = _resolve_model(model_or_name, data, input_shape, weights, pretrained, strategy,
+                                               policy)
             model_shape = tuple(model.inputs[0].shape[1:])
             inputs = data_pipeline.prepare(data, None if None in model_shape else model_shape,
                                            batch_size=batch_size, validation_split=validation_split, seed=seed,
@@ -136,6 +151,8 @@ def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, 
                            "num_train": inputs.num_train, "batch_size": inputs.batch_size, "seed": seed,
                            "freeze_batchnorm": freeze_bn, "augmented": inputs.augmented,
                            "cache_features": cache_features}
+            if dtype_of(model) != "float32":  # float32 runs keep the fingerprint they had before `dtype`
+                fingerprint["dtype"] = dtype_of(model)
             state = checkpoints.RunState(run_dir, fingerprint, writer=writer)
             resumed = state.load_or_start(resume)
             if resumed and not state.data.get("finished"):
@@ -159,7 +176,7 @@ def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, 
                     model.load_weights(pending)
                     pending = None
                 results.append(_run_stage(k, stage, parts, inputs, state, run_dir, freeze_bn, cache_features,
-                                          list(callbacks), seed, verbose, writer))
+                                          list(callbacks), seed, verbose, writer, per_call))
             if pending is not None:
                 model.load_weights(pending)
         # Outside the strategy's scope: saving makes Keras create a throw-away optimizer, whose variable would
@@ -203,7 +220,27 @@ def _is_auto(stages):
     return isinstance(stages, str) and stages == "auto"
 
 
-def _resolve_model(model_or_name, data, input_shape, weights, pretrained, strategy):
+def _steps_per_execution(value, callbacks, strategy):
+    """`steps_per_execution="auto"` resolved: 8, or 1 with per-batch callbacks or a strategy."""
+    import keras
+
+    if value == "auto":
+        base = keras.callbacks.Callback
+        hooks = ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end")
+        per_batch = any(getattr(type(c), h, None) is not getattr(base, h) for c in callbacks for h in hooks)
+        return 1 if per_batch or strategy is not None else AUTO_STEPS_PER_EXECUTION
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"`steps_per_execution` must be 'auto' or an integer >= 1. "
+                          f"Received: steps_per_execution={value!r}.")
+    return value
+
+
+def _resolve_model(model_or_name, data, input_shape, weights, pretrained, strategy, dtype=None):
+    model, pretrained = _given_model(model_or_name, data, input_shape, weights, pretrained, strategy, dtype)
+    return with_dtype(model, dtype), pretrained  # the same model when it has that policy already
+
+
+def _given_model(model_or_name, data, input_shape, weights, pretrained, strategy, dtype):
     import keras
 
     if isinstance(model_or_name, os.PathLike) or (isinstance(model_or_name, str) and model_or_name.endswith(".keras")):
@@ -214,7 +251,7 @@ def _resolve_model(model_or_name, data, input_shape, weights, pretrained, strate
         from cnnzoo.zoo.builders import get
 
         shape = data_pipeline.input_shape_for(data, input_shape)  # None: the entry's default
-        model = get(model_or_name, input_shape=shape, weights=weights, compile=False)
+        model = get(model_or_name, input_shape=shape, weights=weights, compile=False, dtype=dtype)
         return model, (weights is not None) if pretrained is None else bool(pretrained)
     if not isinstance(model_or_name, keras.Model):
         raise ConfigError(f"`model_or_name` must be a zoo model name, a saved .keras model or a keras.Model. "
@@ -276,7 +313,7 @@ def _learning_rate(stage, steps_per_epoch):
 
 
 def _run_stage(k, stage, parts, inputs, state, run_dir, freeze_bn, cache_features, callbacks, seed, verbose,
-               writer):
+               writer, per_call=1):
     trained = freezing.apply_stage(parts, stage, freeze_bn)
     below_frozen = not any(layer.trainable_weights for layer in (parts.chain or parts.model.layers[:-1]))
     feature_shape = tuple(parts.head.input.shape[1:])
@@ -291,14 +328,15 @@ def _run_stage(k, stage, parts, inputs, state, run_dir, freeze_bn, cache_feature
         fit_model, train, validation = freezing.stage_model(parts), inputs.train, inputs.validation
     _compat.multi_worker_build_fix(fit_model)
     compile_model(fit_model, optimizer=stage.optimizer, learning_rate=_learning_rate(stage, inputs.steps_per_epoch),
-                  jit_compile=False)  # XLA is slower on CPU (docs/benchmarks.md)
+                  jit_compile=False, steps_per_execution=per_call)  # XLA is slower on CPU (docs/benchmarks.md)
     if checkpoint is not None and checkpoints.restore(fit_model, checkpoint):
         log.info("stage %d (%s): resuming after epoch %d from %s", k, stage.name, done, checkpoint)
     elif checkpoint is not None:  # unreadable (reported, removed): the stage starts over, with a fresh optimizer
         done = 0
         state.trim(k, 0)
         compile_model(fit_model, optimizer=stage.optimizer,
-                      learning_rate=_learning_rate(stage, inputs.steps_per_epoch), jit_compile=False)
+                      learning_rate=_learning_rate(stage, inputs.steps_per_epoch), jit_compile=False,
+                      steps_per_execution=per_call)
     log.info("stage %d/%s: %s, units %s, %s", k, stage.name, stage,
              trained or "none", "cached features" if use_cache else "through the network")
     if done < stage.epochs:

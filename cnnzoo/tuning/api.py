@@ -27,6 +27,7 @@ from cnnzoo.utils.files import atomic_write_text
 from cnnzoo.utils.locks import RunLock
 from cnnzoo.utils.seeding import seeded
 from cnnzoo.zoo import config, config_writer, registry
+from cnnzoo.zoo.precision import check_dtype
 
 __all__ = ["hypermodel", "tune", "register_best", "CnnzooHyperModel", "TuneResult", "TrialRecord", "TUNERS"]
 
@@ -43,7 +44,7 @@ def tune(name, data, tuner="hyperband", max_trials=10, max_epochs=10, directory=
          overwrite=False, *, project_name=None, num_classes=None, input_shape=None, search=None, batch_size=32,
          validation_split=0.2, early_stopping=3, factor=3, seed=None, executions_per_trial=1,
          max_consecutive_failed_trials=3, heartbeat_timeout=60.0, progress=None, callbacks=(), load_best=True,
-         **fixed):
+         dtype=None, **fixed):
     """Searches a zoo entry's `[search]` space with keras-tuner.
 
     Trial 0 is the zoo entry itself (all defaults); each trial trains with
@@ -95,6 +96,8 @@ def tune(name, data, tuner="hyperband", max_trials=10, max_epochs=10, directory=
         callbacks: Keras callbacks added to every trial's `fit` (after the
             early stopping).
         load_best: bool; rebuild the best model and load its weights.
+        dtype: precision policy of every trial and of `best_model`: None
+            (float32), `"mixed_bfloat16"` or `"mixed_float16"` (see `cnnzoo.get`).
         **fixed: pinned hyperparameters and config overrides, as in
             `cnnzoo.hypermodel`.
 
@@ -120,6 +123,7 @@ def tune(name, data, tuner="hyperband", max_trials=10, max_epochs=10, directory=
     if objective not in OBJECTIVES:
         raise ConfigError(f"`objective` must be a metric the zoo models report: {', '.join(OBJECTIVES)}. "
                           f"Received: objective={objective!r}.")
+    check_dtype(dtype)
     entry = registry.spec(name)  # unknown names fail before any data work
     input_shape = data_pipeline.input_shape_for(data, input_shape, entry.input_shape)
     inputs = data_pipeline.prepare(data, input_shape, validation_split=validation_split, seed=seed,
@@ -128,7 +132,8 @@ def tune(name, data, tuner="hyperband", max_trials=10, max_epochs=10, directory=
                                                       entry.num_classes)
     if inputs.class_names and "class_names" not in fixed:
         fixed["class_names"] = list(names)
-    hm = CnnzooHyperModel(name, num_classes=num_classes, input_shape=input_shape, search=search, **fixed)
+    hm = CnnzooHyperModel(name, num_classes=num_classes, input_shape=input_shape, search=search, dtype=dtype,
+                          **fixed)
     directory = Path(directory) if directory is not None else registry.home() / "tuning"
     project_name = project_name or name
     cooperating = distributed.is_chief() or distributed.is_worker()  # the processes of one search share it
@@ -179,11 +184,11 @@ def _search(name, tuner, hm, inputs, objective, max_trials, max_epochs, director
         result.best_hyperparameters = trial.hyperparameters
         result.best_spec = hm.spec_for(trial.hyperparameters.values)
         if load_best:
-            result.best_model = _load_trial_model(project_dir, best.trial_id, result.best_spec)
+            result.best_model = _load_trial_model(project_dir, best.trial_id, result.best_spec, hm.dtype)
     return result
 
 
-def _load_trial_model(project_dir, trial_id, spec):
+def _load_trial_model(project_dir, trial_id, spec, dtype=None):
     """Rebuilds a trial's model and loads its best checkpoint, optimizer state left out."""
     from cnnzoo.zoo import builders
 
@@ -191,7 +196,7 @@ def _load_trial_model(project_dir, trial_id, spec):
     if not path.is_file():
         log.warning("trial %s has no checkpoint at %s; best_model is None", trial_id, path)
         return None
-    model = builders.build(spec)  # uncompiled: the checkpoint's optimizer variables are skipped silently
+    model = builders.build(spec, dtype=dtype)  # uncompiled: the checkpoint's optimizer variables are skipped silently
     model.load_weights(path)
     return builders.compile_model(model, spec.train)
 

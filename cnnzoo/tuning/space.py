@@ -56,6 +56,8 @@ class CnnzooHyperModel(kt.HyperModel):
         **fixed: hyperparameters to pin (`conv_blocks=3`, `filters_2=64`,
             `filters=64` for every block, `learning_rate=1e-3`), and plain
             config overrides of the entry (`pooling="avg"`, `class_names=[...]`).
+        dtype: precision policy of every trial's model: None (float32),
+            `"mixed_bfloat16"` or `"mixed_float16"` (see `cnnzoo.get`).
 
     Example:
 
@@ -63,8 +65,11 @@ class CnnzooHyperModel(kt.HyperModel):
     >>> model = hm.build(keras_tuner.HyperParameters())  # the zoo entry itself
     """
 
-    def __init__(self, name, num_classes=None, input_shape=None, search=None, **fixed):
+    def __init__(self, name, num_classes=None, input_shape=None, search=None, dtype=None, **fixed):
+        from cnnzoo.zoo.precision import check_dtype
+
         super().__init__(name=f"{name}_hypermodel")
+        self.dtype = check_dtype(dtype)
         entry_spec = registry.spec(name)
         overrides, self.fixed = {}, {}
         for key, value in fixed.items():
@@ -284,7 +289,7 @@ class CnnzooHyperModel(kt.HyperModel):
             stats.layer_stats(spec)
         except ConfigError as e:
             raise kt.errors.FailedTrialError(f"{self.entry} with {values}: {e}") from e
-        model = builders.build(spec)
+        model = builders.build(spec, dtype=self.dtype)
         if compile:
             builders.compile_model(model, spec.train)
             prebuild(model, spec)
@@ -314,7 +319,7 @@ def prebuild(model, spec):
     return _compat.symbolic_build(model, batch)
 
 
-def hypermodel(name, num_classes=None, input_shape=None, search=None, **fixed):
+def hypermodel(name, num_classes=None, input_shape=None, search=None, dtype=None, **fixed):
     """Returns a keras-tuner `HyperModel` over the `[search]` table of a zoo entry.
 
     Trial 0 with default values reproduces `cnnzoo.get(name, ...)` exactly;
@@ -331,6 +336,7 @@ def hypermodel(name, num_classes=None, input_shape=None, search=None, **fixed):
         **fixed: hyperparameters to pin with `hp.Fixed` (`conv_blocks=2`,
             `filters_1=32`, `units=128` for every dense layer) and plain config
             overrides of the entry (`class_names=[...]`, `pooling="avg"`).
+        dtype: None (float32), `"mixed_bfloat16"` or `"mixed_float16"`.
 
     Returns:
         A `CnnzooHyperModel` (a `keras_tuner.HyperModel`).
@@ -340,4 +346,5 @@ def hypermodel(name, num_classes=None, input_shape=None, search=None, **fixed):
     >>> hm = cnnzoo.hypermodel("digits_cnn", num_classes=10, learning_rate=1e-3)
     >>> tuner = keras_tuner.RandomSearch(hm, "val_accuracy", max_trials=5)
     """
-    return CnnzooHyperModel(name, num_classes=num_classes, input_shape=input_shape, search=search, **fixed)
+    return CnnzooHyperModel(name, num_classes=num_classes, input_shape=input_shape, search=search, dtype=dtype,
+                            **fixed)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from cnnzoo.errors import DiskFullError
 
-__all__ = ["atomic_save", "atomic_write_text", "atomic_write_json", "check_room", "remove_partials", "PARTIAL"]
+__all__ = ["atomic_save", "atomic_save_dir", "atomic_write_text", "atomic_write_json", "check_room", "remove_partials", "PARTIAL"]
 
 PARTIAL = ".partial-"  # in the names of files being written: `.<stem>.partial-<pid><suffix>`
 _NO_ROOM = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
@@ -72,6 +72,45 @@ def atomic_save(path, save, *, size_hint=None, advice=None):
         raise _disk_full(path, code, _reason(e), advice) from e
     return path
 
+
+
+def atomic_save_dir(path, save):
+    """Writes a directory through `save(tmp_dir)` and a rename to `path` (a SavedModel, say).
+
+    `save` fills the temporary directory it is given (beside `path`); when it
+    raises, the temporary directory is removed and `path` is untouched. A
+    directory already at `path` is moved aside, replaced, then removed: a
+    reader sees the old directory or the new one, never half of one.
+
+    Returns:
+        `path`, as a `Path`.
+
+    Example:
+
+    >>> atomic_save_dir("exported/digits", lambda tmp: model.export(tmp))  # doctest: +SKIP
+    PosixPath('exported/digits')
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}{PARTIAL}{os.getpid()}")
+    old = path.with_name(f".{path.name}{PARTIAL}{os.getpid()}-old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        save(str(tmp))
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not path.exists():
+            os.replace(old, path)  # put the old directory back
+        code = _no_room(e)
+        if code is None:
+            raise
+        raise _disk_full(path, code, _reason(e), None) from e
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
 
 def check_room(path, size, advice=None):
     """Raises `DiskFullError` when `size` bytes cannot be written at `path` (free space, `RLIMIT_FSIZE`).

@@ -13,11 +13,12 @@ import keras
 
 from cnnzoo.zoo import config, registry, stats
 from cnnzoo.zoo import weights as weights_lib
-from cnnzoo.errors import ConfigError, UnsafeModelError, WeightsError, WeightsNotFoundError
+from cnnzoo.errors import ConfigError, DataNotFoundError, UnsafeModelError, WeightsError, WeightsNotFoundError
 from cnnzoo.zoo.layers import ClassifierHead, ConvBlock, Preprocess
+from cnnzoo.zoo.precision import DTYPES, check_dtype, dtype_of, policy_scope, with_dtype
 
-__all__ = ["get", "build", "load", "compile_model", "make_optimizer", "load_named_weights", "load_weights_into",
-           "model_flops", "backbone_model"]
+__all__ = ["get", "build", "load", "as_model", "compile_model", "make_optimizer", "load_named_weights", "load_weights_into",
+           "model_flops", "backbone_model", "check_dtype", "dtype_of", "with_dtype", "DTYPES"]
 
 _OPTIMIZERS = {
     "adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop", "nadam": "Nadam",
@@ -53,7 +54,7 @@ def backbone_model(spec, input_shape=None):
     return base
 
 
-def build(spec, weights=None):
+def build(spec, weights=None, dtype=None):
     """Builds the model a validated spec describes.
 
     Args:
@@ -61,6 +62,9 @@ def build(spec, weights=None):
         weights: None, or a path to a `.weights.h5` or `.keras` file whose
             weights have this model's shapes. Named weights (`"imagenet"`,
             `"digits"`) are resolved by `cnnzoo.get`.
+        dtype: None (Keras' policy, float32 unless you changed it), `"float32"`,
+            `"mixed_bfloat16"` or `"mixed_float16"`: the precision policy of this
+            model's layers (see `check_dtype`).
 
     Returns:
         An uncompiled Functional `keras.Model` named after the spec, with
@@ -74,19 +78,22 @@ def build(spec, weights=None):
     61706
     """
     stats.layer_stats(spec)  # clear error when the input is too small, before any TF work
+    policy = check_dtype(dtype)
     inputs = keras.Input(shape=spec.input_shape, name="image")
-    x = Preprocess(spec.preprocessing, name="preprocess")(inputs)
+    # preprocessing stays float32 (exact pixel arithmetic); the first conv casts its output
+    x = Preprocess(spec.preprocessing, name="preprocess", dtype="float32" if policy else None)(inputs)
     if spec.backbone is not None:
-        x = backbone_model(spec)(x)
+        with policy_scope(policy):  # keras.applications models take no `dtype`
+            x = backbone_model(spec)(x)
     for i, b in enumerate(spec.blocks, 1):
         x = ConvBlock(list(b.filters), kernel_size=b.kernel_size, strides=b.strides, padding=b.padding,
                       activation=b.activation, batch_norm=b.batch_norm, bn_momentum=b.bn_momentum, pool=b.pool,
                       pool_size=b.pool_size, pool_strides=b.pool_strides, pool_padding=b.pool_padding,
-                      dropout=b.dropout, name=f"block{i}")(x)
+                      dropout=b.dropout, name=f"block{i}", dtype=policy)(x)
     h = spec.head
     outputs = ClassifierHead(spec.num_classes, dense=list(h.dense), dropout=h.dropout, activation=h.activation,
                              pooling=h.pooling, class_names=list(spec.class_names) or None,
-                             pretrained=weights is not None, name="head")(x)
+                             pretrained=weights is not None, name="head", dtype=policy)(x)
     model = keras.Model(inputs, outputs, name=spec.name)
     if weights is not None:
         load_weights_into(model, weights)
@@ -168,7 +175,8 @@ def make_optimizer(name="adam", learning_rate=1e-3):
     return getattr(keras.optimizers, _OPTIMIZERS[name])(learning_rate=learning_rate)
 
 
-def compile_model(model, train=None, *, optimizer=None, learning_rate=None, jit_compile="auto"):
+def compile_model(model, train=None, *, optimizer=None, learning_rate=None, jit_compile="auto",
+                  steps_per_execution=1):
     """Compiles `model` the zoo's way: sparse categorical cross-entropy and accuracy.
 
     The one compile recipe: `cnnzoo.get`, fine-tuning stages, search trials and
@@ -182,6 +190,13 @@ def compile_model(model, train=None, *, optimizer=None, learning_rate=None, jit_
         learning_rate: optional float or schedule replacing `train.learning_rate`.
         jit_compile: passed to `model.compile` (`"auto"`: Keras decides; XLA is
             off on CPU, see docs/benchmarks.md).
+        steps_per_execution: int, batches per compiled call (per-batch
+            callbacks then run every that many batches); `cnnzoo.finetune`
+            picks it (docs/deploy.md, "Mixed precision and speed").
+
+    A `mixed_float16` model's optimizer is wrapped in a
+    `keras.optimizers.LossScaleOptimizer` here: Keras does that only for a model
+    whose own policy is mixed_float16, and a zoo model sets it per layer.
 
     Returns:
         The same model, compiled.
@@ -192,12 +207,15 @@ def compile_model(model, train=None, *, optimizer=None, learning_rate=None, jit_
     """
     train = train or config.Train()
     rate = train.learning_rate if learning_rate is None else learning_rate
-    model.compile(optimizer=make_optimizer(optimizer or train.optimizer, rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=jit_compile)
+    opt = make_optimizer(optimizer or train.optimizer, rate)
+    if dtype_of(model) == "mixed_float16":
+        opt = keras.optimizers.LossScaleOptimizer(opt)
+    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                  jit_compile=jit_compile, steps_per_execution=steps_per_execution)
     return model
 
 
-def get(name, num_classes=None, input_shape=None, weights=None, compile=True, **overrides):
+def get(name, num_classes=None, input_shape=None, weights=None, compile=True, dtype=None, **overrides):
     """Builds a zoo model by name.
 
     Args:
@@ -208,6 +226,9 @@ def get(name, num_classes=None, input_shape=None, weights=None, compile=True, **
             or a registered weights name (`"imagenet"` for backbone entries).
         compile: bool; compile with Adam, sparse categorical cross-entropy and
             accuracy (the entry's `[train]` settings), so `fit` works at once.
+        dtype: None (float32), `"mixed_bfloat16"` or `"mixed_float16"`: the
+            precision policy, set on this model's layers (Keras' global policy
+            is left alone); the softmax stays float32 and weights float32.
         **overrides: validated changes to the config, e.g. `dropout=0.3`,
             `dense=[128]`, `batch_norm=True`, `class_names=[...]`,
             `blocks=[{"filters": 32}, ...]`.
@@ -222,10 +243,12 @@ def get(name, num_classes=None, input_shape=None, weights=None, compile=True, **
     (None, 12)
     """
     e = registry.entry(name)
+    policy = check_dtype(dtype)
     if e.builder is not None:
         given = {"num_classes": num_classes, "input_shape": input_shape, "weights": weights}
         # only what the caller gave: a builder's own defaults (`input_shape=(32, 32, 3)`) must apply
-        model = e.builder(**{k: v for k, v in given.items() if v is not None}, **overrides)
+        with policy_scope(policy):  # a builder's code takes no `dtype`: Keras' policy while it runs
+            model = e.builder(**{k: v for k, v in given.items() if v is not None}, **overrides)
         if not isinstance(model, keras.Model):
             raise ConfigError(f"The builder of `{name}` ({e.source}) must return a keras.Model. "
                               f"Received: {type(model).__name__}.")
@@ -239,11 +262,11 @@ def get(name, num_classes=None, input_shape=None, weights=None, compile=True, **
         changes["input_shape"] = input_shape
     spec = config.apply_overrides(e.spec, changes)
     if isinstance(weights, (str, Path)) and not _looks_like_path(weights):
-        model = build(spec)
+        model = build(spec, dtype=policy)
         load_named_weights(model, spec, str(weights))
         model.get_layer("head").pretrained = True
     else:
-        model = build(spec, weights=weights)
+        model = build(spec, weights=weights, dtype=policy)
     if compile:
         compile_model(model, spec.train)
     return model
@@ -273,8 +296,10 @@ def load(path, compile=True):
         raise WeightsNotFoundError(f"`path` must be an existing .keras file. Received: path={str(path)!r}.")
     with warnings.catch_warnings():
         # A model saved before its first training step has an unbuilt optimizer (2 scalar
-        # variables); Keras warns about that harmless case, which every fresh `get()` hits.
-        warnings.filterwarnings("ignore", message=r"Skipping variable loading for optimizer .* saved optimizer has 2 variables")
+        # variables; 4 with mixed_float16's loss scaling); Keras warns about that harmless case, which every
+        # fresh `get()` hits.
+        warnings.filterwarnings("ignore",
+                                message=r"Skipping variable loading for optimizer .* saved optimizer has [24] variables")
         try:
             return keras.saving.load_model(path, compile=compile, safe_mode=True)
         except ValueError as e:
@@ -285,6 +310,34 @@ def load(path, compile=True):
                 f"never runs code from a model file. Rebuild the model from cnnzoo's layers (they serialize "
                 f"without code), or, only if you trust whoever made the file, load it with "
                 f"keras.saving.load_model(path, safe_mode=False). Received: path={str(path)!r}.") from e
+
+
+def as_model(model_or_path, argument="model", error=ConfigError):
+    """A `keras.Model`, loading a `.keras` path in safe mode (uncompiled); clear errors otherwise.
+
+    Args:
+        model_or_path: a `keras.Model`, or the str/`Path` of a `.keras` file.
+        argument: the caller's argument name, for messages.
+        error: the `cnnzoo.errors` class raised for an object that is neither.
+
+    Returns:
+        The `keras.Model`.
+
+    Example:
+
+    >>> as_model("runs/birds/bird_classifier.keras").name  # doctest: +SKIP
+    'bird_classifier'
+    """
+    if isinstance(model_or_path, (str, Path)):
+        path = Path(model_or_path).expanduser()
+        if not path.is_file():
+            raise DataNotFoundError(f"`{argument}` must be a keras.Model or an existing .keras file. "
+                                    f"Received: {argument}={str(path)!r} (no such file).")
+        return load(path, compile=False)
+    if not isinstance(model_or_path, keras.Model):
+        raise error(f"`{argument}` must be a keras.Model or the path of a .keras file. Received: an object of "
+                    f"type {type(model_or_path).__name__}.")
+    return model_or_path
 
 
 def model_flops(model):

@@ -134,22 +134,23 @@ class ConvBlock(_Steps):
         self.pool_strides = int(pool_strides)
         self.pool_padding = pool_padding
         self.dropout = float(dropout)
-        prefix = self.name
+        prefix, dt = self.name, self.dtype_policy  # sub-layers share this layer's precision policy
         self.steps = []
         for j, f in enumerate(self.filters, 1):
             self.steps.append(layers.Conv2D(
                 f, self.kernel_size, strides=self.strides if j == 1 else 1, padding=padding,
                 activation=None if self.batch_norm else activation, use_bias=not self.batch_norm,
-                name=f"{prefix}_conv{j}"))
+                name=f"{prefix}_conv{j}", dtype=dt))
             if self.batch_norm:
-                self.steps.append(layers.BatchNormalization(momentum=self.bn_momentum, name=f"{prefix}_bn{j}"))
-                self.steps.append(layers.Activation(activation, name=f"{prefix}_act{j}"))
+                self.steps.append(layers.BatchNormalization(momentum=self.bn_momentum, name=f"{prefix}_bn{j}",
+                                                            dtype=dt))
+                self.steps.append(layers.Activation(activation, name=f"{prefix}_act{j}", dtype=dt))
         if pool != "none":
             cls = layers.MaxPooling2D if pool == "max" else layers.AveragePooling2D
             self.steps.append(cls(self.pool_size, strides=self.pool_strides or self.pool_size,
-                                  padding=pool_padding, name=f"{prefix}_pool"))
+                                  padding=pool_padding, name=f"{prefix}_pool", dtype=dt))
         if self.dropout:
-            self.steps.append(layers.Dropout(self.dropout, name=f"{prefix}_dropout"))
+            self.steps.append(layers.Dropout(self.dropout, name=f"{prefix}_dropout", dtype=dt))
 
     def get_config(self):
         return {
@@ -166,6 +167,8 @@ class ClassifierHead(_Steps):
     """Flatten or global pooling, hidden dense layers with dropout, softmax.
 
     Carries the class names in its config, so a saved model knows its labels.
+    Its sub-layers take its precision policy, except the softmax (`predictions`),
+    which stays float32 under a mixed policy.
     Dropout follows each hidden dense layer (or the flatten, when there is
     none), as in VGG and the Keras MNIST example.
 
@@ -204,14 +207,21 @@ class ClassifierHead(_Steps):
         self.pretrained = None if pretrained is None else bool(pretrained)
         pool = {"flatten": layers.Flatten, "avg": layers.GlobalAveragePooling2D,
                 "max": layers.GlobalMaxPooling2D}[pooling]
-        self.steps = [pool(name="flatten" if pooling == "flatten" else f"global_{pooling}_pool")]
+        dt = self.dtype_policy
+        self.steps = [pool(name="flatten" if pooling == "flatten" else f"global_{pooling}_pool", dtype=dt)]
         for i, units in enumerate(self.dense, 1):
-            self.steps.append(layers.Dense(units, activation=activation, name=f"fc{i}"))
+            self.steps.append(layers.Dense(units, activation=activation, name=f"fc{i}", dtype=dt))
             if self.dropout:
-                self.steps.append(layers.Dropout(self.dropout, name=f"dropout{i}"))
+                self.steps.append(layers.Dropout(self.dropout, name=f"dropout{i}", dtype=dt))
         if self.dropout and not self.dense:
-            self.steps.append(layers.Dropout(self.dropout, name="dropout"))
-        self.steps.append(layers.Dense(self.num_classes, activation="softmax", name="predictions"))
+            self.steps.append(layers.Dropout(self.dropout, name="dropout", dtype=dt))
+        # the softmax stays float32 under mixed precision: probabilities keep their precision, losses do not overflow
+        low = dt.compute_dtype in ("float16", "bfloat16")
+        self.steps.append(layers.Dense(self.num_classes, activation="softmax", name="predictions",
+                                       dtype="float32" if low else dt))
+
+    def compute_output_spec(self, x, training=None):
+        return keras.KerasTensor(self.compute_output_shape(x.shape), dtype=self.steps[-1].compute_dtype)
 
     def get_config(self):
         return {

@@ -28,8 +28,8 @@ SMALL = ("lenet5", "digits_cnn", "mnist_cnn", "cifar10_cnn", "tiny_vgg", "bird_c
 SEED = 20240508
 CASES = 600
 MAX_PARAMS = 2_000_000
-MAX_FLOPS = 200_000_000  # one forward pass stays cheap
-MAX_BUILDS = 40  # distinct specs built (the rest are checked up to their stats)
+MAX_FLOPS = 50_000_000  # one forward pass stays cheap
+MAX_BUILDS = 15  # distinct specs built (the rest are checked up to their stats)
 
 BAD_VALUES = [
     "x", "", "relu", "valid", True, False, 0, -1, -7, 1, 2, 3, 1024, 1025, 65536, 65537, 10**6, 2**31 - 1,
@@ -263,7 +263,7 @@ def test_mutated_configs_give_config_errors_or_working_models(reliability):
     # not vacuous: many of each kind
     assert outcome["config_error"] >= CASES // 4
     assert outcome["spec"] >= CASES // 10
-    assert outcome["model"] >= 25
+    assert outcome["model"] >= 12
     assert named >= 0.6 * leaf_errors
 
 

@@ -1,0 +1,274 @@
+"""`cnnzoo serve`: a model behind HTTP, an ASGI app (Starlette) run by uvicorn.
+
+    GET  /          a page: drop or pick photos, see the top-k bars (and the Grad-CAM overlay)
+    GET  /health    {"status": "ok", ...batching statistics}
+    GET  /info      model name, input shape, classes, parameters, server limits, statistics
+    POST /predict   the image as the raw body or a multipart `file` field -> top-k JSON
+    POST /explain   the same upload -> a PNG of the Grad-CAM overlay (when the app has an explainer)
+
+The model is loaded once, when the app is made; its cached compiled forward
+pass (`cnnzoo.deploy.inference.predictor`) runs in one worker thread on batches
+of the requests that arrive together (`cnnzoo.deploy.serve_batch.Batcher`).
+Errors are JSON `{"error": reason}` with a 4xx status. Starlette and uvicorn
+(the `serve` extra) are imported only when an app is made.
+"""
+
+import contextlib
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cnnzoo.deploy.serve_inputs import Problem, decode_image, read_upload
+from cnnzoo.errors import ConfigError, MissingExtraError
+from cnnzoo.utils.checks import check_int
+from cnnzoo.utils.extras import require
+
+__all__ = ["create_app", "running", "serve", "page_html", "EXPLAIN_MAX_SIDE"]
+
+EXPLAIN_MAX_SIDE = 512  # Grad-CAM overlays are drawn on the photo scaled down to this side at most
+
+
+def page_html():
+    """The page served at `/` (package data `cnnzoo/deploy/page.html`: plain HTML and JS, no CDN)."""
+    from importlib.resources import files
+
+    return files("cnnzoo.deploy").joinpath("page.html").read_text(encoding="utf-8")
+
+
+def _load_model(model):
+    """`(keras model or None, forward, class names, (h, w), channels, facts for /info)` of what `create_app` got."""
+    from cnnzoo.deploy.inference import predictor
+
+    source = None
+    if isinstance(model, (str, Path)):
+        from cnnzoo.deploy.runtimes import format_of, open_runtime
+
+        path = Path(model).expanduser()
+        source = str(path)
+        kind = format_of(path)
+        if kind not in (None, "keras"):  # an exported file, in its own runtime (cnnzoo.deploy.runtimes)
+            runtime = open_runtime(path)
+            facts = {"model": path.stem if path.is_file() else path.name, "file": source, "parameters": None,
+                     "runtime": runtime.format}
+            return None, runtime, list(runtime.class_names), runtime.input_size, runtime.channels, facts
+        if path.suffix.lower() != ".keras":
+            raise ConfigError(f"`model` must be a keras.Model, a saved .keras file or an exported model "
+                              f"(.onnx, .tflite, a SavedModel directory). Received: model={source!r}.")
+        from cnnzoo.deploy.inference import _load
+
+        model = _load(path)
+    from cnnzoo.zoo.layers import class_names_of
+
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4 or None in shape[1:] or shape[3] not in (1, 3):
+        raise ConfigError(f"`model` must take fixed-size images [batch, height, width, 1 or 3]. "
+                          f"Received: model input shape {shape}.")
+    facts = {"model": model.name, "file": source, "parameters": int(model.count_params()), "runtime": "tensorflow"}
+    return model, predictor(model), list(class_names_of(model)), (int(shape[1]), int(shape[2])), int(shape[3]), facts
+
+
+def create_app(model, top_k=5, max_batch=32, max_delay_ms=2.0, max_upload_mb=10.0, explain=None):
+    """The ASGI app serving `model`.
+
+    Args:
+        model: a `keras.Model` (a zoo classifier), the path of a `.keras` file,
+            or an exported model (`.onnx`, `.tflite`, a SavedModel directory:
+            `cnnzoo.deploy.runtimes.open_runtime` runs it); loaded now, once.
+        top_k: int, labels returned per image by default (at most the number of
+            classes; a request may ask for fewer or more with `?top_k=N`).
+        max_batch: int, most images per forward pass (1 turns batching off).
+        max_delay_ms: number, longest wait for more requests to batch with the
+            first one.
+        max_upload_mb: number, largest accepted upload in MiB (413 above it).
+        explain: None, or `fn(model, rgb uint8 [H, W, 3], class_name or None)
+            -> uint8 [H, W, 3]` drawing an explanation (the CLI passes Grad-CAM
+            from `cnnzoo.explain`); without it `/explain` answers 501.
+
+    Returns:
+        A Starlette application; `app.state.batcher` holds the batching statistics.
+
+    Example:
+
+    >>> app = create_app("birds.keras", top_k=3)  # doctest: +SKIP
+    >>> with running(app) as url:  # doctest: +SKIP
+    ...     urllib.request.urlopen(url + "/health").read()
+    """
+    require("starlette", "serve", "cnnzoo serve")
+    try:  # python-multipart >= 0.0.13 names its module python_multipart (the old name warns)
+        require("python_multipart", "serve", "cnnzoo serve (multipart uploads)")
+    except MissingExtraError:
+        require("multipart", "serve", "cnnzoo serve (multipart uploads)")
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
+    from starlette.responses import HTMLResponse, JSONResponse, Response
+    from starlette.routing import Route
+
+    from cnnzoo.deploy.serve_batch import Batcher
+
+    model, forward, names, size, channels, facts = _load_model(model)
+    if model is None:
+        explain = None  # Grad-CAM needs the Keras model's gradients
+    top_k = min(check_int(top_k, "top_k"), len(names))
+    if isinstance(max_upload_mb, bool) or not isinstance(max_upload_mb, (int, float)) or not 0 < max_upload_mb <= 1024:
+        raise ConfigError(f"`max_upload_mb` must be a number above 0 and at most 1024. "
+                          f"Received: max_upload_mb={max_upload_mb!r}.")
+    limit = int(max_upload_mb * 2 ** 20)
+    forward(np.zeros((1, *size, channels), np.float32))  # traced now, not on the first request
+    batcher = Batcher(forward, max_batch=max_batch, max_delay_ms=max_delay_ms)
+    explain_lock = threading.Lock()  # one Grad-CAM at a time: each holds a gradient tape of the model
+    counts = {"requests": 0, "rejected": 0, "failed": 0}
+    started = time.time()
+    page = page_html()
+
+    def asked_top_k(request):
+        raw = request.query_params.get("top_k")
+        if raw is None:
+            return top_k
+        if not raw.isdigit() or not 1 <= int(raw) <= len(names):
+            raise Problem(400, f"`top_k` must be an integer from 1 to {len(names)} (the number of classes); "
+                               f"got top_k={raw!r}")
+        return int(raw)
+
+    async def predict(request):
+        k = asked_top_k(request)
+        body, filename = await read_upload(request, limit)
+        x = await run_in_threadpool(decode_image, body, size, channels)
+        probs = await batcher.submit(x.astype(np.float32))
+        order = np.argsort(-probs, kind="stable")[:k]  # as cnnzoo.predict orders them
+        pairs = [{"label": names[j], "probability": float(probs[j])} for j in order]
+        return JSONResponse({"source": filename, "label": pairs[0]["label"], "probability": pairs[0]["probability"],
+                             "top_k": pairs})
+
+    def draw(body, class_name):
+        from PIL import Image
+
+        rgb = decode_image(body, None, 3)
+        h, w = rgb.shape[:2]
+        if max(h, w) > EXPLAIN_MAX_SIDE:
+            scale = EXPLAIN_MAX_SIDE / max(h, w)
+            small = Image.fromarray(rgb).resize((max(1, round(w * scale)), max(1, round(h * scale))),
+                                                Image.Resampling.BILINEAR)
+            rgb = np.asarray(small)
+        with explain_lock:
+            picture = np.asarray(explain(model, rgb, class_name), np.uint8)
+        import io
+
+        buffer = io.BytesIO()
+        Image.fromarray(picture).save(buffer, "PNG")
+        return buffer.getvalue()
+
+    async def explain_route(request):
+        if explain is None:
+            raise Problem(501, "this server has no explainer: Grad-CAM needs a .keras model, and `cnnzoo serve` "
+                               "(or `create_app(explain=...)`) to pass one")
+        class_name = request.query_params.get("class")
+        if class_name is not None and class_name not in names:
+            raise Problem(400, f"`class` must be one of the model's classes {names[:10]}"
+                               f"{' ...' if len(names) > 10 else ''}; got class={class_name!r}")
+        body, _ = await read_upload(request, limit)
+        png = await run_in_threadpool(draw, body, class_name)
+        return Response(png, media_type="image/png")
+
+    def statistics():
+        return {**counts, "uptime_s": round(time.time() - started, 1), **batcher.stats()}
+
+    async def health(request):
+        return JSONResponse({"status": "ok", **statistics()})
+
+    async def info(request):
+        return JSONResponse({
+            **facts, "input_shape": [size[0], size[1], channels], "classes": names, "num_classes": len(names),
+            "top_k": top_k, "max_upload_bytes": limit, "explain": explain is not None,
+            "stats": statistics()})
+
+    async def index(request):
+        return HTMLResponse(page)
+
+    def counted(handler):
+        async def wrapped(request):
+            counts["requests"] += 1
+            try:
+                return await handler(request)
+            except Problem as e:
+                counts["rejected"] += 1
+                return JSONResponse({"error": e.reason}, status_code=e.status)
+            except HTTPException:
+                raise
+            except Exception as e:  # noqa: BLE001 - the client gets the reason, the server keeps running
+                counts["failed"] += 1
+                return JSONResponse({"error": f"the model failed on this image: {type(e).__name__}: {e}"},
+                                    status_code=500)
+        return wrapped
+
+    async def http_error(request, exc):
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        await batcher.start()
+        try:
+            yield
+        finally:
+            await batcher.stop()
+
+    routes = [Route("/", index, methods=["GET"]), Route("/health", health, methods=["GET"]),
+              Route("/info", info, methods=["GET"]), Route("/predict", counted(predict), methods=["POST"]),
+              Route("/explain", counted(explain_route), methods=["POST"])]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
+    app.state.batcher = batcher
+    app.state.model = model if model is not None else forward
+    return app
+
+
+@contextlib.contextmanager
+def running(app, host="127.0.0.1", port=0, timeout=None, log_level="warning"):
+    """Runs `app` under uvicorn in a background thread; yields its base URL (`http://host:port`).
+
+    Args:
+        app: an ASGI app (`create_app(...)`).
+        host: address to listen on.
+        port: port, 0 for a free one.
+        timeout: optional seconds after which the server stops by itself.
+        log_level: uvicorn's log level.
+
+    Example:
+
+    >>> with running(create_app(model)) as url:  # doctest: +SKIP
+    ...     print(urllib.request.urlopen(url + "/info").read())
+    """
+    import socket
+
+    uvicorn = require("uvicorn", "serve", "cnnzoo serve")
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="cnnzoo-serve", daemon=True)
+    watchdog = threading.Timer(timeout, lambda: setattr(server, "should_exit", True)) if timeout else None
+    thread.start()
+    if watchdog:
+        watchdog.daemon = True
+        watchdog.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start (see the uvicorn log above)")
+            time.sleep(0.01)
+        bound = sock.getsockname()
+        yield f"http://{'[' + bound[0] + ']' if ':' in bound[0] else bound[0]}:{bound[1]}"
+    finally:
+        server.should_exit = True
+        if watchdog:
+            watchdog.cancel()
+        thread.join(30)
+        sock.close()
+
+
+def serve(app, host="127.0.0.1", port=8000, log_level="info"):
+    """Runs `app` under uvicorn in the foreground until Ctrl-C (what `cnnzoo serve` calls)."""
+    uvicorn = require("uvicorn", "serve", "cnnzoo serve")
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
