@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/cnnzoo demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=20
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=20
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
