@@ -337,12 +337,15 @@ def test_headless_chromium_screenshot_of_the_page_with_a_prediction(server, save
         pytest.skip("no Chromium here (looked for chromium, chromium-browser, google-chrome on PATH)")
     src = "data:image/png;base64," + base64.b64encode(saved[1][0].read_bytes()).decode()
     shot = tmp_path / "page.png"
+    keep = os.environ.get("CNNZOO_KEEP_SCREENSHOT")  # a path to keep the picture at, for a person to look at
     before = get_json(server + "/health")["images"]
     proc = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
                            f"--screenshot={shot}", "--window-size=1000,700",
                            server + "/?src=" + urllib.request.quote(src, safe="")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and shot.is_file(), proc.stderr[-2000:]
+    if keep:
+        shutil.copy(shot, keep)
     with Image.open(shot) as im:
         assert im.size == (1000, 700)
         pixels = np.asarray(im.convert("RGB")).reshape(-1, 3)
