@@ -86,6 +86,15 @@ def test_register_a_builder_function(rng):
     assert "plain_dense" not in cnnzoo.list_models()
 
 
+def _pip_install(pkg, site):
+    """pip-installs the package at `pkg` offline into `site`; returns `site`."""
+    pip = subprocess.run([PYTHON, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+                          "--no-build-isolation", "--target", str(site), str(pkg)],
+                         capture_output=True, text=True, timeout=300)
+    assert pip.returncode == 0, pip.stderr
+    return site
+
+
 def test_entry_point_plugin_from_an_installed_package(tmp_path):
     """A real package, pip-installed offline into a target dir, adds two models by entry point."""
     pkg = tmp_path / "src"
@@ -114,11 +123,7 @@ def test_entry_point_plugin_from_an_installed_package(tmp_path):
         [tool.setuptools]
         packages = ["zoo_plugin"]
     '''))
-    site = tmp_path / "site"
-    pip = subprocess.run([PYTHON, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
-                          "--no-build-isolation", "--target", str(site), str(pkg)],
-                         capture_output=True, text=True, timeout=300)
-    assert pip.returncode == 0, pip.stderr
+    site = _pip_install(pkg, tmp_path / "site")
     script = textwrap.dedent('''
         import sys, cnnzoo
         names = cnnzoo.list_models("plugin*")
@@ -164,11 +169,7 @@ def test_plugins_written_the_usual_way_and_broken_plugins(tmp_path):
         packages = ["usual_plugin"]
         py-modules = ["broken_plugin"]
     '''))
-    site = tmp_path / "site"
-    pip = subprocess.run([PYTHON, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
-                          "--no-build-isolation", "--target", str(site), str(pkg)],
-                         capture_output=True, text=True, timeout=300)
-    assert pip.returncode == 0, pip.stderr
+    site = _pip_install(pkg, tmp_path / "site")
     script = textwrap.dedent('''
         import cnnzoo
         print("SHAPES", cnnzoo.get("usual_net").input_shape, cnnzoo.get("usual_net", num_classes=5).output_shape)
