@@ -22,6 +22,7 @@ from cnnzoo.errors import (  # noqa: F401  (cheap, no TensorFlow)
     DataError,
     DataNotFoundError,
     DataWarning,
+    TrainingWarning,
     DiskFullError,
     DuplicateModelError,
     PluginError,
@@ -74,7 +75,7 @@ __all__ = [
     "finetune", "Stage", "evaluate", "predict", "export", "ExportResult", "hypermodel", "tune", "register_best", "data", "explain", "layers",
     "weights",
     "CnnzooError", "ConfigError", "DataError", "DataNotFoundError", "DataWarning", "DiskFullError", "DuplicateModelError", "PluginError",
-    "RunLockedError", "UnsafeModelError", "MissingExtraError", "ExportError",
+    "RunLockedError", "TrainingWarning", "UnsafeModelError", "MissingExtraError", "ExportError",
     "UnknownModelError", "UnknownWeightsError", "WeightsDownloadError", "WeightsError", "WeightsNotFoundError",
     "__version__",
 ]

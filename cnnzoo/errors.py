@@ -22,6 +22,7 @@ __all__ = [
     "DataError",
     "DataNotFoundError",
     "DataWarning",
+    "TrainingWarning",
     "WeightsError",
     "WeightsNotFoundError",
     "WeightsDownloadError",
@@ -90,6 +91,10 @@ class DataNotFoundError(CnnzooError, FileNotFoundError):
 
 class DataWarning(UserWarning):
     """Something in the data was left out (unreadable files) but the rest is usable."""
+
+
+class TrainingWarning(UserWarning):
+    """A run finished but its result is suspect (e.g. validation accuracy near chance while training fits)."""
 
 
 class WeightsError(CnnzooError, ValueError):

@@ -3,6 +3,8 @@
 - `run`: `finetune` itself;
 - `stages`: `Stage`, stages as data, `auto_stages`;
 - `freezing`: backbone units, `trainable`, the BatchNorm policy, head replacement;
+- `batchnorm`: BatchNorm statistics that converge within a stage (precise BN),
+  and the warning for a run that ends near chance;
 - `features`: the feature cache of frozen stages;
 - `checkpoints`: the run directory, its state file and epoch checkpoints;
 - `results`: `FinetuneResult`, `StageResult`, `evaluate`;

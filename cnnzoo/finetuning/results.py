@@ -39,6 +39,8 @@ class FinetuneResult:
         plots: dict name -> `Path` of the PNGs written.
         confusion_matrix: `[true, predicted]` counts on the validation data, or None.
         resumed: bool, whether this call continued an interrupted run.
+        warnings: tuple of str, what looks wrong with the result (also emitted
+            as `cnnzoo.TrainingWarning`), e.g. validation accuracy near chance.
     """
 
     model: object
@@ -52,6 +54,7 @@ class FinetuneResult:
     plots: dict = field(default_factory=dict)
     confusion_matrix: object = None
     resumed: bool = False
+    warnings: tuple = ()
 
     @property
     def history(self):

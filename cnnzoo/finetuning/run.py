@@ -25,7 +25,7 @@ from cnnzoo import _compat
 from cnnzoo.data import pipeline as data_pipeline
 from cnnzoo.data.memory import worker_shard
 from cnnzoo.errors import ConfigError
-from cnnzoo.finetuning import checkpoints, features, freezing, stages as stages_lib
+from cnnzoo.finetuning import batchnorm, checkpoints, features, freezing, stages as stages_lib
 from cnnzoo.finetuning.results import FinetuneResult, StageResult, evaluate
 from cnnzoo.finetuning.stages import Stage
 from cnnzoo.utils.locks import RunLock
@@ -341,8 +341,13 @@ def _run_stage(k, stage, parts, inputs, state, run_dir, freeze_bn, cache_feature
              trained or "none", "cached features" if use_cache else "through the network")
     if done < stage.epochs:
         saver = checkpoints.epoch_checkpoint(backup, state, k, writer=writer)
-        fit_model.fit(train, validation_data=validation, epochs=stage.epochs, initial_epoch=done,
-                      callbacks=[*callbacks, saver], shuffle=False, verbose=verbose)  # datasets shuffle
+        steps = (stage.epochs - done) * inputs.steps_per_epoch  # too few for BatchNorm's momentum: lowered
+        with batchnorm.converging_batchnorm(fit_model, steps, f"{k}/{stage.name}"):
+            fit_model.fit(train, validation_data=validation, epochs=stage.epochs, initial_epoch=done,
+                          callbacks=[*callbacks, saver], shuffle=False, verbose=verbose)  # datasets shuffle
+    batchnorm.precise_statistics(fit_model, inputs.plain_train if inputs.plain_train is not None else inputs.train,
+                                  stage.epochs * inputs.steps_per_epoch,
+                                 f"{k}/{stage.name}")  # after fit or a crash past its last epoch: before saving
     seconds = time.perf_counter() - start
     if writer:
         checkpoints.atomic_save_weights(parts.model, run_dir / f"stage_{k}.weights.h5", run_dir)
@@ -372,6 +377,8 @@ def _finish(model, plan, results, inputs, names, state, run_dir, plots, writer, 
     if inputs.validation is not None:
         val_accuracy, cm = evaluate(model, inputs.validation, len(names))
     best = [v for s in results for v in s.history.get("val_accuracy", [])]
+    notes = batchnorm.chance_warnings(results, val_accuracy, len(names), model)  # near chance: said, not hidden
+    batchnorm.warn(notes)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():  # every worker, in step
         compile_model(model, optimizer=plan[-1].optimizer, learning_rate=plan[-1].learning_rate)
     path = run_dir / f"{model.name}.keras"
@@ -394,5 +401,4 @@ def _finish(model, plan, results, inputs, names, state, run_dir, plots, writer, 
     return FinetuneResult(model=model, model_path=path, run_dir=run_dir, stages=tuple(results),
                           best_val_accuracy=max(best) if best else None, val_accuracy=val_accuracy,
                           class_names=tuple(names), skipped=inputs.skipped, plots=written, confusion_matrix=cm,
-                          resumed=resumed)
-
+                          resumed=resumed, warnings=notes)
