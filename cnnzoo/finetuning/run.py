@@ -16,7 +16,6 @@ returns, `evaluate`), `plots`. The data comes from `cnnzoo.data.prepare`.
 
 import contextlib
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
@@ -26,13 +25,13 @@ from cnnzoo.data import pipeline as data_pipeline
 from cnnzoo.data.memory import worker_shard
 from cnnzoo.errors import ConfigError
 from cnnzoo.finetuning import batchnorm, checkpoints, features, freezing, stages as stages_lib
+from cnnzoo.finetuning.models import resolve_model
 from cnnzoo.finetuning.results import FinetuneResult, StageResult, evaluate
 from cnnzoo.finetuning.stages import Stage
 from cnnzoo.utils.locks import RunLock
 from cnnzoo.utils.seeding import seeded
 from cnnzoo.zoo.builders import compile_model
-from cnnzoo.zoo.precision import check_dtype, dtype_of, with_dtype
-from cnnzoo.zoo.layers import pretrained_of
+from cnnzoo.zoo.precision import check_dtype, dtype_of
 
 __all__ = ["finetune", "FinetuneResult", "StageResult", "Stage", "evaluate"]
 
@@ -125,7 +124,7 @@ def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, 
     writer = _is_chief(strategy)
     with seeded(seed), contextlib.ExitStack() as held:
         with scope:
-            model, pretrained = _resolve_model(model_or_name, data, input_shape, weights, pretrained, strategy,
+            model, pretrained = resolve_model(model_or_name, data, input_shape, weights, pretrained, strategy,
                                                policy)
             model_shape = tuple(model.inputs[0].shape[1:])
             inputs = data_pipeline.prepare(data, None if None in model_shape else model_shape,
@@ -233,62 +232,6 @@ def _steps_per_execution(value, callbacks, strategy):
         raise ConfigError(f"`steps_per_execution` must be 'auto' or an integer >= 1. "
                           f"Received: steps_per_execution={value!r}.")
     return value
-
-
-def _resolve_model(model_or_name, data, input_shape, weights, pretrained, strategy, dtype=None):
-    model, pretrained = _given_model(model_or_name, data, input_shape, weights, pretrained, strategy, dtype)
-    return with_dtype(model, dtype), pretrained  # the same model when it has that policy already
-
-
-def _given_model(model_or_name, data, input_shape, weights, pretrained, strategy, dtype):
-    import keras
-
-    if isinstance(model_or_name, os.PathLike) or (isinstance(model_or_name, str) and model_or_name.endswith(".keras")):
-        from cnnzoo.zoo.builders import load
-
-        model_or_name = load(model_or_name)  # a saved zoo model: fine-tune it further (its optimizer tells if it trained)
-    elif isinstance(model_or_name, str):
-        from cnnzoo.zoo.builders import get
-
-        shape = data_pipeline.input_shape_for(data, input_shape)  # None: the entry's default
-        model = get(model_or_name, input_shape=shape, weights=weights, compile=False, dtype=dtype)
-        return model, (weights is not None) if pretrained is None else bool(pretrained)
-    if not isinstance(model_or_name, keras.Model):
-        raise ConfigError(f"`model_or_name` must be a zoo model name, a saved .keras model or a keras.Model. "
-                          f"Received: model_or_name={model_or_name!r}.")
-    model = model_or_name
-    if input_shape is not None and tuple(input_shape) != tuple(model.inputs[0].shape[1:]):
-        raise ConfigError(f"`input_shape` must match the given model's input {tuple(model.inputs[0].shape[1:])}, "
-                          f"or be left out. Received: input_shape={tuple(input_shape)!r}.")
-    if weights is not None:
-        raise ConfigError(f"`weights` applies to a model built by name; load weights into the model object "
-                          f"first. Received: weights={weights!r}.")
-    if strategy is not None:  # variables must be created in the strategy's scope
-        known = _holds_learned_weights(model)
-        clone = keras.models.clone_model(model)
-        clone.set_weights(model.get_weights())
-        model = clone
-        return model, known if pretrained is None else bool(pretrained)
-    return model, _holds_learned_weights(model) if pretrained is None else bool(pretrained)
-
-
-def _holds_learned_weights(model):
-    """Whether a model object holds learned weights, as far as it says.
-
-    Its head records it (`cnnzoo.zoo.layers.pretrained_of`: False for `cnnzoo.get`
-    without weights, True with weights or after `finetune`); a model whose
-    optimizer has taken steps since (trained with `fit`) has learned too. A model
-    that says nothing (saved before cnnzoo recorded it) is taken as pretrained.
-    """
-    flag = pretrained_of(model)
-    optimizer = getattr(model, "optimizer", None)
-    stepped = optimizer is not None and int(optimizer.iterations.numpy()) > 0
-    if flag is None:
-        return True
-    if not flag and stepped:
-        log.info("%s was built without weights and has been trained since: fine-tuned as pretrained", model.name)
-        return True
-    return flag
 
 
 def _is_chief(strategy):
