@@ -47,6 +47,7 @@ _LAZY = {
     "load": "cnnzoo.zoo.builders",
     "finetune": "cnnzoo.finetuning.run",
     "Stage": "cnnzoo.finetuning.stages",
+    "find_lr": "cnnzoo.finetuning.lr_finder",
     "evaluate": "cnnzoo.finetuning.results",
     "data": "cnnzoo.data",
     "predict": "cnnzoo.deploy.inference",
@@ -72,7 +73,7 @@ _LAZY = {
 
 __all__ = [
     "list_models", "info", "spec", "register", "get", "build", "load",
-    "finetune", "Stage", "evaluate", "predict", "export", "ExportResult", "hypermodel", "tune", "register_best", "data", "explain", "layers",
+    "finetune", "Stage", "find_lr", "evaluate", "predict", "export", "ExportResult", "hypermodel", "tune", "register_best", "data", "explain", "layers",
     "weights",
     "CnnzooError", "ConfigError", "DataError", "DataNotFoundError", "DataWarning", "DiskFullError", "DuplicateModelError", "PluginError",
     "RunLockedError", "TrainingWarning", "UnsafeModelError", "MissingExtraError", "ExportError",

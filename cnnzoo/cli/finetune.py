@@ -16,6 +16,9 @@ def add_arguments(parser):
     parser.add_argument("--epochs", type=int, default=None, help="epochs of every stage (default: from --stages)")
     parser.add_argument("--stages", default="auto",
                         help="'auto' (from the dataset size) or e.g. 'head:5:1e-3,top2:3:1e-4,all:2:1e-5'")
+    parser.add_argument("--lr", default=None, metavar="RATE",
+                        help="learning rate of every stage: a number, LO..HI (per-unit: lowest trained unit LO, "
+                             "head HI) or 'auto' (the LR finder's suggestion, found per stage)")
     parser.add_argument("--input-shape", type=parse_shape, default=None, metavar="HxWxC",
                         help="model input, e.g. 96x96x3 (default: the zoo entry's)")
     parser.add_argument("--weights", default=None, help="weights for a model built by name (e.g. imagenet, or a file)")
@@ -45,7 +48,7 @@ def run(args):
         model, args.data_dir, stages=args.stages, epochs=args.epochs, input_shape=args.input_shape,
         weights=args.weights, batch_size=args.batch_size, validation_split=args.validation_split,
         augment=args.augment, cache_features=False if args.no_feature_cache else "auto", seed=args.seed,
-        out=args.out, resume=not args.restart, verbose=2 if args.quiet else "auto")
+        out=args.out, resume=not args.restart, verbose=2 if args.quiet else "auto", learning_rate=args.lr)
     print(f"\n{result.model.name} fine-tuned on {args.data_dir} ({len(result.class_names)} classes) "
           f"in {time.perf_counter() - start:.0f} s{' (resumed)' if result.resumed else ''}")
     for s in result.stages:

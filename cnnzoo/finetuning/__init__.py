@@ -2,6 +2,8 @@
 
 - `run`: `finetune` itself;
 - `stages`: `Stage`, stages as data, `auto_stages`;
+- `schedules`: a stage's learning-rate schedule (cosine, one-cycle) and per-unit rates;
+- `lr_finder`: `cnnzoo.find_lr`, the learning-rate sweep (and `learning_rate="auto"`);
 - `freezing`: backbone units, `trainable`, the BatchNorm policy, head replacement;
 - `batchnorm`: BatchNorm statistics that converge within a stage (precise BN),
   and the warning for a run that ends near chance;

@@ -24,7 +24,8 @@ from cnnzoo import _compat
 from cnnzoo.data import pipeline as data_pipeline
 from cnnzoo.data.memory import worker_shard
 from cnnzoo.errors import ConfigError
-from cnnzoo.finetuning import batchnorm, checkpoints, features, freezing, stages as stages_lib
+from cnnzoo.finetuning import batchnorm, checkpoints, features, freezing, lr_finder, schedules
+from cnnzoo.finetuning import stages as stages_lib
 from cnnzoo.finetuning.models import resolve_model
 from cnnzoo.finetuning.results import FinetuneResult, StageResult, evaluate
 from cnnzoo.finetuning.stages import Stage
@@ -43,7 +44,7 @@ AUTO_STEPS_PER_EXECUTION = 8  # measured: benchmarks/bench_precision.py, docs/be
 def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, epochs=None, input_shape=None,
              weights=None, pretrained=None, class_names=None, batch_size=32, validation_split=0.2, augment=False,
              cache_features="auto", freeze_batchnorm=None, strategy=None, callbacks=(), seed=0, resume=True,
-             plots=True, verbose="auto", dtype=None, steps_per_execution="auto"):
+             plots=True, verbose="auto", dtype=None, steps_per_execution="auto", learning_rate=None):
     """Fine-tunes a zoo model on your data in stages, resumably.
 
     Args:
@@ -64,6 +65,10 @@ def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, 
         out: run directory; default `runs/finetune/<model name>`. Rerunning the
             same call with the same `out` resumes an interrupted run.
         epochs: optional int replacing the epoch count of every stage.
+        learning_rate: optional rate replacing every stage's (as `epochs` does):
+            a number, a `(lo, hi)` per-unit range, or `"auto"` (each stage runs
+            `cnnzoo.find_lr`'s sweep before it trains and uses its suggestion;
+            see `cnnzoo.finetuning.stages.Stage`).
         input_shape: (height, width, channels) when building by name; default
             the shape the data fixes (an `ImageFolder`'s, a dataset's), else
             the zoo entry's. Arrays are resized to the model's input.
@@ -113,6 +118,7 @@ def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, 
     (0.93, PosixPath('runs/birds/bird_classifier.keras'))
     """
     plan = None if _is_auto(stages) else stages_lib.as_stages(stages)
+    learning_rate = None if learning_rate is None else stages_lib.check_rate(learning_rate)
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
         raise ConfigError(f"`epochs` must be None or an integer >= 1. Received: epochs={epochs!r}.")
     if cache_features not in (True, False, "auto"):
@@ -139,8 +145,7 @@ def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, 
             freeze_bn = pretrained if freeze_batchnorm is None else bool(freeze_batchnorm)
             if plan is None:
                 plan = stages_lib.auto_stages(inputs.num_train, len(parts.units), pretrained, epochs)
-            elif epochs is not None:
-                plan = tuple(Stage(s.unfreeze, epochs, s.learning_rate, s.schedule, s.optimizer) for s in plan)
+            plan = stages_lib.override(plan, epochs, learning_rate)
             run_dir = Path(out) if out is not None else Path("runs") / "finetune" / model.name
             if writer:  # one process per run directory; the kernel frees the lock however this one ends
                 held.enter_context(RunLock(run_dir, "fine-tuning run", argument="out"))
@@ -245,16 +250,6 @@ def _is_chief(strategy):
     return task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
-def _learning_rate(stage, steps_per_epoch):
-    """A stage's learning rate: constant, or cosine-decayed to 1% over the stage."""
-    import keras
-
-    if stage.schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(stage.learning_rate, decay_steps=stage.epochs * steps_per_epoch,
-                                                      alpha=0.01)
-    return stage.learning_rate
-
-
 def _run_stage(k, stage, parts, inputs, state, run_dir, freeze_bn, cache_features, callbacks, seed, verbose,
                writer, per_call=1):
     trained = freezing.apply_stage(parts, stage, freeze_bn)
@@ -270,16 +265,15 @@ def _run_stage(k, stage, parts, inputs, state, run_dir, freeze_bn, cache_feature
     else:
         fit_model, train, validation = freezing.stage_model(parts), inputs.train, inputs.validation
     _compat.multi_worker_build_fix(fit_model)
-    compile_model(fit_model, optimizer=stage.optimizer, learning_rate=_learning_rate(stage, inputs.steps_per_epoch),
-                  jit_compile=False, steps_per_execution=per_call)  # XLA is slower on CPU (docs/benchmarks.md)
+    rate = lr_finder.stage_rate(k, stage, fit_model, parts, train, state, seed)  # "auto": found once, kept
+    schedules.compile_stage(fit_model, stage, parts, inputs.steps_per_epoch, rate=rate, steps_per_execution=per_call)
     if checkpoint is not None and checkpoints.restore(fit_model, checkpoint):
         log.info("stage %d (%s): resuming after epoch %d from %s", k, stage.name, done, checkpoint)
     elif checkpoint is not None:  # unreadable (reported, removed): the stage starts over, with a fresh optimizer
         done = 0
         state.trim(k, 0)
-        compile_model(fit_model, optimizer=stage.optimizer,
-                      learning_rate=_learning_rate(stage, inputs.steps_per_epoch), jit_compile=False,
-                      steps_per_execution=per_call)
+        schedules.compile_stage(fit_model, stage, parts, inputs.steps_per_epoch, rate=rate,
+                                steps_per_execution=per_call)
     log.info("stage %d/%s: %s, units %s, %s", k, stage.name, stage,
              trained or "none", "cached features" if use_cache else "through the network")
     if done < stage.epochs:
@@ -323,7 +317,7 @@ def _finish(model, plan, results, inputs, names, state, run_dir, plots, writer, 
     notes = batchnorm.chance_warnings(results, val_accuracy, len(names), model)  # near chance: said, not hidden
     batchnorm.warn(notes)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():  # every worker, in step
-        compile_model(model, optimizer=plan[-1].optimizer, learning_rate=plan[-1].learning_rate)
+        compile_model(model, optimizer=plan[-1].optimizer, learning_rate=schedules.final_rate(plan, state))
     path = run_dir / f"{model.name}.keras"
     written = {}
     freezing.anatomy(model).head.pretrained = True  # saved with it: fine-tuned further, it is pretrained

@@ -1,23 +1,68 @@
 """Fine-tuning stages as data.
 
-A `Stage` says which part of the network trains, for how many epochs and at
-which learning rate; `as_stages` reads stages given as dicts or strings
-(`"head:5:1e-3,top2:3:1e-4,all:2:1e-5"`); `auto_stages` picks a schedule
-from the dataset size. What a stage does to a model (units, `trainable`,
+A `Stage` says which part of the network trains, for how many epochs, at
+which learning rate (one rate, a `(lo, hi)` range over the trained units, or
+`"auto"`: the LR finder's suggestion) and under which schedule; `as_stages`
+reads stages given as dicts or strings (`"head:5:1e-3,top2:3:1e-4,all:2:1e-5"`,
+`"all:5:1e-5..1e-3:one_cycle"`); `auto_stages` picks a plan from the dataset
+size. How a rate becomes an optimizer is in `cnnzoo.finetuning.schedules`. What a stage does to a model (units, `trainable`,
 BatchNorm policy, head replacement) is in `cnnzoo.freezing`.
 """
 
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from cnnzoo.zoo.config import OPTIMIZERS
 from cnnzoo.errors import ConfigError, closest
 
-__all__ = ["Stage", "SCHEDULES", "as_stages", "auto_stages"]
+__all__ = ["Stage", "SCHEDULES", "as_stages", "auto_stages", "override", "check_rate"]
 
-SCHEDULES = ("cosine", "constant")
-_STAGE_RE = re.compile(r"^(head|all|top(\d+)):(\d+)(?::([0-9.eE+-]+))?$")
+SCHEDULES = ("cosine", "constant", "one_cycle")
+_STAGE_RE = re.compile(r"^(head|all|top(\d+)):(\d+)(?::([^:]+))?(?::([a-z_]+))?$")
+_RATE_RULE = ("a number in (0, 10], a `(lo, hi)` pair of them with lo <= hi (per-unit rates: the lowest trained "
+              "unit gets lo, the head hi), a string such as '1e-3' or '1e-5..1e-3', or 'auto' (the LR finder's "
+              "suggestion)")
+
+
+def check_rate(value, name="learning_rate"):
+    """A learning rate as a `Stage` holds it: a float, a `(lo, hi)` tuple of floats, or `"auto"`.
+
+    Args:
+        value: a number, a `(lo, hi)` pair (list, tuple or `slice(lo, hi)`, as
+            fastai writes it), a string (`"1e-3"`, `"1e-5..1e-3"`, `"auto"`).
+        name: the argument named in an error.
+
+    Returns:
+        `float`, `(float, float)` or `"auto"`.
+
+    Example:
+
+    >>> check_rate("1e-5..1e-3"), check_rate([1e-5, 1e-3]), check_rate("auto")
+    ((1e-05, 0.001), (1e-05, 0.001), 'auto')
+    """
+    rate = value
+    if isinstance(rate, slice):
+        rate = (rate.start, rate.stop)
+    if isinstance(rate, str):
+        text = rate.strip()
+        if text == "auto":
+            return "auto"
+        try:
+            rate = tuple(float(part) for part in text.split("..")) if ".." in text else float(text)
+        except ValueError:
+            rate = None
+    if isinstance(rate, (list, tuple)) and len(rate) == 2 and all(_number(r) for r in rate):
+        lo, hi = float(rate[0]), float(rate[1])
+        if 0 < lo <= hi <= 10:
+            return (lo, hi)
+    elif _number(rate) and 0 < rate <= 10:
+        return float(rate)
+    raise ConfigError(f"`{name}` must be {_RATE_RULE}. Received: {name}={value!r}.")
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -29,8 +74,17 @@ class Stage:
             inference mode); an int `N` trains the top `N` backbone units
             and the head; `"all"` trains everything.
         epochs: int >= 1.
-        learning_rate: float > 0, the stage's initial learning rate.
-        schedule: `"cosine"` (decay to 1% over the stage) or `"constant"`.
+        learning_rate: the stage's peak learning rate: a float in (0, 10];
+            a `(lo, hi)` pair (also `[lo, hi]`, `slice(lo, hi)` or
+            `"lo..hi"`): per-unit rates, the lowest trained backbone unit at
+            `lo`, the head at `hi`, the units between geometrically spaced
+            (fastai's `slice(lo, hi)`, timm's layer decay; a head-only stage
+            uses `hi`); or `"auto"`: `cnnzoo.find_lr`'s suggestion for this
+            stage, found when it starts and kept in the run state.
+        schedule: `"cosine"` (decay to 1% over the stage), `"one_cycle"`
+            (linear warm-up from rate/25 over the first 25% of the steps,
+            then cosine annealing to rate/1e5: fastai's `fit_one_cycle`) or
+            `"constant"`.
         optimizer: one of `"adam"`, `"adamw"`, `"sgd"`, `"rmsprop"`, `"nadam"`.
 
     Example:
@@ -42,7 +96,7 @@ class Stage:
 
     unfreeze: object = 0
     epochs: int = 5
-    learning_rate: float = 1e-3
+    learning_rate: object = 1e-3
     schedule: str = "cosine"
     optimizer: str = "adam"
 
@@ -53,43 +107,58 @@ class Stage:
                               f"Received: unfreeze={u!r}.")
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
             raise ConfigError(f"`epochs` of a stage must be an integer >= 1. Received: epochs={self.epochs!r}.")
-        lr = self.learning_rate
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr <= 10:
-            raise ConfigError(f"`learning_rate` of a stage must be a number in (0, 10]. "
-                              f"Received: learning_rate={lr!r}.")
+        rate = check_rate(self.learning_rate)
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"`schedule` must be one of {', '.join(map(repr, SCHEDULES))}."
                               f"{closest(self.schedule, SCHEDULES)} Received: schedule={self.schedule!r}.")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"`optimizer` must be one of {', '.join(map(repr, OPTIMIZERS))}."
                               f"{closest(self.optimizer, OPTIMIZERS)} Received: optimizer={self.optimizer!r}.")
-        object.__setattr__(self, "learning_rate", float(lr))
+        object.__setattr__(self, "learning_rate", rate)
 
     @property
     def name(self):
         """`"head"`, `"topN"` or `"all"`."""
         return "head" if self.unfreeze == 0 else "all" if self.unfreeze == "all" else f"top{self.unfreeze}"
 
+    @property
+    def peak_rate(self):
+        """The head's rate (the top of a `(lo, hi)` range); None for `"auto"` until found."""
+        rate = self.learning_rate
+        return None if rate == "auto" else rate[1] if isinstance(rate, tuple) else rate
+
     def to_dict(self):
         return asdict(self)
 
     def __str__(self):
-        return f"{self.name}:{self.epochs}:{self.learning_rate:g}"
+        rate = self.learning_rate
+        text = rate if rate == "auto" else f"{rate[0]:g}..{rate[1]:g}" if isinstance(rate, tuple) else f"{rate:g}"
+        return f"{self.name}:{self.epochs}:{text}"
 
     @classmethod
     def parse(cls, text):
-        """Reads `"head:5:1e-3"`, `"top2:3:1e-4"`, `"all:2:1e-5"` (learning rate optional)."""
+        """Reads `"head:5:1e-3"`, `"top2:3:1e-4"`, `"all:2:1e-5..1e-3"`, `"all:5:auto:one_cycle"`.
+
+        The learning rate (a number, `lo..hi` or `auto`) and the schedule are
+        optional; without a rate a head stage gets 1e-3 and others 1e-4.
+        """
         match = _STAGE_RE.match(str(text).strip())
         if not match:
-            raise ConfigError(f"A stage must read `head|topN|all:EPOCHS[:LEARNING_RATE]`, e.g. 'head:5:1e-3' or "
-                              f"'top2:3:1e-4'. Received: stage={text!r}.")
-        kind, top, epochs, lr = match.groups()
+            raise ConfigError(f"A stage must read `head|topN|all:EPOCHS[:LEARNING_RATE][:SCHEDULE]`, e.g. "
+                              f"'head:5:1e-3', 'top2:3:1e-4' or 'all:5:1e-5..1e-3:one_cycle'. Received: stage={text!r}.")
+        kind, top, epochs, lr, schedule = match.groups()
+        if lr in SCHEDULES and schedule is None:
+            lr, schedule = None, lr
         unfreeze = 0 if kind == "head" else "all" if kind == "all" else int(top)
-        try:
-            rate = float(lr) if lr else (1e-3 if unfreeze == 0 else 1e-4)
-        except ValueError:
-            raise ConfigError(f"The learning rate of a stage must be a number. Received: stage={text!r}.") from None
-        return cls(unfreeze, int(epochs), rate)
+        if lr is None:
+            rate = 1e-3 if unfreeze == 0 else 1e-4
+        else:
+            try:
+                rate = check_rate(lr)
+            except ConfigError:
+                raise ConfigError(f"The learning rate of a stage must be {_RATE_RULE}. "
+                                  f"Received: stage={text!r}.") from None
+        return cls(unfreeze, int(epochs), rate, schedule or "cosine")
 
 
 def as_stages(stages):
@@ -133,13 +202,13 @@ def as_stages(stages):
 def auto_stages(num_train, num_units, pretrained=True, epochs=None):
     """The schedule `stages="auto"` picks.
 
-    A pretrained backbone (transfer learning, the Keras guide's recipe):
-
-    | training images | stages                                                  |
-    |-----------------|---------------------------------------------------------|
-    | < 500           | head 10 epochs at 1e-3                                  |
-    | 500 - 4,999     | head 5 at 1e-3, then the top third of the units 5 at 1e-4 |
-    | >= 5,000        | head 3 at 1e-3, top third 3 at 1e-4, all 3 at 1e-5      |
+    A pretrained backbone: below 5,000 images fastai's `fine_tune` shape,
+    one-cycle stages, one head epoch at 2e-3, then everything for 9 epochs at
+    per-unit rates 1e-4 (lowest unit) .. 1e-3 (head); it beat the former
+    `head:10:1e-3` / `head:5:1e-3,top2:5:1e-4` at equal or near-equal time
+    (docs/finetune.md, "Learning rates"). From 5,000 images (not measured
+    yet): head 3 at 1e-3, the top third of the units 3 at 1e-4, all 3 at
+    1e-5 (the Keras guide's recipe). A backbone without units: head 10 at 1e-3.
 
     A backbone trained from scratch (`pretrained=False`) has nothing to keep:
     one stage trains everything at 1e-3, 15 epochs below 5,000 images, 10
@@ -157,17 +226,35 @@ def auto_stages(num_train, num_units, pretrained=True, epochs=None):
     Example:
 
     >>> [str(s) for s in auto_stages(2000, 5)]
-    ['head:5:0.001', 'top2:5:0.0001']
+    ['head:1:0.002', 'all:9:0.0001..0.001']
     """
     top = max(1, math.ceil(num_units / 3))
     if not pretrained:
         plan = [Stage("all", 15 if num_train < 5000 else 10 if num_train < 50000 else 5, 1e-3)]
-    elif num_train < 500 or num_units == 0:
+    elif num_units == 0:
         plan = [Stage(0, 10, 1e-3)]
     elif num_train < 5000:
-        plan = [Stage(0, 5, 1e-3), Stage(top, 5, 1e-4)]
+        plan = [Stage(0, 1, 2e-3, "one_cycle"), Stage("all", 9, (1e-4, 1e-3), "one_cycle")]
     else:
         plan = [Stage(0, 3, 1e-3), Stage(top, 3, 1e-4), Stage("all", 3, 1e-5)]
-    if epochs is not None:
-        plan = [Stage(s.unfreeze, epochs, s.learning_rate, s.schedule, s.optimizer) for s in plan]
-    return tuple(plan)
+    return override(plan, epochs)
+
+
+def override(plan, epochs=None, learning_rate=None):
+    """`plan` with every stage's epochs and/or learning rate replaced (None keeps them).
+
+    Args:
+        plan: stages (anything `as_stages` reads).
+        epochs: optional int >= 1.
+        learning_rate: optional rate (see `check_rate`), e.g. `"auto"`.
+
+    Returns:
+        A tuple of `Stage`.
+
+    Example:
+
+    >>> [str(s) for s in override("head:5:1e-3,all:2:1e-5", learning_rate="auto")]
+    ['head:5:auto', 'all:2:auto']
+    """
+    changes = {k: v for k, v in (("epochs", epochs), ("learning_rate", learning_rate)) if v is not None}
+    return tuple(replace(s, **changes) for s in as_stages(plan))

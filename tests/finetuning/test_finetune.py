@@ -76,8 +76,9 @@ def test_stages_are_data():
 
 
 def test_auto_stages_follow_dataset_size():
-    assert stages_lib.auto_stages(300, 5) == (Stage(0, 10, 1e-3),)
-    assert stages_lib.auto_stages(2000, 5) == (Stage(0, 5, 1e-3), Stage(2, 5, 1e-4))
+    fine_tune = (Stage(0, 1, 2e-3, "one_cycle"), Stage("all", 9, (1e-4, 1e-3), "one_cycle"))  # measured, issue 11
+    assert stages_lib.auto_stages(300, 5) == stages_lib.auto_stages(2000, 5) == fine_tune
+    assert stages_lib.auto_stages(300, 0) == (Stage(0, 10, 1e-3),)
     big = stages_lib.auto_stages(20000, 17)
     assert [s.name for s in big] == ["head", "top6", "all"]
     assert [s.learning_rate for s in big] == [1e-3, 1e-4, 1e-5]
