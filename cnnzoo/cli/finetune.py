@@ -24,13 +24,29 @@ def add_arguments(parser):
     parser.add_argument("--weights", default=None, help="weights for a model built by name (e.g. imagenet, or a file)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--validation-split", type=float, default=0.2)
-    parser.add_argument("--augment", action="store_true", help="random flips, rotations, zooms, contrast")
+    parser.add_argument("--augment", nargs="?", const=True, default=False, type=_augment, metavar="auto",
+                        help="random flips, rotations, zooms, contrast; `--augment auto`: a set picked from the "
+                             "data size, without flips (docs/finetune.md, Regularisation)")
+    parser.add_argument("--label-smoothing", type=float, default=0.0, help="e.g. 0.1 (default 0: off)")
+    parser.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA", help="MixUp alpha, e.g. 0.2 (default 0)")
+    parser.add_argument("--cutmix", type=float, default=0.0, metavar="ALPHA", help="CutMix alpha, e.g. 1.0 (default 0)")
+    parser.add_argument("--ema", nargs="?", const=True, default=False, type=float, metavar="MOMENTUM",
+                        help="validate and save a moving average of the weights (momentum from the stage length, "
+                             "or the one given, e.g. 0.99)")
     parser.add_argument("--no-feature-cache", action="store_true",
                         help="train frozen stages through the backbone instead of on cached features")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="run directory (default: runs/finetune/NAME)")
     parser.add_argument("--restart", action="store_true", help="start over instead of resuming the run in --out")
     parser.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
+
+
+def _augment(text):
+    import argparse
+
+    if text != "auto":
+        raise argparse.ArgumentTypeError(f"must be 'auto' or nothing (the default set). Received: {text!r}")
+    return text
 
 
 def run(args):
@@ -47,7 +63,8 @@ def run(args):
     result = transfer.finetune(
         model, args.data_dir, stages=args.stages, epochs=args.epochs, input_shape=args.input_shape,
         weights=args.weights, batch_size=args.batch_size, validation_split=args.validation_split,
-        augment=args.augment, cache_features=False if args.no_feature_cache else "auto", seed=args.seed,
+        augment=args.augment, label_smoothing=args.label_smoothing, mixup=args.mixup, cutmix=args.cutmix,
+        ema=args.ema, cache_features=False if args.no_feature_cache else "auto", seed=args.seed,
         out=args.out, resume=not args.restart, verbose=2 if args.quiet else "auto", learning_rate=args.lr)
     print(f"\n{result.model.name} fine-tuned on {args.data_dir} ({len(result.class_names)} classes) "
           f"in {time.perf_counter() - start:.0f} s{' (resumed)' if result.resumed else ''}")

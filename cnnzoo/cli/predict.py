@@ -18,6 +18,9 @@ def add_arguments(parser):
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
     parser.add_argument("--runtime", choices=("tensorflow", "onnx", "litert"), default=None,
                         help="for a .keras model: run it through its ONNX or LiteRT export, cached beside it")
+    parser.add_argument("--tta", action="store_true",
+                        help="average the probabilities of each image and its mirror image (only where a flip "
+                             "keeps the class: not for digits or text)")
 
 
 def _expand(paths):
@@ -43,7 +46,7 @@ def run(args):
     images = _expand(args.images)
     if not images:
         raise DataError(f"`images` must name image files or folders holding some. Received: images={args.images!r}.")
-    predictions = predict(args.model, images, top_k=args.top_k, runtime=args.runtime)
+    predictions = predict(args.model, images, top_k=args.top_k, runtime=args.runtime, tta=args.tta)
     if args.json:
         print(json.dumps([p.to_dict() for p in predictions], indent=2))
         return 0

@@ -95,8 +95,9 @@ def prepare(data, input_shape=None, *, validation_split=0.2, seed=0, batch_size=
         seed: int >= 0 (None means 0): the split, the shuffling and the
             default augmentation.
         batch_size: int, for folder paths and arrays.
-        augment: False, True or Keras layers, for folder paths and arrays
-            (training batches only); see `augmentation_layers`.
+        augment: False, True, `"auto"` (by the number of training images, see
+            `cnnzoo.data.augment.auto_augmentation`) or Keras layers, for folder
+            paths and arrays (training batches only); see `augmentation_layers`.
         class_names: optional names of the classes, in label order (a folder
             path is read in this order).
         cache_budget, cache_dir, shard: for a folder path, as in `image_folder`
@@ -194,11 +195,21 @@ def _from_path(path, input_shape, validation_split, seed, batch_size, augment, c
                                 f"Check the path.")
     if validation_split == 0:
         raise _no_validation(f"the image folder {str(path)!r}")
+    if isinstance(augment, str) and augment == "auto":  # picked from the training images a split leaves
+        augment = augmentation_layers(augment, seed, num_train=round(_count_images(path) * (1 - validation_split)))
     shape = {} if input_shape is None else {"image_size": input_shape[:2], "channels": input_shape[2]}
     folder = image_folder(path, batch_size=batch_size, validation_split=validation_split, seed=seed,
                           augment=augment, class_names=list(class_names) if class_names else None, **shape,
                           **memory)
     return _from_folder(folder, input_shape)
+
+
+def _count_images(path):
+    """Image files under the class folders of `path` (by extension; nothing is opened)."""
+    from cnnzoo.data.images import IMAGE_EXTENSIONS
+
+    return sum(1 for _, _, names in os.walk(Path(path).expanduser()) for n in names
+               if not n.startswith(".") and os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS)
 
 
 def _from_folder(folder, input_shape):
@@ -234,7 +245,7 @@ def _from_arrays(x, y, x_val, y_val, *, input_shape, validation_split, seed, bat
     own_validation = x_val is x
     x = arrays_lib.fit_up_front(x, input_shape)
     x_val = x if own_validation else arrays_lib.fit_up_front(x_val, input_shape)
-    layers = augmentation_layers(augment, seed)
+    layers = augmentation_layers(augment, seed, num_train=len(train_idx))
     common = dict(input_shape=input_shape, batch_size=batch_size)
     train = arrays_lib.array_dataset(x, y, train_idx, shuffle=True, seed=seed, layers=layers, **common)
     validation = arrays_lib.array_dataset(x_val, y_val, val_idx, **common)

@@ -18,7 +18,7 @@ from cnnzoo.data.images import resize_array, to_channels
 from cnnzoo.deploy.runtimes import Runtime, format_of, open_runtime
 from cnnzoo.utils.checks import check_int
 
-__all__ = ["Prediction", "predict", "load_images", "predictor", "input_shape_of", "RUNTIMES"]
+__all__ = ["Prediction", "predict", "load_images", "predictor", "flip_averaged", "input_shape_of", "RUNTIMES"]
 
 RUNTIMES = ("tensorflow", "onnx", "litert")  # `runtime=` choices for a .keras model
 
@@ -49,7 +49,7 @@ class Prediction:
                 "top_k": [{"label": label, "probability": p} for label, p in self.top_k]}
 
 
-def predict(model, images, top_k=1, batch_size=MAX_BATCH, runtime=None):
+def predict(model, images, top_k=1, batch_size=MAX_BATCH, runtime=None, tta=False):
     """Classifies images with a zoo model, using the class names stored in its head.
 
     Args:
@@ -71,6 +71,10 @@ def predict(model, images, top_k=1, batch_size=MAX_BATCH, runtime=None):
             (verified, see `cnnzoo.export`) and cached beside it as
             `NAME.keras.onnx` / `NAME.keras.tflite`, exported again when the
             `.keras` file changes. For an exported file, None or its own format.
+        tta: bool; test-time augmentation: the probabilities are the mean of
+            those of the image and of its mirror image (`flip_averaged`). Only
+            for classes that a horizontal flip preserves (photos of birds,
+            not digits or text). Twice the compute.
 
     Returns:
         A `Prediction` for a single image, a list of them for a list or batch.
@@ -87,7 +91,7 @@ def predict(model, images, top_k=1, batch_size=MAX_BATCH, runtime=None):
                           f"Received: top_k={top_k!r}.")
     batch_size = check_int(batch_size, "batch_size")
     batch, sources, single = load_images(images, size, channels)
-    probs = forward(batch, batch_size)
+    probs = flip_averaged(forward, batch, batch_size) if tta else forward(batch, batch_size)
     order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
     out = []
     for i, row in enumerate(order):
@@ -157,6 +161,28 @@ class _Predictor:
 
 
 _PREDICTORS = weakref.WeakKeyDictionary()
+
+
+def flip_averaged(forward, batch, batch_size=MAX_BATCH):
+    """Test-time augmentation: the mean of the probabilities of each image and of its horizontal flip.
+
+    Args:
+        forward: `fn(batch, batch_size) -> probabilities`, e.g. `predictor(model)`
+            or a `cnnzoo.deploy.runtimes.Runtime`.
+        batch: float32 images `[N, H, W, C]`.
+        batch_size: int, most images per forward call.
+
+    Returns:
+        float32 probabilities `[N, classes]`.
+
+    Example:
+
+    >>> probs = flip_averaged(predictor(model), images)  # doctest: +SKIP
+    """
+    batch = np.asarray(batch, np.float32)
+    mirrored = np.ascontiguousarray(batch[:, :, ::-1])
+    return ((np.asarray(forward(batch, batch_size), np.float32) +
+             np.asarray(forward(mirrored, batch_size), np.float32)) / 2).astype(np.float32)
 
 
 def predictor(model):

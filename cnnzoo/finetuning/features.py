@@ -19,9 +19,13 @@ log = logging.getLogger("cnnzoo.finetuning")
 CACHE_LIMIT_BYTES = 2 * 2**30  # `cache_features="auto"` skips the cache above this much feature memory
 
 
-def feature_cache_ok(inputs, feature_shape, cache_features):
-    """Whether a frozen-backbone stage may train the head on cached features."""
-    if cache_features is False or inputs.plain_train is None:
+def feature_cache_ok(inputs, feature_shape, cache_features, mixed=False):
+    """Whether a frozen-backbone stage may train the head on cached features.
+
+    Never with MixUp/CutMix (`mixed`): they mix images, not features. Label
+    smoothing works on cached features (the targets change, not the inputs).
+    """
+    if cache_features is False or inputs.plain_train is None or mixed:
         return False
     if cache_features is True:
         return True

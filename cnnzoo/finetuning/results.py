@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnzoo.deploy.inference import predictor
+from cnnzoo.deploy.inference import flip_averaged, predictor
 from cnnzoo.finetuning.stages import Stage
 
 __all__ = ["StageResult", "FinetuneResult", "evaluate"]
@@ -62,13 +62,16 @@ class FinetuneResult:
         return {f"{s.index}:{s.stage.name}": s.history for s in self.stages}
 
 
-def evaluate(model, dataset, num_classes):
+def evaluate(model, dataset, num_classes, tta=False):
     """Accuracy and confusion matrix of `model` on a dataset, through the fast predict path.
 
     Args:
         model: a `keras.Model`.
         dataset: batches of `(images, labels)`, e.g. an `ImageFolder`'s `train`.
         num_classes: int.
+        tta: bool; classify each image by the mean of the probabilities of it
+            and its horizontal flip (`cnnzoo.deploy.inference.flip_averaged`):
+            only where a flip keeps the class (not digits or text).
 
     Returns:
         `(accuracy, matrix)`: a float (None for an empty dataset) and the
@@ -82,7 +85,8 @@ def evaluate(model, dataset, num_classes):
     fn = predictor(model)
     cm = np.zeros((num_classes, num_classes), np.int64)
     for x, y in dataset:
-        predicted = np.argmax(fn(np.asarray(x, np.float32)), axis=1)
+        x = np.asarray(x, np.float32)
+        predicted = np.argmax(flip_averaged(fn, x) if tta else fn(x), axis=1)
         np.add.at(cm, (np.asarray(y, np.int64), predicted), 1)
     total = cm.sum()
     return (float(np.trace(cm) / total) if total else None), cm

@@ -26,6 +26,7 @@ from cnnzoo.data.memory import worker_shard
 from cnnzoo.errors import ConfigError
 from cnnzoo.finetuning import batchnorm, checkpoints, features, freezing, lr_finder, schedules
 from cnnzoo.finetuning import stages as stages_lib
+from cnnzoo.finetuning.regularize import Regularisation
 from cnnzoo.finetuning.models import resolve_model
 from cnnzoo.finetuning.results import FinetuneResult, StageResult, evaluate
 from cnnzoo.finetuning.stages import Stage
@@ -44,7 +45,8 @@ AUTO_STEPS_PER_EXECUTION = 8  # measured: benchmarks/bench_precision.py, docs/be
 def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, epochs=None, input_shape=None,
              weights=None, pretrained=None, class_names=None, batch_size=32, validation_split=0.2, augment=False,
              cache_features="auto", freeze_batchnorm=None, strategy=None, callbacks=(), seed=0, resume=True,
-             plots=True, verbose="auto", dtype=None, steps_per_execution="auto", learning_rate=None):
+             plots=True, verbose="auto", dtype=None, steps_per_execution="auto", learning_rate=None, label_smoothing=0.0,
+             mixup=0.0, cutmix=0.0, ema=False):
     """Fine-tunes a zoo model on your data in stages, resumably.
 
     Args:
@@ -106,6 +108,14 @@ def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, 
             (small models spend most of a step in per-call overhead), 1 when a
             callback has per-batch hooks or a `strategy` is given. Per-epoch
             callbacks, checkpoints and resuming are unaffected.
+        label_smoothing: float in [0, 1): training targets keep `1 - label_smoothing`
+            on their class and spread the rest evenly (validation is unsmoothed).
+        mixup, cutmix: alpha of MixUp / CutMix on training batches (0: off;
+            0.2 and 1.0 are usual; both: one of the two per batch). Mixed
+            batches train through the network (no feature cache).
+        ema: False, True or a momentum in (0, 1): validate and save an
+            exponential moving average of the weights (`use_ema` on the
+            optimizer). See docs/finetune.md, "Regularisation".
 
     Returns:
         A `FinetuneResult`.
@@ -125,6 +135,7 @@ def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, 
         raise ConfigError(f"`cache_features` must be True, False or 'auto'. "
                           f"Received: cache_features={cache_features!r}.")
     policy = check_dtype(dtype)
+    regularisation = Regularisation(label_smoothing, mixup, cutmix, ema)
     per_call = _steps_per_execution(steps_per_execution, callbacks, strategy)
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     writer = _is_chief(strategy)
@@ -157,6 +168,7 @@ def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, 
                            "cache_features": cache_features}
             if dtype_of(model) != "float32":  # float32 runs keep the fingerprint they had before `dtype`
                 fingerprint["dtype"] = dtype_of(model)
+            fingerprint.update(regularisation.fingerprint())  # likewise: only the options that are on
             state = checkpoints.RunState(run_dir, fingerprint, writer=writer)
             resumed = state.load_or_start(resume)
             if resumed and not state.data.get("finished"):
@@ -180,7 +192,7 @@ def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, 
                     model.load_weights(pending)
                     pending = None
                 results.append(_run_stage(k, stage, parts, inputs, state, run_dir, freeze_bn, cache_features,
-                                          list(callbacks), seed, verbose, writer, per_call))
+                                          list(callbacks), seed, verbose, writer, per_call, regularisation))
             if pending is not None:
                 model.load_weights(pending)
         # Outside the strategy's scope: saving makes Keras create a throw-away optimizer, whose variable would
@@ -251,11 +263,11 @@ def _is_chief(strategy):
 
 
 def _run_stage(k, stage, parts, inputs, state, run_dir, freeze_bn, cache_features, callbacks, seed, verbose,
-               writer, per_call=1):
+               writer, per_call=1, reg=Regularisation()):
     trained = freezing.apply_stage(parts, stage, freeze_bn)
     below_frozen = not any(layer.trainable_weights for layer in (parts.chain or parts.model.layers[:-1]))
     feature_shape = tuple(parts.head.input.shape[1:])
-    use_cache = below_frozen and features.feature_cache_ok(inputs, feature_shape, cache_features)
+    use_cache = below_frozen and features.feature_cache_ok(inputs, feature_shape, cache_features, reg.mixed)
     backup = run_dir / "backup" / f"stage_{k}"
     done, checkpoint = checkpoints.latest_checkpoint(backup)
     state.trim(k, done)
@@ -266,14 +278,17 @@ def _run_stage(k, stage, parts, inputs, state, run_dir, freeze_bn, cache_feature
         fit_model, train, validation = freezing.stage_model(parts), inputs.train, inputs.validation
     _compat.multi_worker_build_fix(fit_model)
     rate = lr_finder.stage_rate(k, stage, fit_model, parts, train, state, seed)  # "auto": found once, kept
-    schedules.compile_stage(fit_model, stage, parts, inputs.steps_per_epoch, rate=rate, steps_per_execution=per_call)
+    train = reg.training_batches(train, parts.head.num_classes, seed)  # one-hot (mixed) targets; validation as is
+    extra = reg.compile_args(stage.epochs * inputs.steps_per_epoch)  # loss, metric, EMA
+    schedules.compile_stage(fit_model, stage, parts, inputs.steps_per_epoch, rate=rate, steps_per_execution=per_call,
+                            **extra)
     if checkpoint is not None and checkpoints.restore(fit_model, checkpoint):
         log.info("stage %d (%s): resuming after epoch %d from %s", k, stage.name, done, checkpoint)
     elif checkpoint is not None:  # unreadable (reported, removed): the stage starts over, with a fresh optimizer
         done = 0
         state.trim(k, 0)
         schedules.compile_stage(fit_model, stage, parts, inputs.steps_per_epoch, rate=rate,
-                                steps_per_execution=per_call)
+                                steps_per_execution=per_call, **extra)
     log.info("stage %d/%s: %s, units %s, %s", k, stage.name, stage,
              trained or "none", "cached features" if use_cache else "through the network")
     if done < stage.epochs:
@@ -281,7 +296,9 @@ def _run_stage(k, stage, parts, inputs, state, run_dir, freeze_bn, cache_feature
         steps = (stage.epochs - done) * inputs.steps_per_epoch  # too few for BatchNorm's momentum: lowered
         with batchnorm.converging_batchnorm(fit_model, steps, f"{k}/{stage.name}"):
             fit_model.fit(train, validation_data=validation, epochs=stage.epochs, initial_epoch=done,
-                          callbacks=[*callbacks, saver], shuffle=False, verbose=verbose)  # datasets shuffle
+                          callbacks=[*reg.callbacks(), *callbacks, saver], shuffle=False,
+                          verbose=verbose)  # datasets shuffle
+    reg.finalize(fit_model)  # the averaged weights (fit does it too, but not a resume with no epoch left)
     batchnorm.precise_statistics(fit_model, inputs.plain_train if inputs.plain_train is not None else inputs.train,
                                   stage.epochs * inputs.steps_per_epoch,
                                  f"{k}/{stage.name}")  # after fit or a crash past its last epoch: before saving

@@ -170,7 +170,7 @@ def _per_unit_class(base):
     return PerUnit
 
 
-def compile_stage(model, stage, parts, steps_per_epoch, *, rate=None, steps_per_execution=1):
+def compile_stage(model, stage, parts, steps_per_epoch, *, rate=None, steps_per_execution=1, **options):
     """Compiles the model a stage trains: its optimizer, schedule and per-unit rates.
 
     Args:
@@ -181,6 +181,8 @@ def compile_stage(model, stage, parts, steps_per_epoch, *, rate=None, steps_per_
         steps_per_epoch: int.
         rate: the peak rate when `stage.learning_rate` is `"auto"` (found).
         steps_per_execution: int.
+        **options: passed to `compile_model` (`loss`, `metrics`,
+            `ema_momentum`: the regularisation of `finetuning.regularize`).
 
     Returns:
         `model`, compiled.
@@ -192,7 +194,7 @@ def compile_stage(model, stage, parts, steps_per_epoch, *, rate=None, steps_per_
     from cnnzoo.zoo.builders import compile_model
 
     compile_model(model, optimizer=stage.optimizer, learning_rate=learning_rate_schedule(stage, steps_per_epoch, rate),
-                  jit_compile=False, steps_per_execution=steps_per_execution)  # XLA is slower on CPU
+                  jit_compile=False, steps_per_execution=steps_per_execution, **options)  # XLA is slower on CPU
     trainable = {id(v) for v in model.trainable_weights}
     scales = [(v, f) for v, f in unit_scales(parts, stage) if id(v) in trainable]
     if scales and any(f != 1.0 for _, f in scales):

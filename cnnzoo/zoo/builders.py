@@ -155,12 +155,13 @@ def load_named_weights(model, spec, name):
     return path
 
 
-def make_optimizer(name="adam", learning_rate=1e-3):
+def make_optimizer(name="adam", learning_rate=1e-3, **options):
     """A Keras optimizer by zoo name (`"adam"`, `"adamw"`, `"sgd"`, `"rmsprop"`, `"nadam"`).
 
     Args:
         name: str, one of `cnnzoo.zoo.config.OPTIMIZERS`.
         learning_rate: float or a `keras.optimizers.schedules.LearningRateSchedule`.
+        **options: more optimizer arguments, e.g. `use_ema=True, ema_momentum=0.99`.
 
     Returns:
         A `keras.optimizers.Optimizer`.
@@ -172,11 +173,11 @@ def make_optimizer(name="adam", learning_rate=1e-3):
     if name not in _OPTIMIZERS:
         raise ConfigError(f"`optimizer` must be one of {', '.join(map(repr, _OPTIMIZERS))}. "
                           f"Received: optimizer={name!r}.")
-    return getattr(keras.optimizers, _OPTIMIZERS[name])(learning_rate=learning_rate)
+    return getattr(keras.optimizers, _OPTIMIZERS[name])(learning_rate=learning_rate, **options)
 
 
 def compile_model(model, train=None, *, optimizer=None, learning_rate=None, jit_compile="auto",
-                  steps_per_execution=1):
+                  steps_per_execution=1, loss=None, metrics=None, ema_momentum=None):
     """Compiles `model` the zoo's way: sparse categorical cross-entropy and accuracy.
 
     The one compile recipe: `cnnzoo.get`, fine-tuning stages, search trials and
@@ -193,6 +194,11 @@ def compile_model(model, train=None, *, optimizer=None, learning_rate=None, jit_
         steps_per_execution: int, batches per compiled call (per-batch
             callbacks then run every that many batches); `cnnzoo.finetune`
             picks it (docs/deploy.md, "Mixed precision and speed").
+        loss, metrics: optional replacements of the loss and metrics (fine-tuning
+            with label smoothing or MixUp passes a cross-entropy that also takes
+            label distributions, and an `accuracy` metric for both forms).
+        ema_momentum: optional float in (0, 1): the optimizer keeps an
+            exponential moving average of the weights (`use_ema=True`).
 
     A `mixed_float16` model's optimizer is wrapped in a
     `keras.optimizers.LossScaleOptimizer` here: Keras does that only for a model
@@ -207,10 +213,11 @@ def compile_model(model, train=None, *, optimizer=None, learning_rate=None, jit_
     """
     train = train or config.Train()
     rate = train.learning_rate if learning_rate is None else learning_rate
-    opt = make_optimizer(optimizer or train.optimizer, rate)
+    ema = {} if ema_momentum is None else {"use_ema": True, "ema_momentum": float(ema_momentum)}
+    opt = make_optimizer(optimizer or train.optimizer, rate, **ema)
     if dtype_of(model) == "mixed_float16":
         opt = keras.optimizers.LossScaleOptimizer(opt)
-    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+    model.compile(optimizer=opt, loss=loss or "sparse_categorical_crossentropy", metrics=metrics or ["accuracy"],
                   jit_compile=jit_compile, steps_per_execution=steps_per_execution)
     return model
 
