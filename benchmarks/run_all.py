@@ -1,7 +1,8 @@
 """Runs every benchmark script in turn (`make bench`); each writes its section of docs/benchmarks.md.
 
-The scripts: bench_core, bench_finetune, bench_memory (peak RSS with and without a cache budget),
-bench_predict, bench_tuning (every `bench_*.py` here, in name order).
+The scripts: bench_core, bench_data (reading a JPEG folder vs `image_dataset_from_directory`),
+bench_finetune, bench_memory (peak RSS with and without a cache budget), bench_predict, bench_tuning
+(every `bench_*.py` here, in name order).
 
 Benchmarks are not tests: they print ratios measured side by side and assert nothing.
 Run them on an otherwise idle machine: the ratios are only as good as the quiet.

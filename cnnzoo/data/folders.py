@@ -1,9 +1,11 @@
 """Image folders: `<path>/<class>/<image>` read into training and validation tf.data pipelines.
 
-`image_folder` checks every file with Pillow first (bad files are skipped and
-reported once), then decodes in parallel, resizes, caches, shuffles, batches and
-prefetches. The in-memory cache is bounded (`cnnzoo.data.memory`): beyond its
-budget images are cached to files or decoded every epoch. Images stay raw 0-255 floats: zoo models rescale inside
+`image_folder` reads every file's header first (bad files are skipped and
+reported once), then decodes in parallel inside tf.data (TensorFlow for plain
+JPEGs and PNGs, Pillow for the rest: `cnnzoo.data.decoding`), resizes, caches,
+shuffles, batches and prefetches. The in-memory cache is bounded
+(`cnnzoo.data.memory`): beyond its budget images are cached to files or decoded
+every epoch. Images stay raw 0-255 floats: zoo models rescale inside
 (`Preprocess`). TensorFlow and Keras are imported inside the functions that
 need them.
 """
@@ -19,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from cnnzoo.data.augment import augmentation_layers
-from cnnzoo.data.images import INTERPOLATIONS, IMAGE_EXTENSIONS, check_channels, check_image, load_image
+from cnnzoo.data.decoding import SkippedFiles, decoded_images, routes as decode_routes
+from cnnzoo.data.images import INTERPOLATIONS, IMAGE_EXTENSIONS, check_channels, check_image, read_header
 from cnnzoo.data.memory import cache_budget as _resolve_budget, plan_cache, shard_files
 from cnnzoo.data.split import stratified_split
 from cnnzoo.errors import DataError, DataNotFoundError, DataWarning
@@ -38,8 +41,10 @@ class ImageFolder:
     `train` and `validation` yield `(images, labels)` batches: float32 images
     in 0-255, shape `[batch, height, width, channels]`, int32 labels `[batch]`.
     `validation` is None when `validation_split=0`. `skipped` lists
-    `(path, reason)` for every file left out. `augment` holds the Keras layers
-    applied to training batches (empty when augmentation is off). `cache_mode`
+    `(path, reason)` for every file left out (a `SkippedFiles` sequence: a file
+    that fails to decode while training joins it when the first epoch finds it).
+    `augment` holds the Keras layers applied to training batches (empty when
+    augmentation is off). `cache_mode`
     is how decoded images are cached (`"memory"`, `"files"` in `cache_dir`, or
     `"none"`: decoded every epoch) and `cache_reason` why. `shard` is
     `(index, count)`: `train` reads worker `index`'s share of `train_files`
@@ -97,15 +102,21 @@ def image_folder(path, image_size=None, batch_size=32, validation_split=0.2, see
     """Reads `<path>/<class>/<image>` into training and validation `tf.data` pipelines.
 
     Class names are the sorted folder names (images in nested folders count for
-    their top folder). Every file is checked first (see `check_image`); the
-    bad ones are skipped, listed in `skipped` and reported in one `DataWarning`,
-    so a bad file never stops an epoch (a file that goes bad after the check is
-    logged and replaced by a blank image). The split is per class (stratified) and
-    fixed by `seed`; a class too small to give a validation image keeps all its
-    images for training. Decoding runs in parallel with Pillow (JPEG, PNG, GIF,
-    BMP, WebP; any mode becomes RGB or grayscale), then images are resized,
-    cached, shuffled (training only), batched and prefetched. Augmentation, if
-    any, is applied to training batches only.
+    their top folder). Every file is checked first, cheaply: complete plain
+    JPEGs and PNGs by their first and last bytes (`read_header`), the rest with
+    Pillow (`check_image`); the bad ones are skipped, listed in `skipped` and
+    reported in one `DataWarning`. A file that passes but fails to decode never
+    stops an epoch: it is logged, replaced by a blank image and added to
+    `skipped` when the first epoch reaches it. The split is per class
+    (stratified) and fixed by `seed`; a class too small to give a validation
+    image keeps all its images for training. Decoding runs in parallel inside
+    tf.data: TensorFlow decodes the plain JPEGs and PNGs (at Pillow's JPEG draft
+    scale), Pillow the rest (GIF, BMP, WebP, CMYK JPEG, 16-bit or transparent
+    PNG, EXIF-rotated photos; any mode becomes RGB or grayscale). Images are then
+    resized (bilinear: antialiased when shrunk by half or more, else plain, as
+    `keras.utils.image_dataset_from_directory`), cached, shuffled (training
+    only), batched and prefetched. Augmentation, if any, is applied to training
+    batches only.
 
     Args:
         path: str or `Path` of the folder holding one sub-folder per class.
@@ -128,8 +139,9 @@ def image_folder(path, image_size=None, batch_size=32, validation_split=0.2, see
         interpolation: `"bilinear"`, `"nearest"`, `"bicubic"`, `"area"` or `"lanczos"`.
         max_pixels: int; larger images are skipped as decompression bombs.
             Default `PIL.Image.MAX_IMAGE_PIXELS`.
-        check: `"fast"` (headers, checksums, end markers) or `"full"` (decode
-            every file once before training).
+        check: `"fast"` (headers and end markers; Pillow's checks for files
+            other than plain JPEGs and PNGs) or `"full"` (decode every file once
+            with Pillow before training).
         cache_budget: bytes the in-memory cache may take (int, or a size
             string: `"2GB"`, `"512MiB"`, `"unlimited"`); default
             `$CNNZOO_CACHE_BUDGET`, else 25% of physical memory. The decoded
@@ -158,8 +170,9 @@ def image_folder(path, image_size=None, batch_size=32, validation_split=0.2, see
     index, count = (0, 1) if shard is None else _check_shard(shard)
     root = _check_root(path)
     classes, files, labels, skipped = _list_files(root, class_names)
-    files, labels, bad = _check_files(files, labels, max_pixels, check == "full")
+    files, labels, headers, bad = _check_files(files, labels, max_pixels, check == "full")
     skipped = tuple(sorted(skipped + bad))
+    route = dict(zip(files, decode_routes(headers, image_size, interpolation)))
     _check_classes(root, classes, labels, skipped)
     train_idx, val_idx, stratified = stratified_split(labels, len(classes), validation_split, seed, shuffle)
     layers = augmentation_layers(augment, seed)
@@ -177,8 +190,9 @@ def image_folder(path, image_size=None, batch_size=32, validation_split=0.2, see
     logging.getLogger("cnnzoo").info(
         "image_folder %s: cache %s (%s)%s", root, plan.mode, plan.reason,
         f"; worker {index} of {count} reads {len(mine)} of {len(train_files)} training files" if count > 1 else "")
-    common = dict(image_size=image_size, channels=channels, interpolation=interpolation,
-                  batch_size=batch_size, plan=plan, seed=seed, tag="" if count == 1 else f"-w{index}of{count}")
+    found = SkippedFiles(skipped)
+    common = dict(image_size=image_size, channels=channels, interpolation=interpolation, batch_size=batch_size,
+                  plan=plan, seed=seed, tag="" if count == 1 else f"-w{index}of{count}", route=route, skipped=found)
     train = _dataset(tuple(f for f, _ in mine), tuple(y for _, y in mine), "train", shuffle=shuffle, augment=layers,
                      sharded=count > 1, **common)
     validation = _dataset(val_files, val_labels, "validation", **common) if val_files else None
@@ -186,7 +200,7 @@ def image_folder(path, image_size=None, batch_size=32, validation_split=0.2, see
         train=train, validation=validation, class_names=tuple(classes), image_size=image_size,
         channels=channels, batch_size=batch_size, augment=tuple(layers), stratified=stratified, path=str(root),
         train_files=train_files, train_labels=train_labels, validation_files=val_files,
-        validation_labels=val_labels, skipped=skipped, cache_mode=plan.mode, cache_reason=plan.reason,
+        validation_labels=val_labels, skipped=found, cache_mode=plan.mode, cache_reason=plan.reason,
         cache_dir=plan.directory, shard=(index, count))
 
 
@@ -280,12 +294,14 @@ def _list_files(root, class_names):
 
 
 def _check_files(files, labels, max_pixels, full):
+    headers = [read_header(f, max_pixels) for f in files]  # plain JPEGs and PNGs: two reads each, no decoding
+    slow = [i for i, header in enumerate(headers) if header is None or full]
     workers = min(32, 4 * (os.cpu_count() or 1))
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:  # Pillow and file I/O release the GIL
-        reasons = list(pool.map(lambda f: check_image(f, max_pixels, full), files))
-    good = [i for i, r in enumerate(reasons) if r is None]
-    bad = [(files[i], r) for i, r in enumerate(reasons) if r is not None]
-    return [files[i] for i in good], [labels[i] for i in good], bad
+        found = dict(zip(slow, pool.map(lambda i: check_image(files[i], max_pixels, full), slow)))
+    good = [i for i in range(len(files)) if found.get(i) is None]
+    bad = [(files[i], found[i]) for i in slow if found[i] is not None]
+    return [files[i] for i in good], [labels[i] for i in good], [headers[i] for i in good], bad
 
 
 def _check_classes(root, classes, labels, skipped):
@@ -301,34 +317,20 @@ def _check_classes(root, classes, labels, skipped):
 
 
 
-def _dataset(files, labels, subset, image_size, channels, interpolation, batch_size, plan, seed,
+def _dataset(files, labels, subset, image_size, channels, interpolation, batch_size, plan, seed, route, skipped,
              shuffle=False, augment=(), sharded=False, tag=""):
     import tensorflow as tf
 
     h, w = image_size
-
-    def decode(path):
-        try:
-            return load_image(path.decode(), image_size, channels, interpolation)
-        except (DataError, OSError) as e:  # the file changed after the check: keep the epoch going
-            logging.getLogger("cnnzoo").warning(
-                "%s could not be decoded during training (%s); it changed after image_folder checked it. A "
-                "blank image stands in for it; call image_folder again to leave it out.", path.decode(), e)
-            return np.zeros((h, w, channels), dtype=np.uint8)
-
-    def read(path, label):
-        image = tf.numpy_function(decode, [path], tf.uint8, stateful=False)
-        image.set_shape((h, w, channels))
-        return image, label
-
-    ds = tf.data.Dataset.from_tensor_slices((list(files), np.asarray(labels, dtype=np.int32)))
+    routes = [route[f] for f in files]
     per_image = h * w * channels
     shuffle_bytes = _SHUFFLE_BYTES
-    if shuffle and plan.mode != "memory":  # shuffle the file names (bytes each), so little decoded data waits
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    order_seed = None
+    if shuffle and plan.mode != "memory":  # shuffle the files before decoding, so little decoded data waits
+        order_seed = seed
         # streamed: every epoch is shuffled already; cache files: mixed again in a buffer within a quarter budget
         shuffle_bytes = 0 if plan.mode == "none" else min(_SHUFFLE_BYTES, (plan.budget or _SHUFFLE_BYTES * 4) // 4)
-    ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE)  # keeps the cardinality known, for Keras
+    ds = decoded_images(files, labels, routes, image_size, channels, interpolation, skipped, order_seed)
     if plan.mode == "memory":
         ds = ds.cache()
     elif plan.mode == "files":
@@ -339,7 +341,11 @@ def _dataset(files, labels, subset, image_size, channels, interpolation, batch_s
         buffer = int(max(batch_size, min(len(files), shuffle_bytes // per_image)))
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
-    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
+
+    def to_float(x, y):  # a named function: AutoGraph cannot always find a lambda's source
+        return tf.cast(x, tf.float32), y
+
+    ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
     if augment:
         def apply(x, y):
             for layer in augment:
@@ -358,7 +364,7 @@ def _dataset(files, labels, subset, image_size, channels, interpolation, batch_s
 
 def _fingerprint(files, labels, image_size, channels, interpolation):
     """A short hash of what a cache holds: files (with size and mtime), labels and decoding settings."""
-    digest = hashlib.sha256(repr((image_size, channels, interpolation)).encode())
+    digest = hashlib.sha256(repr((image_size, channels, interpolation, "decoding-2")).encode())
     for f, y in zip(files, labels):
         st = os.stat(f)
         digest.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\0{y}\n".encode())

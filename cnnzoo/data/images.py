@@ -1,11 +1,13 @@
 """Image files: check, read and convert one image with Pillow.
 
-The one place that decides how a file becomes pixels: `cnnzoo.data.image_folder`,
-`cnnzoo.predict` and the tests all read images through `load_image` and
-`convert_image`. No TensorFlow here.
+The one place that decides how a file becomes pixels: `cnnzoo.predict` and the
+tests read images through `load_image` and `convert_image`; `cnnzoo.data.image_folder`
+too, except for the plain JPEGs and PNGs that `read_header` finds, which
+TensorFlow decodes to the same pixels (`cnnzoo.data.decoding`). No TensorFlow here.
 """
 
 import os
+import struct
 import warnings
 from pathlib import Path
 
@@ -13,8 +15,8 @@ import numpy as np
 
 from cnnzoo.errors import DataError, DataNotFoundError
 
-__all__ = ["IMAGE_EXTENSIONS", "INTERPOLATIONS", "check_channels", "check_image", "load_image", "convert_image",
-           "resize_array", "to_channels"]
+__all__ = ["IMAGE_EXTENSIONS", "INTERPOLATIONS", "check_channels", "check_image", "read_header", "load_image",
+           "convert_image", "resize_array", "to_channels"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".webp")
 _FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP")  # MPO: multi-picture JPEG from cameras
@@ -83,6 +85,125 @@ def _jpeg_has_end(path):
     with open(path, "rb") as f:
         f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
         return f.read().rstrip(b"\x00\r\n\t ").endswith(b"\xff\xd9")
+
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+_JPEG_SOF = (0xC0, 0xC1, 0xC2)  # baseline, extended and progressive Huffman: what libjpeg decodes everywhere
+_HEAD = 8192
+
+
+def read_header(path, max_pixels=None):
+    """Reads an image file's first and last bytes, without decoding it.
+
+    Cheap (two reads), for listing thousands of files: it recognises the
+    plain JPEGs and PNGs that TensorFlow decodes to the same pixels as
+    `load_image`: a complete 8-bit grayscale or YCbCr JPEG (baseline or
+    progressive, no EXIF rotation) or a complete 8-bit grayscale or RGB PNG
+    without transparency, within `max_pixels`.
+
+    Args:
+        path: str or `Path`.
+        max_pixels: int; default `PIL.Image.MAX_IMAGE_PIXELS`.
+
+    Returns:
+        `(format, height, width)` with format `"JPEG"` or `"PNG"`, or None for
+        any other file (another format or variant, or a damaged or suspicious
+        one): those go through `check_image` and Pillow.
+
+    Example:
+
+    >>> cnnzoo.data.images.read_header("photos/robin/1.jpg")  # doctest: +SKIP
+    ('JPEG', 480, 640)
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        head = os.read(fd, _HEAD)
+        size = os.lseek(fd, 0, os.SEEK_END)
+        tail = os.pread(fd, 16, max(0, size - 16))
+        if head.startswith(b"\xff\xd8\xff"):
+            found = _jpeg_header(fd, head) if tail.rstrip(b"\x00\r\n\t ").endswith(b"\xff\xd9") else None
+        elif head.startswith(_PNG_MAGIC) and tail.endswith(_PNG_END):
+            found = _png_header(head)
+        else:
+            found = None
+    except (OSError, struct.error, IndexError, ValueError):
+        return None
+    finally:
+        os.close(fd)
+    if found is None:
+        return None
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    height, width = found[1], found[2]
+    return found if width > 0 and height > 0 and not (limit and width * height > limit) else None
+
+
+def _png_header(head):
+    width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", head[16:29])
+    if head[12:16] != b"IHDR" or depth != 8 or color not in (0, 2) or interlace not in (0, 1):
+        return None
+    at = 33
+    while at + 8 <= len(head):  # chunks before the image data: a tRNS one means transparency
+        length, kind = struct.unpack(">I4s", head[at:at + 8])
+        if kind == b"IDAT":
+            return "PNG", height, width
+        if kind == b"tRNS":
+            return None
+        at += 12 + length
+    return None  # the image data starts beyond the first bytes: let Pillow look
+
+
+def _jpeg_header(fd, head):
+    at, buf, base = 2, head, 0
+    while True:
+        if at + 4 > base + len(buf):  # the next marker lies beyond the bytes read: read from there
+            buf, base = os.pread(fd, _HEAD, at), at
+            if len(buf) < 4:
+                return None
+        i = at - base
+        if buf[i] != 0xFF:
+            return None
+        marker = buf[i + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        length = struct.unpack(">H", buf[i + 2:i + 4])[0]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if marker not in _JPEG_SOF:
+                return None
+            if i + 10 > len(buf):
+                buf, base, i = os.pread(fd, 16, at), at, 0
+            _, height, width, components = struct.unpack(">BHHB", buf[i + 4:i + 10])
+            return ("JPEG", height, width) if components in (1, 3) else None
+        if marker == 0xE1:  # APP1: an EXIF orientation other than 1 needs Pillow's `exif_transpose`
+            segment = buf[i + 4:i + 2 + length] if i + 2 + length <= len(buf) else os.pread(fd, length - 2, at + 4)
+            if segment.startswith(b"Exif\x00\x00") and _exif_orientation(segment[6:]) not in (None, 1):
+                return None
+        elif marker in (0xD9, 0xDA):  # end of image or start of scan before any frame header
+            return None
+        at += 2 + length
+
+
+def _exif_orientation(tiff):
+    """The orientation tag (0x0112) of a TIFF-structured EXIF block, or None."""
+    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    if order is None:
+        return None
+    offset = struct.unpack(order + "I", tiff[4:8])[0]
+    count = struct.unpack(order + "H", tiff[offset:offset + 2])[0]
+    for k in range(count):
+        entry = tiff[offset + 2 + 12 * k:offset + 14 + 12 * k]
+        if len(entry) < 12:
+            return None
+        tag, kind = struct.unpack(order + "HH", entry[:4])
+        if tag == 0x0112:
+            return struct.unpack(order + "H", entry[8:10])[0] if kind == 3 else 0
+    return None
 
 
 def load_image(path, image_size=None, channels=3, interpolation="bilinear"):

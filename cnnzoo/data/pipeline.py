@@ -226,7 +226,7 @@ def _from_folder(folder, input_shape):
     # an augmented folder has no plain copy of its training set; a worker's shard is no whole training set
     plain = None if folder.augment or tuple(folder.shard)[1] > 1 else folder.train
     return Inputs(folder.train, folder.validation, plain, tuple(folder.class_names), folder.num_train,
-                  folder.num_validation, folder.batch_size, bool(folder.augment), tuple(folder.skipped),
+                  folder.num_validation, folder.batch_size, bool(folder.augment), folder.skipped,  # grows in epoch 1
                   f"folder:{Path(folder.path).resolve()}", input_shape=tuple(folder.input_shape))
 
 

@@ -166,10 +166,10 @@ import tensorflow as tf
 strategy = tf.distribute.MultiWorkerMirroredStrategy()
 import keras
 import cnnzoo
-from cnnzoo.data import folders
+from cnnzoo.data import decoding
 decoded = []
-real = folders.load_image
-folders.load_image = lambda path, *a: decoded.append(path) or real(path, *a)  # counts real decodes
+real = decoding.load_image
+decoding.load_image = lambda path, *a: decoded.append(path) or real(path, *a)  # counts Pillow's decodes
 steps = []
 class Steps(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
@@ -197,7 +197,8 @@ def _free_ports(n):
 
 @pytest.mark.slow
 def test_two_real_workers_each_decode_only_their_shard(tmp_path):
-    folder = write_image_folder(tmp_path / "images", classes=("a", "b", "c"), per_class=8, size=(16, 16))
+    # BMP files: Pillow decodes them (in `cnnzoo.data.decoding`), so the worker script can count the decodes
+    folder = write_image_folder(tmp_path / "images", classes=("a", "b", "c"), per_class=8, size=(16, 16), fmt="BMP")
     data = image_folder(folder, image_size=16)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
     procs = []

@@ -127,7 +127,7 @@ def test_image_folder_uses_or_skips_every_file_and_an_epoch_runs(fuzzed, caplog,
     assert all(isinstance(r, str) and r for r in skipped.values())
     assert len(used) >= 40 and len(skipped) >= 100
     assert any("skipped" in str(w.message) for w in caught)
-    for path, reason in skipped.items():  # what image_folder says matches check_image
+    for path, reason in skipped.items():  # what image_folder says when listing matches check_image
         assert check_image(path) == reason, path
     # files that pass the cheap check but fail to decode: logged and replaced, the epoch goes on
     broken = {p for p in used if _fails_to_load(p)}
@@ -145,6 +145,10 @@ def test_image_folder_uses_or_skips_every_file_and_an_epoch_runs(fuzzed, caplog,
     logged = {r.getMessage().split(" could not be decoded")[0] for r in caplog.records
               if "could not be decoded" in r.getMessage()}
     assert logged == broken
+    # and they joined `skipped` (with a reason) when the epoch found them
+    after = dict(data.skipped)
+    assert {p for p in after if p not in skipped} == broken
+    assert all(after[p].startswith("failed to decode while training") for p in broken)
     reliability.record("damaged image files (byte flips, truncation) in an image folder", files=len(kinds),
                        used=len(used), skipped_with_a_reason=len(skipped), replaced_while_training=len(broken),
                        crashes=0)

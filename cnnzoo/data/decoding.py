@@ -1,0 +1,216 @@
+"""Image files -> uint8 tensors inside tf.data, in parallel, never stopping an epoch.
+
+`image_folder` reads the plain JPEGs and PNGs (`cnnzoo.data.images.read_header`)
+with TensorFlow: `decode_jpeg` at Pillow's draft scale with libjpeg's accurate
+IDCT, `decode_png`, grayscale by Pillow's integer luma, then a bilinear resize.
+Every other file, and any file TensorFlow fails to decode, is read with Pillow
+(`load_image`) through `tf.numpy_function`. A file neither can decode becomes a
+blank image, is logged once and is added to the folder's `skipped`
+(`SkippedFiles`), and the epoch goes on.
+
+Each route (a JPEG draft scale, with or without antialiasing; PNG; Pillow) is
+its own parallel map, without a branch per image, and `choose_from_datasets`
+merges them back in file order. A failed TensorFlow decode cannot be caught
+inside a map function, so each map runs under `ignore_errors` and tags every
+image with its position; a `scan` over batches of positions finds the gaps,
+which Pillow fills in place. The files are listed when the folder is read, so
+the first epoch (then cached) is where failures show. TensorFlow is imported
+inside the functions that need it.
+"""
+
+import logging
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+from cnnzoo.data.images import load_image
+from cnnzoo.errors import DataError
+
+__all__ = ["SkippedFiles", "routes", "decoded_images"]
+
+_SCALES = (1, 2, 4, 8)  # JPEG draft scales; routes 0-7 decode a JPEG at scale _SCALES[route // 2], 8-9 a PNG;
+PILLOW = 10  # odd routes shrink by half or more (antialiased resize); route PILLOW: Pillow reads the file
+_GAP_BATCH = 64  # positions checked for gaps at a time
+
+
+class SkippedFiles(Sequence):
+    """The `(path, reason)` pairs of files left out of an image folder, sorted.
+
+    Those refused when the folder was listed come first to be known; a file
+    that fails to decode while training is added when it is found (in the
+    first epoch), so this sequence can grow. It compares equal to a tuple or
+    list of the same pairs.
+    """
+
+    def __init__(self, listed=()):
+        self._listed = tuple(listed)
+        self._failed = {}
+        self._lock = threading.Lock()
+
+    def add(self, path, reason):
+        """Records a file that failed to decode; returns True the first time."""
+        with self._lock:
+            if path in self._failed:
+                return False
+            self._failed[path] = reason
+            return True
+
+    def _items(self):
+        with self._lock:
+            return tuple(sorted(self._listed + tuple(self._failed.items())))
+
+    def __getitem__(self, index):
+        return self._items()[index]
+
+    def __len__(self):
+        return len(self._listed) + len(self._failed)
+
+    def __eq__(self, other):
+        return isinstance(other, (Sequence, SkippedFiles)) and not isinstance(other, str) and \
+            self._items() == tuple(tuple(x) for x in other)
+
+    __hash__ = None
+
+    def __repr__(self):
+        return repr(self._items())
+
+
+def routes(headers, image_size, interpolation):
+    """Per file: how it is decoded (a branch of `decoded_images`), from `read_header` results."""
+    h, w = image_size
+    out = []
+    for header in headers:
+        if header is None or interpolation != "bilinear":
+            out.append(PILLOW)
+            continue
+        kind, height, width = header
+        route = 8
+        if kind == "JPEG":  # Pillow's JpegImageFile.draft: the largest of 8, 4, 2, 1 not above min(W, H) // side
+            scale = min(width // max(h, w), height // max(h, w))
+            route = next((2 * k for k in (3, 2, 1) if scale >= _SCALES[k]), 0)
+            height, width = -(-height // _SCALES[route // 2]), -(-width // _SCALES[route // 2])
+        out.append(route + (height >= 2 * h or width >= 2 * w))
+    return out
+
+
+def decoded_images(files, labels, routes, image_size, channels, interpolation, skipped, shuffle_seed=None):
+    """A dataset of `(uint8 image [h, w, channels], int32 label)`, one per file, in file order (or a new
+    seeded order each epoch with `shuffle_seed`), with known cardinality.
+
+    `routes` comes from `routes()`; files that fail to decode are added to `skipped` (a `SkippedFiles`)."""
+    import tensorflow as tf
+
+    n = len(files)
+    h, w = image_size
+    paths = tf.constant([str(f) for f in files])
+    label_table = tf.constant(list(labels) + [0], tf.int32)  # one extra entry for a part's end sentinel
+    route_table = tf.constant(list(routes), tf.int32)
+    blank = np.zeros((h, w, channels), np.uint8)
+    log = logging.getLogger("cnnzoo")
+
+    def pillow(indices):
+        images = []
+        for i in indices.tolist():
+            path = str(files[i])
+            try:
+                images.append(load_image(path, image_size, channels, interpolation))
+            except (DataError, OSError) as e:
+                reason = f"failed to decode while training ({e})"
+                if skipped.add(path, reason):
+                    log.warning("%s could not be decoded during training (%s). A blank image stands in for it; "
+                                "it is listed in the ImageFolder's `skipped`.", path, e)
+                images.append(blank)
+        return np.stack(images) if images else np.zeros((0, h, w, channels), np.uint8)
+
+    def with_pillow(indices):
+        images = tf.numpy_function(pillow, [indices], tf.uint8, stateful=False)
+        return tf.ensure_shape(images, (None, h, w, channels))
+
+    def with_tensorflow(route):
+        decoder, antialias = (*_SCALES, "PNG")[route // 2], bool(route % 2)
+
+        def decode(index):
+            data = tf.io.read_file(paths[index])
+            if decoder == "PNG":
+                image = tf.io.decode_png(data, channels=3)
+            else:
+                image = tf.io.decode_jpeg(data, channels=3, ratio=decoder, dct_method="INTEGER_ACCURATE")
+            if channels == 1:  # Pillow's convert("L"): ITU-R 601-2 luma in 16-bit fixed point
+                rgb = tf.cast(image, tf.int32)
+                image = tf.bitwise.right_shift(rgb[..., 0:1] * 19595 + rgb[..., 1:2] * 38470
+                                               + rgb[..., 2:3] * 7471 + 32768, 16)
+            # bilinear: the identity at the same size; antialiased (as Pillow) when shrinking by half or more
+            resized = tf.image.resize(image, (h, w), antialias=antialias)
+            return tf.cast(resized + 0.5, tf.uint8)  # rounded: the values are within 0-255
+
+        return decode
+
+    def fill(prev, positions, images, order, end):
+        # positions prev+1 .. positions[-1] are due; the ones missing failed in TensorFlow: Pillow reads them
+        start = prev + 1
+        count = positions[-1] + 1 - start
+        offsets = tf.cast(positions - start, tf.int32)
+
+        def gaps():
+            present = tf.scatter_nd(offsets[:, None], tf.ones_like(offsets), [tf.cast(count, tf.int32)])
+            missing = tf.cast(tf.where(present == 0)[:, 0], tf.int32)
+            again = with_pillow(tf.gather(order, tf.cast(missing, tf.int64) + start))
+            return tf.dynamic_stitch([offsets, missing], [images, again])
+
+        def whole():
+            return images
+
+        images = tf.cond(tf.shape(positions, tf.int64)[0] < count, gaps, whole)
+        labels = tf.gather(label_table, tf.gather(order, tf.range(start, start + count)))
+
+        def but_sentinel():  # the end sentinel is no image
+            return images[:-1], labels[:-1]
+
+        def all_of_them():
+            return images, labels
+
+        return tf.cond(positions[-1] == end, but_sentinel, all_of_them)
+
+    def part(route, order):
+        """The images of one route, `order` (int64 file indices) in order; every file gives one image."""
+        m = tf.size(order, tf.int64)
+        if route == PILLOW:
+            def read(index):
+                return with_pillow(index[None])[0], label_table[index]
+
+            return tf.data.Dataset.from_tensor_slices(order).map(read, num_parallel_calls=tf.data.AUTOTUNE,
+                                                                 deterministic=True)
+        decode = with_tensorflow(route)
+
+        def tagged(q):  # the image and its position in `order`
+            return q, tf.ensure_shape(decode(order[q]), (h, w, channels))
+
+        def check(prev, batch):
+            return batch[0][-1], fill(prev, *batch, padded, m)
+
+        ds = tf.data.Dataset.range(m).map(tagged, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.ignore_errors()  # a failed decode drops its image; `fill` sees the gap
+        ds = ds.concatenate(tf.data.Dataset.from_tensors((m, tf.constant(blank))))  # the end sentinel
+        padded = tf.concat([order, [n]], 0)
+        return ds.batch(_GAP_BATCH).scan(tf.constant(-1, tf.int64), check).unbatch()
+
+    used = sorted(set(routes))
+
+    def epoch(order):  # int64 [n] file indices; one part per route, merged back in this order
+        if len(used) == 1:
+            return part(used[0], order)
+        route_of = tf.gather(route_table, order)
+        parts = [part(route, tf.boolean_mask(order, tf.equal(route_of, route))) for route in used]
+        choice = tf.searchsorted(tf.constant(used, tf.int32), route_of)
+        choices = tf.data.Dataset.from_tensor_slices(tf.cast(choice, tf.int64))
+        return tf.data.Dataset.choose_from_datasets(parts, choices)
+
+    if shuffle_seed is None:
+        ds = epoch(tf.range(n, dtype=tf.int64))
+    else:  # a new order each epoch, from one seeded random number per epoch
+        def shuffled(key):
+            keys = tf.random.stateless_uniform([n], seed=tf.stack([key, tf.constant(shuffle_seed, tf.int64)]))
+            return epoch(tf.cast(tf.argsort(keys), tf.int64))
+        ds = tf.data.Dataset.random(seed=shuffle_seed, rerandomize_each_iteration=True).take(1).flat_map(shuffled)
+    return ds.apply(tf.data.experimental.assert_cardinality(n))
