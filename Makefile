@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test install bench figures reliability clean
+.PHONY: demo test install bench bench-fastai figures reliability clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,27 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
+# cnnzoo against fastai (docs/benchmarks.md): torch (CPU build), fastai and timm live in their own
+# venv, used only by benchmarks/fastai_side.py; `make test` and `make demo` never need it. The CPU
+# build comes from TORCH_INDEX; where that index cannot be reached, PyPI's build (CUDA libraries
+# included, ~4 GB; it runs on the CPU alike): `torch===` skips a local `+cpu` wheel that PyPI's
+# torchvision cannot load with.
+FASTAI_VENV := .venv-fastai
+FASTAI_STAMP := $(FASTAI_VENV)/.installed
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+
+$(FASTAI_STAMP):
+	$(PYTHON) -m venv $(FASTAI_VENV)
+	-$(FASTAI_VENV)/bin/python -m pip install --quiet --retries 1 --index-url $(TORCH_INDEX) \
+		torch==2.13.0 torchvision==0.28.0
+	$(FASTAI_VENV)/bin/python -c "import torchvision" 2>/dev/null \
+	|| $(FASTAI_VENV)/bin/python -m pip install --quiet "torch===2.13.0" torchvision==0.28.0
+	$(FASTAI_VENV)/bin/python -m pip install --quiet fastai==2.8.12 timm==1.0.31
+	touch $(FASTAI_STAMP)
+
+bench-fastai: $(STAMP) $(FASTAI_STAMP)
+	$(BIN)/python benchmarks/bench_fastai.py --fastai-python $(FASTAI_VENV)/bin/python
+
 figures: $(STAMP)
 	$(BIN)/python benchmarks/figures.py
 
@@ -32,4 +53,4 @@ reliability: $(STAMP)
 	$(BIN)/python benchmarks/reliability.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(FASTAI_VENV) build *.egg-info
