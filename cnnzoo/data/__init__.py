@@ -2,8 +2,10 @@
 
 - `images`: one image file -> pixels (`check_image`, `load_image`, `convert_image`, resizing);
 - `folders`: `image_folder`, `<path>/<class>/<image>` -> tf.data pipelines;
+- `decoding`: headers checked cheaply, TensorFlow decoding in parallel, files that fail reported;
+- `mixing`: MixUp and CutMix on one-hot batches;
 - `datasets`: the built-in UCI digits (`digits`, `digits_folder`);
-- `augment`: `default_augmentation` and what `augment=` may be;
+- `augment`: `default_augmentation`, `augment="auto"` and what `augment=` may be;
 - `split`: the one stratified, seeded train/validation split;
 - `arrays`: image arrays checked, split, fitted to a model's input and fed by index;
 - `pipeline`: `prepare`, the one path from any accepted `data` to the

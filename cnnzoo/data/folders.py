@@ -175,7 +175,7 @@ def image_folder(path, image_size=None, batch_size=32, validation_split=0.2, see
     route = dict(zip(files, decode_routes(headers, image_size, interpolation)))
     _check_classes(root, classes, labels, skipped)
     train_idx, val_idx, stratified = stratified_split(labels, len(classes), validation_split, seed, shuffle)
-    layers = augmentation_layers(augment, seed)
+    layers = augmentation_layers(augment, seed, num_train=len(train_idx))
     if skipped:
         shown = "\n".join(f"  {p}: {reason}" for p, reason in skipped[:10])
         more = f"\n  ... and {len(skipped) - 10} more" if len(skipped) > 10 else ""
