@@ -307,7 +307,7 @@ def test_augmentation_changes_training_batches_only(image_folder):
     ({"channels": 4}, "`channels` must be 1 \\(grayscale\\) or 3"),
     ({"batch_size": 0}, "`batch_size` must be an integer >= 1"),
     ({"validation_split": 1.0}, "`validation_split` must be a number in \\[0, 1\\)"),
-    ({"augment": "yes"}, "`augment` must be True, False, or a list of Keras layers"),
+    ({"augment": "yes"}, "`augment` must be True, False, 'auto', or a list of Keras layers"),
     ({"cache": 3}, "`cache` must be True"),
     ({"interpolation": "cubic"}, "`interpolation` must be one of"),
     ({"check": "thorough"}, "`check` must be 'fast' or 'full'"),
