@@ -24,10 +24,11 @@ def add_arguments(parser):
     parser.add_argument("--weights", default=None, help="weights for a model built by name (e.g. imagenet, or a file)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--validation-split", type=float, default=0.2)
-    parser.add_argument("--augment", nargs="?", const=True, default=False, type=_augment, metavar="auto",
-                        help="random flips, rotations, zooms, contrast; `--augment auto`: a set picked from the "
-                             "data size, without flips (docs/finetune.md, Regularisation)")
-    parser.add_argument("--label-smoothing", type=float, default=0.0, help="e.g. 0.1 (default 0: off)")
+    parser.add_argument("--augment", nargs="?", const=True, default="auto", type=_augment, metavar="auto",
+                        help="default `auto`: a set picked from the data size, without flips (docs/finetune.md, "
+                             "Regularisation); `--augment` alone: random flips, rotations, zooms, contrast")
+    parser.add_argument("--no-augment", dest="augment", action="store_false", help="train on the images as they are")
+    parser.add_argument("--label-smoothing", type=float, default=0.1, help="default 0.1; 0 turns it off")
     parser.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA", help="MixUp alpha, e.g. 0.2 (default 0)")
     parser.add_argument("--cutmix", type=float, default=0.0, metavar="ALPHA", help="CutMix alpha, e.g. 1.0 (default 0)")
     parser.add_argument("--ema", nargs="?", const=True, default=False, type=float, metavar="MOMENTUM",

@@ -43,9 +43,9 @@ AUTO_STEPS_PER_EXECUTION = 8  # measured: benchmarks/bench_precision.py, docs/be
 
 
 def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, epochs=None, input_shape=None,
-             weights=None, pretrained=None, class_names=None, batch_size=32, validation_split=0.2, augment=False,
+             weights=None, pretrained=None, class_names=None, batch_size=32, validation_split=0.2, augment="auto",
              cache_features="auto", freeze_batchnorm=None, strategy=None, callbacks=(), seed=0, resume=True,
-             plots=True, verbose="auto", dtype=None, steps_per_execution="auto", learning_rate=None, label_smoothing=0.0,
+             plots=True, verbose="auto", dtype=None, steps_per_execution="auto", learning_rate=None, label_smoothing=0.1,
              mixup=0.0, cutmix=0.0, ema=False):
     """Fine-tunes a zoo model on your data in stages, resumably.
 
@@ -84,6 +84,9 @@ def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, 
         batch_size, validation_split, augment: for folder paths and arrays, as in
             `cnnzoo.data.prepare` (the split is per class and seeded;
             `validation_split` must be > 0 unless the data brings validation images).
+            `augment` defaults to `"auto"`: random shifts and zoom picked from the
+            number of training images, never flips (docs/finetune.md); False
+            trains on the images as they are.
         cache_features: `"auto"` (cache in frozen stages when the data is not
             augmented and the features fit in 2 GiB), True or False.
         freeze_batchnorm: keep every BatchNormalization below the head in
@@ -108,8 +111,9 @@ def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, 
             (small models spend most of a step in per-call overhead), 1 when a
             callback has per-batch hooks or a `strategy` is given. Per-epoch
             callbacks, checkpoints and resuming are unaffected.
-        label_smoothing: float in [0, 1): training targets keep `1 - label_smoothing`
-            on their class and spread the rest evenly (validation is unsmoothed).
+        label_smoothing: float in [0, 1), default 0.1: training targets keep
+            `1 - label_smoothing` on their class and spread the rest evenly
+            (validation is unsmoothed; 0 turns it off).
         mixup, cutmix: alpha of MixUp / CutMix on training batches (0: off;
             0.2 and 1.0 are usual; both: one of the two per batch). Mixed
             batches train through the network (no feature cache).

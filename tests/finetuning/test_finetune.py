@@ -110,7 +110,7 @@ def test_finetune_a_keras_applications_backbone(tmp_path):
     backbone = model.get_layer("backbone")
     before = {w.path: w.numpy().copy() for w in backbone.weights}
     result = cnnzoo.finetune(model, (x, y), stages="head:1:1e-2,top2:1:1e-2", out=tmp_path / "run", verbose=0,
-                             plots=False)
+                             plots=False, augment=False)
     assert [(s.units, s.feature_cache) for s in result.stages] == [((), True), (("block_15", "block_16"), False)]
     after = {w.path: w.numpy() for w in result.model.get_layer("backbone").weights}
     changed = {path.split("/")[0] for path in before if not np.array_equal(before[path], after[path])}
@@ -208,7 +208,7 @@ def test_feature_cache_equals_training_through_the_frozen_backbone(tmp_path):
         model = tiny()
         pretrain_batchnorm(model)
         result = cnnzoo.finetune(model, (x, y), stages=["head:3:1e-2"], cache_features=cache, seed=seed,
-                                 batch_size=8, out=tmp_path / key, verbose=0, plots=False)
+                                 batch_size=8, augment=False, out=tmp_path / key, verbose=0, plots=False)
         assert result.stages[0].feature_cache is cache
         predictions[key] = cnnzoo.inference.predictor(result.model)(x)
         histories[key] = result.stages[0].history["loss"]
@@ -223,7 +223,7 @@ def test_feature_cache_auto_is_off_with_augmentation_and_for_unfrozen_stages(tmp
                              verbose=0, plots=False)
     assert [s.feature_cache for s in result.stages] == [False, False]
     result = cnnzoo.finetune(tiny(), folder, stages=["head:1", "top1:1"], out=tmp_path / "plain", verbose=0,
-                             plots=False)
+                             plots=False, augment=False)
     assert [s.feature_cache for s in result.stages] == [True, False]
     assert [s.units for s in result.stages] == [(), ("block2",)]
 

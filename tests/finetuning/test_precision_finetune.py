@@ -101,7 +101,7 @@ def test_steps_per_execution_keeps_epochs_checkpoints_and_history(tmp_path, cach
         model.get_layer("head").pretrained = True
         result = cnnzoo.finetune(model, (x, y), stages=["head:2:1e-2", "all:3:1e-3"], out=tmp_path / str(per_call),
                                  batch_size=8, verbose=0, plots=False, callbacks=[seen], cache_features=cache,
-                                 steps_per_execution=per_call, seed=0)
+                                 steps_per_execution=per_call, seed=0, augment=False)
         runs[per_call] = (result, seen.epochs)
         state = __import__("json").loads((tmp_path / str(per_call) / "state.json").read_text())
         assert [len(state["history"][k]) for k in ("1", "2")] == [2, 3]  # one checkpoint record per epoch

@@ -96,7 +96,8 @@ def test_options_are_checked_before_any_work(tmp_path):
 def test_label_smoothing_trains_with_cached_features_and_keeps_validation_unsmoothed(tmp_path):
     x, y, xv, yv = data()
     result = cnnzoo.finetune(tiny(), (x, y, xv, yv), stages=["head:2:1e-2", "all:2:1e-3"], out=tmp_path / "run",
-                             batch_size=8, verbose=0, plots=False, pretrained=True, label_smoothing=0.2)
+                             batch_size=8, verbose=0, plots=False, pretrained=True, label_smoothing=0.2,
+                             augment=False)
     assert [s.feature_cache for s in result.stages] == [True, False]  # smoothing needs no images
     for stage in result.stages:
         assert set(stage.history) == KEYS and all(len(v) == 2 for v in stage.history.values())
@@ -238,6 +239,7 @@ def test_finetune_command_line_flags():
     args = parser.parse_args(["finetune", "digits_cnn", "data/", "--augment", "--ema", "0.99"])
     assert (args.augment, args.ema) == (True, 0.99)
     args = parser.parse_args(["finetune", "digits_cnn", "data/"])
-    assert (args.augment, args.label_smoothing, args.mixup, args.cutmix, args.ema) == (False, 0.0, 0.0, 0.0, False)
+    assert (args.augment, args.label_smoothing, args.mixup, args.cutmix, args.ema) == ("auto", 0.1, 0.0, 0.0, False)  # the defaults
+    assert parser.parse_args(["finetune", "digits_cnn", "data/", "--no-augment"]).augment is False
     with pytest.raises(SystemExit):
         parser.parse_args(["finetune", "digits_cnn", "data/", "--augment", "sometimes"])
