@@ -51,14 +51,27 @@ def _augment(text):
 
 
 def run(args):
+    """Fine-tunes with cnnzoo's progress messages on stderr, for this call only (no global logging set-up)."""
     import logging
+
+    log = logging.getLogger("cnnzoo")
+    handler, level = logging.StreamHandler(), log.level
+    handler.setFormatter(logging.Formatter("cnnzoo: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        return _run(args)
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+
+
+def _run(args):
     import time
     from pathlib import Path
 
     from cnnzoo.finetuning import run as transfer
 
-    logging.basicConfig(format="cnnzoo: %(message)s")
-    logging.getLogger("cnnzoo").setLevel(logging.INFO)
     model = Path(args.name) if Path(args.name).is_file() else args.name
     start = time.perf_counter()
     result = transfer.finetune(
