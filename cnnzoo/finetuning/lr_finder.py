@@ -268,7 +268,10 @@ def stage_rate(index, stage, model, parts, train, state, seed=0, steps=100):
     """The peak rate of stage `index`: its own, or for `"auto"` the finder's suggestion.
 
     A found rate is kept in the run state (`learning_rates`), so a resumed run
-    uses the same one without sweeping again.
+    uses the same one without sweeping again. Under a multi-worker strategy
+    every worker sweeps in step, each on its own shard, with the batch losses
+    all-reduced: all find the same rate, the chief records it, and on resume
+    every worker reads it from the shared run directory.
     """
     if stage.learning_rate != "auto":
         return None

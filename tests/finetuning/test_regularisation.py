@@ -166,7 +166,8 @@ def test_ema_validates_and_saves_the_averaged_weights(tmp_path):
     assert all(np.allclose(f, np.array(w)) for f, w in zip(final, loaded.trainable_weights))
 
 
-def test_ema_averages_survive_a_crash_and_resume(tmp_path):
+@pytest.mark.parametrize("dtype", [None, "mixed_float16"])  # mixed: the averages of a LossScaleOptimizer's inner one
+def test_ema_averages_survive_a_crash_and_resume(tmp_path, dtype):
     import keras
 
     x, y, xv, yv = data()
@@ -178,7 +179,7 @@ def test_ema_averages_survive_a_crash_and_resume(tmp_path):
 
     first, second = {}, {}
     common = dict(stages=["all:3:1e-2"], out=tmp_path / "run", batch_size=8, verbose=0, plots=False,
-                  pretrained=True, ema=0.8)
+                  pretrained=True, ema=0.8, dtype=dtype)
     with pytest.raises(RuntimeError, match="simulated crash"):
         cnnzoo.finetune(tiny(True), (x, y, xv, yv), callbacks=[ema_probe(first), Crash()], **common)
     assert (tmp_path / "run" / "backup" / "stage_1" / "epoch_0002.weights.h5").is_file()
