@@ -123,8 +123,8 @@ def array_dataset(x, y, idx, input_shape, batch_size, shuffle=False, seed=0, lay
         ds = ds.shuffle(len(idx), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size).map(load, num_parallel_calls=tf.data.AUTOTUNE)  # keeps the order and the cardinality
     if layers:
-        ds = ds.map(lambda images, batch_labels: (_augmented(images, layers), batch_labels),
-                    num_parallel_calls=tf.data.AUTOTUNE)
+        # one batch at a time: the layers' seed state then advances in batch order, and a seeded run repeats
+        ds = ds.map(lambda images, batch_labels: (_augmented(images, layers), batch_labels))
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

@@ -352,7 +352,7 @@ def _dataset(files, labels, subset, image_size, channels, interpolation, batch_s
                 x = layer(x, training=True)
             return x, y
 
-        ds = ds.map(apply, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(apply)  # one batch at a time: the layers' seed state advances in batch order (repeatable)
     if sharded:  # this worker's files only: Keras must not shard again. Each global batch of this worker's
         # dataset takes `count` steps (tf.distribute rebatches it), so its batch count is left unknown and
         # Keras reads it to the end (all shards are the same size: the workers end together).
