@@ -17,8 +17,10 @@ digits, the validation accuracy stays at 10% with it, as the averages mix
 statistics of older weights through 50 layers. So after the stage,
 `precise_statistics` re-estimates them over the training images (not
 augmented) with the final weights ("precise BN": a plain average, weights
-untouched): 96% after 2 epochs. Both restore each layer's own momentum, so the
-saved model keeps its configuration.
+untouched): 96% after 2 epochs. Before each epoch's validation, `before_validation`
+re-estimates them over `EPOCH_IMAGES` training images, so the history reads what
+the model scores. All restore each layer's own momentum, so the saved model keeps
+its configuration.
 `chance_warnings` names what went wrong when a run ends near chance on the
 validation data while it fits its training data.
 """
@@ -31,12 +33,13 @@ import warnings
 from cnnzoo.errors import TrainingWarning
 from cnnzoo.finetuning.freezing import batchnorm_layers
 
-__all__ = ["MAX_INITIAL_WEIGHT", "adapted_momentum", "converging_batchnorm", "precise_statistics", "chance_warnings",
-           "warn"]
+__all__ = ["MAX_INITIAL_WEIGHT", "EPOCH_IMAGES", "adapted_momentum", "converging_batchnorm", "precise_statistics",
+           "before_validation", "chance_warnings", "warn"]
 
 log = logging.getLogger("cnnzoo.finetuning")
 
 MAX_INITIAL_WEIGHT = 0.01  # initial statistics may weigh at most this much at the end of a stage
+EPOCH_IMAGES = 256  # training images each re-estimate before an epoch's validation reads
 ADAPT = True  # tests switch it off to reproduce the unadapted run
 
 
@@ -121,6 +124,51 @@ def precise_statistics(model, dataset, steps, stage_name=""):
               if bn.trainable and adapted_momentum(float(bn.momentum), steps) is not None]
     if not ADAPT or not layers or dataset is None or tf.distribute.has_strategy():
         return 0
+    images = _reestimate(layers, model, dataset)
+    log.info("stage %s: re-estimated the moving statistics of %d BatchNorm layers over %d training images "
+             "(momentum %s too high for %d steps)", stage_name, len(layers), images,
+             "/".join(sorted({f"{m:g}" for m in (bn.momentum for bn in layers)})), steps)
+    return len(layers)
+
+
+def before_validation(model, changed, dataset, max_images=EPOCH_IMAGES):
+    """Callbacks for a stage's `fit`: precise statistics before each epoch's validation.
+
+    Without them the per-epoch `val_accuracy` of a network whose statistics
+    lag its weights (MobileNetV3 from scratch) reads chance every epoch, while
+    the model `finetune` returns, re-estimated after the stage, scores 97%:
+    the history, a user's `EarlyStopping` and the epoch checkpoints would all
+    see the stale statistics. Re-estimated over at most `max_images` training
+    images (precise BN needs a few hundred), after the EMA weights are swapped
+    in, only for the layers `converging_batchnorm` changed, not under a
+    `tf.distribute` strategy.
+
+    Args:
+        model: the model `fit` trains.
+        changed: what `converging_batchnorm` yielded.
+        dataset: batches of training images, ideally not augmented.
+        max_images: int, the images each re-estimate reads.
+
+    Returns:
+        A list of zero or one `keras.callbacks.Callback`.
+    """
+    import keras
+    import tensorflow as tf
+
+    if not ADAPT or not changed or dataset is None or tf.distribute.has_strategy():
+        return []
+    layers = [bn for bn, _, _ in changed]
+
+    class PreciseBatchNormBeforeValidation(keras.callbacks.Callback):
+        def on_test_begin(self, logs=None):
+            _reestimate(layers, model, dataset, max_images)
+
+    return [PreciseBatchNormBeforeValidation()]
+
+
+def _reestimate(layers, model, dataset, max_images=None):
+    """Runs `dataset` through `model` in training mode with momentum `k / (k + 1)` at batch `k` (the plain
+    average); returns the images read. The layers' momentum is restored."""
     own = [bn.momentum for bn in layers]
     images = 0
     try:
@@ -130,13 +178,12 @@ def precise_statistics(model, dataset, steps, stage_name=""):
                 bn.momentum = k / (k + 1)
             model(x, training=True)
             images += int(x.shape[0])
+            if max_images is not None and images >= max_images:
+                break
     finally:
         for bn, momentum in zip(layers, own):
             bn.momentum = momentum
-    log.info("stage %s: re-estimated the moving statistics of %d BatchNorm layers over %d training images "
-             "(momentum %s too high for %d steps)", stage_name, len(layers), images,
-             "/".join(sorted({f"{m:g}" for m in own})), steps)
-    return len(layers)
+    return images
 
 
 def chance_warnings(results, val_accuracy, num_classes, model=None):

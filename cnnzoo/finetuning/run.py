@@ -295,16 +295,17 @@ def _run_stage(k, stage, parts, inputs, state, run_dir, freeze_bn, cache_feature
                                 steps_per_execution=per_call, **extra)
     log.info("stage %d/%s: %s, units %s, %s", k, stage.name, stage,
              trained or "none", "cached features" if use_cache else "through the network")
+    plain = inputs.plain_train if inputs.plain_train is not None else inputs.train  # for BatchNorm statistics
     if done < stage.epochs:
         saver = checkpoints.epoch_checkpoint(backup, state, k, writer=writer)
         steps = (stage.epochs - done) * inputs.steps_per_epoch  # too few for BatchNorm's momentum: lowered
-        with batchnorm.converging_batchnorm(fit_model, steps, f"{k}/{stage.name}"):
+        with batchnorm.converging_batchnorm(fit_model, steps, f"{k}/{stage.name}") as changed:
+            precise = batchnorm.before_validation(fit_model, changed, plain)  # after the EMA swap: listed after it
             fit_model.fit(train, validation_data=validation, epochs=stage.epochs, initial_epoch=done,
-                          callbacks=[*reg.callbacks(), *callbacks, saver], shuffle=False,
+                          callbacks=[*reg.callbacks(), *precise, *callbacks, saver], shuffle=False,
                           verbose=verbose)  # datasets shuffle
     reg.finalize(fit_model)  # the averaged weights (fit does it too, but not a resume with no epoch left)
-    batchnorm.precise_statistics(fit_model, inputs.plain_train if inputs.plain_train is not None else inputs.train,
-                                  stage.epochs * inputs.steps_per_epoch,
+    batchnorm.precise_statistics(fit_model, plain, stage.epochs * inputs.steps_per_epoch,
                                  f"{k}/{stage.name}")  # after fit or a crash past its last epoch: before saving
     seconds = time.perf_counter() - start
     if writer:
