@@ -11,11 +11,15 @@ blank image, is logged once and is added to the folder's `skipped`
 Each route (a JPEG draft scale, with or without antialiasing; PNG; Pillow) is
 its own parallel map, without a branch per image, and `choose_from_datasets`
 merges them back in file order. A failed TensorFlow decode cannot be caught
-inside a map function, so each map runs under `ignore_errors` and tags every
-image with its position; a `scan` over batches of positions finds the gaps,
-which Pillow fills in place. The files are listed when the folder is read, so
-the first epoch (then cached) is where failures show. TensorFlow is imported
-inside the functions that need it.
+inside a map function, so each map runs under `ignore_errors`. Data read in
+order (`in_order=True`: validation sets, `shuffle=False`) tags every image with
+its position; a `scan` over batches of positions finds the gaps, which Pillow
+fills in place. Data shuffled afterwards skips that bookkeeping (a batch, a
+scan and an unbatch: two more copies of every image): each decoded file is
+marked in a hash table, and once a route's files have all been tried, Pillow
+reads the unmarked ones, which so come last in that route's order. The files
+are listed when the folder is read, so the first epoch (then cached) is where
+failures show. TensorFlow is imported inside the functions that need it.
 """
 
 import logging
@@ -79,6 +83,7 @@ class SkippedFiles(Sequence):
 def routes(headers, image_size, interpolation):
     """Per file: how it is decoded (a branch of `decoded_images`), from `read_header` results."""
     h, w = image_size
+    side = max(h, w)
     out = []
     for header in headers:
         if header is None or interpolation != "bilinear":
@@ -87,19 +92,28 @@ def routes(headers, image_size, interpolation):
         kind, height, width = header
         route = 8
         if kind == "JPEG":  # Pillow's JpegImageFile.draft: the largest of 8, 4, 2, 1 not above min(W, H) // side
-            scale = min(width // max(h, w), height // max(h, w))
-            route = next((2 * k for k in (3, 2, 1) if scale >= _SCALES[k]), 0)
-            height, width = -(-height // _SCALES[route // 2]), -(-width // _SCALES[route // 2])
+            scale = min(width, height) // side
+            if scale >= 2:
+                route = 6 if scale >= 8 else 4 if scale >= 4 else 2
+                height, width = -(-height // _SCALES[route // 2]), -(-width // _SCALES[route // 2])
+            else:
+                route = 0
         out.append(route + (height >= 2 * h or width >= 2 * w))
     return out
 
 
-def decoded_images(files, labels, routes, image_size, channels, interpolation, skipped, shuffle_seed=None):
+def decoded_images(files, labels, routes, image_size, channels, interpolation, skipped, shuffle_seed=None,
+                   in_order=True):
     """A dataset of `(uint8 image [h, w, channels], int32 label)`, one per file, in file order (or a new
     seeded order each epoch with `shuffle_seed`), with known cardinality.
 
-    `routes` comes from `routes()`; files that fail to decode are added to `skipped` (a `SkippedFiles`)."""
+    `routes` comes from `routes()`; files that fail to decode are added to `skipped` (a `SkippedFiles`).
+    With `in_order=False` (for data shuffled afterwards) a file TensorFlow fails to decode comes at the
+    end of its route's images instead of in its place, which saves the per-image gap check; its passes
+    share one table of decoded files, so they should run one at a time (as `fit` runs its epochs)."""
     import tensorflow as tf
+
+    no_autograph = tf.autograph.experimental.do_not_convert  # plain graph code: converting it only costs time
 
     n = len(files)
     h, w = image_size
@@ -172,15 +186,17 @@ def decoded_images(files, labels, routes, image_size, channels, interpolation, s
 
         return tf.cond(positions[-1] == end, but_sentinel, all_of_them)
 
+    def read(index):  # one file with Pillow (a blank image if it cannot either)
+        return with_pillow(index[None])[0], label_table[index]
+
     def part(route, order):
         """The images of one route, `order` (int64 file indices) in order; every file gives one image."""
         m = tf.size(order, tf.int64)
         if route == PILLOW:
-            def read(index):
-                return with_pillow(index[None])[0], label_table[index]
-
-            return tf.data.Dataset.from_tensor_slices(order).map(read, num_parallel_calls=tf.data.AUTOTUNE,
-                                                                 deterministic=True)
+            return tf.data.Dataset.from_tensor_slices(order).map(
+                no_autograph(read), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if not in_order:
+            return failures_last(route, order, seen[route])
         decode = with_tensorflow(route)
 
         def tagged(q):  # the image and its position in `order`
@@ -189,13 +205,40 @@ def decoded_images(files, labels, routes, image_size, channels, interpolation, s
         def check(prev, batch):
             return batch[0][-1], fill(prev, *batch, padded, m)
 
-        ds = tf.data.Dataset.range(m).map(tagged, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = tf.data.Dataset.range(m).map(no_autograph(tagged), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         ds = ds.ignore_errors()  # a failed decode drops its image; `fill` sees the gap
         ds = ds.concatenate(tf.data.Dataset.from_tensors((m, tf.constant(blank))))  # the end sentinel
         padded = tf.concat([order, [n]], 0)
-        return ds.batch(_GAP_BATCH).scan(tf.constant(-1, tf.int64), check).unbatch()
+        return ds.batch(_GAP_BATCH).scan(tf.constant(-1, tf.int64), no_autograph(check)).unbatch()
+
+    def failures_last(route, order, decoded):
+        """`part` without the gap check: each file TensorFlow decodes is marked in `decoded` (a hash table
+        of file indices); after the last one, Pillow reads the unmarked ones and the marks are cleared."""
+        decode = with_tensorflow(route)
+
+        def marked(q):
+            index = order[q]
+            image = decode(index)
+            with tf.control_dependencies([image]):  # marked only once decoded
+                mark = decoded.insert(index, tf.constant(1))
+            with tf.control_dependencies([mark]):
+                return image, label_table[index]  # the image's shape is static: (h, w, channels)
+
+        def failed(_):  # after every file was tried: those not marked, read by Pillow
+            missing = tf.gather(order, tf.where(tf.equal(decoded.lookup(order), 0))[:, 0])
+            with tf.control_dependencies([missing]):
+                clear = decoded.remove(order)
+            with tf.control_dependencies([clear]):
+                images = with_pillow(missing)
+            return tf.data.Dataset.from_tensor_slices((images, tf.gather(label_table, missing)))
+
+        ds = tf.data.Dataset.range(tf.size(order, tf.int64)).map(no_autograph(marked), deterministic=True,
+                                                                 num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.ignore_errors().concatenate(tf.data.Dataset.range(1).flat_map(no_autograph(failed)))
 
     used = sorted(set(routes))
+    seen = {} if in_order else {route: tf.lookup.experimental.MutableHashTable(tf.int64, tf.int32, 0)
+                                for route in used if route != PILLOW}
 
     def epoch(order):  # int64 [n] file indices; one part per route, merged back in this order
         if len(used) == 1:

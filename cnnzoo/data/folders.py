@@ -294,7 +294,10 @@ def _list_files(root, class_names):
 
 
 def _check_files(files, labels, max_pixels, full):
-    headers = [read_header(f, max_pixels) for f in files]  # plain JPEGs and PNGs: two reads each, no decoding
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels  # looked up once, not per file
+    headers = [read_header(f, limit) for f in files]  # plain JPEGs and PNGs: one or two reads each, no decoding
     slow = [i for i, header in enumerate(headers) if header is None or full]
     workers = min(32, 4 * (os.cpu_count() or 1))
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:  # Pillow and file I/O release the GIL
@@ -330,7 +333,8 @@ def _dataset(files, labels, subset, image_size, channels, interpolation, batch_s
         order_seed = seed
         # streamed: every epoch is shuffled already; cache files: mixed again in a buffer within a quarter budget
         shuffle_bytes = 0 if plan.mode == "none" else min(_SHUFFLE_BYTES, (plan.budget or _SHUFFLE_BYTES * 4) // 4)
-    ds = decoded_images(files, labels, routes, image_size, channels, interpolation, skipped, order_seed)
+    ds = decoded_images(files, labels, routes, image_size, channels, interpolation, skipped, order_seed,
+                        in_order=not shuffle)
     if plan.mode == "memory":
         ds = ds.cache()
     elif plan.mode == "files":

@@ -203,3 +203,54 @@ def test_skipped_files_compare_as_a_sorted_tuple_and_grow():
     assert list(skipped) == [("a.jpg", "failed to decode while training (x)"), ("b.png", "empty file (0 bytes)")]
     assert skipped[0][0] == "a.jpg" and dict(skipped)["b.png"] == "empty file (0 bytes)"
     assert "a.jpg" in repr(skipped) and SkippedFiles() == [] and SkippedFiles() != "x"
+
+
+def test_shuffled_data_reads_a_file_tensorflow_fails_last_in_its_route(tmp_path, caplog):
+    """With `in_order=False` (data shuffled afterwards) a failed file's stand-in comes after the rest of
+    its route; labels stay with their images, and a pass left unfinished does not upset the next one."""
+    from cnnzoo.data.decoding import decoded_images
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for i in range(3):
+        Image.fromarray(photo(16, 16, i)).save(tmp_path / "a" / f"{i}.png")
+        Image.fromarray(photo(16, 16, 10 + i)).save(tmp_path / "b" / f"{i}.jpg", quality=95)
+    broken_png(tmp_path / "a" / "1.png", tmp_path / "a" / "0.png")
+    files = [str(tmp_path / c / f"{i}.{ext}") for c, ext in (("a", "png"), ("b", "jpg")) for i in range(3)]
+    labels = [0, 0, 0, 1, 1, 1]
+    kinds = routes([read_header(f) for f in files], (16, 16), "bilinear")
+    assert len(set(kinds)) == 2 and PILLOW not in kinds  # two TensorFlow routes, merged in file order
+
+    def read(in_order, take=None):
+        ds = decoded_images(files, labels, kinds, (16, 16), 3, "bilinear", SkippedFiles(), in_order=in_order)
+        assert ds.cardinality().numpy() == 6
+        if take is not None:
+            for _ in ds.take(take):
+                pass
+        return [(x.numpy(), int(y)) for x, y in ds]
+
+    with caplog.at_level(logging.WARNING, logger="cnnzoo"):
+        in_place = read(True)
+        last = read(False, take=2)  # an unfinished pass first: its marks must not hide the failure
+    assert [y for _, y in in_place] == labels and (in_place[1][0] == 0).all()
+    # a/0, a/2, then a/1's blank stand-in (the end of the PNG route), then the JPEGs in order
+    assert [y for _, y in last] == labels and (last[2][0] == 0).all()
+    for got, want in zip([last[i][0] for i in (0, 1, 3, 4, 5)], [in_place[i][0] for i in (0, 2, 3, 4, 5)]):
+        np.testing.assert_array_equal(got, want)
+    logged = [r for r in caplog.records if "could not be decoded during training" in r.getMessage()]
+    assert len(logged) == 2  # once for each of the two datasets (each has its own `SkippedFiles`)
+
+
+def test_read_header_reads_small_files_once_and_large_ones_at_both_ends(tmp_path):
+    small, large = tmp_path / "small.jpg", tmp_path / "large.jpg"
+    Image.fromarray(photo(40, 50)).save(small, quality=90)
+    Image.fromarray(photo(400, 300)).save(large, quality=95)
+    assert small.stat().st_size < 16384 < large.stat().st_size
+    assert read_header(small) == ("JPEG", 40, 50) and read_header(large) == ("JPEG", 400, 300)
+    for path in (small, large):  # cut short: the end-of-image marker is missing, so Pillow decides
+        cut = tmp_path / f"cut_{path.name}"
+        cut.write_bytes(path.read_bytes()[:-200])
+        assert read_header(cut) is None
+        padded = tmp_path / f"padded_{path.name}"  # trailing padding after the marker is allowed
+        padded.write_bytes(path.read_bytes() + b"\x00" * 8)
+        assert read_header(padded) == read_header(path)
