@@ -52,6 +52,26 @@ def write_image_folder(root, classes=("a", "b"), per_class=6, size=(12, 12), fmt
     return root
 
 
+def brightness_blobs(n=48, classes=3, seed=0, size=12):
+    """`(x, y)`: float32 RGB images `size`x`size` whose class sets their brightness (learnable in a few steps)."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    x = np.clip(rng.normal(0, 20, (n, size, size, 3)) + 40 + 70 * y[:, None, None, None], 0, 255)
+    return x.astype("float32"), y
+
+
+def crash_at(epoch):
+    """A Keras callback raising `RuntimeError("simulated crash")` when `epoch` begins (kill/resume tests)."""
+    import keras
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_begin(self, current, logs=None):
+            if current == epoch:
+                raise RuntimeError("simulated crash")
+
+    return Crash()
+
+
 @pytest.fixture
 def image_folder(tmp_path):
     """A two-class folder of 12 real 12x12 PNG images."""

@@ -18,7 +18,7 @@ import cnnzoo
 from cnnzoo.finetuning import freezing, stages as stages_lib
 from cnnzoo.errors import ConfigError, DataError
 from cnnzoo.finetuning.stages import Stage
-from conftest import PYTHON, REPO, write_image_folder
+from conftest import PYTHON, REPO, brightness_blobs, write_image_folder
 
 SIZE = 12
 
@@ -32,11 +32,7 @@ def tiny(num_classes=3, block_dropout=0.2, dropout=0.5, batch_norm=True):
 
 
 def blobs(n=48, classes=3, seed=0):
-    """Images whose class sets their brightness: learnable in a few steps."""
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % classes
-    x = np.clip(rng.normal(0, 20, (n, SIZE, SIZE, 3)) + 40 + 70 * y[:, None, None, None], 0, 255)
-    return x.astype("float32"), y
+    return brightness_blobs(n, classes, seed, SIZE)
 
 
 def pretrain_batchnorm(model, seed=0):

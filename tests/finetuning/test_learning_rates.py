@@ -15,7 +15,7 @@ from cnnzoo.errors import ConfigError
 from cnnzoo.finetuning import freezing, lr_finder, schedules, stages as stages_lib
 from cnnzoo.finetuning.stages import Stage
 from cnnzoo.zoo.config import OPTIMIZERS
-from conftest import write_image_folder
+from conftest import brightness_blobs, crash_at, write_image_folder
 
 SIZE = 12
 
@@ -27,10 +27,7 @@ def tiny(num_classes=3, blocks=3, batch_norm=True, dtype=None):
 
 
 def blobs(n=48, classes=3, seed=0):
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % classes
-    x = np.clip(rng.normal(0, 20, (n, SIZE, SIZE, 3)) + 40 + 70 * y[:, None, None, None], 0, 255)
-    return x.astype("float32"), y
+    return brightness_blobs(n, classes, seed, SIZE)
 
 
 # ------------------------------------------------------------------ stages as data
@@ -195,14 +192,7 @@ def test_find_lr_on_a_pretrained_model_sweeps_the_head_and_stops_when_the_loss_d
 
 
 def test_auto_rate_is_found_once_kept_in_the_run_state_and_reused(tmp_path, caplog):
-    import keras
-
     x, y = blobs()
-
-    class Crash(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            if epoch == 1:
-                raise RuntimeError("simulated crash")
 
     def run(callbacks=()):
         return cnnzoo.finetune(tiny(), (x, y), stages="all:2", learning_rate="auto", out=tmp_path / "run",
@@ -210,7 +200,7 @@ def test_auto_rate_is_found_once_kept_in_the_run_state_and_reused(tmp_path, capl
 
     caplog.set_level(logging.INFO, logger="cnnzoo")
     with pytest.raises(RuntimeError, match="simulated crash"):
-        run([Crash()])
+        run([crash_at(1)])
     found = json.loads((tmp_path / "run" / "state.json").read_text())["learning_rates"]["1"]
     assert "found by the LR finder" in caplog.text
     caplog.clear()

@@ -8,6 +8,7 @@ import pytest
 import cnnzoo
 from cnnzoo.errors import ConfigError
 from cnnzoo.zoo.precision import dtype_of
+from conftest import brightness_blobs, crash_at
 
 SIZE = 12
 
@@ -18,11 +19,7 @@ def tiny(**kw):
 
 
 def blobs(n=60, classes=3, seed=0):
-    """Images whose class sets their brightness."""
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % classes
-    x = np.clip(rng.normal(0, 20, (n, SIZE, SIZE, 3)) + 40 + 70 * y[:, None, None, None], 0, 255)
-    return x.astype("float32"), y
+    return brightness_blobs(n, classes, seed, SIZE)
 
 
 def test_a_mixed_bfloat16_run_trains_and_saves_with_its_policy(tmp_path):
@@ -129,17 +126,10 @@ def test_auto_keeps_every_batch_for_per_batch_callbacks(tmp_path):
 
 
 def test_an_interrupted_run_resumes_with_another_steps_per_execution(tmp_path):
-    import keras
-
-    class Crash(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            if epoch == 2:
-                raise RuntimeError("simulated crash")
-
     x, y = blobs()
     kw = dict(stages=["all:4:1e-2"], out=tmp_path / "run", batch_size=8, verbose=0, plots=False)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        cnnzoo.finetune(tiny(), (x, y), callbacks=[Crash()], steps_per_execution=1, **kw)
+        cnnzoo.finetune(tiny(), (x, y), callbacks=[crash_at(2)], steps_per_execution=1, **kw)
     seen = _recorder()
     result = cnnzoo.finetune(tiny(), (x, y), callbacks=[seen], steps_per_execution=8, **kw)
     assert result.resumed and seen.epochs == [2, 3]

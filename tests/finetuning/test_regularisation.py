@@ -8,6 +8,7 @@ import pytest
 
 import cnnzoo
 from cnnzoo.errors import ConfigError
+from conftest import brightness_blobs, crash_at
 
 SIZE = 12
 KEYS = {"loss", "accuracy", "val_loss", "val_accuracy"}
@@ -19,12 +20,10 @@ def tiny(batch_norm=False):
 
 
 def blobs(n=36, classes=3, seed=0):
-    """Images whose class sets their brightness, with a brighter left half (so a flip changes the input)."""
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % classes
-    x = np.clip(rng.normal(0, 20, (n, SIZE, SIZE, 3)) + 40 + 70 * y[:, None, None, None], 0, 255)
+    """`brightness_blobs` with a brighter left half (so a flip changes the input)."""
+    x, y = brightness_blobs(n, classes, seed, SIZE)
     x[:, :, : SIZE // 2] = np.clip(x[:, :, : SIZE // 2] + 30, 0, 255)
-    return x.astype("float32"), y
+    return x, y
 
 
 def data():
@@ -168,20 +167,12 @@ def test_ema_validates_and_saves_the_averaged_weights(tmp_path):
 
 @pytest.mark.parametrize("dtype", [None, "mixed_float16"])  # mixed: the averages of a LossScaleOptimizer's inner one
 def test_ema_averages_survive_a_crash_and_resume(tmp_path, dtype):
-    import keras
-
     x, y, xv, yv = data()
-
-    class Crash(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            if epoch == 2:
-                raise RuntimeError("simulated crash")
-
     first, second = {}, {}
     common = dict(stages=["all:3:1e-2"], out=tmp_path / "run", batch_size=8, verbose=0, plots=False,
                   pretrained=True, ema=0.8, dtype=dtype)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        cnnzoo.finetune(tiny(True), (x, y, xv, yv), callbacks=[ema_probe(first), Crash()], **common)
+        cnnzoo.finetune(tiny(True), (x, y, xv, yv), callbacks=[ema_probe(first), crash_at(2)], **common)
     assert (tmp_path / "run" / "backup" / "stage_1" / "epoch_0002.weights.h5").is_file()
     result = cnnzoo.finetune(tiny(True), (x, y, xv, yv), callbacks=[ema_probe(second)], **common)
     assert result.resumed and len(result.stages[0].history["loss"]) == 3

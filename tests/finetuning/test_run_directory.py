@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import cnnzoo
+from conftest import brightness_blobs
 
 SIZE = 12
 
@@ -17,11 +18,7 @@ def tiny():
 
 
 def blobs(n=36, classes=3, seed=0):
-    """Images whose class sets their brightness."""
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % classes
-    x = np.clip(rng.normal(0, 20, (n, SIZE, SIZE, 3)) + 40 + 70 * y[:, None, None, None], 0, 255)
-    return x.astype("float32"), y
+    return brightness_blobs(n, classes, seed, SIZE)
 
 
 def epoch_recorder(seen, crash_at=None):
