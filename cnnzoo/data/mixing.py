@@ -16,6 +16,7 @@ gives the same run, and every epoch mixes differently.
 """
 
 from cnnzoo.errors import ConfigError
+from cnnzoo.utils.checks import is_number
 
 __all__ = ["soft_targets", "mix_batch", "check_alpha"]
 
@@ -24,7 +25,7 @@ def check_alpha(value, name):
     """`value` as a float alpha >= 0 (0: off); `ConfigError` otherwise."""
     if value is None or value is False:
         return 0.0
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 10:
+    if not is_number(value) or not 0 <= value <= 10:
         raise ConfigError(f"`{name}` must be a number in [0, 10]: the alpha of the Beta distribution the mixing "
                           f"weight is drawn from (0: off). Received: {name}={value!r}. Try {name}=0.2 for MixUp, "
                           f"1.0 for CutMix.")

@@ -195,21 +195,11 @@ def _from_path(path, input_shape, validation_split, seed, batch_size, augment, c
                                 f"Check the path.")
     if validation_split == 0:
         raise _no_validation(f"the image folder {str(path)!r}")
-    if isinstance(augment, str) and augment == "auto":  # picked from the training images a split leaves
-        augment = augmentation_layers(augment, seed, num_train=round(_count_images(path) * (1 - validation_split)))
     shape = {} if input_shape is None else {"image_size": input_shape[:2], "channels": input_shape[2]}
     folder = image_folder(path, batch_size=batch_size, validation_split=validation_split, seed=seed,
                           augment=augment, class_names=list(class_names) if class_names else None, **shape,
                           **memory)
     return _from_folder(folder, input_shape)
-
-
-def _count_images(path):
-    """Image files under the class folders of `path` (by extension; nothing is opened)."""
-    from cnnzoo.data.images import IMAGE_EXTENSIONS
-
-    return sum(1 for _, _, names in os.walk(Path(path).expanduser()) for n in names
-               if not n.startswith(".") and os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS)
 
 
 def _from_folder(folder, input_shape):

@@ -26,6 +26,7 @@ from cnnzoo import _compat
 from cnnzoo.errors import ConfigError
 from cnnzoo.finetuning import freezing, schedules
 from cnnzoo.finetuning.stages import Stage, as_stages
+from cnnzoo.utils.checks import is_number
 from cnnzoo.utils.seeding import seeded
 
 __all__ = ["find_lr", "LRFinderResult", "sweep", "valley", "stage_rate", "plot_sweep"]
@@ -137,7 +138,7 @@ def find_lr(model_or_name, data, *, stage=None, start=1e-7, end=10.0, steps=100,
 
 
 def _positive(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    return is_number(value) and value > 0
 
 
 def _one_stage(stage):

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from cnnzoo.data.mixing import check_alpha, soft_targets
 from cnnzoo.errors import ConfigError
+from cnnzoo.utils.checks import is_number
 
 __all__ = ["Regularisation", "cross_entropy", "label_accuracy", "ema_momentum_for"]
 
@@ -52,16 +53,16 @@ class Regularisation:
 
     def __post_init__(self):
         ls = self.label_smoothing
-        if isinstance(ls, bool) or not isinstance(ls, (int, float)) or not 0 <= ls < 1:
+        if not is_number(ls) or not 0 <= ls < 1:
             raise ConfigError(f"`label_smoothing` must be a number in [0, 1), e.g. 0.1. "
                               f"Received: label_smoothing={ls!r}.")
         object.__setattr__(self, "label_smoothing", float(ls))
         object.__setattr__(self, "mixup", check_alpha(self.mixup, "mixup"))
         object.__setattr__(self, "cutmix", check_alpha(self.cutmix, "cutmix"))
         ema = self.ema
-        if ema is None or (isinstance(ema, (int, float)) and not isinstance(ema, bool) and ema == 0):
+        if ema is None or (is_number(ema) and ema == 0):
             ema = False  # 0 is off, as for mixup and cutmix
-        if not (isinstance(ema, bool) or (isinstance(ema, (int, float)) and 0 < ema < 1)):
+        if not (isinstance(ema, bool) or (is_number(ema) and 0 < ema < 1)):
             raise ConfigError(f"`ema` must be False, True (momentum from the stage length) or a momentum in "
                               f"(0, 1), e.g. 0.99. Received: ema={self.ema!r}.")
         object.__setattr__(self, "ema", ema if isinstance(ema, bool) else float(ema))

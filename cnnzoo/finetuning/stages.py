@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, replace
 
 from cnnzoo.zoo.config import OPTIMIZERS
 from cnnzoo.errors import ConfigError, closest
+from cnnzoo.utils.checks import is_number
 
 __all__ = ["Stage", "SCHEDULES", "as_stages", "auto_stages", "override", "check_rate"]
 
@@ -52,17 +53,13 @@ def check_rate(value, name="learning_rate"):
             rate = tuple(float(part) for part in text.split("..")) if ".." in text else float(text)
         except ValueError:
             rate = None
-    if isinstance(rate, (list, tuple)) and len(rate) == 2 and all(_number(r) for r in rate):
+    if isinstance(rate, (list, tuple)) and len(rate) == 2 and all(is_number(r) for r in rate):
         lo, hi = float(rate[0]), float(rate[1])
         if 0 < lo <= hi <= 10:
             return (lo, hi)
-    elif _number(rate) and 0 < rate <= 10:
+    elif is_number(rate) and 0 < rate <= 10:
         return float(rate)
     raise ConfigError(f"`{name}` must be {_RATE_RULE}. Received: {name}={value!r}.")
-
-
-def _number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,17 @@ import numbers
 
 from cnnzoo.errors import ConfigError
 
-__all__ = ["check_int", "check_fraction", "is_int"]
+__all__ = ["check_int", "check_fraction", "is_int", "is_number"]
 
 
 def is_int(value):
     """True for an int (numpy ints included), False for bools and everything else."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_number(value):
+    """True for a finite int or float, False for bools, NaN, infinities and everything else."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_int(value, key, lo=1, hi=None, allow_none=False, error=ConfigError):
