@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test install bench bench-fastai figures reliability clean
+.PHONY: demo test lint format install bench bench-fastai figures reliability clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,16 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/cnnzoo demo
 
-test: $(STAMP)
+# ruff's format check and lint run first: unformatted or lint-failing code fails `make test` (and CI).
+lint: $(STAMP)
+	$(BIN)/ruff format --check cnnzoo tests benchmarks
+	$(BIN)/ruff check cnnzoo tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff format cnnzoo tests benchmarks
+	$(BIN)/ruff check --fix cnnzoo tests benchmarks
+
+test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=20
 
 bench: $(STAMP)
