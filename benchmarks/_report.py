@@ -8,8 +8,10 @@ import time
 from pathlib import Path
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-HEADER = ("# Benchmarks\n\nMeasured by the scripts in `benchmarks/`; each writes its own section below "
-          "(`make bench` runs them all). Ratios are measured side by side in one run on the same machine.\n")
+HEADER = (
+    "# Benchmarks\n\nMeasured by the scripts in `benchmarks/`; each writes its own section below "
+    "(`make bench` runs them all). Ratios are measured side by side in one run on the same machine.\n"
+)
 
 
 def machine():

@@ -63,12 +63,18 @@ def step_times(input_shape=(96, 96, 3), num_classes=10, batch=32, steps=20, roun
         keras.utils.set_random_seed(0)
         if kind == "hand":
             model = hand_written(input_shape, num_classes)
-            model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+            model.compile(
+                optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+            )
         else:
             model = cnnzoo.get("bird_classifier", num_classes=num_classes, input_shape=input_shape)
             if kind == "zoo_xla":
-                model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                              jit_compile=True)
+                model.compile(
+                    optimizer=keras.optimizers.Adam(1e-3),
+                    loss="sparse_categorical_crossentropy",
+                    metrics=["accuracy"],
+                    jit_compile=True,
+                )
         assert model.count_params() == hand_written(input_shape, num_classes).count_params()
         model.fit(x[: batch * 2], y[: batch * 2], batch_size=batch, epochs=1, verbose=0)  # trace + warm up
         return model
@@ -95,7 +101,7 @@ def main():
         "| measurement | value | goal |",
         "| --- | --- | --- |",
         f"| `cnnzoo list` wall time | {cli * 1000:.0f} ms | |",
-        f"| `python -c \"import keras\"` wall time | {keras_import * 1000:.0f} ms | |",
+        f'| `python -c "import keras"` wall time | {keras_import * 1000:.0f} ms | |',
         f"| ratio list / import keras | **{cli / keras_import:.3f}** | <= 0.1 |",
         f"| train step, `cnnzoo.get('bird_classifier')` (96x96x3, batch 32) | {steps['zoo'] * 1000:.1f} ms "
         f"({flops / steps['zoo'] / 1e9:.0f} GFLOP/s) | |",

@@ -52,25 +52,30 @@ def write_jpegs(root, count, sides, seed=0):
         draw = ImageDraw.Draw(image)
         for _ in range(3):
             x0, y0 = int(rng.integers(0, w - 20)), int(rng.integers(0, h - 20))
-            draw.ellipse([x0, y0, x0 + int(rng.integers(10, 60)), y0 + int(rng.integers(10, 60))],
-                         fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+            draw.ellipse(
+                [x0, y0, x0 + int(rng.integers(10, 60)), y0 + int(rng.integers(10, 60))],
+                fill=tuple(int(v) for v in rng.integers(0, 256, 3)),
+            )
         (root / f"class{c}").mkdir(parents=True, exist_ok=True)
         image.save(root / f"class{c}" / f"{i:05d}.jpg", quality=90)
 
 
 def old_reader(ref):
     """cnnzoo's reader at git `ref`, loaded as modules, or None (no git, or the same as the working tree)."""
+
     def show(path):
         try:
-            return subprocess.run(["git", "show", f"{ref}:{path}"], cwd=REPO, capture_output=True, text=True,
-                                  check=True).stdout
+            return subprocess.run(
+                ["git", "show", f"{ref}:{path}"], cwd=REPO, capture_output=True, text=True, check=True
+            ).stdout
         except (OSError, subprocess.CalledProcessError):
             return None
 
     sources = {name: show(f"cnnzoo/data/{name}.py") for name in ("folders", "decoding")}
     if sources["folders"] is None or all(
-            source is None or source == (REPO / "cnnzoo" / "data" / f"{name}.py").read_text()
-            for name, source in sources.items()):
+        source is None or source == (REPO / "cnnzoo" / "data" / f"{name}.py").read_text()
+        for name, source in sources.items()
+    ):
         return None
     folder = Path(tempfile.mkdtemp())
 
@@ -93,8 +98,9 @@ def old_reader(ref):
 def revision(ref):
     """`ref` as a short commit hash (what it names now may change), or `ref` itself without git."""
     try:
-        return subprocess.run(["git", "rev-parse", "--short", ref], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", ref], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return ref
 
@@ -128,8 +134,9 @@ def measure(root, rounds, old):
     from cnnzoo.data import image_folder
 
     readers = {
-        "keras": lambda: keras.utils.image_dataset_from_directory(root, image_size=(SIZE, SIZE), batch_size=BATCH,
-                                                                  verbose=False),
+        "keras": lambda: keras.utils.image_dataset_from_directory(
+            root, image_size=(SIZE, SIZE), batch_size=BATCH, verbose=False
+        ),
         "cnnzoo": lambda: image_folder(root, image_size=SIZE, batch_size=BATCH, validation_split=0).train,
     }
     if old is not None:
@@ -143,20 +150,26 @@ def measure(root, rounds, old):
             for name, make in readers.items():
                 gc.collect()  # the previous reader's datasets and cache go now, not inside the next timing
                 times[name].append(epochs(make))
-    return {name: [[statistics.median(r[e][k] for r in runs) for k in (0, 1, 2)] for e in (0, 1)]
-            for name, runs in times.items()}
+    return {
+        name: [[statistics.median(r[e][k] for r in runs) for k in (0, 1, 2)] for e in (0, 1)]
+        for name, runs in times.items()
+    }
 
 
 def table(results, counts):
-    rows = ["| images | reader | first epoch: wall / CPU (s) | later epoch: wall / CPU (s) "
-            "| first epoch vs Keras: wall / CPU | later epoch vs Keras: wall / CPU | first epoch: page faults |",
-            "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| images | reader | first epoch: wall / CPU (s) | later epoch: wall / CPU (s) "
+        "| first epoch vs Keras: wall / CPU | later epoch vs Keras: wall / CPU | first epoch: page faults |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, result in results.items():
         keras_first, keras_later = result["keras"]
         for reader, (first, later) in result.items():
-            rows.append(f"| {counts[name]} | {reader} | {first[0]:.2f} / {first[1]:.2f} | {later[0]:.2f} / "
-                        f"{later[1]:.2f} | {first[0] / keras_first[0]:.2f}x / {first[1] / keras_first[1]:.2f}x | "
-                        f"{later[0] / keras_later[0]:.2f}x / {later[1] / keras_later[1]:.2f}x | {first[2]:,.0f} |")
+            rows.append(
+                f"| {counts[name]} | {reader} | {first[0]:.2f} / {first[1]:.2f} | {later[0]:.2f} / "
+                f"{later[1]:.2f} | {first[0] / keras_first[0]:.2f}x / {first[1] / keras_first[1]:.2f}x | "
+                f"{later[0] / keras_later[0]:.2f}x / {later[1] / keras_later[1]:.2f}x | {first[2]:,.0f} |"
+            )
     return "\n".join(rows)
 
 
@@ -199,7 +212,9 @@ def report(results, counts, rounds, old_revision=None, note=""):
         f"in one process (medians; each reader's garbage is collected before the next one is timed). First epoch: "
         f"building the dataset and one pass; later epoch: one more pass (cnnzoo reads its in-memory cache, Keras "
         f"decodes again). CPU is the process's CPU time over all threads; page faults are the minor page faults of "
-        f"the first epoch (memory touched for the first time). {machine()}.", 110)
+        f"the first epoch (memory touched for the first time). {machine()}.",
+        110,
+    )
     outro = textwrap.fill(
         "cnnzoo reads the headers of plain JPEGs and PNGs (one read per file up to 16 KiB, two beyond, no "
         "decoding), then decodes them with TensorFlow in parallel inside tf.data (JPEGs at Pillow's draft scale), "
@@ -208,7 +223,9 @@ def report(results, counts, rounds, old_revision=None, note=""):
         f"shuffled training data skips the per-image gap check). Goal, a first epoch within 1.2x of Keras': "
         f"{goal(results, counts)}. What a first epoch costs beyond Keras' is mostly the in-memory cache that makes "
         "the later epochs fast: its uint8 images are memory the process touches for the first time (the page "
-        f"faults) and are rounded from the resized floats. {note}".rstrip(), 110)
+        f"faults) and are rounded from the resized floats. {note}".rstrip(),
+        110,
+    )
     return f"## Reading image folders\n\n{intro}\n\n{table(results, counts)}\n\n{outro}\n"
 
 

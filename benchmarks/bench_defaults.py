@@ -77,10 +77,19 @@ def run_seed(seed, model="bird_classifier", out=None):
     accuracy, _ = cnnzoo.evaluate(result.model, [(data.x_test, data.y_test)], len(data.class_names))
     svm = svm_accuracy(seed)
     verdict = "win" if accuracy > svm else "tie" if accuracy == svm else "lose"
-    return {"seed": seed, "model": model, "accuracy": accuracy, "svm": svm, "verdict": verdict,
-            "cpu_seconds": cpu, "wall_seconds": wall, "train_seconds": sum(s.seconds or 0 for s in result.stages),
-            "stages": ", ".join(str(s.stage) for s in result.stages), "val_accuracy": result.val_accuracy,
-            "warnings": list(result.warnings)}
+    return {
+        "seed": seed,
+        "model": model,
+        "accuracy": accuracy,
+        "svm": svm,
+        "verdict": verdict,
+        "cpu_seconds": cpu,
+        "wall_seconds": wall,
+        "train_seconds": sum(s.seconds or 0 for s in result.stages),
+        "stages": ", ".join(str(s.stage) for s in result.stages),
+        "val_accuracy": result.val_accuracy,
+        "warnings": list(result.warnings),
+    }
 
 
 def summary(rows, model):
@@ -90,17 +99,21 @@ def summary(rows, model):
     cpu, wall = max(r["cpu_seconds"] for r in mine), max(r["wall_seconds"] for r in mine)
     mean = sum(r["accuracy"] for r in mine) / len(mine)
     svm = sum(r["svm"] for r in mine) / len(mine)
-    return (f"`{model}` beats the SVM on **{wins}/{len(mine)}** seeds (ties: "
-            f"{sum(r['verdict'] == 'tie' for r in mine)}), mean test accuracy {mean:.2%} against {svm:.2%}; "
-            f"max time {cpu:.0f} s CPU, {wall:.0f} s wall (budget {BUDGET_S:.0f} s of CPU)")
+    return (
+        f"`{model}` beats the SVM on **{wins}/{len(mine)}** seeds (ties: "
+        f"{sum(r['verdict'] == 'tie' for r in mine)}), mean test accuracy {mean:.2%} against {svm:.2%}; "
+        f"max time {cpu:.0f} s CPU, {wall:.0f} s wall (budget {BUDGET_S:.0f} s of CPU)"
+    )
 
 
 def report(rows, models, load):
     table = []
     for r in rows:
         verdict = {"win": "**win**", "tie": "tie", "lose": "lose"}[r["verdict"]]
-        table.append(f"| {r['model']} | {r['seed']} | {r['accuracy']:.2%} | {r['svm']:.2%} | {verdict} | "
-                     f"{r['cpu_seconds']:.1f} s | {r['wall_seconds']:.1f} s | {r['train_seconds']:.1f} s |")
+        table.append(
+            f"| {r['model']} | {r['seed']} | {r['accuracy']:.2%} | {r['svm']:.2%} | {verdict} | "
+            f"{r['cpu_seconds']:.1f} s | {r['wall_seconds']:.1f} s | {r['train_seconds']:.1f} s |"
+        )
     stages = sorted({f"`{r['model']}`: `{r['stages']}`" for r in rows})
     return f"""
 ## Defaults against the RBF SVM
@@ -147,9 +160,12 @@ def main():
         for seed in parse_seeds(args.seeds):
             row = run_seed(seed, model)
             rows.append(row)
-            print(f"{model:16s} seed {seed}: test {row['accuracy']:.2%}  svm {row['svm']:.2%}  {row['verdict']:4s}  "
-                  f"cpu {row['cpu_seconds']:5.1f} s  wall {row['wall_seconds']:5.1f} s  ({row['stages']})"
-                  + (f"  warnings: {row['warnings']}" if row["warnings"] else ""), flush=True)
+            print(
+                f"{model:16s} seed {seed}: test {row['accuracy']:.2%}  svm {row['svm']:.2%}  {row['verdict']:4s}  "
+                f"cpu {row['cpu_seconds']:5.1f} s  wall {row['wall_seconds']:5.1f} s  ({row['stages']})"
+                + (f"  warnings: {row['warnings']}" if row["warnings"] else ""),
+                flush=True,
+            )
             keras.backend.clear_session()
     load = f"{load} Load average after: {os.getloadavg()[0]:.1f}."
     for model in models:

@@ -23,10 +23,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine, write_section  # noqa: E402
 
-MODELS = [("bird_classifier", (32, 32, 3), 10), ("bird_classifier", (224, 224, 3), 200),
-          ("mobilenetv3small_classifier", (224, 224, 3), 1000)]
-EXPORTS = [("ONNX Runtime", "onnx", None, ".onnx"), ("LiteRT float32", "litert", None, ".tflite"),
-           ("LiteRT int8", "litert", "int8", ".tflite"), ("ONNX Runtime int8", "onnx", "int8", ".onnx")]
+MODELS = [
+    ("bird_classifier", (32, 32, 3), 10),
+    ("bird_classifier", (224, 224, 3), 200),
+    ("mobilenetv3small_classifier", (224, 224, 3), 1000),
+]
+EXPORTS = [
+    ("ONNX Runtime", "onnx", None, ".onnx"),
+    ("LiteRT float32", "litert", None, ".tflite"),
+    ("LiteRT int8", "litert", "int8", ".tflite"),
+    ("ONNX Runtime int8", "onnx", "int8", ".onnx"),
+]
 REFERENCE = "TF compiled call (cnnzoo.predict's forward pass)"
 
 
@@ -47,9 +54,11 @@ def measure(name, shape, classes, work, rounds):
     keras.utils.set_random_seed(0)
     model = cnnzoo.get(name, num_classes=classes, input_shape=shape, compile=False)
     image = np.random.default_rng(0).uniform(0, 255, (1, *shape)).astype("float32")
-    cases = {"Keras model.predict(x)": lambda: model.predict(image, verbose=0),
-             REFERENCE: lambda: predictor(model).fn(image),
-             "cnnzoo.predict(model, x)": lambda: cnnzoo.predict(model, image[0])}
+    cases = {
+        "Keras model.predict(x)": lambda: model.predict(image, verbose=0),
+        REFERENCE: lambda: predictor(model).fn(image),
+        "cnnzoo.predict(model, x)": lambda: cnnzoo.predict(model, image[0]),
+    }
     facts = {}
     for label, fmt, quantize, suffix in EXPORTS:
         path = Path(work) / f"{name}_{shape[0]}_{fmt}_{quantize or 'float32'}{suffix}"
@@ -75,12 +84,19 @@ def accuracy(work):
 
     model = cnnzoo.get("digits_cnn", weights="digits", compile=False)
     rows = []
-    for fmt, quantize, suffix in [("onnx", None, ".onnx"), ("onnx", "int8", ".onnx"), ("litert", None, ".tflite"),
-                                  ("litert", "float16", ".tflite"), ("litert", "int8", ".tflite")]:
+    for fmt, quantize, suffix in [
+        ("onnx", None, ".onnx"),
+        ("onnx", "int8", ".onnx"),
+        ("litert", None, ".tflite"),
+        ("litert", "float16", ".tflite"),
+        ("litert", "int8", ".tflite"),
+    ]:
         r = cnnzoo.export(model, Path(work) / f"digits_{fmt}_{quantize}{suffix}", fmt, quantize=quantize)
-        rows.append(f"| {fmt} | {quantize or 'float32'} | {r.size_bytes / 1024:.0f} KB | "
-                    f"{r.keras_accuracy:.2%} | {r.exported_accuracy:.2%} | {100 * r.accuracy_change:+.2f} | "
-                    f"{r.top1_agreement:.2%} | {r.max_abs_diff:.1g} |")
+        rows.append(
+            f"| {fmt} | {quantize or 'float32'} | {r.size_bytes / 1024:.0f} KB | "
+            f"{r.keras_accuracy:.2%} | {r.exported_accuracy:.2%} | {100 * r.accuracy_change:+.2f} | "
+            f"{r.top1_agreement:.2%} | {r.max_abs_diff:.1g} |"
+        )
     return rows
 
 
@@ -94,14 +110,21 @@ def main(rounds=40):
             ref = med[REFERENCE]
             label = f"{name} {'x'.join(map(str, shape[:2]))}"
             for case, t in med.items():
-                size = next((f" ({facts[k].size_bytes / 2**20:.1f} MB)" for k in facts
-                             if case.startswith(k + ":") and case.endswith("bare call")), "")
+                size = next(
+                    (
+                        f" ({facts[k].size_bytes / 2**20:.1f} MB)"
+                        for k in facts
+                        if case.startswith(k + ":") and case.endswith("bare call")
+                    ),
+                    "",
+                )
                 rows.append(f"| {label} | {case}{size} | {t * 1e3:.3f} ms | {t / ref:.2f} |")
             fastest = min((t, case) for case, t in med.items() if "cnnzoo.predict" in case)
             goal = 0.2 if shape[0] <= 32 else 0.6
             goals.append(f"| {label} | {fastest[1]} | **{fastest[0] / ref:.2f}** | <= {goal} |")
-            print(f"{label}: fastest cnnzoo path {fastest[1]} = {fastest[0] / ref:.2f}x the TF compiled call",
-                  flush=True)
+            print(
+                f"{label}: fastest cnnzoo path {fastest[1]} = {fastest[0] / ref:.2f}x the TF compiled call", flush=True
+            )
         acc = accuracy(work)
     text = f"""
 ## Export: single-image latency per runtime

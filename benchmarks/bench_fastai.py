@@ -48,8 +48,10 @@ from _report import machine, write_section  # noqa: E402
 import numpy as np  # noqa: E402
 
 SHAPES = ("circle", "square", "triangle", "cross", "ring")
-PAIRS = {"mobilenetv3": ("mobilenetv3small_classifier", "mobilenetv3_small_100"),
-         "bird": ("bird_classifier", "bird_cnn")}
+PAIRS = {
+    "mobilenetv3": ("mobilenetv3small_classifier", "mobilenetv3_small_100"),
+    "bird": ("bird_classifier", "bird_cnn"),
+}
 TARGETS = {"digits": 0.95, "shapes": 0.90}
 # torch's OpenMP threads spin at every barrier; on a 2-core machine shared with other jobs one
 # descheduled thread makes each batch wait: measured here at load 6, a bird_cnn step took 1.05 s wall /
@@ -86,13 +88,20 @@ def draw_shapes(n, size=32, seed=0, clutter=6):
             draw.ellipse(box, fill=colour)
         elif name == "square":
             angle = rng.uniform(0, np.pi / 2)
-            corners = [(cx + r * 0.85 * np.cos(angle + k * np.pi / 2), cy + r * 0.85 * np.sin(angle + k * np.pi / 2))
-                       for k in range(4)]
+            corners = [
+                (cx + r * 0.85 * np.cos(angle + k * np.pi / 2), cy + r * 0.85 * np.sin(angle + k * np.pi / 2))
+                for k in range(4)
+            ]
             draw.polygon(corners, fill=colour)
         elif name == "triangle":
             angle = rng.uniform(0, 2 * np.pi)
-            draw.polygon([(cx + r * np.cos(angle + k * 2 * np.pi / 3), cy + r * np.sin(angle + k * 2 * np.pi / 3))
-                          for k in range(3)], fill=colour)
+            draw.polygon(
+                [
+                    (cx + r * np.cos(angle + k * 2 * np.pi / 3), cy + r * np.sin(angle + k * 2 * np.pi / 3))
+                    for k in range(3)
+                ],
+                fill=colour,
+            )
         elif name == "cross":
             angle = rng.uniform(0, np.pi / 2)
             for k in range(2):
@@ -117,8 +126,10 @@ def write_task(root, splits, class_names):
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(image).save(path)
             files.append((path, label))
-        read[split] = (np.stack([np.asarray(Image.open(p).convert("RGB")) for p, _ in files]),
-                       np.array([label for _, label in files], np.int64))
+        read[split] = (
+            np.stack([np.asarray(Image.open(p).convert("RGB")) for p, _ in files]),
+            np.array([label for _, label in files], np.int64),
+        )
     return read
 
 
@@ -129,15 +140,20 @@ def make_tasks(root, seed=0):
     import cnnzoo
 
     d = cnnzoo.data.digits(seed=seed, image_size=(32, 32), channels=3)
-    x_train, x_val, y_train, y_val = train_test_split(d.x_train, d.y_train, test_size=0.1, random_state=seed,
-                                                      stratify=d.y_train)
-    tasks = {"digits": ({"train": (x_train, y_train), "valid": (x_val, y_val), "test": (d.x_test, d.y_test)},
-                        d.class_names)}
+    x_train, x_val, y_train, y_val = train_test_split(
+        d.x_train, d.y_train, test_size=0.1, random_state=seed, stratify=d.y_train
+    )
+    tasks = {
+        "digits": ({"train": (x_train, y_train), "valid": (x_val, y_val), "test": (d.x_test, d.y_test)}, d.class_names)
+    }
     x, y = draw_shapes(2300, seed=seed)
-    tasks["shapes"] = ({"train": (x[:1500], y[:1500]), "valid": (x[1500:1800], y[1500:1800]),
-                        "test": (x[1800:], y[1800:])}, SHAPES)
-    return {name: (root / name, write_task(root / name, splits, names), names)
-            for name, (splits, names) in tasks.items()}
+    tasks["shapes"] = (
+        {"train": (x[:1500], y[:1500]), "valid": (x[1500:1800], y[1500:1800]), "test": (x[1800:], y[1800:])},
+        SHAPES,
+    )
+    return {
+        name: (root / name, write_task(root / name, splits, names), names) for name, (splits, names) in tasks.items()
+    }
 
 
 def run_cnnzoo(model_name, arrays, budget, out, clock="cpu", seed=0):
@@ -172,25 +188,56 @@ def run_cnnzoo(model_name, arrays, budget, out, clock="cpu", seed=0):
     (x, y), (x_val, y_val), (x_test, y_test) = arrays["train"], arrays["valid"], arrays["test"]
     stop = Budget()
     wall_start, cpu_start = time.perf_counter(), time.process_time()
-    result = cnnzoo.finetune(model_name, (x, y, x_val, y_val), input_shape=x.shape[1:], out=out, callbacks=[stop],
-                             seed=seed, verbose=0, plots=False)
+    result = cnnzoo.finetune(
+        model_name,
+        (x, y, x_val, y_val),
+        input_shape=x.shape[1:],
+        out=out,
+        callbacks=[stop],
+        seed=seed,
+        verbose=0,
+        plots=False,
+    )
     wall, cpu = time.perf_counter() - wall_start, time.process_time() - cpu_start
-    batches = [(x_test[i:i + 256], y_test[i:i + 256]) for i in range(0, len(x_test), 256)]
+    batches = [(x_test[i : i + 256], y_test[i : i + 256]) for i in range(0, len(x_test), 256)]
     test_accuracy, _ = cnnzoo.evaluate(result.model, batches, int(y.max()) + 1)
     planned = sum(s.stage.epochs for s in result.stages)
-    return {"side": "cnnzoo", "recipe": f"finetune({model_name!r}, data): " + ", ".join(str(s.stage) for s in
-                                                                                       result.stages),
-            "planned_epochs": planned, "epochs": len(stop.curve), "curve": stop.curve, "wall_seconds": round(wall, 2),
-            "cpu_seconds": round(cpu, 2),
-            "test_accuracy": float(test_accuracy), "params": int(result.model.count_params()),
-            "final_val_accuracy": result.val_accuracy, "warnings": list(result.warnings)}
+    return {
+        "side": "cnnzoo",
+        "recipe": f"finetune({model_name!r}, data): " + ", ".join(str(s.stage) for s in result.stages),
+        "planned_epochs": planned,
+        "epochs": len(stop.curve),
+        "curve": stop.curve,
+        "wall_seconds": round(wall, 2),
+        "cpu_seconds": round(cpu, 2),
+        "test_accuracy": float(test_accuracy),
+        "params": int(result.model.count_params()),
+        "final_val_accuracy": result.val_accuracy,
+        "warnings": list(result.warnings),
+    }
 
 
 def run_fastai(python, folder, arch, budget, threads, clock="cpu", seed=0):
     """`fastai_side.py` in its own venv; its JSON line."""
-    done = subprocess.run([python, str(HERE / "fastai_side.py"), str(folder), arch, "--budget", str(budget),
-                           "--clock", clock, "--threads", str(threads), "--seed", str(seed)],
-                          capture_output=True, text=True, env={**os.environ, "OMP_WAIT_POLICY": OMP_WAIT_POLICY})
+    done = subprocess.run(
+        [
+            python,
+            str(HERE / "fastai_side.py"),
+            str(folder),
+            arch,
+            "--budget",
+            str(budget),
+            "--clock",
+            clock,
+            "--threads",
+            str(threads),
+            "--seed",
+            str(seed),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_WAIT_POLICY": OMP_WAIT_POLICY},
+    )
     if done.returncode != 0:
         raise RuntimeError(f"fastai_side.py failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -226,25 +273,42 @@ def report(results, budget, clock, threads, load):
         target = TARGETS[task]
         for r in sides:
             reached = time_to(r["curve"], target, clock)
-            rows.append(f"| {task} | {r['side']} | `{r['net']}` ({r['params']:,}) | {r['epochs']}/{r['planned_epochs']} | "
-                        f"{fmt(at_budget(r['curve'], budget, clock))} | "
-                        f"{'not reached' if reached is None else f'{reached:.0f} {unit}'} | "
-                        f"{r['cpu_seconds']:.0f} / {r['wall_seconds']:.0f} s | {fmt(final_val(r))} | "
-                        f"**{fmt(r['test_accuracy'])}** |")
-            curves.append(f"- {task}, {r['side']} `{r['net']}`: "
-                          + ", ".join(f"{c:.0f}/{w:.0f} s {a:.1%}" for w, c, a in r["curve"]))
-    recipes = [f"- {task}, {r['side']}: `{r['recipe']}`" + (f" (lr {r['lr']:.2g})" if "lr" in r else "")
-               for (task, _), sides in results.items() for r in sides]
+            rows.append(
+                f"| {task} | {r['side']} | `{r['net']}` ({r['params']:,}) | {r['epochs']}/{r['planned_epochs']} | "
+                f"{fmt(at_budget(r['curve'], budget, clock))} | "
+                f"{'not reached' if reached is None else f'{reached:.0f} {unit}'} | "
+                f"{r['cpu_seconds']:.0f} / {r['wall_seconds']:.0f} s | {fmt(final_val(r))} | "
+                f"**{fmt(r['test_accuracy'])}** |"
+            )
+            curves.append(
+                f"- {task}, {r['side']} `{r['net']}`: "
+                + ", ".join(f"{c:.0f}/{w:.0f} s {a:.1%}" for w, c, a in r["curve"])
+            )
+    recipes = [
+        f"- {task}, {r['side']}: `{r['recipe']}`" + (f" (lr {r['lr']:.2g})" if "lr" in r else "")
+        for (task, _), sides in results.items()
+        for r in sides
+    ]
     verdicts = []
     for (task, pair), (ours, theirs) in results.items():
-        better = ("above" if ours["test_accuracy"] > theirs["test_accuracy"] else
-                  "equal to" if ours["test_accuracy"] == theirs["test_accuracy"] else "below")
-        verdicts.append(f"- {task}, {pair}: cnnzoo {fmt(ours['test_accuracy'])} {better} fastai "
-                        f"{fmt(theirs['test_accuracy'])} (test), in {ours['cpu_seconds']:.0f} against "
-                        f"{theirs['cpu_seconds']:.0f} CPU s.")
+        better = (
+            "above"
+            if ours["test_accuracy"] > theirs["test_accuracy"]
+            else "equal to"
+            if ours["test_accuracy"] == theirs["test_accuracy"]
+            else "below"
+        )
+        verdicts.append(
+            f"- {task}, {pair}: cnnzoo {fmt(ours['test_accuracy'])} {better} fastai "
+            f"{fmt(theirs['test_accuracy'])} (test), in {ours['cpu_seconds']:.0f} against "
+            f"{theirs['cpu_seconds']:.0f} CPU s."
+        )
     versions = next((r["versions"] for sides in results.values() for r in sides if "versions" in r), {})
-    clock_words = ("process CPU time (all threads; robust on a shared machine, where wall time depends on the "
-                   "other jobs)" if clock == "cpu" else "wall time")
+    clock_words = (
+        "process CPU time (all threads; robust on a shared machine, where wall time depends on the other jobs)"
+        if clock == "cpu"
+        else "wall time"
+    )
     return f"""
 ## cnnzoo against fastai
 
@@ -256,7 +320,7 @@ same images, and get the same budget of **{budget:.0f} s of {clock_words}**, cou
 model is built (fastai's LR finder included); each stops when another epoch would not end within it.
 Digits: the UCI digits at 32x32 (1,293 training, 144 validation, 360 test images, split seed 0);
 shapes: five drawn shape classes with clutter at 32x32 (1,500 / 300 / 500). Target validation
-accuracy: digits {TARGETS['digits']:.0%}, shapes {TARGETS['shapes']:.0%}.
+accuracy: digits {TARGETS["digits"]:.0%}, shapes {TARGETS["shapes"]:.0%}.
 
 | task | side | network (parameters) | epochs run / planned | val. accuracy at {budget:.0f} {unit} (last epoch within) | time to target | CPU / wall time | final val. accuracy | test accuracy |
 | --- | --- | --- | --- | --- | --- | --- | --- | --- |
@@ -286,8 +350,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fastai-python", default=str(HERE.parent / ".venv-fastai" / "bin" / "python"))
     parser.add_argument("--budget", type=float, default=60.0, help="seconds per side and run")
-    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
-                        help="what the budget counts: process CPU time (default) or wall time")
+    parser.add_argument(
+        "--clock",
+        choices=("cpu", "wall"),
+        default="cpu",
+        help="what the budget counts: process CPU time (default) or wall time",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tasks", default="digits,shapes")
     parser.add_argument("--pairs", default="mobilenetv3,bird")
@@ -297,8 +365,9 @@ def main():
     args = parser.parse_args()
     if args.from_json:
         saved = json.loads(Path(args.from_json).read_text())
-        meta = saved.pop("meta", {"budget": args.budget, "clock": args.clock, "threads": args.threads,
-                                  "load": args.note})
+        meta = saved.pop(
+            "meta", {"budget": args.budget, "clock": args.clock, "threads": args.threads, "load": args.note}
+        )
         results = {tuple(key.split("/")): sides for key, sides in saved.items()}
         text = report(results, meta["budget"], meta["clock"], meta["threads"], meta["load"])
         print(text if args.no_write else f"wrote {write_section('fastai', text)}")
@@ -326,16 +395,19 @@ def main():
             results[(task, pair)] = [ours, theirs]
             for r in (ours, theirs):
                 reached = time_to(r["curve"], TARGETS[task], args.clock)
-                print(f"{task:7s} {r['side']:7s} {r['net']:28s} epochs {r['epochs']:3d}/{r['planned_epochs']:<3d} "
-                      f"val@{args.budget:.0f}{unit} {fmt(at_budget(r['curve'], args.budget, args.clock)):>7s}  "
-                      f"to {TARGETS[task]:.0%}: {'never' if reached is None else f'{reached:.0f} {unit}':>9s}  "
-                      f"cpu {r['cpu_seconds']:5.1f} s wall {r['wall_seconds']:5.1f} s  test {fmt(r['test_accuracy'])}",
-                      flush=True)
+                print(
+                    f"{task:7s} {r['side']:7s} {r['net']:28s} epochs {r['epochs']:3d}/{r['planned_epochs']:<3d} "
+                    f"val@{args.budget:.0f}{unit} {fmt(at_budget(r['curve'], args.budget, args.clock)):>7s}  "
+                    f"to {TARGETS[task]:.0%}: {'never' if reached is None else f'{reached:.0f} {unit}':>9s}  "
+                    f"cpu {r['cpu_seconds']:5.1f} s wall {r['wall_seconds']:5.1f} s  test {fmt(r['test_accuracy'])}",
+                    flush=True,
+                )
     load = f"{load} Load average after: {os.getloadavg()[0]:.1f}."
     text = report(results, args.budget, args.clock, args.threads, load)
     meta = {"budget": args.budget, "clock": args.clock, "threads": args.threads, "load": load}
-    (root / "results.json").write_text(json.dumps({"meta": meta, **{f"{t}/{p}": v for (t, p), v in results.items()}},
-                                                  indent=1))
+    (root / "results.json").write_text(
+        json.dumps({"meta": meta, **{f"{t}/{p}": v for (t, p), v in results.items()}}, indent=1)
+    )
     print(f"raw results: {root / 'results.json'}")
     if not args.no_write:
         print(f"wrote {write_section('fastai', text)}")

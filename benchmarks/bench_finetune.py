@@ -34,8 +34,16 @@ def run_once(arrays, size, cache, out):
 
     keras.utils.set_random_seed(0)
     model = cnnzoo.get("bird_classifier", num_classes=10, input_shape=(size, size, 3), compile=False)
-    result = cnnzoo.finetune(model, arrays, stages=[stages.Stage(0, EPOCHS, 1e-3)], cache_features=cache, out=out,
-                             resume=False, verbose=0, plots=False)
+    result = cnnzoo.finetune(
+        model,
+        arrays,
+        stages=[stages.Stage(0, EPOCHS, 1e-3)],
+        cache_features=cache,
+        out=out,
+        resume=False,
+        verbose=0,
+        plots=False,
+    )
     assert result.stages[0].feature_cache is cache
     return result
 
@@ -61,13 +69,17 @@ def main():
                 seconds[cache].append(results[cache].stages[0].seconds)
         through, cached = min(seconds[False]), min(seconds[True])
         x = arrays[0][:500].astype("float32")
-        diff = np.abs(cnnzoo.deploy.inference.predictor(results[True].model)(x)
-                      - cnnzoo.deploy.inference.predictor(results[False].model)(x)).max()
+        diff = np.abs(
+            cnnzoo.deploy.inference.predictor(results[True].model)(x)
+            - cnnzoo.deploy.inference.predictor(results[False].model)(x)
+        ).max()
         ratio = cached / through
         ratios.append((size, ratio))
-        rows.append(f"| {size}x{size}x3 | {through:.2f} s | {cached:.2f} s | **{ratio:.3f}** "
-                    f"({1 / ratio:.1f}x faster) | "
-                    f"{results[False].val_accuracy:.2%} / {results[True].val_accuracy:.2%} | {diff:.1e} |")
+        rows.append(
+            f"| {size}x{size}x3 | {through:.2f} s | {cached:.2f} s | **{ratio:.3f}** "
+            f"({1 / ratio:.1f}x faster) | "
+            f"{results[False].val_accuracy:.2%} / {results[True].val_accuracy:.2%} | {diff:.1e} |"
+        )
     text = f"""
 ## Fine-tuning: feature cache in frozen stages
 

@@ -65,8 +65,10 @@ def precision_rows():
         times = {d: {"train": [], "one": [], "batch": []} for d in models}
         for _ in range(ROUNDS):
             for dtype, (model, fn) in models.items():
-                times[dtype]["train"].append(timed(lambda: model.fit(ds, epochs=1, verbose=0, shuffle=False)) / n_batches)
-                times[dtype]["one"].append(timed(lambda: [fn(x[i:i + 1]) for i in range(20)]) / 20)
+                times[dtype]["train"].append(
+                    timed(lambda: model.fit(ds, epochs=1, verbose=0, shuffle=False)) / n_batches
+                )
+                times[dtype]["one"].append(timed(lambda: [fn(x[i : i + 1]) for i in range(20)]) / 20)
                 times[dtype]["batch"].append(timed(lambda: [fn(x[:32]) for _ in range(5)]) / 5)
         med = {d: {k: statistics.median(v) for k, v in t.items()} for d, t in times.items()}
         rows.append((name, shape, med))
@@ -118,8 +120,16 @@ def finetune_rows():
             for per_call in seconds:
                 model = cnnzoo.get(name, num_classes=10, input_shape=shape, compile=False)
                 start = time.perf_counter()
-                result = cnnzoo.finetune(model, data, stages=["all:5:1e-3"], out=root / f"{name}-{per_call}",
-                                         resume=False, verbose=0, plots=False, steps_per_execution=per_call)
+                result = cnnzoo.finetune(
+                    model,
+                    data,
+                    stages=["all:5:1e-3"],
+                    out=root / f"{name}-{per_call}",
+                    resume=False,
+                    verbose=0,
+                    plots=False,
+                    steps_per_execution=per_call,
+                )
                 seconds[per_call].append(time.perf_counter() - start)
         med = {k: statistics.median(v) for k, v in seconds.items()}
         rows.append((name, med, result.val_accuracy))
@@ -129,29 +139,53 @@ def finetune_rows():
 
 def main():
     precision, steps, whole = precision_rows(), steps_rows(), finetune_rows()
-    lines = ["## Mixed precision and steps per execution", "",
-             f"`benchmarks/bench_precision.py`, {machine()}; medians of {ROUNDS} alternating rounds (one process, "
-             "same weights). Ratio: float32 time / bfloat16 time (above 1: bfloat16 is faster).", "",
-             "| model | input | step | float32 | mixed_bfloat16 | ratio |", "|---|---|---|---|---|---|"]
+    lines = [
+        "## Mixed precision and steps per execution",
+        "",
+        f"`benchmarks/bench_precision.py`, {machine()}; medians of {ROUNDS} alternating rounds (one process, "
+        "same weights). Ratio: float32 time / bfloat16 time (above 1: bfloat16 is faster).",
+        "",
+        "| model | input | step | float32 | mixed_bfloat16 | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, shape, med in precision:
-        for key, label in (("train", "training step (batch 32)"), ("one", "predict 1 image"),
-                           ("batch", "predict 32 images")):
+        for key, label in (
+            ("train", "training step (batch 32)"),
+            ("one", "predict 1 image"),
+            ("batch", "predict 32 images"),
+        ):
             a, b = med["float32"][key], med["mixed_bfloat16"][key]
-            lines.append(f"| {name} | {'x'.join(map(str, shape))} | {label} | {a * 1e3:.2f} ms | {b * 1e3:.2f} ms "
-                         f"| {a / b:.2f}x |")
-    lines += ["", "Training step time by `steps_per_execution` (batches per compiled call; float32, batch 32, "
-              "96 batches per `fit`). Ratio: time at 1 / time at N.", "",
-              "| model | input | 1 | 8 | 32 | ratio 8 | ratio 32 |", "|---|---|---|---|---|---|---|"]
+            lines.append(
+                f"| {name} | {'x'.join(map(str, shape))} | {label} | {a * 1e3:.2f} ms | {b * 1e3:.2f} ms "
+                f"| {a / b:.2f}x |"
+            )
+    lines += [
+        "",
+        "Training step time by `steps_per_execution` (batches per compiled call; float32, batch 32, "
+        "96 batches per `fit`). Ratio: time at 1 / time at N.",
+        "",
+        "| model | input | 1 | 8 | 32 | ratio 8 | ratio 32 |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, shape, med in steps:
-        lines.append(f"| {name} | {'x'.join(map(str, shape))} | " + " | ".join(f"{med[k] * 1e3:.2f} ms" for k in
-                     (1, 8, 32)) + f" | {med[1] / med[8]:.2f}x | {med[1] / med[32]:.2f}x |")
-    lines += ["", "A whole `cnnzoo.finetune` run (one stage, 5 epochs, checkpoints and validation included; median "
-              "of 3 alternating runs): `steps_per_execution=1` against the default `\"auto\"` (8).", "",
-              "| model | data | 1 | auto | ratio | val. accuracy (auto) |", "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {name} | {'x'.join(map(str, shape))} | "
+            + " | ".join(f"{med[k] * 1e3:.2f} ms" for k in (1, 8, 32))
+            + f" | {med[1] / med[8]:.2f}x | {med[1] / med[32]:.2f}x |"
+        )
+    lines += [
+        "",
+        "A whole `cnnzoo.finetune` run (one stage, 5 epochs, checkpoints and validation included; median "
+        'of 3 alternating runs): `steps_per_execution=1` against the default `"auto"` (8).',
+        "",
+        "| model | data | 1 | auto | ratio | val. accuracy (auto) |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, med, acc in whole:
         data = "UCI digits (1,437 train)" if name == "digits_cnn" else "1,200 synthetic 32x32x3"
-        lines.append(f"| {name} | {data} | {med[1]:.2f} s | {med['auto']:.2f} s | {med[1] / med['auto']:.2f}x "
-                     f"| {acc:.1%} |")
+        lines.append(
+            f"| {name} | {data} | {med[1]:.2f} s | {med['auto']:.2f} s | {med[1] / med['auto']:.2f}x | {acc:.1%} |"
+        )
     path = write_section("precision", "\n".join(lines))
     print("\n".join(lines))
     print("wrote", path)

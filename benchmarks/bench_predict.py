@@ -71,11 +71,13 @@ def main():
         label = "x".join(map(str, shape))
         for name, t in med.items():
             rows.append(f"| bird_classifier {label} | {name} | {t * 1e3:.2f} ms | {first[name] * 1e3:.0f} ms |")
-        rows.append(f"| bird_classifier {label} | **ratio cnnzoo.predict / model.predict** | **{ratio:.3f}** | "
-                    f"goal <= 0.15 |")
+        rows.append(
+            f"| bird_classifier {label} | **ratio cnnzoo.predict / model.predict** | **{ratio:.3f}** | goal <= 0.15 |"
+        )
         floor = med["compiled call (what cnnzoo.predict runs)"] / med["model.predict(x)"]
-        rows.append(f"| bird_classifier {label} | ratio bare compiled call / model.predict (the floor) | "
-                    f"{floor:.3f} | |")
+        rows.append(
+            f"| bird_classifier {label} | ratio bare compiled call / model.predict (the floor) | {floor:.3f} | |"
+        )
     text = f"""
 ## Predict: single-image latency
 

@@ -34,8 +34,10 @@ REQUESTS = 2000
 CONCURRENCY = 16
 ROUNDS = 2  # each mode gets REQUESTS // ROUNDS per round, rounds alternate the modes
 SHAPE = (96, 96, 3)
-MODES = {"batching on (--max-batch 32 --max-delay-ms 2)": ["--max-batch", "32", "--max-delay-ms", "2"],
-         "batching off (--max-batch 1)": ["--max-batch", "1"]}
+MODES = {
+    "batching on (--max-batch 32 --max-delay-ms 2)": ["--max-batch", "32", "--max-delay-ms", "2"],
+    "batching off (--max-batch 1)": ["--max-batch", "1"],
+}
 
 
 def free_port():
@@ -47,9 +49,13 @@ def free_port():
 def start_server(model, options):
     port = free_port()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.Popen([sys.executable, "-m", "cnnzoo.cli", "serve", str(model), "--port", str(port),
-                             "--no-explain", *options], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cnnzoo.cli", "serve", str(model), "--port", str(port), "--no-explain", *options],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while True:
         try:
@@ -81,8 +87,7 @@ def load(port, bodies, n):
                 break
             start = time.perf_counter()
             try:
-                conn.request("POST", "/predict", body=bodies[i % len(bodies)],
-                             headers={"Content-Type": "image/jpeg"})
+                conn.request("POST", "/predict", body=bodies[i % len(bodies)], headers={"Content-Type": "image/jpeg"})
                 response = conn.getresponse()
                 body = response.read()
                 ok = response.status == 200 and b'"label"' in body
@@ -144,9 +149,18 @@ def main():
         lat = sorted(r["latencies"])
         passes = after[name]["forward_passes"] - base[name]["forward_passes"]
         images = after[name]["images"] - base[name]["images"]
-        rows.append((name, len(lat) + len(r["errors"]), len(lat) / r["wall"], statistics.median(lat) * 1e3,
-                     lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1e3, len(r["errors"]), passes,
-                     images / passes if passes else 0.0))
+        rows.append(
+            (
+                name,
+                len(lat) + len(r["errors"]),
+                len(lat) / r["wall"],
+                statistics.median(lat) * 1e3,
+                lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1e3,
+                len(r["errors"]),
+                passes,
+                images / passes if passes else 0.0,
+            )
+        )
         if r["errors"]:
             print(f"{name}: {len(r['errors'])} errors, e.g. {r['errors'][0]!r}", file=sys.stderr)
     on, off = rows
@@ -164,10 +178,14 @@ def main():
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, n, rps, p50, p99, errors, passes, mean in rows:
-        lines.append(f"| {name} | {n:,} | {rps:,.0f} | {p50:.1f} ms | {p99:.1f} ms | {errors} | {passes:,} | "
-                     f"{mean:.1f} |")
-    lines += ["", f"Batching on vs off: {on[2] / off[2]:.2f}x the requests/s, p50 latency {on[3] / off[3]:.2f}x, "
-                  f"p99 latency {on[4] / off[4]:.2f}x; {on[6]:,} forward passes instead of {off[6]:,}."]
+        lines.append(
+            f"| {name} | {n:,} | {rps:,.0f} | {p50:.1f} ms | {p99:.1f} ms | {errors} | {passes:,} | {mean:.1f} |"
+        )
+    lines += [
+        "",
+        f"Batching on vs off: {on[2] / off[2]:.2f}x the requests/s, p50 latency {on[3] / off[3]:.2f}x, "
+        f"p99 latency {on[4] / off[4]:.2f}x; {on[6]:,} forward passes instead of {off[6]:,}.",
+    ]
     text = "\n".join(lines)
     print(text)
     write_section("serve", text)

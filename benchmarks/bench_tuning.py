@@ -88,17 +88,31 @@ def main():
 
     def progress(record):
         rss[len(rss) + 1] = rss_mib()
-        print(f"  trial {record.trial_id:>2}: val_accuracy={record.score:.4f} epochs={record.epochs} "
-              f"{record.seconds:.1f}s  rss={rss[len(rss)]:.0f} MiB", flush=True)
+        print(
+            f"  trial {record.trial_id:>2}: val_accuracy={record.score:.4f} epochs={record.epochs} "
+            f"{record.seconds:.1f}s  rss={rss[len(rss)]:.0f} MiB",
+            flush=True,
+        )
 
     with tempfile.TemporaryDirectory() as tmp:
         print(f"search: random, {TRIALS} trials of digits_cnn, up to {MAX_EPOCHS} epochs", flush=True)
-        result = tuning.tune("digits_cnn", (x, y, xv, yv), tuner="random", max_trials=TRIALS, max_epochs=MAX_EPOCHS,
-                             directory=tmp, overwrite=True, seed=0, batch_size=BATCH, early_stopping=PATIENCE,
-                             progress=progress)
+        result = tuning.tune(
+            "digits_cnn",
+            (x, y, xv, yv),
+            tuner="random",
+            max_trials=TRIALS,
+            max_epochs=MAX_EPOCHS,
+            directory=tmp,
+            overwrite=True,
+            seed=0,
+            batch_size=BATCH,
+            early_stopping=PATIENCE,
+            progress=progress,
+        )
         search_s = result.seconds
-        trial0 = tuning._load_trial_model(result.directory, result.trials[0].trial_id,
-                                          result.hypermodel.spec_for(result.trials[0].hyperparameters))
+        trial0 = tuning._load_trial_model(
+            result.directory, result.trials[0].trial_id, result.hypermodel.spec_for(result.trials[0].hyperparameters)
+        )
         default_acc = float(trial0.evaluate(digits.x_test, digits.y_test, verbose=0)[1])
         best_acc = float(result.best_model.evaluate(digits.x_test, digits.y_test, verbose=0)[1])
 
@@ -134,13 +148,12 @@ def main():
         f"| test accuracy, zoo default (bare-loop rerun, {result.trials[0].epochs} epochs) | {bare_default_acc:.2%} | |",
         f"| test accuracy, best trial ({best.trial_id}, val_accuracy {best.score:.4f}) | **{best_acc:.2%}** | |",
         "",
-        f"Best trial's hyperparameters: `{best.hyperparameters}` (ties on val_accuracy go to the lower "
-        f"val_loss).",
+        f"Best trial's hyperparameters: `{best.hyperparameters}` (ties on val_accuracy go to the lower val_loss).",
         "",
         f"Memory: RSS grows by {(rss[TRIALS] - rss[2]) / (TRIALS - 2):.1f} MiB per trial here. That is "
         "TensorFlow 2.21 keeping each trained step's graph after its model is gone (a plain Keras "
         "build-compile-fit loop shows it too); creating the optimizer and metric variables before `fit` "
-        "(which the search does) cuts it by about two thirds. See docs/tuning.md, \"Speed and memory\".",
+        '(which the search does) cuts it by about two thirds. See docs/tuning.md, "Speed and memory".',
     ]
     markdown = "\n".join(lines)
     print("\n" + markdown)

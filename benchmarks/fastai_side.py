@@ -35,12 +35,21 @@ def bird_cnn(num_classes, size):
 
     layers, channels = [], 3
     for filters in (32, 64, 128, 256, 256):
-        layers += [nn.Conv2d(channels, filters, 3, padding=1, bias=False), nn.BatchNorm2d(filters, momentum=0.1),
-                   nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+        layers += [
+            nn.Conv2d(channels, filters, 3, padding=1, bias=False),
+            nn.BatchNorm2d(filters, momentum=0.1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+        ]
         channels = filters
     side = size // 32
-    layers += [nn.Flatten(), nn.Linear(channels * side * side, 256), nn.ReLU(inplace=True), nn.Dropout(0.5),
-               nn.Linear(256, num_classes)]
+    layers += [
+        nn.Flatten(),
+        nn.Linear(channels * side * side, 256),
+        nn.ReLU(inplace=True),
+        nn.Dropout(0.5),
+        nn.Linear(256, num_classes),
+    ]
     return nn.Sequential(*layers)
 
 
@@ -67,8 +76,9 @@ def main():
 
     root = Path(args.root)
     set_seed(args.seed, reproducible=True)
-    dls = ImageDataLoaders.from_folder(root, train="train", valid="valid", bs=args.batch_size, num_workers=0,
-                                      seed=args.seed)
+    dls = ImageDataLoaders.from_folder(
+        root, train="train", valid="valid", bs=args.batch_size, num_workers=0, seed=args.seed
+    )
     size = dls.one_batch()[0].shape[-1]
 
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
@@ -115,15 +125,29 @@ def main():
     test_dl = learn.dls.test_dl(get_image_files(root / "test"), with_labels=True)
     with learn.no_bar(), learn.no_logging():
         test_accuracy = float(learn.validate(dl=test_dl)[1])
-    print(json.dumps({
-        "side": "fastai", "recipe": f"{recipe}; lr_find().valley; fit_one_cycle({epochs}, lr)",
-        "lr": lr, "planned_epochs": epochs, "epochs": len(budget.curve), "curve": budget.curve,
-        "wall_seconds": round(wall, 2), "cpu_seconds": round(cpu, 2), "finder_seconds": round(finder_seconds, 2),
-        "fit_seconds": round(end - fit_start, 2), "test_accuracy": test_accuracy,
-        "params": sum(p.numel() for p in learn.model.parameters()),
-        "versions": {"torch": torch.__version__, "fastai": __import__("fastai").__version__,
-                     "timm": __import__("timm").__version__},
-    }))
+    print(
+        json.dumps(
+            {
+                "side": "fastai",
+                "recipe": f"{recipe}; lr_find().valley; fit_one_cycle({epochs}, lr)",
+                "lr": lr,
+                "planned_epochs": epochs,
+                "epochs": len(budget.curve),
+                "curve": budget.curve,
+                "wall_seconds": round(wall, 2),
+                "cpu_seconds": round(cpu, 2),
+                "finder_seconds": round(finder_seconds, 2),
+                "fit_seconds": round(end - fit_start, 2),
+                "test_accuracy": test_accuracy,
+                "params": sum(p.numel() for p in learn.model.parameters()),
+                "versions": {
+                    "torch": torch.__version__,
+                    "fastai": __import__("fastai").__version__,
+                    "timm": __import__("timm").__version__,
+                },
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -79,12 +79,15 @@ def triangle():
     w = np.array([1.0, 2.0, 3.0])
     conv, corr = explain.convolve(impulse, w), explain.correlate(impulse, w)
     same_as_numpy = np.array_equal(tri, np.convolve(box, box, mode="full"))
-    write_numbers("triangle", f"""
+    write_numbers(
+        "triangle",
+        f"""
 - `convolve(box, box, mode="full")` with a box of five ones: `{_fmt(tri)}`, a triangle
   (equal to `numpy.convolve`: {same_as_numpy}).
 - The flip, on an impulse `{_fmt(impulse)}` and the kernel `{_fmt(w)}`: convolution gives
   `{_fmt(conv)}` (the kernel as it is), cross-correlation gives `{_fmt(corr)}` (the kernel reversed).
-""")
+""",
+    )
 
 
 def _fmt(values):
@@ -108,8 +111,12 @@ def sobel():
     diff = float(np.abs(by_keras - gx).max())
     fig = figure((10, 2.3))
     axes = fig.subplots(1, 4)
-    panels = ((rgb, "photo (sklearn china.jpg)", None), (gx, "Sobel x: vertical edges", "RdBu_r"),
-              (gy, "Sobel y: horizontal edges", "RdBu_r"), (magnitude, "edge strength", "gray_r"))
+    panels = (
+        (rgb, "photo (sklearn china.jpg)", None),
+        (gx, "Sobel x: vertical edges", "RdBu_r"),
+        (gy, "Sobel y: horizontal edges", "RdBu_r"),
+        (magnitude, "edge strength", "gray_r"),
+    )
     for ax, (image, title, cmap) in zip(axes, panels):
         if cmap is None:
             ax.imshow(image)
@@ -122,7 +129,9 @@ def sobel():
     _shrink(FIGURES / "sobel.png", colours=128)
     k = explain.kernel("sobel_x")
     rows = "\n".join("    " + " ".join(f"{v:+g}" for v in row) for row in k)
-    write_numbers("sobel", f"""
+    write_numbers(
+        "sobel",
+        f"""
 The Sobel x kernel (`cnnzoo.explain.kernels["sobel_x"]`):
 
 ```
@@ -133,7 +142,8 @@ On the {gray.shape[1]}x{gray.shape[0]} gray photo, `cnnzoo.explain.correlate` an
 holding the same kernel differ by at most {diff:.1e} (float32 rounding; pixel values 0-255).
 Edges are sparse: {np.mean(magnitude > 0.25 * magnitude.max()):.1%} of the pixels have an edge strength above a
 quarter of the strongest one; on flat areas the weights (-1, -2, -1 against +1, +2, +1) cancel.
-""")
+""",
+    )
 
 
 # --------------------------------------------------------------------------- 3. digits
@@ -144,14 +154,25 @@ def digits(epochs=8):
 
     size = 32
     data = cnnzoo.data.digits(image_size=(size, size))
-    model = cnnzoo.get("bird_classifier", num_classes=10, input_shape=(size, size, 1), compile=False,
-                       class_names=[str(i) for i in range(10)],
-                       blocks=[{"filters": 16, "batch_norm": True}, {"filters": 32, "batch_norm": True},
-                               {"filters": 64, "batch_norm": True}], dense=[64], dropout=0.3)
+    model = cnnzoo.get(
+        "bird_classifier",
+        num_classes=10,
+        input_shape=(size, size, 1),
+        compile=False,
+        class_names=[str(i) for i in range(10)],
+        blocks=[
+            {"filters": 16, "batch_norm": True},
+            {"filters": 32, "batch_norm": True},
+            {"filters": 64, "batch_norm": True},
+        ],
+        dense=[64],
+        dropout=0.3,
+    )
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        result = cnnzoo.finetune(model, data, stages=f"all:{epochs}:2e-3", out=Path(tmp) / "run", verbose=0,
-                                 plots=False, seed=0)
+        result = cnnzoo.finetune(
+            model, data, stages=f"all:{epochs}:2e-3", out=Path(tmp) / "run", verbose=0, plots=False, seed=0
+        )
     seconds = time.perf_counter() - start
     model = result.model
     probs = model.predict(data.x_test.astype("float32"), verbose=0)
@@ -163,12 +184,14 @@ def digits(epochs=8):
     layers = ["block1_conv1", "block1_pool", "block2_conv1", "block2_pool", "block3_conv1", "block3_pool"]
     maps = explain.feature_maps(model, data.x_test[index], layers=layers)
     _feature_map_figure(data.x_test[index], maps)
-    batches = [(data.x_test[i:i + 64], data.y_test[i:i + 64]) for i in range(0, len(data.y_test), 64)]
+    batches = [(data.x_test[i : i + 64], data.y_test[i : i + 64]) for i in range(0, len(data.y_test), 64)]
     gradcam_examples(model, batches, data.class_names, FIGURES / "gradcam_digits.png", count=8, limit=len(data.y_test))
     _shrink(FIGURES / "gradcam_digits.png", colours=128)
     wrong = int(np.sum(np.argmax(probs, axis=1) != data.y_test))
     rows = "\n".join(f"| `{name}` | {m.shape[0]}x{m.shape[1]} | {m.shape[2]} |" for name, m in maps.items())
-    write_numbers("digits", f"""
+    write_numbers(
+        "digits",
+        f"""
 A zoo CNN (`bird_classifier`'s design: three conv + max-pool blocks of 16, 32 and 64 filters with
 BatchNorm, dense 64, softmax) at 32x32x1, trained {epochs} epochs on the {len(data.y_train):,}
 training images of `cnnzoo.data.digits` by `cnnzoo.finetune` in {seconds:.0f} s: {accuracy:.2%} on the
@@ -177,7 +200,8 @@ training images of `cnnzoo.data.digits` by `cnnzoo.finetune` in {seconds:.0f} s:
 | layer | feature map | channels |
 |---|---|---:|
 {rows}
-""")
+""",
+    )
 
 
 def _shrink(*paths, colours=64):
@@ -220,8 +244,12 @@ def receptive():
     sizes = [fields[n].size for n in names]
     colours = ["#d65f5f" if n.endswith("pool") else "#4878cf" for n in names]
     ax.bar(range(len(names)), sizes, color=colours)
-    ax.set_xticks(range(len(names)), [n.replace("block", "b").replace("_conv", " c").replace("_pool", " pool")
-                                      for n in names], rotation=90, fontsize=7)
+    ax.set_xticks(
+        range(len(names)),
+        [n.replace("block", "b").replace("_conv", " c").replace("_pool", " pool") for n in names],
+        rotation=90,
+        fontsize=7,
+    )
     ax.axhline(224, color="grey", ls=":", lw=1)
     ax.text(0, 228, "input 224", fontsize=7, color="grey")
     ax.set_ylabel("receptive field (pixels)")
@@ -243,12 +271,15 @@ def receptive():
     for b in range(1, 6):
         convs = [n for n in names if n.startswith(f"block{b}_conv")]
         last, pool = fields[convs[-1]], fields[f"block{b}_pool"]
-        rows.append(f"| block{b} | {len(convs)} | {fields[convs[0]].size} -> {last.size} | {pool.size} | "
-                    f"{pool.jump} |")
-    write_numbers("receptive", """
+        rows.append(f"| block{b} | {len(convs)} | {fields[convs[0]].size} -> {last.size} | {pool.size} | {pool.jump} |")
+    write_numbers(
+        "receptive",
+        """
 | VGG-16 block | 3x3 convs | receptive field over its convs (px) | after its max-pool (px) | stride (px) |
 |---|---:|---:|---:|---:|
-""" + "\n".join(rows))
+"""
+        + "\n".join(rows),
+    )
 
 
 # --------------------------------------------------------------------------- 5. translation
@@ -265,18 +296,24 @@ def translation(seeds=(0, 1, 2)):
     for name in r0.accuracy:
         trained = [r.accuracy[name]["trained_half"] for r in results]
         other = [r.accuracy[name]["other_half"] for r in results]
-        rows.append(f"| {LABELS[name]} | {r0.params[name]:,} | {np.mean(trained):.1%} "
-                    f"({', '.join(f'{v:.0%}' for v in trained)}) | {np.mean(other):.1%} "
-                    f"({', '.join(f'{v:.0%}' for v in other)}) |")
+        rows.append(
+            f"| {LABELS[name]} | {r0.params[name]:,} | {np.mean(trained):.1%} "
+            f"({', '.join(f'{v:.0%}' for v in trained)}) | {np.mean(other):.1%} "
+            f"({', '.join(f'{v:.0%}' for v in other)}) |"
+        )
     seconds = np.mean([r.seconds for r in results])
-    write_numbers("translation", f"""
+    write_numbers(
+        "translation",
+        f"""
 {r0.num_train:,} training images ({r0.size}x{r0.size}, shapes in the left half only), {r0.num_test} test
-images per half, {r0.epochs} epochs, global {r0.pooling} pooling; mean over seeds {', '.join(map(str, seeds))}
+images per half, {r0.epochs} epochs, global {r0.pooling} pooling; mean over seeds {", ".join(map(str, seeds))}
 (each seed in brackets); {seconds:.0f} s per seed for the three models. Chance is 25%.
 
 | model | parameters | trained half (left) | other half (right, never seen) |
 |---|---:|---:|---:|
-""" + "\n".join(rows))
+"""
+        + "\n".join(rows),
+    )
     shapes_gradcam()
 
 
@@ -292,9 +329,16 @@ def shapes_gradcam(size=48, n=2400, epochs=10):
     tr, tyr = draw_shapes(100, size, "right", seed=4)
     tx, ty = np.concatenate([tl, tr]), np.concatenate([tyl, tyr])
     with seeded(0):
-        model = cnnzoo.get("bird_classifier", num_classes=len(SHAPES), input_shape=(size, size, 1),
-                           class_names=list(SHAPES), pooling="avg", dense=[64], dropout=0.0,
-                           blocks=[{"filters": 16}, {"filters": 32}, {"filters": 64}])
+        model = cnnzoo.get(
+            "bird_classifier",
+            num_classes=len(SHAPES),
+            input_shape=(size, size, 1),
+            class_names=list(SHAPES),
+            pooling="avg",
+            dense=[64],
+            dropout=0.0,
+            blocks=[{"filters": 16}, {"filters": 32}, {"filters": 64}],
+        )
         model.fit(x, y, epochs=epochs, batch_size=64, verbose=0)
     predicted = np.argmax(model.predict(tx.astype("float32"), verbose=0), axis=1)
     heats = explain.grad_cam(model, tx)
@@ -310,11 +354,14 @@ def shapes_gradcam(size=48, n=2400, epochs=10):
     fig.suptitle("Grad-CAM: where a global-pooling zoo CNN looked (predicted class above each image)", fontsize=9)
     save(fig, "gradcam_shapes.png")
     _shrink(FIGURES / "gradcam_shapes.png", colours=128)
-    write_numbers("gradcam_shapes", f"""
+    write_numbers(
+        "gradcam_shapes",
+        f"""
 A global-pooling zoo CNN trained {epochs} epochs on {n:,} {size}x{size} shape images (shapes anywhere):
 {np.mean(predicted == ty):.1%} right on 200 new images, and for {in_half:.1%} of them the Grad-CAM
 peak lies in the half of the image that holds the shape.
-""")
+""",
+    )
 
 
 STEPS = {"triangle": triangle, "sobel": sobel, "digits": digits, "receptive": receptive, "translation": translation}

@@ -65,8 +65,13 @@ def main():
     env = {**os.environ, "CNNZOO_RELIABILITY_OUT": str(out), "TF_CPP_MIN_LOG_LEVEL": "3"}
     tests = [t for t in TESTS if (ROOT / t.split("::")[0]).is_file()]
     start = datetime.datetime.now()
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests], cwd=ROOT,
-                          env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     seconds = (datetime.datetime.now() - start).total_seconds()
     summary = [line for line in proc.stdout.splitlines() if re.search(r"\d+ (passed|failed)", line)]
     summary = summary[-1].strip("= ") if summary else "pytest printed no summary"
@@ -83,9 +88,11 @@ def render(records, summary, seconds, returncode, groups):
 
     lines = [PROMISES, "## The last run", ""]
     status = "all passed" if returncode == 0 else "SOME FAILED: see the pytest output"
-    lines.append(f"{datetime.date.today().isoformat()}, {platform.machine()} with {os.cpu_count()} cores, "
-                 f"Python {platform.python_version()}, TensorFlow {tf.__version__}, Keras {keras.__version__}: "
-                 f"{groups} test groups in {seconds:.0f} s, {summary} ({status}).")
+    lines.append(
+        f"{datetime.date.today().isoformat()}, {platform.machine()} with {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, TensorFlow {tf.__version__}, Keras {keras.__version__}: "
+        f"{groups} test groups in {seconds:.0f} s, {summary} ({status})."
+    )
     lines += ["", "| scenario | figures | test |", "|---|---|---|"]
     for r in records:
         figures = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in r.items() if k not in ("test", "case"))

@@ -39,9 +39,21 @@ import importlib
 import inspect
 
 __all__ = [
-    "multi_worker_build_fix", "symbolic_build", "first_call", "flatten_layers", "keras_seed_state",
-    "restore_keras_seed_state", "kt_module", "is_duplicate", "requeue_trial",
-    "checkpoint_path", "copied_callbacks", "tensorboard_dir", "build_and_fit", "is_worker_tuner", "TUNER_HOOKS",
+    "multi_worker_build_fix",
+    "symbolic_build",
+    "first_call",
+    "flatten_layers",
+    "keras_seed_state",
+    "restore_keras_seed_state",
+    "kt_module",
+    "is_duplicate",
+    "requeue_trial",
+    "checkpoint_path",
+    "copied_callbacks",
+    "tensorboard_dir",
+    "build_and_fit",
+    "is_worker_tuner",
+    "TUNER_HOOKS",
     "check",
 ]
 
@@ -131,6 +143,7 @@ def multi_worker_build_fix(model):
 def _patch_scalar_reduce():
     import tensorflow as tf
     from keras import tree
+
     trainer = importlib.import_module("keras.src.backend.tensorflow.trainer")
 
     original = trainer.reduce_per_replica

@@ -61,7 +61,9 @@ def _imports(module, path):
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             if base.split(".")[0] != "cnnzoo":
                 continue
             for alias in node.names:
@@ -71,12 +73,14 @@ def _imports(module, path):
 
 
 def test_importing_cnnzoo_and_its_light_parts_loads_no_tensorflow():
-    code = ("import sys, cnnzoo; cnnzoo.list_models(); cnnzoo.info('vgg16')\n"
-            "import cnnzoo.zoo, cnnzoo.data, cnnzoo.finetuning, cnnzoo.tuning, cnnzoo.deploy, cnnzoo.cli, cnnzoo.utils\n"
-            "import cnnzoo.zoo.config, cnnzoo.zoo.registry, cnnzoo.zoo.stats, cnnzoo.zoo.config_writer\n"
-            "import cnnzoo.cli.app, cnnzoo.cli.listing, cnnzoo.cli.info; cnnzoo.cli.app.build_parser()\n"
-            "heavy = sorted(m for m in ('tensorflow', 'keras', 'keras_tuner') if m in sys.modules)\n"
-            "assert not heavy, heavy\n")
+    code = (
+        "import sys, cnnzoo; cnnzoo.list_models(); cnnzoo.info('vgg16')\n"
+        "import cnnzoo.zoo, cnnzoo.data, cnnzoo.finetuning, cnnzoo.tuning, cnnzoo.deploy, cnnzoo.cli, cnnzoo.utils\n"
+        "import cnnzoo.zoo.config, cnnzoo.zoo.registry, cnnzoo.zoo.stats, cnnzoo.zoo.config_writer\n"
+        "import cnnzoo.cli.app, cnnzoo.cli.listing, cnnzoo.cli.info; cnnzoo.cli.app.build_parser()\n"
+        "heavy = sorted(m for m in ('tensorflow', 'keras', 'keras_tuner') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
     proc = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
@@ -110,7 +114,7 @@ def test_no_import_cycle():
         state[node] = "open"
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
-                cycles.append(" -> ".join(stack[stack.index(nxt):] + [nxt]))
+                cycles.append(" -> ".join(stack[stack.index(nxt) :] + [nxt]))
             elif nxt not in state:
                 visit(nxt, stack + [nxt])
         state[node] = "done"
@@ -156,11 +160,18 @@ def test_keras_internals_are_used_only_in_compat():
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
                 wrong += [f"{where} imports {n}" for n in names if n.startswith(("keras.src", "keras_tuner.src"))]
-            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and \
-                    node.value.startswith(("keras.src", "keras_tuner.src")):
+            elif (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and node.value.startswith(("keras.src", "keras_tuner.src"))
+            ):
                 wrong.append(f"{where} names {node.value!r}")
-            elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__") \
-                    and node.attr not in ours:
+            elif (
+                isinstance(node, ast.Attribute)
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+                and node.attr not in ours
+            ):
                 wrong.append(f"{where} uses the private attribute {node.attr}")
     assert not wrong, "Keras/keras-tuner internals outside cnnzoo/_compat.py:\n" + "\n".join(wrong)
 

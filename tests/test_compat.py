@@ -14,8 +14,10 @@ from cnnzoo import _compat
 
 def test_everything_compat_relies_on_is_installed():
     missing = _compat.check()
-    assert missing == [], (f"the installed Keras / keras-tuner lack what cnnzoo/_compat.py relies on: {missing}. "
-                           f"Update _compat (and its pins in pyproject.toml).")
+    assert missing == [], (
+        f"the installed Keras / keras-tuner lack what cnnzoo/_compat.py relies on: {missing}. "
+        f"Update _compat (and its pins in pyproject.toml)."
+    )
 
 
 def test_keras_internals_behave_as_relied_on():

@@ -25,7 +25,9 @@ _SPAN = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)", re.S)
 # not after a word character, a dot, a slash (paths, `~/.cnnzoo`) or a quote (strings)
 _NAME = re.compile(r"(?<![\w.\"'/])cnnzoo(?:\.[A-Za-z_]\w*)+")
 _PYTHON_M = re.compile(r"\bpython[\d.]*\s+-m\s+([A-Za-z_][\w.]*\w)")
-_PATH = re.compile(r"(?<![\w./~-])((?:cnnzoo|tests|benchmarks|docs)/[\w./-]*?(?:\.py|\.md|\.toml|/))(?:::(\w+))?(?![\w/])")
+_PATH = re.compile(
+    r"(?<![\w./~-])((?:cnnzoo|tests|benchmarks|docs)/[\w./-]*?(?:\.py|\.md|\.toml|/))(?:::(\w+))?(?![\w/])"
+)
 _LINK = re.compile(r"\]\(([^)\s#]+)(?:#[^)]*)?\)")
 
 
@@ -80,8 +82,7 @@ def resolve(name):
             try:
                 obj = getattr(obj, attr)
             except AttributeError:
-                raise LookupError(f"`{'.'.join(parts[:j])}` (module {module_name}) has no attribute "
-                                  f"`{attr}`") from None
+                raise LookupError(f"`{'.'.join(parts[:j])}` (module {module_name}) has no attribute `{attr}`") from None
         return obj
     raise LookupError(f"no module `{parts[0]}`")
 
@@ -96,8 +97,10 @@ def test_dotted_name_resolves(case):
     try:
         resolve(name)
     except LookupError as e:
-        pytest.fail(f"{doc}:{line} names `{name}`, which does not resolve: {e}. Update the doc to the "
-                    f"current module path (docs/architecture.md lists where things live).")
+        pytest.fail(
+            f"{doc}:{line} names `{name}`, which does not resolve: {e}. Update the doc to the "
+            f"current module path (docs/architecture.md lists where things live)."
+        )
 
 
 # cnnzoo 0.1's flat modules, still attributes of `cnnzoo` for old code; the docs use the new paths
@@ -107,9 +110,12 @@ OLD_MODULE_ALIASES = ("config", "registry", "stats", "builders", "inference", "s
 def test_docs_use_the_current_module_paths():
     import cnnzoo
 
-    old = [f"{doc}:{line} names `{name}`: write `{cnnzoo._LAZY[name.split('.')[1]]}"
-           f"{name[len('cnnzoo.') + len(name.split('.')[1]):]}`"
-           for doc, line, name in NAMES if name.split(".")[1] in OLD_MODULE_ALIASES]
+    old = [
+        f"{doc}:{line} names `{name}`: write `{cnnzoo._LAZY[name.split('.')[1]]}"
+        f"{name[len('cnnzoo.') + len(name.split('.')[1]) :]}`"
+        for doc, line, name in NAMES
+        if name.split(".")[1] in OLD_MODULE_ALIASES
+    ]
     assert not old, "the docs use cnnzoo 0.1 module paths:\n" + "\n".join(old)
 
 
@@ -143,20 +149,30 @@ def test_repository_path_exists(case):
 @pytest.mark.parametrize("doc", DOCS, ids=lambda d: d.relative_to(REPO).as_posix())
 def test_relative_links_exist(doc):
     text = _FENCE.sub("", doc.read_text(encoding="utf-8"))
-    broken = [link for link in _LINK.findall(text)
-              if "://" not in link and not link.startswith("mailto:") and not (doc.parent / link).exists()]
+    broken = [
+        link
+        for link in _LINK.findall(text)
+        if "://" not in link and not link.startswith("mailto:") and not (doc.parent / link).exists()
+    ]
     assert not broken, f"{doc.relative_to(REPO)} links to missing files: {broken}"
 
 
 def test_the_extraction_finds_what_the_docs_name():
     """Guards the patterns: a test over nothing would pass whatever the docs say."""
-    sample = ('Prose cnnzoo.not_code is ignored, `cnnzoo.get(name)` and ``cnnzoo.data.prepare`` are '
-              'read.\n\n```python\nfrom cnnzoo.finetuning.stages import Stage  # cnnzoo.Stage\n'
-              '[project.entry-points."cnnzoo.models"]\n```\n`~/.cnnzoo/configs`, `python -m cnnzoo.cli`, '
-              '`tests/tuning/test_tuning.py::test_x`\n')
+    sample = (
+        "Prose cnnzoo.not_code is ignored, `cnnzoo.get(name)` and ``cnnzoo.data.prepare`` are "
+        "read.\n\n```python\nfrom cnnzoo.finetuning.stages import Stage  # cnnzoo.Stage\n"
+        '[project.entry-points."cnnzoo.models"]\n```\n`~/.cnnzoo/configs`, `python -m cnnzoo.cli`, '
+        "`tests/tuning/test_tuning.py::test_x`\n"
+    )
     code = "\n".join(c for _, c in code_spans(sample))
     assert sorted(set(_NAME.findall(code))) == [
-        "cnnzoo.Stage", "cnnzoo.cli", "cnnzoo.data.prepare", "cnnzoo.finetuning.stages", "cnnzoo.get"]
+        "cnnzoo.Stage",
+        "cnnzoo.cli",
+        "cnnzoo.data.prepare",
+        "cnnzoo.finetuning.stages",
+        "cnnzoo.get",
+    ]
     assert _PYTHON_M.findall(code) == ["cnnzoo.cli"]
     assert _PATH.findall(code) == [("tests/tuning/test_tuning.py", "test_x")]
     names = {(doc, name) for doc, _, name in NAMES}

@@ -20,7 +20,10 @@ COMMANDS = {
     "demo": ("cnnzoo.cli.demo", "train a zoo CNN on the built-in digits data and print its test accuracy"),
     "finetune": ("cnnzoo.cli.finetune", "fine-tune a zoo model on an image folder (resumable, staged)"),
     "predict": ("cnnzoo.cli.predict", "label image files with a saved or exported model (--json for scripts)"),
-    "export": ("cnnzoo.cli.export", "export a saved model to ONNX, LiteRT, SavedModel or OpenVINO, checked in its runtime"),
+    "export": (
+        "cnnzoo.cli.export",
+        "export a saved model to ONNX, LiteRT, SavedModel or OpenVINO, checked in its runtime",
+    ),
     "tune": ("cnnzoo.cli.tune", "search layer counts and widths with keras-tuner (the entry's [search] table)"),
     "explain": ("cnnzoo.cli.explain", "prediction, Grad-CAM overlay and feature maps of images (a saved model)"),
     "serve": ("cnnzoo.cli.serve", "serve a saved model over HTTP: a photo page, a JSON API, batched (the serve extra)"),

@@ -24,12 +24,22 @@ def add_arguments(parser):
     parser.add_argument("--out", default="runs/demo", help="directory for the digits folder, the run and the model")
     parser.add_argument("--no-augment", action="store_true", help="train without the random shifts")
     parser.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue an interrupted demo run instead of starting over")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue an interrupted demo run instead of starting over"
+    )
 
 
-def train_on_digits(model_name="bird_classifier", image_size=32, epochs=20, batch_size=32, seed=0, out="runs/demo",
-                    verbose=2, resume=False, augment=True):
+def train_on_digits(
+    model_name="bird_classifier",
+    image_size=32,
+    epochs=20,
+    batch_size=32,
+    seed=0,
+    out="runs/demo",
+    verbose=2,
+    resume=False,
+    augment=True,
+):
     """Fine-tunes a zoo model on the digits image folder and measures it on the held-out test folder.
 
     The split is `cnnzoo.data.digits(seed=seed)`'s stratified 80/20; a tenth
@@ -68,10 +78,19 @@ def train_on_digits(model_name="bird_classifier", image_size=32, epochs=20, batc
     train_dir, test_dir = data.digits_folder(out / "digits", seed=seed)
     channels = cnnzoo.spec(model_name).input_shape[2] if model_name in cnnzoo.list_models() else 3
     shape = (image_size, image_size, channels)
-    result = transfer.finetune(model_name, train_dir, input_shape=shape, stages=[transfer.Stage("all", epochs, 1e-3)],
-                               batch_size=batch_size, validation_split=0.1, seed=seed, augment=shifts,
-                               out=out / "run",
-                               resume=resume, verbose=verbose)
+    result = transfer.finetune(
+        model_name,
+        train_dir,
+        input_shape=shape,
+        stages=[transfer.Stage("all", epochs, 1e-3)],
+        batch_size=batch_size,
+        validation_split=0.1,
+        seed=seed,
+        augment=shifts,
+        out=out / "run",
+        resume=resume,
+        verbose=verbose,
+    )
     test = data.image_folder(test_dir, image_size=shape, validation_split=0, shuffle=False, batch_size=256)
     accuracy, _ = transfer.evaluate(result.model, test.train, len(result.class_names))
     return result, accuracy, test
@@ -102,7 +121,8 @@ def svm_accuracy(seed=0, test_size=0.2):
 
     bunch = load_digits()
     x_train, x_test, y_train, y_test = train_test_split(
-        bunch.data, bunch.target, test_size=test_size, random_state=seed, stratify=bunch.target)
+        bunch.data, bunch.target, test_size=test_size, random_state=seed, stratify=bunch.target
+    )
     return float(SVC(gamma=0.001).fit(x_train, y_train).score(x_test, y_test))
 
 
@@ -110,19 +130,31 @@ def run(args):
     import cnnzoo
 
     start = time.perf_counter()
-    result, accuracy, test = train_on_digits(args.model, args.image_size, args.epochs, args.batch_size, args.seed,
-                                             args.out, verbose=2 if args.quiet else "auto", resume=args.resume,
-                                             augment=not args.no_augment)
+    result, accuracy, test = train_on_digits(
+        args.model,
+        args.image_size,
+        args.epochs,
+        args.batch_size,
+        args.seed,
+        args.out,
+        verbose=2 if args.quiet else "auto",
+        resume=args.resume,
+        augment=not args.no_augment,
+    )
     seconds = time.perf_counter() - start
     size = f"{args.image_size}x{args.image_size}"
     shifts = "" if args.no_augment else ", random shifts"
-    print(f"\n{args.model} fine-tuned on the UCI digits image folder ({result.stages[0].stage.epochs} epochs at "
-          f"{size}{shifts}, {len(test.train_files)} test images) in {seconds:.0f} s"
-          f"{' (resumed)' if result.resumed else ''}")
+    print(
+        f"\n{args.model} fine-tuned on the UCI digits image folder ({result.stages[0].stage.epochs} epochs at "
+        f"{size}{shifts}, {len(test.train_files)} test images) in {seconds:.0f} s"
+        f"{' (resumed)' if result.resumed else ''}"
+    )
     svm = svm_accuracy(args.seed)
     verdict = "beats" if accuracy > svm else "ties" if accuracy == svm else "does not beat"
-    print(f"test accuracy: {accuracy:.2%}   (RBF-SVM reference: {SVM_REFERENCE}; {svm:.2%} on this split: "
-          f"the CNN {verdict} it)")
+    print(
+        f"test accuracy: {accuracy:.2%}   (RBF-SVM reference: {SVM_REFERENCE}; {svm:.2%} on this split: "
+        f"the CNN {verdict} it)"
+    )
     print(f"saved: {result.model_path}   (load it with cnnzoo.load({str(result.model_path)!r}))")
     picks = list(range(0, len(test.train_files), max(1, len(test.train_files) // 6)))[:6]
     files = [test.train_files[i] for i in picks]

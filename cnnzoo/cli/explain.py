@@ -16,14 +16,23 @@ def add_arguments(parser):
     parser.add_argument("model", help="a saved .keras model (e.g. from `cnnzoo finetune`)")
     parser.add_argument("images", nargs="+", help="image files, or directories of them")
     parser.add_argument("--out", required=True, help="directory to write the pictures into")
-    parser.add_argument("--layers", nargs="+", default=None, metavar="LAYER",
-                        help="feature-map layers to draw (default: the first conv and one per block; 'all': "
-                             "every conv and pool layer)")
-    parser.add_argument("--top-k", type=int, default=None,
-                        help="labels to show per image (default 3, or the number of classes when fewer)")
+    parser.add_argument(
+        "--layers",
+        nargs="+",
+        default=None,
+        metavar="LAYER",
+        help="feature-map layers to draw (default: the first conv and one per block; 'all': every conv and pool layer)",
+    )
+    parser.add_argument(
+        "--top-k",
+        type=int,
+        default=None,
+        help="labels to show per image (default 3, or the number of classes when fewer)",
+    )
     parser.add_argument("--max-channels", type=int, default=32, help="channels drawn per feature-map grid")
-    parser.add_argument("--gradcam-layer", default=None,
-                        help="layer Grad-CAM reads (default: the last convolution's feature map)")
+    parser.add_argument(
+        "--gradcam-layer", default=None, help="layer Grad-CAM reads (default: the last convolution's feature map)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
@@ -86,8 +95,13 @@ def run(args):
         grad_cam(model, image, layer=args.gradcam_layer, out=heat_path)
         maps = feature_maps(model, image, layers=layers)
         written = plot_feature_maps(maps, where / "feature_maps", max_channels=args.max_channels)
-        rows.append({**prediction.to_dict(), "gradcam": str(heat_path),
-                     "feature_maps": {name: str(path) for name, path in written.items()}})
+        rows.append(
+            {
+                **prediction.to_dict(),
+                "gradcam": str(heat_path),
+                "feature_maps": {name: str(path) for name, path in written.items()},
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -14,15 +14,28 @@ FORMATS = ("onnx", "litert", "savedmodel", "openvino")  # cnnzoo.deploy.runtimes
 def add_arguments(parser):
     parser.add_argument("model", help="a saved .keras model (e.g. from `cnnzoo finetune`)")
     parser.add_argument("out", help="the file to write (.onnx, .tflite) or a directory (savedmodel, openvino)")
-    parser.add_argument("--format", choices=FORMATS, default=None,
-                        help="default: from OUT's suffix (.onnx: onnx, .tflite: litert)")
-    parser.add_argument("--quantize", choices=("int8", "float16"), default=None,
-                        help="int8: post-training, calibrated on --images (onnx, litert); float16: litert")
-    parser.add_argument("--images", default=None, metavar="DIR",
-                        help="images to check and calibrate on (default: held-out UCI digits + synthetic images)")
-    parser.add_argument("--tolerance", type=float, default=None,
-                        help="max abs difference allowed (default 1e-4, float16 1e-2); int8: the fraction of "
-                             "top-1 labels that may differ (default 0.02)")
+    parser.add_argument(
+        "--format", choices=FORMATS, default=None, help="default: from OUT's suffix (.onnx: onnx, .tflite: litert)"
+    )
+    parser.add_argument(
+        "--quantize",
+        choices=("int8", "float16"),
+        default=None,
+        help="int8: post-training, calibrated on --images (onnx, litert); float16: litert",
+    )
+    parser.add_argument(
+        "--images",
+        default=None,
+        metavar="DIR",
+        help="images to check and calibrate on (default: held-out UCI digits + synthetic images)",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help="max abs difference allowed (default 1e-4, float16 1e-2); int8: the fraction of "
+        "top-1 labels that may differ (default 0.02)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
@@ -31,7 +44,8 @@ def run(args):
 
     from cnnzoo.deploy.export import export
 
-    result = export(args.model, args.out, args.format, verify_with=args.images, quantize=args.quantize,
-                    tolerance=args.tolerance)
+    result = export(
+        args.model, args.out, args.format, verify_with=args.images, quantize=args.quantize, tolerance=args.tolerance
+    )
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.summary())
     return 0

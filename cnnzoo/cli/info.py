@@ -27,16 +27,22 @@ def run(args):
     if i.params is None:
         print("  built by code: build it with cnnzoo.get() to see its layers")
         return 0
-    print(f"  input: {'x'.join(map(str, i.input_shape))}   classes: {i.num_classes}   "
-          f"params: {i.params:,}   forward FLOPs/image: {i.flops:,} ({human(i.flops)})")
+    print(
+        f"  input: {'x'.join(map(str, i.input_shape))}   classes: {i.num_classes}   "
+        f"params: {i.params:,}   forward FLOPs/image: {i.flops:,} ({human(i.flops)})"
+    )
     print(f"\n  {'layer':<20} {'kind':<20} {'output':<16} {'params':>12} {'FLOPs':>10} {'RF px':>6} {'jump':>5}")
     for layer in i.layers:
         shape = "x".join(map(str, layer["output_shape"]))
         size, jump = field_columns(layer["receptive_field"])
-        print(f"  {layer['name']:<20} {layer['kind']:<20} {shape:<16} {layer['params']:>12,} "
-              f"{human(layer['flops']):>10} {size:>6} {jump:>5}")
-    print("  RF px: receptive field (input pixels one unit sees; 'all': the whole image; '?': unknown); "
-          "jump: its stride in input pixels")
+        print(
+            f"  {layer['name']:<20} {layer['kind']:<20} {shape:<16} {layer['params']:>12,} "
+            f"{human(layer['flops']):>10} {size:>6} {jump:>5}"
+        )
+    print(
+        "  RF px: receptive field (input pixels one unit sees; 'all': the whole image; '?': unknown); "
+        "jump: its stride in input pixels"
+    )
     if i.search:
         print("\n  search space ([search] table):")
         for key, value in i.search.items():

@@ -23,11 +23,24 @@ def run(args):
         except PluginError as e:  # one broken plugin never hides the rest of the zoo
             broken.append(f"{name}: {e}")
             continue
-        rows.append({"name": name, "kind": i.kind, "input_shape": i.input_shape, "num_classes": i.num_classes,
-                     "params": i.params, "flops": i.flops, "description": i.description, "source": i.source})
+        rows.append(
+            {
+                "name": name,
+                "kind": i.kind,
+                "input_shape": i.input_shape,
+                "num_classes": i.num_classes,
+                "params": i.params,
+                "flops": i.flops,
+                "description": i.description,
+                "source": i.source,
+            }
+        )
     if broken:
-        print(f"cnnzoo: warning: {len(broken)} model plugin(s) failed to load and are not listed:\n  "
-              + "\n  ".join(broken), file=sys.stderr)
+        print(
+            f"cnnzoo: warning: {len(broken)} model plugin(s) failed to load and are not listed:\n  "
+            + "\n  ".join(broken),
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps(rows, indent=2, default=list))
         return 0

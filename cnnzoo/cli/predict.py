@@ -11,16 +11,26 @@ __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser):
-    parser.add_argument("model", help="a saved .keras model (e.g. from `cnnzoo finetune`), or an exported .onnx, "
-                                      ".tflite or SavedModel directory (`cnnzoo export`)")
+    parser.add_argument(
+        "model",
+        help="a saved .keras model (e.g. from `cnnzoo finetune`), or an exported .onnx, "
+        ".tflite or SavedModel directory (`cnnzoo export`)",
+    )
     parser.add_argument("images", nargs="+", help="image files, or directories of them")
     parser.add_argument("--top-k", type=int, default=1, help="labels to show per image (default 1)")
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
-    parser.add_argument("--runtime", choices=("tensorflow", "onnx", "litert"), default=None,
-                        help="for a .keras model: run it through its ONNX or LiteRT export, cached beside it")
-    parser.add_argument("--tta", action="store_true",
-                        help="average the probabilities of each image and its mirror image (only where a flip "
-                             "keeps the class: not for digits or text)")
+    parser.add_argument(
+        "--runtime",
+        choices=("tensorflow", "onnx", "litert"),
+        default=None,
+        help="for a .keras model: run it through its ONNX or LiteRT export, cached beside it",
+    )
+    parser.add_argument(
+        "--tta",
+        action="store_true",
+        help="average the probabilities of each image and its mirror image (only where a flip "
+        "keeps the class: not for digits or text)",
+    )
 
 
 def _expand(paths):

@@ -16,23 +16,37 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(parser):
     parser.add_argument("name", help="zoo model to search (see `cnnzoo list`)")
-    parser.add_argument("data_dir", metavar="DATA_DIR",
-                        help="image folder (one sub-folder per class), or `digits` for the built-in UCI digits")
+    parser.add_argument(
+        "data_dir",
+        metavar="DATA_DIR",
+        help="image folder (one sub-folder per class), or `digits` for the built-in UCI digits",
+    )
     parser.add_argument("--tuner", choices=("hyperband", "random", "bayesian"), default="hyperband")
     parser.add_argument("--max-trials", type=int, default=10, metavar="N")
     parser.add_argument("--max-epochs", type=int, default=10, metavar="N", help="epochs per trial (default 10)")
-    parser.add_argument("--out", default="runs/tune", metavar="DIR",
-                        help="directory for the search, the plot, the best model and its config")
-    parser.add_argument("--image-size", type=int, default=None, metavar="PX",
-                        help="square side images are resized to (default: the entry's input size)")
+    parser.add_argument(
+        "--out",
+        default="runs/tune",
+        metavar="DIR",
+        help="directory for the search, the plot, the best model and its config",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="square side images are resized to (default: the entry's input size)",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--validation-split", type=float, default=0.2)
     parser.add_argument("--objective", default="val_accuracy")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--save-as", default=None, metavar="NAME",
-                        help="name of the new config (default NAME_tuned)")
-    parser.add_argument("--register", action="store_true",
-                        help="write the config to $CNNZOO_HOME/configs so `cnnzoo.get(NAME)` finds it anywhere")
+    parser.add_argument("--save-as", default=None, metavar="NAME", help="name of the new config (default NAME_tuned)")
+    parser.add_argument(
+        "--register",
+        action="store_true",
+        help="write the config to $CNNZOO_HOME/configs so `cnnzoo.get(NAME)` finds it anywhere",
+    )
     parser.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming")
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
 
@@ -45,8 +59,10 @@ def _data(args, spec):
     size = args.image_size or None
     if args.data_dir == "digits" and not Path(args.data_dir).exists():
         if channels not in (1, 3):
-            raise DataError(f"`digits` are grayscale and `{spec.name}` takes {channels} channels. "
-                            f"Received: DATA_DIR='digits'. Use a 1- or 3-channel model.")
+            raise DataError(
+                f"`digits` are grayscale and `{spec.name}` takes {channels} channels. "
+                f"Received: DATA_DIR='digits'. Use a 1- or 3-channel model."
+            )
         hw = (size, size) if size else tuple(spec.input_shape[:2])
         digits = data_lib.digits(seed=args.seed, image_size=None if hw == (8, 8) else hw, channels=channels)
         return digits, (*hw, channels)
@@ -66,15 +82,30 @@ def run(args):
 
     def progress(record):
         score = "failed" if record.score is None else f"{args.objective}={record.score:.4f}"
-        values = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                          for k, v in record.hyperparameters.items())
-        print(f"trial {record.trial_id}: {score}  epochs={record.epochs}  {record.seconds or 0:.1f}s  {values}",
-              file=stream, flush=True)
+        values = " ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.hyperparameters.items()
+        )
+        print(
+            f"trial {record.trial_id}: {score}  epochs={record.epochs}  {record.seconds or 0:.1f}s  {values}",
+            file=stream,
+            flush=True,
+        )
 
-    result = tuning.tune(args.name, data, tuner=args.tuner, max_trials=args.max_trials, max_epochs=args.max_epochs,
-                         directory=out / "search", objective=args.objective, overwrite=args.overwrite,
-                         input_shape=input_shape, batch_size=args.batch_size, seed=args.seed, progress=progress,
-                         validation_split=args.validation_split)
+    result = tuning.tune(
+        args.name,
+        data,
+        tuner=args.tuner,
+        max_trials=args.max_trials,
+        max_epochs=args.max_epochs,
+        directory=out / "search",
+        objective=args.objective,
+        overwrite=args.overwrite,
+        input_shape=input_shape,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        progress=progress,
+        validation_split=args.validation_split,
+    )
     plot = result.plot(out / f"{args.name}_scores.png")
     model_path = config_path = None
     if result.best_model is not None:
@@ -82,14 +113,27 @@ def run(args):
         model_path = out / f"{new_name}.keras"
         result.best_model.save(model_path)
         directory = None if args.register else out
-        config_path = cnnzoo.register_best(result, new_name, directory=directory,
-                                           overwrite=True if not args.register else args.overwrite)
+        config_path = cnnzoo.register_best(
+            result, new_name, directory=directory, overwrite=True if not args.register else args.overwrite
+        )
     if args.json:
-        print(json.dumps({**result.to_dict(), "plot": str(plot), "model": str(model_path) if model_path else None,
-                          "config": str(config_path) if config_path else None}, indent=2, default=str))
+        print(
+            json.dumps(
+                {
+                    **result.to_dict(),
+                    "plot": str(plot),
+                    "model": str(model_path) if model_path else None,
+                    "config": str(config_path) if config_path else None,
+                },
+                indent=2,
+                default=str,
+            )
+        )
         return 0 if result.best_trial else 1
-    print(f"\n{args.name}: {args.tuner} search, {len(result.trials)} trials in {result.directory} "
-          f"({result.seconds:.0f} s this run)\n")
+    print(
+        f"\n{args.name}: {args.tuner} search, {len(result.trials)} trials in {result.directory} "
+        f"({result.seconds:.0f} s this run)\n"
+    )
     print(result.table())
     print(f"\nscores plot: {plot}")
     if model_path is None:

@@ -40,22 +40,29 @@ def check_arrays(x, y, what="data"):
     if x.ndim == 3:
         x = x[..., None]  # grayscale without a channel axis
     if x.ndim != 4 or x.dtype.kind not in "uif" or x.shape[-1] not in (1, 3, 4):
-        raise DataError(f"`{what}` images must be a numeric array of shape (N, height, width, channels) with 1, "
-                        f"3 or 4 channels, 0-255. Received: shape={x.shape}, dtype={x.dtype}. Stack the images "
-                        f"with np.stack(images).")
+        raise DataError(
+            f"`{what}` images must be a numeric array of shape (N, height, width, channels) with 1, "
+            f"3 or 4 channels, 0-255. Received: shape={x.shape}, dtype={x.dtype}. Stack the images "
+            f"with np.stack(images)."
+        )
     if y.ndim == 2 and y.shape[1] > 1:
-        raise DataError(f"`{what}` labels must be integer class ids, not one-hot. Received: shape={y.shape}. "
-                        f"Pass y.argmax(axis=1).")
+        raise DataError(
+            f"`{what}` labels must be integer class ids, not one-hot. Received: shape={y.shape}. Pass y.argmax(axis=1)."
+        )
     y = y.reshape(-1) if y.ndim == 2 else y
     if y.ndim != 1 or len(x) != len(y):
-        raise DataError(f"`{what}` needs one label per image. Received: {len(x)} images, labels of shape "
-                        f"{y.shape}. Pass y with shape ({len(x)},).")
+        raise DataError(
+            f"`{what}` needs one label per image. Received: {len(x)} images, labels of shape "
+            f"{y.shape}. Pass y with shape ({len(x)},)."
+        )
     if not len(x):
         raise DataError(f"`{what}` must hold at least one image. Received: x of shape {x.shape}.")
     if y.dtype.kind not in "iu" or y.min() < 0:
-        raise DataError(f"`{what}` labels must be integers >= 0 (class ids). Received: dtype={y.dtype}, smallest "
-                        f"label {y.min()}. Map the labels to 0..num_classes-1, e.g. with "
-                        f"np.unique(y, return_inverse=True)[1].")
+        raise DataError(
+            f"`{what}` labels must be integers >= 0 (class ids). Received: dtype={y.dtype}, smallest "
+            f"label {y.min()}. Map the labels to 0..num_classes-1, e.g. with "
+            f"np.unique(y, return_inverse=True)[1]."
+        )
     return x, y.astype(np.int64)
 
 
@@ -78,8 +85,11 @@ def fit_images(x, input_shape):
     x = x if x.dtype == np.uint8 else x.astype(np.float32, copy=False)
     if x.shape[1:3] == (height, width):
         return x
-    resized = np.stack([resize_array(image, (height, width)) for image in x]) if len(x) else \
-        np.zeros((0, height, width, channels), np.float32)
+    resized = (
+        np.stack([resize_array(image, (height, width)) for image in x])
+        if len(x)
+        else np.zeros((0, height, width, channels), np.float32)
+    )
     return resized.astype(np.uint8) if x.dtype == np.uint8 else resized  # Pillow resized uint8 exactly
 
 

@@ -65,8 +65,9 @@ def auto_augmentation(num_train, seed=0):
 
     for limit, shift, zoom in AUTO_RULES:
         if num_train < limit:
-            layers = [keras.layers.RandomTranslation(shift, shift, fill_mode="constant", seed=seed,
-                                                     name="augment_shift")]
+            layers = [
+                keras.layers.RandomTranslation(shift, shift, fill_mode="constant", seed=seed, name="augment_shift")
+            ]
             if zoom:
                 layers.append(keras.layers.RandomZoom(zoom, fill_mode="constant", seed=seed + 1, name="augment_zoom"))
             return layers
@@ -99,14 +100,18 @@ def augmentation_layers(augment, seed=0, num_train=None):
         return default_augmentation(seed)
     if isinstance(augment, str) and augment == "auto":
         if num_train is None:
-            raise DataError("`augment='auto'` picks layers from the number of training images, which is not known "
-                            "here. Received: augment='auto' without num_train. Pass the data to "
-                            "`cnnzoo.data.prepare` (or `finetune`), or pick layers, e.g. augment=True.")
+            raise DataError(
+                "`augment='auto'` picks layers from the number of training images, which is not known "
+                "here. Received: augment='auto' without num_train. Pass the data to "
+                "`cnnzoo.data.prepare` (or `finetune`), or pick layers, e.g. augment=True."
+            )
         return auto_augmentation(num_train, seed)
     import keras
 
     layers = [augment] if isinstance(augment, keras.layers.Layer) else augment
     if not isinstance(layers, (list, tuple)) or not all(isinstance(a, keras.layers.Layer) for a in layers):
-        raise DataError(f"`augment` must be True, False, 'auto', or a list of Keras layers (e.g. "
-                        f"keras.layers.RandomFlip()). Received: augment={augment!r}.")
+        raise DataError(
+            f"`augment` must be True, False, 'auto', or a list of Keras layers (e.g. "
+            f"keras.layers.RandomFlip()). Received: augment={augment!r}."
+        )
     return list(layers)

@@ -54,7 +54,6 @@ def digits(test_size=0.2, seed=0, image_size=None, channels=1):
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-
     if channels not in (1, 3):
         raise DataError(f"`channels` must be 1 or 3. Received: channels={channels!r}.")
     bunch = load_digits()
@@ -64,7 +63,8 @@ def digits(test_size=0.2, seed=0, image_size=None, channels=1):
     if channels == 3:
         images = np.repeat(images, 3, axis=-1)
     x_train, x_test, y_train, y_test = train_test_split(
-        images, bunch.target.astype(np.int64), test_size=test_size, random_state=seed, stratify=bunch.target)
+        images, bunch.target.astype(np.int64), test_size=test_size, random_state=seed, stratify=bunch.target
+    )
     return Arrays(x_train, y_train, x_test, y_test, DIGIT_CLASSES)
 
 
@@ -97,23 +97,23 @@ def digits_folder(directory, seed=0, test_size=0.2):
     """
     from PIL import Image
 
-
     root = Path(directory).expanduser()
     d = digits(test_size=test_size, seed=seed)
     plan = {}
     for split, x, y in (("train", d.x_train, d.y_train), ("test", d.x_test, d.y_test)):
         for i, (image, label) in enumerate(zip(x, y)):
             plan[root / split / DIGIT_CLASSES[label] / f"{i:04d}.png"] = image[..., 0]
-    existing = {p for split in ("train", "test") if (root / split).is_dir()
-                for p in (root / split).rglob("*") if p.is_file()}
+    existing = {
+        p for split in ("train", "test") if (root / split).is_dir() for p in (root / split).rglob("*") if p.is_file()
+    }
     foreign = sorted(existing - plan.keys())
     if foreign:
-        raise DataError(f"`directory` must be empty or hold only files written by `digits_folder` with the "
-                        f"same `seed` and `test_size`; {len(foreign)} other files are there, e.g. "
-                        f"{str(foreign[0])!r}. Received: directory={str(root)!r}. Use a new directory.")
+        raise DataError(
+            f"`directory` must be empty or hold only files written by `digits_folder` with the "
+            f"same `seed` and `test_size`; {len(foreign)} other files are there, e.g. "
+            f"{str(foreign[0])!r}. Received: directory={str(root)!r}. Use a new directory."
+        )
     for path, image in plan.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(path)
     return root / "train", root / "test"
-
-

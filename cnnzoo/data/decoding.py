@@ -71,8 +71,11 @@ class SkippedFiles(Sequence):
         return len(self._listed) + len(self._failed)
 
     def __eq__(self, other):
-        return isinstance(other, (Sequence, SkippedFiles)) and not isinstance(other, str) and \
-            self._items() == tuple(tuple(x) for x in other)
+        return (
+            isinstance(other, (Sequence, SkippedFiles))
+            and not isinstance(other, str)
+            and self._items() == tuple(tuple(x) for x in other)
+        )
 
     __hash__ = None
 
@@ -102,8 +105,9 @@ def routes(headers, image_size, interpolation):
     return out
 
 
-def decoded_images(files, labels, routes, image_size, channels, interpolation, skipped, shuffle_seed=None,
-                   in_order=True):
+def decoded_images(
+    files, labels, routes, image_size, channels, interpolation, skipped, shuffle_seed=None, in_order=True
+):
     """A dataset of `(uint8 image [h, w, channels], int32 label)`, one per file, in file order (or a new
     seeded order each epoch with `shuffle_seed`), with known cardinality.
 
@@ -132,8 +136,12 @@ def decoded_images(files, labels, routes, image_size, channels, interpolation, s
             except (DataError, OSError) as e:
                 reason = f"failed to decode while training ({e})"
                 if skipped.add(path, reason):
-                    log.warning("%s could not be decoded during training (%s). A blank image stands in for it; "
-                                "it is listed in the ImageFolder's `skipped`.", path, e)
+                    log.warning(
+                        "%s could not be decoded during training (%s). A blank image stands in for it; "
+                        "it is listed in the ImageFolder's `skipped`.",
+                        path,
+                        e,
+                    )
                 images.append(blank)
         return np.stack(images) if images else np.zeros((0, h, w, channels), np.uint8)
 
@@ -152,8 +160,9 @@ def decoded_images(files, labels, routes, image_size, channels, interpolation, s
                 image = tf.io.decode_jpeg(data, channels=3, ratio=decoder, dct_method="INTEGER_ACCURATE")
             if channels == 1:  # Pillow's convert("L"): ITU-R 601-2 luma in 16-bit fixed point
                 rgb = tf.cast(image, tf.int32)
-                image = tf.bitwise.right_shift(rgb[..., 0:1] * 19595 + rgb[..., 1:2] * 38470
-                                               + rgb[..., 2:3] * 7471 + 32768, 16)
+                image = tf.bitwise.right_shift(
+                    rgb[..., 0:1] * 19595 + rgb[..., 1:2] * 38470 + rgb[..., 2:3] * 7471 + 32768, 16
+                )
             # bilinear: the identity at the same size; antialiased (as Pillow) when shrinking by half or more
             resized = tf.image.resize(image, (h, w), antialias=antialias)
             return tf.cast(resized + 0.5, tf.uint8)  # rounded: the values are within 0-255
@@ -194,7 +203,8 @@ def decoded_images(files, labels, routes, image_size, channels, interpolation, s
         m = tf.size(order, tf.int64)
         if route == PILLOW:
             return tf.data.Dataset.from_tensor_slices(order).map(
-                no_autograph(read), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                no_autograph(read), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+            )
         if not in_order:
             return failures_last(route, order, seen[route])
         decode = with_tensorflow(route)
@@ -232,13 +242,19 @@ def decoded_images(files, labels, routes, image_size, channels, interpolation, s
                 images = with_pillow(missing)
             return tf.data.Dataset.from_tensor_slices((images, tf.gather(label_table, missing)))
 
-        ds = tf.data.Dataset.range(tf.size(order, tf.int64)).map(no_autograph(marked), deterministic=True,
-                                                                 num_parallel_calls=tf.data.AUTOTUNE)
+        ds = tf.data.Dataset.range(tf.size(order, tf.int64)).map(
+            no_autograph(marked), deterministic=True, num_parallel_calls=tf.data.AUTOTUNE
+        )
         return ds.ignore_errors().concatenate(tf.data.Dataset.range(1).flat_map(no_autograph(failed)))
 
     used = sorted(set(routes))
-    seen = {} if in_order else {route: tf.lookup.experimental.MutableHashTable(tf.int64, tf.int32, 0)
-                                for route in used if route != PILLOW}
+    seen = (
+        {}
+        if in_order
+        else {
+            route: tf.lookup.experimental.MutableHashTable(tf.int64, tf.int32, 0) for route in used if route != PILLOW
+        }
+    )
 
     def epoch(order):  # int64 [n] file indices; one part per route, merged back in this order
         if len(used) == 1:
@@ -252,8 +268,10 @@ def decoded_images(files, labels, routes, image_size, channels, interpolation, s
     if shuffle_seed is None:
         ds = epoch(tf.range(n, dtype=tf.int64))
     else:  # a new order each epoch, from one seeded random number per epoch
+
         def shuffled(key):
             keys = tf.random.stateless_uniform([n], seed=tf.stack([key, tf.constant(shuffle_seed, tf.int64)]))
             return epoch(tf.cast(tf.argsort(keys), tf.int64))
+
         ds = tf.data.Dataset.random(seed=shuffle_seed, rerandomize_each_iteration=True).take(1).flat_map(shuffled)
     return ds.apply(tf.data.experimental.assert_cardinality(n))

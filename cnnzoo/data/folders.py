@@ -88,17 +88,32 @@ class ImageFolder:
         return (*self.image_size, self.channels)
 
     def __repr__(self):
-        return (f"ImageFolder(path={self.path!r}, classes={self.num_classes}, train={self.num_train}, "
-                f"validation={self.num_validation}, image_size={self.image_size}, channels={self.channels}, "
-                f"skipped={len(self.skipped)}, augment={[type(a).__name__ for a in self.augment]}, "
-                f"cache_mode={self.cache_mode!r}{'' if self.shard == (0, 1) else f', shard={self.shard}'})")
+        return (
+            f"ImageFolder(path={self.path!r}, classes={self.num_classes}, train={self.num_train}, "
+            f"validation={self.num_validation}, image_size={self.image_size}, channels={self.channels}, "
+            f"skipped={len(self.skipped)}, augment={[type(a).__name__ for a in self.augment]}, "
+            f"cache_mode={self.cache_mode!r}{'' if self.shard == (0, 1) else f', shard={self.shard}'})"
+        )
 
 
-
-
-def image_folder(path, image_size=None, batch_size=32, validation_split=0.2, seed=0, augment=False,
-                 channels=None, cache=True, shuffle=True, class_names=None, interpolation="bilinear",
-                 max_pixels=None, check="fast", cache_budget=None, cache_dir=None, shard=None):
+def image_folder(
+    path,
+    image_size=None,
+    batch_size=32,
+    validation_split=0.2,
+    seed=0,
+    augment=False,
+    channels=None,
+    cache=True,
+    shuffle=True,
+    class_names=None,
+    interpolation="bilinear",
+    max_pixels=None,
+    check="fast",
+    cache_budget=None,
+    cache_dir=None,
+    shard=None,
+):
     """Reads `<path>/<class>/<image>` into training and validation `tf.data` pipelines.
 
     Class names are the sorted folder names (images in nested folders count for
@@ -163,8 +178,9 @@ def image_folder(path, image_size=None, batch_size=32, validation_split=0.2, see
     >>> model = cnnzoo.get("bird_classifier", num_classes=data.num_classes, input_shape=data.input_shape)
     >>> model.fit(data.train, validation_data=data.validation, epochs=10)  # doctest: +SKIP
     """
-    image_size, channels = _check_args(image_size, batch_size, validation_split, seed, channels, cache,
-                                       interpolation, max_pixels, check, class_names)
+    image_size, channels = _check_args(
+        image_size, batch_size, validation_split, seed, channels, cache, interpolation, max_pixels, check, class_names
+    )
     if cache is True:
         _resolve_budget(cache_budget)  # a bad budget fails before any file is read
     index, count = (0, 1) if shard is None else _check_shard(shard)
@@ -179,75 +195,136 @@ def image_folder(path, image_size=None, batch_size=32, validation_split=0.2, see
     if skipped:
         shown = "\n".join(f"  {p}: {reason}" for p, reason in skipped[:10])
         more = f"\n  ... and {len(skipped) - 10} more" if len(skipped) > 10 else ""
-        warnings.warn(f"image_folder skipped {len(skipped)} of {len(skipped) + len(files)} files in "
-                      f"{str(root)!r} (the rest are used; all are listed in the result's `skipped`):\n"
-                      f"{shown}{more}", DataWarning, stacklevel=2)
+        warnings.warn(
+            f"image_folder skipped {len(skipped)} of {len(skipped) + len(files)} files in "
+            f"{str(root)!r} (the rest are used; all are listed in the result's `skipped`):\n"
+            f"{shown}{more}",
+            DataWarning,
+            stacklevel=2,
+        )
     train_files, train_labels = tuple(files[i] for i in train_idx), tuple(labels[i] for i in train_idx)
     val_files, val_labels = tuple(files[i] for i in val_idx), tuple(labels[i] for i in val_idx)
     mine = shard_files(zip(train_files, train_labels), index, count)
-    plan = plan_cache(cache, (len(mine) + len(val_files)) * image_size[0] * image_size[1] * channels,
-                      cache_budget, cache_dir)
+    plan = plan_cache(
+        cache, (len(mine) + len(val_files)) * image_size[0] * image_size[1] * channels, cache_budget, cache_dir
+    )
     logging.getLogger("cnnzoo").info(
-        "image_folder %s: cache %s (%s)%s", root, plan.mode, plan.reason,
-        f"; worker {index} of {count} reads {len(mine)} of {len(train_files)} training files" if count > 1 else "")
+        "image_folder %s: cache %s (%s)%s",
+        root,
+        plan.mode,
+        plan.reason,
+        f"; worker {index} of {count} reads {len(mine)} of {len(train_files)} training files" if count > 1 else "",
+    )
     found = SkippedFiles(skipped)
-    common = dict(image_size=image_size, channels=channels, interpolation=interpolation, batch_size=batch_size,
-                  plan=plan, seed=seed, tag="" if count == 1 else f"-w{index}of{count}", route=route, skipped=found)
-    train = _dataset(tuple(f for f, _ in mine), tuple(y for _, y in mine), "train", shuffle=shuffle, augment=layers,
-                     sharded=count > 1, **common)
+    common = dict(
+        image_size=image_size,
+        channels=channels,
+        interpolation=interpolation,
+        batch_size=batch_size,
+        plan=plan,
+        seed=seed,
+        tag="" if count == 1 else f"-w{index}of{count}",
+        route=route,
+        skipped=found,
+    )
+    train = _dataset(
+        tuple(f for f, _ in mine),
+        tuple(y for _, y in mine),
+        "train",
+        shuffle=shuffle,
+        augment=layers,
+        sharded=count > 1,
+        **common,
+    )
     validation = _dataset(val_files, val_labels, "validation", **common) if val_files else None
     return ImageFolder(
-        train=train, validation=validation, class_names=tuple(classes), image_size=image_size,
-        channels=channels, batch_size=batch_size, augment=tuple(layers), stratified=stratified, path=str(root),
-        train_files=train_files, train_labels=train_labels, validation_files=val_files,
-        validation_labels=val_labels, skipped=found, cache_mode=plan.mode, cache_reason=plan.reason,
-        cache_dir=plan.directory, shard=(index, count))
+        train=train,
+        validation=validation,
+        class_names=tuple(classes),
+        image_size=image_size,
+        channels=channels,
+        batch_size=batch_size,
+        augment=tuple(layers),
+        stratified=stratified,
+        path=str(root),
+        train_files=train_files,
+        train_labels=train_labels,
+        validation_files=val_files,
+        validation_labels=val_labels,
+        skipped=found,
+        cache_mode=plan.mode,
+        cache_reason=plan.reason,
+        cache_dir=plan.directory,
+        shard=(index, count),
+    )
 
 
 def _check_shard(shard):
-    ok = isinstance(shard, (tuple, list)) and len(shard) == 2 and all(is_int(v) for v in shard) and \
-        shard[1] >= 1 and 0 <= shard[0] < shard[1]
+    ok = (
+        isinstance(shard, (tuple, list))
+        and len(shard) == 2
+        and all(is_int(v) for v in shard)
+        and shard[1] >= 1
+        and 0 <= shard[0] < shard[1]
+    )
     if not ok:
-        raise DataError(f"`shard` must be (index, count) with 0 <= index < count, or None for all files. "
-                        f"Received: shard={shard!r}. Pass e.g. shard=(0, 2) on the first of two workers.")
+        raise DataError(
+            f"`shard` must be (index, count) with 0 <= index < count, or None for all files. "
+            f"Received: shard={shard!r}. Pass e.g. shard=(0, 2) on the first of two workers."
+        )
     return int(shard[0]), int(shard[1])
 
 
-def _check_args(image_size, batch_size, validation_split, seed, channels, cache, interpolation,
-                max_pixels, check, class_names):
+def _check_args(
+    image_size, batch_size, validation_split, seed, channels, cache, interpolation, max_pixels, check, class_names
+):
     def positive_int(v):
         return is_int(v) and v > 0
 
     size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
     if positive_int(size):
         size = (int(size), int(size))
-    elif not (isinstance(size, (tuple, list)) and len(size) in (2, 3) and all(
-            positive_int(s) for s in size if s is not None) and None not in size[:2]):
-        raise DataError(f"`image_size` must be an int, (height, width) or (height, width, channels) of "
-                        f"positive ints. Received: image_size={image_size!r}.")
+    elif not (
+        isinstance(size, (tuple, list))
+        and len(size) in (2, 3)
+        and all(positive_int(s) for s in size if s is not None)
+        and None not in size[:2]
+    ):
+        raise DataError(
+            f"`image_size` must be an int, (height, width) or (height, width, channels) of "
+            f"positive ints. Received: image_size={image_size!r}."
+        )
     if len(size) == 3 and size[2] is not None:
         if channels is not None and channels != size[2]:
-            raise DataError(f"`channels` must agree with `image_size`. Received: channels={channels!r}, "
-                            f"image_size={image_size!r}.")
+            raise DataError(
+                f"`channels` must agree with `image_size`. Received: channels={channels!r}, image_size={image_size!r}."
+            )
         channels = size[2]
     channels = 3 if channels is None else channels
     check_channels(channels)
     check_int(batch_size, "batch_size", error=DataError)
     check_fraction(validation_split, "validation_split", error=DataError)
-    check_int(seed, "seed", lo=-2**63, error=DataError)
+    check_int(seed, "seed", lo=-(2**63), error=DataError)
     if not (isinstance(cache, bool) or cache is None or isinstance(cache, (str, os.PathLike))):
-        raise DataError(f"`cache` must be True (memory), False, or a directory path for cache files. "
-                        f"Received: cache={cache!r}.")
+        raise DataError(
+            f"`cache` must be True (memory), False, or a directory path for cache files. Received: cache={cache!r}."
+        )
     if interpolation not in INTERPOLATIONS:
-        raise DataError(f"`interpolation` must be one of {', '.join(map(repr, INTERPOLATIONS))}. "
-                        f"Received: interpolation={interpolation!r}.")
+        raise DataError(
+            f"`interpolation` must be one of {', '.join(map(repr, INTERPOLATIONS))}. "
+            f"Received: interpolation={interpolation!r}."
+        )
     check_int(max_pixels, "max_pixels", allow_none=True, error=DataError)
     if check not in ("fast", "full"):
         raise DataError(f"`check` must be 'fast' or 'full'. Received: check={check!r}.")
-    if class_names is not None and (isinstance(class_names, str) or not all(
-            isinstance(c, str) for c in class_names) or len(set(class_names)) != len(class_names)):
-        raise DataError(f"`class_names` must be a list of distinct folder names. "
-                        f"Received: class_names={class_names!r}.")
+    if class_names is not None and (
+        isinstance(class_names, str)
+        or not all(isinstance(c, str) for c in class_names)
+        or len(set(class_names)) != len(class_names)
+    ):
+        raise DataError(
+            f"`class_names` must be a list of distinct folder names. Received: class_names={class_names!r}."
+        )
     return (int(size[0]), int(size[1])), int(channels)
 
 
@@ -256,26 +333,37 @@ def _check_root(path):
         raise DataError(f"`path` must be a folder path (str or Path). Received: path={path!r}.")
     root = Path(path).expanduser()
     if not root.exists():
-        raise DataNotFoundError(f"`path` must be an existing folder of class sub-folders "
-                                f"(`<path>/<class>/<image>`). Received: path={str(root)!r}, which does not exist.")
+        raise DataNotFoundError(
+            f"`path` must be an existing folder of class sub-folders "
+            f"(`<path>/<class>/<image>`). Received: path={str(root)!r}, which does not exist."
+        )
     if not root.is_dir():
-        raise DataError(f"`path` must be a folder of class sub-folders, not a file. Received: path={str(root)!r}. "
-                        f"Pass its parent folder, or use `cnnzoo.data.load_image` for one image.")
+        raise DataError(
+            f"`path` must be a folder of class sub-folders, not a file. Received: path={str(root)!r}. "
+            f"Pass its parent folder, or use `cnnzoo.data.load_image` for one image."
+        )
     return root
 
 
 def _list_files(root, class_names):
     folders = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not folders:
-        raise DataError(f"`path` must hold one sub-folder per class (`<path>/<class>/<image>`); "
-                        f"{str(root)!r} has none. Received: path={str(root)!r}.")
+        raise DataError(
+            f"`path` must hold one sub-folder per class (`<path>/<class>/<image>`); "
+            f"{str(root)!r} has none. Received: path={str(root)!r}."
+        )
     if class_names is not None and set(class_names) != set(folders):
-        raise DataError(f"`class_names` must name exactly the sub-folders of {str(root)!r}: missing folders "
-                        f"{sorted(set(class_names) - set(folders))}, unlisted folders "
-                        f"{sorted(set(folders) - set(class_names))}. Received: class_names={list(class_names)!r}.")
+        raise DataError(
+            f"`class_names` must name exactly the sub-folders of {str(root)!r}: missing folders "
+            f"{sorted(set(class_names) - set(folders))}, unlisted folders "
+            f"{sorted(set(folders) - set(class_names))}. Received: class_names={list(class_names)!r}."
+        )
     classes = list(class_names) if class_names is not None else folders
-    skipped = [(str(p), "not inside a class folder") for p in sorted(root.iterdir())
-               if p.is_file() and not p.name.startswith(".")]
+    skipped = [
+        (str(p), "not inside a class folder")
+        for p in sorted(root.iterdir())
+        if p.is_file() and not p.name.startswith(".")
+    ]
     files, labels = [], []
     for label, name in enumerate(classes):
         for dirpath, dirnames, filenames in os.walk(root / name):
@@ -285,8 +373,13 @@ def _list_files(root, class_names):
                 if fname.startswith("."):
                     continue
                 if os.path.splitext(fname)[1].lower() not in IMAGE_EXTENSIONS:
-                    skipped.append((p, f"extension {os.path.splitext(fname)[1] or '(none)'!r} is not an image "
-                                       f"type cnnzoo reads ({', '.join(IMAGE_EXTENSIONS)})"))
+                    skipped.append(
+                        (
+                            p,
+                            f"extension {os.path.splitext(fname)[1] or '(none)'!r} is not an image "
+                            f"type cnnzoo reads ({', '.join(IMAGE_EXTENSIONS)})",
+                        )
+                    )
                     continue
                 files.append(p)
                 labels.append(label)
@@ -313,15 +406,30 @@ def _check_classes(root, classes, labels, skipped):
     if not empty:
         return
     reasons = "; ".join(f"{p}: {r}" for p, r in skipped[:3])
-    raise DataError(f"`path` must hold at least one readable image per class folder; {empty} in {str(root)!r} "
-                    f"hold none{' (skipped files: ' + reasons + ')' if reasons else ''}. Add images, or remove "
-                    f"the folder. Received: path={str(root)!r}.")
+    raise DataError(
+        f"`path` must hold at least one readable image per class folder; {empty} in {str(root)!r} "
+        f"hold none{' (skipped files: ' + reasons + ')' if reasons else ''}. Add images, or remove "
+        f"the folder. Received: path={str(root)!r}."
+    )
 
 
-
-
-def _dataset(files, labels, subset, image_size, channels, interpolation, batch_size, plan, seed, route, skipped,
-             shuffle=False, augment=(), sharded=False, tag=""):
+def _dataset(
+    files,
+    labels,
+    subset,
+    image_size,
+    channels,
+    interpolation,
+    batch_size,
+    plan,
+    seed,
+    route,
+    skipped,
+    shuffle=False,
+    augment=(),
+    sharded=False,
+    tag="",
+):
     import tensorflow as tf
 
     h, w = image_size
@@ -333,8 +441,9 @@ def _dataset(files, labels, subset, image_size, channels, interpolation, batch_s
         order_seed = seed
         # streamed: every epoch is shuffled already; cache files: mixed again in a buffer within a quarter budget
         shuffle_bytes = 0 if plan.mode == "none" else min(_SHUFFLE_BYTES, (plan.budget or _SHUFFLE_BYTES * 4) // 4)
-    ds = decoded_images(files, labels, routes, image_size, channels, interpolation, skipped, order_seed,
-                        in_order=not shuffle)
+    ds = decoded_images(
+        files, labels, routes, image_size, channels, interpolation, skipped, order_seed, in_order=not shuffle
+    )
     if plan.mode == "memory":
         ds = ds.cache()
     elif plan.mode == "files":
@@ -351,6 +460,7 @@ def _dataset(files, labels, subset, image_size, channels, interpolation, batch_s
 
     ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
     if augment:
+
         def apply(x, y):
             for layer in augment:
                 x = layer(x, training=True)

@@ -15,13 +15,27 @@ import numpy as np
 
 from cnnzoo.errors import DataError, DataNotFoundError
 
-__all__ = ["IMAGE_EXTENSIONS", "INTERPOLATIONS", "check_channels", "check_image", "read_header", "load_image",
-           "convert_image", "resize_array", "to_channels"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "INTERPOLATIONS",
+    "check_channels",
+    "check_image",
+    "read_header",
+    "load_image",
+    "convert_image",
+    "resize_array",
+    "to_channels",
+]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".webp")
 _FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP")  # MPO: multi-picture JPEG from cameras
-INTERPOLATIONS = {"nearest": "NEAREST", "bilinear": "BILINEAR", "bicubic": "BICUBIC", "area": "BOX",
-                   "lanczos": "LANCZOS"}
+INTERPOLATIONS = {
+    "nearest": "NEAREST",
+    "bilinear": "BILINEAR",
+    "bicubic": "BICUBIC",
+    "area": "BOX",
+    "lanczos": "LANCZOS",
+}
 
 
 def check_image(path, max_pixels=None, full=False):
@@ -64,10 +78,15 @@ def check_image(path, max_pixels=None, full=False):
                     return f"{im.format} images are not supported (only JPEG, PNG, GIF, BMP and WebP)"
                 w, h = im.size
                 if limit and w * h > limit:
-                    return (f"decompression bomb: {w}x{h} = {w * h:,} pixels, over the limit of {limit:,} "
-                            f"(pass a larger `max_pixels` if the image is genuine)")
-                if full or im.format in ("GIF", "BMP", "WEBP") or (
-                        im.format in ("JPEG", "MPO") and not _jpeg_has_end(path)):
+                    return (
+                        f"decompression bomb: {w}x{h} = {w * h:,} pixels, over the limit of {limit:,} "
+                        f"(pass a larger `max_pixels` if the image is genuine)"
+                    )
+                if (
+                    full
+                    or im.format in ("GIF", "BMP", "WEBP")
+                    or (im.format in ("JPEG", "MPO") and not _jpeg_has_end(path))
+                ):
                     im.load()
                 elif im.format == "PNG":
                     im.verify()
@@ -152,7 +171,7 @@ def _png_header(head):
         return None
     at = 33
     while at + 8 <= len(head):  # chunks before the image data: a tRNS one means transparency
-        length, kind = struct.unpack(">I4s", head[at:at + 8])
+        length, kind = struct.unpack(">I4s", head[at : at + 8])
         if kind == b"IDAT":
             return "PNG", height, width
         if kind == b"tRNS":
@@ -175,16 +194,16 @@ def _jpeg_header(fd, head):
         if marker == 0xFF:  # fill byte
             at += 1
             continue
-        length = struct.unpack(">H", buf[i + 2:i + 4])[0]
+        length = struct.unpack(">H", buf[i + 2 : i + 4])[0]
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
             if marker not in _JPEG_SOF:
                 return None
             if i + 10 > len(buf):
                 buf, base, i = os.pread(fd, 16, at), at, 0
-            _, height, width, components = struct.unpack(">BHHB", buf[i + 4:i + 10])
+            _, height, width, components = struct.unpack(">BHHB", buf[i + 4 : i + 10])
             return ("JPEG", height, width) if components in (1, 3) else None
         if marker == 0xE1:  # APP1: an EXIF orientation other than 1 needs Pillow's `exif_transpose`
-            segment = buf[i + 4:i + 2 + length] if i + 2 + length <= len(buf) else os.pread(fd, length - 2, at + 4)
+            segment = buf[i + 4 : i + 2 + length] if i + 2 + length <= len(buf) else os.pread(fd, length - 2, at + 4)
             if segment.startswith(b"Exif\x00\x00") and _exif_orientation(segment[6:]) not in (None, 1):
                 return None
         elif marker in (0xD9, 0xDA):  # end of image or start of scan before any frame header
@@ -198,9 +217,9 @@ def _exif_orientation(tiff):
     if order is None:
         return None
     offset = struct.unpack(order + "I", tiff[4:8])[0]
-    count = struct.unpack(order + "H", tiff[offset:offset + 2])[0]
+    count = struct.unpack(order + "H", tiff[offset : offset + 2])[0]
     for k in range(count):
-        entry = tiff[offset + 2 + 12 * k:offset + 14 + 12 * k]
+        entry = tiff[offset + 2 + 12 * k : offset + 14 + 12 * k]
         if len(entry) < 12:
             return None
         tag, kind = struct.unpack(order + "HH", entry[:4])
@@ -232,7 +251,6 @@ def load_image(path, image_size=None, channels=3, interpolation="bilinear"):
     """
     from PIL import Image, ImageOps
 
-
     path = Path(path)
     check_channels(channels)
     if not path.is_file():
@@ -249,9 +267,11 @@ def load_image(path, image_size=None, channels=3, interpolation="bilinear"):
                 im = im.resize((int(image_size[1]), int(image_size[0])), resample)
             array = np.asarray(im, dtype=np.uint8)
     except Exception as e:  # Pillow raises many types for damaged data
-        raise DataError(f"`path` must be a readable image file; {str(path)!r} failed to decode: {e}. "
-                        f"Check it with `cnnzoo.data.check_image` and remove or replace it. "
-                        f"Received: path={str(path)!r}.") from e
+        raise DataError(
+            f"`path` must be a readable image file; {str(path)!r} failed to decode: {e}. "
+            f"Check it with `cnnzoo.data.check_image` and remove or replace it. "
+            f"Received: path={str(path)!r}."
+        ) from e
     return array[..., None] if array.ndim == 2 else array
 
 

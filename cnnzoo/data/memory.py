@@ -19,13 +19,37 @@ from pathlib import Path
 from cnnzoo.errors import DataError
 from cnnzoo.utils.checks import is_int
 
-__all__ = ["ENV_BUDGET", "DEFAULT_FRACTION", "CachePlan", "physical_memory", "parse_budget", "cache_budget",
-           "plan_cache", "shard_files", "worker_shard", "format_bytes"]
+__all__ = [
+    "ENV_BUDGET",
+    "DEFAULT_FRACTION",
+    "CachePlan",
+    "physical_memory",
+    "parse_budget",
+    "cache_budget",
+    "plan_cache",
+    "shard_files",
+    "worker_shard",
+    "format_bytes",
+]
 
 ENV_BUDGET = "CNNZOO_CACHE_BUDGET"
 DEFAULT_FRACTION = 0.25  # of physical memory, for the in-memory cache of decoded images
-_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
-          "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "m": 10**6,
+    "mb": 10**6,
+    "g": 10**9,
+    "gb": 10**9,
+    "t": 10**12,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*$", re.I)
 _FIX = "Pass a number of bytes (2_000_000_000), a size such as '2GB' or '512MiB', or 'unlimited'."
 
@@ -72,22 +96,27 @@ def parse_budget(value, argument="cache_budget"):
     where = f"the environment variable {argument}" if argument == ENV_BUDGET else f"`{argument}`"
     shown = f"{argument}={value!r}"
     if isinstance(value, bool):
-        raise DataError(f"{where} must be a number of bytes >= 0 or a size string, not a bool. "
-                        f"Received: {shown}. {_FIX}")
+        raise DataError(
+            f"{where} must be a number of bytes >= 0 or a size string, not a bool. Received: {shown}. {_FIX}"
+        )
     if isinstance(value, str):
         if value.strip().lower() in ("unlimited", "inf", "none"):
             return math.inf
         m = _SIZE.match(value)
         if not m or m.group(2).lower() not in _UNITS:
-            raise DataError(f"{where} must be a number of bytes or a size with a unit (B, KB, MB, GB, TB, KiB, "
-                            f"MiB, GiB, TiB). Received: {shown}. {_FIX}")
+            raise DataError(
+                f"{where} must be a number of bytes or a size with a unit (B, KB, MB, GB, TB, KiB, "
+                f"MiB, GiB, TiB). Received: {shown}. {_FIX}"
+            )
         return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
     if is_int(value) or isinstance(value, float):
         if value != value or value < 0:  # NaN or negative
             raise DataError(f"{where} must be >= 0 bytes (0 keeps nothing in memory). Received: {shown}. {_FIX}")
         return math.inf if value == math.inf else int(value)
-    raise DataError(f"{where} must be a number of bytes or a size string. Received: {argument} of type "
-                    f"{type(value).__name__}. {_FIX}")
+    raise DataError(
+        f"{where} must be a number of bytes or a size string. Received: {argument} of type "
+        f"{type(value).__name__}. {_FIX}"
+    )
 
 
 def cache_budget(value=None):
@@ -126,8 +155,7 @@ def plan_cache(cache, decoded_bytes, budget=None, cache_dir=None):
         return CachePlan("memory", None, f"{size}, within the cache budget {format_bytes(limit)} ({source})")
     over = f"{size}, over the cache budget {format_bytes(limit)} ({source})"
     if cache_dir is not None:
-        return CachePlan("files", Path(cache_dir).expanduser(), f"{over}: cached to files in {str(cache_dir)!r}",
-                         limit)
+        return CachePlan("files", Path(cache_dir).expanduser(), f"{over}: cached to files in {str(cache_dir)!r}", limit)
     return CachePlan("none", None, f"{over} and no `cache_dir`: decoded every epoch", limit)
 
 
@@ -151,13 +179,14 @@ def shard_files(items, index, count):
     (['a', 'c', 'e'], ['b', 'd', 'a'])
     """
     if not (is_int(count) and count >= 1 and is_int(index) and 0 <= index < count):
-        raise DataError(f"`shard` must be (index, count) with 0 <= index < count. "
-                        f"Received: shard=({index!r}, {count!r}).")
+        raise DataError(
+            f"`shard` must be (index, count) with 0 <= index < count. Received: shard=({index!r}, {count!r})."
+        )
     items = list(items)
     if count == 1 or not items:
         return items
     per = math.ceil(len(items) / count)
-    padded = items + items[:per * count - len(items)]
+    padded = items + items[: per * count - len(items)]
     return padded[index::count]
 
 

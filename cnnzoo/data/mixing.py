@@ -26,9 +26,11 @@ def check_alpha(value, name):
     if value is None or value is False:
         return 0.0
     if not is_number(value) or not 0 <= value <= 10:
-        raise ConfigError(f"`{name}` must be a number in [0, 10]: the alpha of the Beta distribution the mixing "
-                          f"weight is drawn from (0: off). Received: {name}={value!r}. Try {name}=0.2 for MixUp, "
-                          f"1.0 for CutMix.")
+        raise ConfigError(
+            f"`{name}` must be a number in [0, 10]: the alpha of the Beta distribution the mixing "
+            f"weight is drawn from (0: off). Received: {name}={value!r}. Try {name}=0.2 for MixUp, "
+            f"1.0 for CutMix."
+        )
     return float(value)
 
 
@@ -63,7 +65,8 @@ def soft_targets(dataset, num_classes, *, mixup=0.0, cutmix=0.0, seed=0):
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     mixed = tf.data.Dataset.zip((dataset, seeds)).map(
         lambda batch, s: mix_batch(*batch, tf.stack([s, tf.constant(seed, tf.int64)]), mixup, cutmix),
-        num_parallel_calls=tf.data.AUTOTUNE)
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
     cardinality = int(dataset.cardinality())  # zip with an infinite dataset keeps it; say it for Keras anyway
     return mixed.apply(tf.data.experimental.assert_cardinality(cardinality)) if cardinality >= 0 else mixed
 

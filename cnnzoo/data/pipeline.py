@@ -31,8 +31,10 @@ from cnnzoo.utils.checks import check_fraction, check_int, is_int
 
 __all__ = ["Inputs", "prepare", "input_shape_for", "settle_classes", "ACCEPTED"]
 
-ACCEPTED = ("an image-folder path, a cnnzoo.data.ImageFolder, (x, y) arrays, a cnnzoo.data.Arrays record such as "
-            "cnnzoo.data.digits(), (x, y, x_val, y_val), or a (train_ds, val_ds) pair of batched tf.data datasets")
+ACCEPTED = (
+    "an image-folder path, a cnnzoo.data.ImageFolder, (x, y) arrays, a cnnzoo.data.Arrays record such as "
+    "cnnzoo.data.digits(), (x, y, x_val, y_val), or a (train_ds, val_ds) pair of batched tf.data datasets"
+)
 
 
 @dataclass
@@ -75,8 +77,19 @@ class Inputs:
         return max(1, math.ceil(self.num_train / self.batch_size))
 
 
-def prepare(data, input_shape=None, *, validation_split=0.2, seed=0, batch_size=32, augment=False,
-            class_names=None, cache_budget=None, cache_dir=None, shard=None):
+def prepare(
+    data,
+    input_shape=None,
+    *,
+    validation_split=0.2,
+    seed=0,
+    batch_size=32,
+    augment=False,
+    class_names=None,
+    cache_budget=None,
+    cache_dir=None,
+    shard=None,
+):
     """Turns any accepted `data` into `Inputs` for a model taking `input_shape` images.
 
     Args:
@@ -118,25 +131,49 @@ def prepare(data, input_shape=None, *, validation_split=0.2, seed=0, batch_size=
     validation_split = check_fraction(validation_split, "validation_split", error=DataError)
     class_names = _check_names(class_names)
     input_shape = input_shape_for(data, input_shape)
-    arrays = dict(input_shape=input_shape, validation_split=validation_split, seed=seed, batch_size=batch_size,
-                  augment=augment, class_names=class_names)
+    arrays = dict(
+        input_shape=input_shape,
+        validation_split=validation_split,
+        seed=seed,
+        batch_size=batch_size,
+        augment=augment,
+        class_names=class_names,
+    )
     if isinstance(data, (str, os.PathLike)):
-        return _from_path(data, input_shape, validation_split, seed, batch_size, augment, class_names,
-                          dict(cache_budget=cache_budget, cache_dir=cache_dir, shard=shard))
+        return _from_path(
+            data,
+            input_shape,
+            validation_split,
+            seed,
+            batch_size,
+            augment,
+            class_names,
+            dict(cache_budget=cache_budget, cache_dir=cache_dir, shard=shard),
+        )
     if isinstance(data, ImageFolder):
         return _from_folder(data, input_shape)
     if isinstance(data, Arrays):
-        return _from_arrays(data.x_train, data.y_train, None, None, **{**arrays, "class_names": class_names or
-                                                                        tuple(data.class_names or ()) or None})
+        return _from_arrays(
+            data.x_train,
+            data.y_train,
+            None,
+            None,
+            **{**arrays, "class_names": class_names or tuple(data.class_names or ()) or None},
+        )
     if _is_dataset(data):
-        raise DataError(f"`data` as tf.data must be a (train_ds, val_ds) pair: both workflows score on held-out "
-                        f"images. Received: data=<one {type(data).__name__}>. Pass (train_ds, val_ds).")
+        raise DataError(
+            f"`data` as tf.data must be a (train_ds, val_ds) pair: both workflows score on held-out "
+            f"images. Received: data=<one {type(data).__name__}>. Pass (train_ds, val_ds)."
+        )
     if isinstance(data, (tuple, list)) and len(data) == 2 and _is_dataset(data[0]):
         return _from_datasets(data[0], data[1], input_shape, class_names)
     if isinstance(data, (tuple, list)) and len(data) in (2, 4) and not any(_is_dataset(d) for d in data):
-        return _from_arrays(*data, *(None, None)[:4 - len(data)], **arrays)
-    kinds = f"({', '.join(type(d).__name__ for d in data)})" if isinstance(data, (tuple, list)) else \
-        f"of type {type(data).__name__}"
+        return _from_arrays(*data, *(None, None)[: 4 - len(data)], **arrays)
+    kinds = (
+        f"({', '.join(type(d).__name__ for d in data)})"
+        if isinstance(data, (tuple, list))
+        else f"of type {type(data).__name__}"
+    )
     raise DataError(f"`data` must be {ACCEPTED}. Received: data {kinds}.")
 
 
@@ -153,15 +190,16 @@ def input_shape_for(data, input_shape=None, default=None):
     if input_shape is not None:
         shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else None
         if shape is None or len(shape) != 3 or not all(is_int(d) and d > 0 for d in shape):
-            raise DataError(f"`input_shape` must be (height, width, channels) of positive ints. "
-                            f"Received: input_shape={input_shape!r}.")
+            raise DataError(
+                f"`input_shape` must be (height, width, channels) of positive ints. "
+                f"Received: input_shape={input_shape!r}."
+            )
         return tuple(int(d) for d in shape)
     if isinstance(data, ImageFolder):
         return tuple(data.input_shape)
     if isinstance(data, (tuple, list)) and len(data) == 2 and _is_dataset(data[0]):
         spec = data[0].element_spec
-        if isinstance(spec, tuple) and len(spec) == 2 and spec[0].shape.rank == 4 and \
-                None not in spec[0].shape[1:]:
+        if isinstance(spec, tuple) and len(spec) == 2 and spec[0].shape.rank == 4 and None not in spec[0].shape[1:]:
             return tuple(int(d) for d in spec[0].shape[1:])
     return None if default is None else tuple(int(d) for d in default)
 
@@ -174,31 +212,48 @@ def _is_dataset(obj):
 def _check_names(class_names):
     if class_names is None:
         return None
-    if isinstance(class_names, str) or not isinstance(class_names, (tuple, list)) or not class_names or \
-            not all(isinstance(c, str) for c in class_names) or len(set(class_names)) != len(class_names):
-        raise DataError(f"`class_names` must be a list of distinct strings, in label order. "
-                        f"Received: class_names={class_names!r}.")
+    if (
+        isinstance(class_names, str)
+        or not isinstance(class_names, (tuple, list))
+        or not class_names
+        or not all(isinstance(c, str) for c in class_names)
+        or len(set(class_names)) != len(class_names)
+    ):
+        raise DataError(
+            f"`class_names` must be a list of distinct strings, in label order. Received: class_names={class_names!r}."
+        )
     return tuple(class_names)
 
 
 def _no_validation(what):
-    return DataError(f"`validation_split` must be > 0 when `data` brings no validation images: fine-tuning and "
-                     f"search both score on held-out images. Received: validation_split=0 with {what}. Pass "
-                     f"validation_split=0.2 (a seeded share of each class), or pass validation images "
-                     f"((x, y, x_val, y_val) or (train_ds, val_ds)).")
+    return DataError(
+        f"`validation_split` must be > 0 when `data` brings no validation images: fine-tuning and "
+        f"search both score on held-out images. Received: validation_split=0 with {what}. Pass "
+        f"validation_split=0.2 (a seeded share of each class), or pass validation images "
+        f"((x, y, x_val, y_val) or (train_ds, val_ds))."
+    )
 
 
 def _from_path(path, input_shape, validation_split, seed, batch_size, augment, class_names, memory):
     if not Path(path).expanduser().exists():
-        raise DataNotFoundError(f"`data` must be {ACCEPTED}; as a path, an existing folder of class sub-folders "
-                                f"(`<path>/<class>/<image>`). Received: data={str(path)!r}, which does not exist. "
-                                f"Check the path.")
+        raise DataNotFoundError(
+            f"`data` must be {ACCEPTED}; as a path, an existing folder of class sub-folders "
+            f"(`<path>/<class>/<image>`). Received: data={str(path)!r}, which does not exist. "
+            f"Check the path."
+        )
     if validation_split == 0:
         raise _no_validation(f"the image folder {str(path)!r}")
     shape = {} if input_shape is None else {"image_size": input_shape[:2], "channels": input_shape[2]}
-    folder = image_folder(path, batch_size=batch_size, validation_split=validation_split, seed=seed,
-                          augment=augment, class_names=list(class_names) if class_names else None, **shape,
-                          **memory)
+    folder = image_folder(
+        path,
+        batch_size=batch_size,
+        validation_split=validation_split,
+        seed=seed,
+        augment=augment,
+        class_names=list(class_names) if class_names else None,
+        **shape,
+        **memory,
+    )
     return _from_folder(folder, input_shape)
 
 
@@ -206,18 +261,32 @@ def _from_folder(folder, input_shape):
     if input_shape is not None and tuple(folder.input_shape) != tuple(input_shape):
         h, w, c = input_shape
         fh, fw, fc = folder.input_shape
-        raise DataError(f"`data` must match the model input {h}x{w}x{c}. Received: an ImageFolder of "
-                        f"{fh}x{fw}x{fc} images. Pass the folder path instead (it is read at the model's size), "
-                        f"or build it with image_size=({h}, {w}), channels={c}.")
+        raise DataError(
+            f"`data` must match the model input {h}x{w}x{c}. Received: an ImageFolder of "
+            f"{fh}x{fw}x{fc} images. Pass the folder path instead (it is read at the model's size), "
+            f"or build it with image_size=({h}, {w}), channels={c}."
+        )
     if folder.validation is None:
-        raise DataError(f"`data` must include validation images, and this ImageFolder was read with "
-                        f"validation_split=0. Received: {folder!r}. Read it with validation_split > 0, e.g. "
-                        f"cnnzoo.data.image_folder(path, validation_split=0.2).")
+        raise DataError(
+            f"`data` must include validation images, and this ImageFolder was read with "
+            f"validation_split=0. Received: {folder!r}. Read it with validation_split > 0, e.g. "
+            f"cnnzoo.data.image_folder(path, validation_split=0.2)."
+        )
     # an augmented folder has no plain copy of its training set; a worker's shard is no whole training set
     plain = None if folder.augment or tuple(folder.shard)[1] > 1 else folder.train
-    return Inputs(folder.train, folder.validation, plain, tuple(folder.class_names), folder.num_train,
-                  folder.num_validation, folder.batch_size, bool(folder.augment), folder.skipped,  # grows in epoch 1
-                  f"folder:{Path(folder.path).resolve()}", input_shape=tuple(folder.input_shape))
+    return Inputs(
+        folder.train,
+        folder.validation,
+        plain,
+        tuple(folder.class_names),
+        folder.num_train,
+        folder.num_validation,
+        folder.batch_size,
+        bool(folder.augment),
+        folder.skipped,  # grows in epoch 1
+        f"folder:{Path(folder.path).resolve()}",
+        input_shape=tuple(folder.input_shape),
+    )
 
 
 def _from_arrays(x, y, x_val, y_val, *, input_shape, validation_split, seed, batch_size, augment, class_names):
@@ -242,29 +311,58 @@ def _from_arrays(x, y, x_val, y_val, *, input_shape, validation_split, seed, bat
     plain = arrays_lib.array_dataset(x, y, train_idx, **common)
     num_labels = int(max(y.max(), y_val.max())) + 1
     source = f"arrays:{x.shape}:{int(y.sum())}:{len(val_idx)}:{int(y_val[val_idx].sum())}"
-    return Inputs(train, validation, plain, class_names, len(train_idx), len(val_idx), batch_size, bool(layers), (),
-                  source, num_labels, tuple(input_shape))
+    return Inputs(
+        train,
+        validation,
+        plain,
+        class_names,
+        len(train_idx),
+        len(val_idx),
+        batch_size,
+        bool(layers),
+        (),
+        source,
+        num_labels,
+        tuple(input_shape),
+    )
 
 
 def _from_datasets(train, validation, input_shape, class_names):
     if not _is_dataset(validation):
-        raise DataError(f"`data` must be (train_ds, val_ds) with both tf.data datasets: both workflows score on "
-                        f"held-out images. Received: val_ds of type {type(validation).__name__}. Pass a "
-                        f"validation dataset of the same form.")
+        raise DataError(
+            f"`data` must be (train_ds, val_ds) with both tf.data datasets: both workflows score on "
+            f"held-out images. Received: val_ds of type {type(validation).__name__}. Pass a "
+            f"validation dataset of the same form."
+        )
     for which, ds in (("train_ds", train), ("val_ds", validation)):
         spec = ds.element_spec
         if not (isinstance(spec, tuple) and len(spec) == 2 and spec[0].shape.rank == 4):
-            raise DataError(f"`data` datasets must yield (images [B, H, W, C], labels [B]) batches. "
-                            f"Received: {which} with element_spec={spec!r}. Batch the dataset with `.batch(n)`.")
+            raise DataError(
+                f"`data` datasets must yield (images [B, H, W, C], labels [B]) batches. "
+                f"Received: {which} with element_spec={spec!r}. Batch the dataset with `.batch(n)`."
+            )
         shape = tuple(spec[0].shape[1:])
         if input_shape is not None and None not in shape and shape != tuple(input_shape):
-            raise DataError(f"`data` datasets must yield images of the model's input shape {tuple(input_shape)}. "
-                            f"Received: {which} of {shape} images. Resize them in the dataset, or build the "
-                            f"model for {shape} (leave `input_shape` out).")
+            raise DataError(
+                f"`data` datasets must yield images of the model's input shape {tuple(input_shape)}. "
+                f"Received: {which} of {shape} images. Resize them in the dataset, or build the "
+                f"model for {shape} (leave `input_shape` out)."
+            )
     batch_size, num_train = _size(train)
     num_val = _size(validation)[1]
-    return Inputs(train, validation, train, class_names, num_train, num_val, batch_size, True, (),
-                  f"datasets:{num_train}:{num_val}", input_shape=input_shape)
+    return Inputs(
+        train,
+        validation,
+        train,
+        class_names,
+        num_train,
+        num_val,
+        batch_size,
+        True,
+        (),
+        f"datasets:{num_train}:{num_val}",
+        input_shape=input_shape,
+    )
 
 
 def _size(ds):
@@ -280,8 +378,10 @@ def _size(ds):
         batch = batch or n
         total += n
     if not total:
-        raise DataError("`data` datasets must not be empty. Received: a dataset with 0 images. Check how the "
-                        "dataset is built (a filter or take that leaves nothing).")
+        raise DataError(
+            "`data` datasets must not be empty. Received: a dataset with 0 images. Check how the "
+            "dataset is built (a filter or take that leaves nothing)."
+        )
     return batch, total
 
 
@@ -306,15 +406,21 @@ def settle_classes(inputs, num_classes, class_names, head_classes):
     """
     names = tuple(class_names) if class_names else inputs.class_names
     if class_names and inputs.class_names and tuple(class_names) != inputs.class_names:
-        raise ConfigError(f"`class_names` must match the data's classes {list(inputs.class_names)}. "
-                          f"Received: class_names={list(class_names)!r}. Leave it out to use the data's names.")
+        raise ConfigError(
+            f"`class_names` must match the data's classes {list(inputs.class_names)}. "
+            f"Received: class_names={list(class_names)!r}. Leave it out to use the data's names."
+        )
     if num_classes is None:
         num_classes = len(names) if names else inputs.num_labels or head_classes
     if inputs.num_labels and is_int(num_classes) and inputs.num_labels > num_classes:
-        raise ConfigError(f"`num_classes` must exceed every label; the data has label {inputs.num_labels - 1}. "
-                          f"Received: num_classes={num_classes!r}.")
+        raise ConfigError(
+            f"`num_classes` must exceed every label; the data has label {inputs.num_labels - 1}. "
+            f"Received: num_classes={num_classes!r}."
+        )
     num_classes = check_int(num_classes, "num_classes", lo=2)
     if names and len(names) != num_classes:
-        raise ConfigError(f"`num_classes` must equal the number of classes in the data ({len(names)}: "
-                          f"{list(names)[:5]}...). Received: num_classes={num_classes!r}. Leave it out.")
+        raise ConfigError(
+            f"`num_classes` must equal the number of classes in the data ({len(names)}: "
+            f"{list(names)[:5]}...). Received: num_classes={num_classes!r}. Leave it out."
+        )
     return num_classes, names or tuple(str(i) for i in range(num_classes))

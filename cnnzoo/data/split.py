@@ -45,13 +45,15 @@ def stratified_split(labels, num_classes, validation_split, seed=0, shuffle=True
             if take[c] < cap[c]:
                 take[c] += 1
         if take.sum() == 0:
-            raise DataError(f"`validation_split` must leave at least one validation image, and every class "
-                            f"here has a single image. Add images or pass validation_split=0. "
-                            f"Received: validation_split={validation_split!r}.")
+            raise DataError(
+                f"`validation_split` must leave at least one validation image, and every class "
+                f"here has a single image. Add images or pass validation_split=0. "
+                f"Received: validation_split={validation_split!r}."
+            )
     train_idx, val_idx = [], []
     for c in range(num_classes):
         idx = np.flatnonzero(labels == c)
-        chosen = set(rng.permutation(idx)[:take[c]].tolist())
+        chosen = set(rng.permutation(idx)[: take[c]].tolist())
         val_idx.extend(sorted(chosen))
         train_idx.extend(i for i in idx.tolist() if i not in chosen)
     train_idx = list(rng.permutation(train_idx)) if shuffle else train_idx

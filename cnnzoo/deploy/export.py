@@ -17,8 +17,16 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from cnnzoo.deploy.runtimes import (FORMATS, LABELS_FILE, LABELS_KEY, SUFFIXES, format_of, labels_text,
-                                    open_runtime, require_openvino)
+from cnnzoo.deploy.runtimes import (
+    FORMATS,
+    LABELS_FILE,
+    LABELS_KEY,
+    SUFFIXES,
+    format_of,
+    labels_text,
+    open_runtime,
+    require_openvino,
+)
 from cnnzoo.deploy.verify import Comparison, check, compare, tolerance_for, verification_images
 from cnnzoo.errors import ConfigError, ExportError
 from cnnzoo.utils.extras import require
@@ -29,8 +37,12 @@ __all__ = ["export", "ExportResult", "verify", "QUANTIZATIONS"]
 log = logging.getLogger("cnnzoo.deploy")
 
 QUANTIZATIONS = {"int8": ("onnx", "litert"), "float16": ("litert",)}
-_NAMES = {"onnx": "ONNX model (ONNX Runtime)", "litert": "LiteRT model (ai-edge-litert)",
-          "savedmodel": "SavedModel (TensorFlow)", "openvino": "OpenVINO model"}
+_NAMES = {
+    "onnx": "ONNX model (ONNX Runtime)",
+    "litert": "LiteRT model (ai-edge-litert)",
+    "savedmodel": "SavedModel (TensorFlow)",
+    "openvino": "OpenVINO model",
+}
 
 
 @dataclass(frozen=True)
@@ -78,12 +90,16 @@ class ExportResult:
         """A few lines for people (what `cnnzoo export` prints)."""
         kind = f"{self.format}, {self.quantize}" if self.quantize else self.format
         size = _kb(self.size_bytes) + (f", float32 {_kb(self.float_size_bytes)}" if self.float_size_bytes else "")
-        lines = [f"wrote {self.path} ({kind}, {size}) in {self.seconds:.1f} s",
-                 f"verified in its runtime on {self.source}: max abs difference {self.max_abs_diff:.2g}, "
-                 f"top-1 agreement {self.top1_agreement:.1%}"]
+        lines = [
+            f"wrote {self.path} ({kind}, {size}) in {self.seconds:.1f} s",
+            f"verified in its runtime on {self.source}: max abs difference {self.max_abs_diff:.2g}, "
+            f"top-1 agreement {self.top1_agreement:.1%}",
+        ]
         if self.keras_accuracy is not None:
-            lines.append(f"accuracy {self.exported_accuracy:.2%} (Keras {self.keras_accuracy:.2%}, "
-                         f"change {100 * self.accuracy_change:+.2f} points)")
+            lines.append(
+                f"accuracy {self.exported_accuracy:.2%} (Keras {self.keras_accuracy:.2%}, "
+                f"change {100 * self.accuracy_change:+.2f} points)"
+            )
         lines.append(f"class names: {', '.join(self.class_names[:10])}{' ...' if len(self.class_names) > 10 else ''}")
         return "\n".join(lines)
 
@@ -159,8 +175,10 @@ def export(model_or_path, path, format=None, *, verify_with=None, quantize=None,
         done["float_size"] = _WRITERS[format](model, tmp, names, quantize, images.calibration)
         exported = open_runtime(tmp, format)
         if exported.class_names != names:
-            raise ExportError(f"The exported file lost the class names: {exported.class_names[:5]} instead of "
-                              f"{names[:5]}. Received: path={str(path)!r}.")
+            raise ExportError(
+                f"The exported file lost the class names: {exported.class_names[:5]} instead of "
+                f"{names[:5]}. Received: path={str(path)!r}."
+            )
         done["comparison"] = c = compare(reference, exported(images.x), images.labels)
         check(c, tolerance, quantize, _NAMES[format], path)
 
@@ -168,9 +186,22 @@ def export(model_or_path, path, format=None, *, verify_with=None, quantize=None,
         warnings.filterwarnings("ignore", message=".*np.object.*", category=FutureWarning)  # tf2onnx on NumPy 2
         (atomic_save if format in SUFFIXES else atomic_save_dir)(path, write_and_check)
     c: Comparison = done["comparison"]
-    return ExportResult(path, format, quantize, _size(path), done["float_size"], c.images, images.description,
-                        c.max_abs_diff, c.top1_agreement, c.keras_accuracy, c.exported_accuracy, tolerance,
-                        tuple(names), time.perf_counter() - start)
+    return ExportResult(
+        path,
+        format,
+        quantize,
+        _size(path),
+        done["float_size"],
+        c.images,
+        images.description,
+        c.max_abs_diff,
+        c.top1_agreement,
+        c.keras_accuracy,
+        c.exported_accuracy,
+        tolerance,
+        tuple(names),
+        time.perf_counter() - start,
+    )
 
 
 def verify(path, model, verify_with=None, tolerance=None, quantize=None):
@@ -198,21 +229,26 @@ def _check_format(format, path):
     if format is None:
         format = next((f for f, suffix in SUFFIXES.items() if path.suffix.lower() == suffix), None)
         if format is None:
-            raise ConfigError(f"`format` must be given when `path` does not end in .onnx or .tflite: one of "
-                              f"{', '.join(FORMATS)}. Received: path={str(path)!r}, format=None.")
+            raise ConfigError(
+                f"`format` must be given when `path` does not end in .onnx or .tflite: one of "
+                f"{', '.join(FORMATS)}. Received: path={str(path)!r}, format=None."
+            )
     if format not in FORMATS:
         raise ConfigError(f"`format` must be one of {', '.join(FORMATS)}. Received: format={format!r}.")
     if format in SUFFIXES and path.suffix.lower() != SUFFIXES[format]:
-        raise ConfigError(f"`path` must end in {SUFFIXES[format]} for format={format!r}. "
-                          f"Received: path={str(path)!r}.")
+        raise ConfigError(f"`path` must end in {SUFFIXES[format]} for format={format!r}. Received: path={str(path)!r}.")
     if format not in SUFFIXES and path.is_file():
-        raise ConfigError(f"`path` must be a directory (or a new name) for format={format!r}: it is written as a "
-                          f"directory. Received: path={str(path)!r} (an existing file).")
+        raise ConfigError(
+            f"`path` must be a directory (or a new name) for format={format!r}: it is written as a "
+            f"directory. Received: path={str(path)!r} (an existing file)."
+        )
     if format not in SUFFIXES and path.is_dir() and any(path.iterdir()) and format_of(path) != format:
         # the export replaces the directory: never one that holds something else
-        raise ConfigError(f"`path` must be a new or empty directory, or an earlier {format} export, for "
-                          f"format={format!r}: the export replaces it. Received: path={str(path)!r} (a directory "
-                          f"holding other files).")
+        raise ConfigError(
+            f"`path` must be a new or empty directory, or an earlier {format} export, for "
+            f"format={format!r}: the export replaces it. Received: path={str(path)!r} (a directory "
+            f"holding other files)."
+        )
     return format
 
 
@@ -220,8 +256,10 @@ def _check_quantize(quantize, format):
     if quantize is not None and quantize not in QUANTIZATIONS:
         raise ConfigError(f"`quantize` must be None, 'int8' or 'float16'. Received: quantize={quantize!r}.")
     if quantize is not None and format not in QUANTIZATIONS[quantize]:
-        raise ConfigError(f"`quantize={quantize!r}` is available for format "
-                          f"{' or '.join(repr(f) for f in QUANTIZATIONS[quantize])}. Received: format={format!r}.")
+        raise ConfigError(
+            f"`quantize={quantize!r}` is available for format "
+            f"{' or '.join(repr(f) for f in QUANTIZATIONS[quantize])}. Received: format={format!r}."
+        )
 
 
 def _require(format):
@@ -243,8 +281,10 @@ def _model(model_or_path):
 def _input_shape(model):
     shape = tuple(model.inputs[0].shape)
     if len(shape) != 4 or shape[3] not in (1, 3) or None in shape[1:]:
-        raise ConfigError(f"`model_or_path` must take fixed-size images [batch, height, width, 1 or 3]. "
-                          f"Received: model input shape {shape}.")
+        raise ConfigError(
+            f"`model_or_path` must take fixed-size images [batch, height, width, 1 or 3]. "
+            f"Received: model input shape {shape}."
+        )
     return (int(shape[1]), int(shape[2])), int(shape[3])
 
 
@@ -290,8 +330,11 @@ def _metadata(names):
         made_by = f"cnnzoo {version('cnnzoo')}"
     except PackageNotFoundError:  # pragma: no cover - running from a source tree
         made_by = "cnnzoo"
-    return {LABELS_KEY: json.dumps(list(names)), "cnnzoo.input": "raw 0-255 images, float32 NHWC",
-            "cnnzoo.made_by": made_by}
+    return {
+        LABELS_KEY: json.dumps(list(names)),
+        "cnnzoo.input": "raw 0-255 images, float32 NHWC",
+        "cnnzoo.made_by": made_by,
+    }
 
 
 def _quantize_onnx(plain, work, calibration):
@@ -304,7 +347,7 @@ def _quantize_onnx(plain, work, calibration):
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.items = iter(calibration[i:i + 1] for i in range(len(calibration)))
+            self.items = iter(calibration[i : i + 1] for i in range(len(calibration)))
 
         def get_next(self):
             item = next(self.items, None)
@@ -340,7 +383,7 @@ def _write_litert(model, tmp, names, quantize, calibration):
         if quantize == "float16":
             converter.target_spec.supported_types = [tf.float16]
         elif quantize == "int8":
-            converter.representative_dataset = lambda: ([calibration[i:i + 1]] for i in range(len(calibration)))
+            converter.representative_dataset = lambda: ([calibration[i : i + 1]] for i in range(len(calibration)))
         flatbuffer = converter.convert()
     with open(tmp, "wb") as f:
         f.write(flatbuffer)
@@ -359,5 +402,4 @@ def _write_openvino(model, tmp, names, quantize, calibration):
     (Path(tmp) / LABELS_FILE).write_text(labels_text(names), encoding="utf-8")
 
 
-_WRITERS = {"onnx": _write_onnx, "litert": _write_litert, "savedmodel": _write_savedmodel,
-            "openvino": _write_openvino}
+_WRITERS = {"onnx": _write_onnx, "litert": _write_litert, "savedmodel": _write_savedmodel, "openvino": _write_openvino}

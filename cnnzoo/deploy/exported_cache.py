@@ -42,8 +42,10 @@ def cached_export(keras_path, runtime):
 
     keras_path = Path(keras_path).expanduser()
     if not keras_path.is_file():
-        raise DataNotFoundError(f"`model` must be an existing .keras file for runtime={runtime!r}. "
-                                f"Received: model={str(keras_path)!r} (no such file).")
+        raise DataNotFoundError(
+            f"`model` must be an existing .keras file for runtime={runtime!r}. "
+            f"Received: model={str(keras_path)!r} (no such file)."
+        )
     exported, fingerprint_path = cached_paths(keras_path, runtime)
     stat = keras_path.stat()
     now = {"source": keras_path.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "format": runtime}

@@ -45,8 +45,12 @@ class Prediction:
     source: str = None
 
     def to_dict(self):
-        return {"source": self.source, "label": self.label, "probability": self.probability,
-                "top_k": [{"label": label, "probability": p} for label, p in self.top_k]}
+        return {
+            "source": self.source,
+            "label": self.label,
+            "probability": self.probability,
+            "top_k": [{"label": label, "probability": p} for label, p in self.top_k],
+        }
 
 
 def predict(model, images, top_k=1, batch_size=MAX_BATCH, runtime=None, tta=False):
@@ -87,8 +91,9 @@ def predict(model, images, top_k=1, batch_size=MAX_BATCH, runtime=None, tta=Fals
     """
     forward, names, (size, channels) = _forward(model, runtime)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= len(names):
-        raise ConfigError(f"`top_k` must be an integer from 1 to the number of classes ({len(names)}). "
-                          f"Received: top_k={top_k!r}.")
+        raise ConfigError(
+            f"`top_k` must be an integer from 1 to the number of classes ({len(names)}). Received: top_k={top_k!r}."
+        )
     batch_size = check_int(batch_size, "batch_size")
     batch, sources, single = load_images(images, size, channels)
     probs = flip_averaged(forward, batch, batch_size) if tta else forward(batch, batch_size)
@@ -112,17 +117,21 @@ def _forward(model, runtime):
             model = _open(cached_export(model, runtime))
         elif fmt not in (None, "keras"):
             if runtime not in (None, fmt, "tensorflow" if fmt == "savedmodel" else fmt):
-                raise ConfigError(f"`runtime` must be None or {fmt!r} for a {fmt} model (it runs in its own "
-                                  f"runtime). Received: runtime={runtime!r}, model={str(model)!r}.")
+                raise ConfigError(
+                    f"`runtime` must be None or {fmt!r} for a {fmt} model (it runs in its own "
+                    f"runtime). Received: runtime={runtime!r}, model={str(model)!r}."
+                )
             model = _open(model)
         else:
             model = _load(model)
     if isinstance(model, Runtime):
         return model, model.class_names, (model.input_size, model.channels)
     if runtime not in (None, "tensorflow"):
-        raise ConfigError(f"`runtime={runtime!r}` needs the path of a .keras file (the export is cached beside "
-                          f"it); for a model in memory, `cnnzoo.export` it and predict on the file. "
-                          f"Received: a {type(model).__name__}.")
+        raise ConfigError(
+            f"`runtime={runtime!r}` needs the path of a .keras file (the export is cached beside "
+            f"it); for a model in memory, `cnnzoo.export` it and predict on the file. "
+            f"Received: a {type(model).__name__}."
+        )
     return predictor(model), _class_names(model), input_shape_of(model)
 
 
@@ -133,8 +142,10 @@ def _open(path):
     """The runtime of an exported file, kept while the file is unchanged (a few at a time)."""
     path = Path(path).expanduser()
     if not path.exists():
-        raise DataNotFoundError(f"`model` must be a keras.Model, a .keras file or an exported model. "
-                                f"Received: model={str(path)!r} (no such file).")
+        raise DataNotFoundError(
+            f"`model` must be a keras.Model, a .keras file or an exported model. "
+            f"Received: model={str(path)!r} (no such file)."
+        )
     key = (str(path.resolve()), path.stat().st_mtime_ns)
     if key not in _OPENED:
         if len(_OPENED) >= 4:
@@ -151,12 +162,15 @@ class _Predictor:
 
         ref = weakref.ref(model)  # the cache must not keep the model alive
         shape = [None, *model.inputs[0].shape[1:]]
-        self.fn = tf.function(lambda x: ref()(x, training=False), jit_compile=JIT_COMPILE,
-                              input_signature=[tf.TensorSpec(shape, tf.float32)])
+        self.fn = tf.function(
+            lambda x: ref()(x, training=False),
+            jit_compile=JIT_COMPILE,
+            input_signature=[tf.TensorSpec(shape, tf.float32)],
+        )
 
     def __call__(self, batch, batch_size=MAX_BATCH):
         batch = np.asarray(batch, np.float32)
-        outs = [np.asarray(self.fn(batch[start:start + batch_size])) for start in range(0, len(batch), batch_size)]
+        outs = [np.asarray(self.fn(batch[start : start + batch_size])) for start in range(0, len(batch), batch_size)]
         return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
 
 
@@ -181,8 +195,9 @@ def flip_averaged(forward, batch, batch_size=MAX_BATCH):
     """
     batch = np.asarray(batch, np.float32)
     mirrored = np.ascontiguousarray(batch[:, :, ::-1])
-    return ((np.asarray(forward(batch, batch_size), np.float32) +
-             np.asarray(forward(mirrored, batch_size), np.float32)) / 2).astype(np.float32)
+    return (
+        (np.asarray(forward(batch, batch_size), np.float32) + np.asarray(forward(mirrored, batch_size), np.float32)) / 2
+    ).astype(np.float32)
 
 
 def predictor(model):
@@ -206,8 +221,9 @@ def _load(path):
 
     path = Path(path).expanduser()
     if not path.is_file():
-        raise DataNotFoundError(f"`model` must be a keras.Model or an existing .keras file. "
-                                f"Received: model={str(path)!r} (no such file).")
+        raise DataNotFoundError(
+            f"`model` must be a keras.Model or an existing .keras file. Received: model={str(path)!r} (no such file)."
+        )
     key = (str(path.resolve()), path.stat().st_mtime_ns)
     if key not in _LOADED:
         _LOADED.clear()  # keep one loaded model: the CLI and scripts predict with one at a time
@@ -231,8 +247,9 @@ def input_shape_of(model):
     """
     shape = tuple(model.inputs[0].shape)
     if len(shape) != 4 or shape[3] not in (1, 3) or None in shape[1:]:
-        raise ConfigError(f"`model` must take fixed-size images [batch, height, width, 1 or 3]. "
-                          f"Received: model input shape {shape}.")
+        raise ConfigError(
+            f"`model` must take fixed-size images [batch, height, width, 1 or 3]. Received: model input shape {shape}."
+        )
     return (int(shape[1]), int(shape[2])), int(shape[3])
 
 
@@ -263,8 +280,10 @@ def load_images(images, size, channels):
     try:
         items = [images] if single else list(images)
     except TypeError:
-        raise DataError(f"`images` must be an image (path, PIL image, array) or a list of them. Received: an "
-                        f"object of type {type(images).__name__}.") from None
+        raise DataError(
+            f"`images` must be an image (path, PIL image, array) or a list of them. Received: an "
+            f"object of type {type(images).__name__}."
+        ) from None
     if not items:
         raise DataError("`images` must hold at least one image. Received: images=[].")
     out = np.empty((len(items), size[0], size[1], channels), np.float32)
@@ -298,21 +317,26 @@ def _one(item, size, channels):
     if isinstance(item, (str, Path)):  # exactly what image_folder does to a file
         source = str(item)
         if not Path(item).expanduser().is_file():
-            raise DataNotFoundError(f"`images` must name existing image files. Received: images={source!r} "
-                                    f"(no such file).")
+            raise DataNotFoundError(
+                f"`images` must name existing image files. Received: images={source!r} (no such file)."
+            )
         try:
             return data.load_image(Path(item).expanduser(), size, channels).astype(np.float32), source
         except DataError as e:
-            raise DataError(f"`images` must be readable image files (PNG, JPEG, BMP, GIF, WebP). "
-                            f"Received: images={source!r}: {e}") from e
+            raise DataError(
+                f"`images` must be readable image files (PNG, JPEG, BMP, GIF, WebP). Received: images={source!r}: {e}"
+            ) from e
     if _is_pil(item):
         item = data.convert_image(item, channels)  # exactly what image_folder does to a decoded file
     try:
         arr = np.asarray(item.numpy() if hasattr(item, "numpy") else item)
     except Exception as e:  # noqa: BLE001 - anything that is not array-like
-        raise DataError(f"`images` must be file paths, PIL images or arrays. Received: an item of type "
-                        f"{type(item).__name__}.") from e
+        raise DataError(
+            f"`images` must be file paths, PIL images or arrays. Received: an item of type {type(item).__name__}."
+        ) from e
     if arr.dtype.kind not in "uif" or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4)):
-        raise DataError(f"`images` arrays must be numeric [H, W] or [H, W, C] with C in 1, 3, 4 (0-255 values), "
-                        f"or a 4-D batch. Received: an array of shape {arr.shape} and dtype {arr.dtype}.")
+        raise DataError(
+            f"`images` arrays must be numeric [H, W] or [H, W, C] with C in 1, 3, 4 (0-255 values), "
+            f"or a 4-D batch. Received: an array of shape {arr.shape} and dtype {arr.dtype}."
+        )
     return resize_array(to_channels(arr, channels), size), source

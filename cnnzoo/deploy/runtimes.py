@@ -19,8 +19,17 @@ import numpy as np
 from cnnzoo.errors import ConfigError, DataNotFoundError, MissingExtraError
 from cnnzoo.utils.extras import require
 
-__all__ = ["FORMATS", "SUFFIXES", "LABELS_KEY", "Runtime", "format_of", "open_runtime", "read_labels_text",
-           "labels_text", "require_openvino"]
+__all__ = [
+    "FORMATS",
+    "SUFFIXES",
+    "LABELS_KEY",
+    "Runtime",
+    "format_of",
+    "open_runtime",
+    "read_labels_text",
+    "labels_text",
+    "require_openvino",
+]
 
 FORMATS = ("onnx", "litert", "savedmodel", "openvino")
 SUFFIXES = {"onnx": ".onnx", "litert": ".tflite"}  # the two single-file formats
@@ -72,7 +81,8 @@ def require_openvino(purpose):
     except ImportError as e:
         raise MissingExtraError(
             f"{purpose} needs the `openvino` package, which is not installed (no cnnzoo extra brings it: "
-            f"it is large and optional). Install it with: pip install openvino. Received: ImportError: {e}.") from e
+            f"it is large and optional). Install it with: pip install openvino. Received: ImportError: {e}."
+        ) from e
     return openvino
 
 
@@ -98,7 +108,7 @@ class Runtime:
     def __call__(self, batch, batch_size=32):
         """Probabilities `[N, classes]` for raw 0-255 images `[N, H, W, C]`, `batch_size` at a time."""
         batch = np.ascontiguousarray(batch, np.float32)
-        outs = [self.run(batch[start:start + batch_size]) for start in range(0, len(batch), batch_size)]
+        outs = [self.run(batch[start : start + batch_size]) for start in range(0, len(batch), batch_size)]
         return np.concatenate(outs) if outs else np.zeros((0, len(self.class_names)), np.float32)
 
     def run(self, batch):  # pragma: no cover - each runtime defines it
@@ -106,16 +116,23 @@ class Runtime:
 
     def _set_input(self, shape, num_classes, labels):
         shape = tuple(shape)
-        if len(shape) != 4 or not all(isinstance(d, (int, np.integer)) and d > 0 for d in shape[1:]) \
-                or shape[3] not in (1, 3):
-            raise ConfigError(f"`model` must take fixed-size images [batch, height, width, 1 or 3]. "
-                              f"Received: {self.format} file {str(self.path)!r} with input shape {shape}.")
+        if (
+            len(shape) != 4
+            or not all(isinstance(d, (int, np.integer)) and d > 0 for d in shape[1:])
+            or shape[3] not in (1, 3)
+        ):
+            raise ConfigError(
+                f"`model` must take fixed-size images [batch, height, width, 1 or 3]. "
+                f"Received: {self.format} file {str(self.path)!r} with input shape {shape}."
+            )
         self.input_size, self.channels = (int(shape[1]), int(shape[2])), int(shape[3])
         self.class_names = list(labels) if labels else [str(i) for i in range(int(num_classes))]
 
     def __repr__(self):
-        return f"<{type(self).__name__} {str(self.path)!r} input={self.input_size}x{self.channels} " \
-               f"classes={len(self.class_names)}>"
+        return (
+            f"<{type(self).__name__} {str(self.path)!r} input={self.input_size}x{self.channels} "
+            f"classes={len(self.class_names)}>"
+        )
 
 
 class OnnxRuntime(Runtime):
@@ -132,8 +149,9 @@ class OnnxRuntime(Runtime):
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
         self.input_name = inp.name
         labels = self.session.get_modelmeta().custom_metadata_map.get(LABELS_KEY)
-        self._set_input([d if isinstance(d, int) else -1 for d in inp.shape], out.shape[-1],
-                        json.loads(labels) if labels else None)
+        self._set_input(
+            [d if isinstance(d, int) else -1 for d in inp.shape], out.shape[-1], json.loads(labels) if labels else None
+        )
 
     def run(self, batch):
         return self.session.run(None, {self.input_name: batch})[0]
@@ -187,7 +205,7 @@ class SavedModelRuntime(Runtime):
         self.fn = loaded.signatures["serving_default"]
         specs = self.fn.structured_input_signature[1]
         self.input_name, spec = next(iter(specs.items()))
-        (self.output_name, out), = self.fn.structured_outputs.items()
+        ((self.output_name, out),) = self.fn.structured_outputs.items()
         labels = Path(path) / "assets" / LABELS_FILE
         labels = read_labels_text(labels.read_text("utf-8")) if labels.is_file() else None
         self._set_input([-1 if d is None else d for d in spec.shape.as_list()], out.shape[-1], labels)
@@ -216,8 +234,7 @@ class OpenVINORuntime(Runtime):
             return np.asarray(self.compiled(batch)[0])
 
 
-_RUNTIMES = {"onnx": OnnxRuntime, "litert": LiteRTRuntime, "savedmodel": SavedModelRuntime,
-             "openvino": OpenVINORuntime}
+_RUNTIMES = {"onnx": OnnxRuntime, "litert": LiteRTRuntime, "savedmodel": SavedModelRuntime, "openvino": OpenVINORuntime}
 
 
 def open_runtime(path, format=None):
@@ -242,10 +259,14 @@ def open_runtime(path, format=None):
     """
     path = Path(path).expanduser()
     if not path.exists():
-        raise DataNotFoundError(f"`model` must be an existing exported model (.onnx, .tflite, a SavedModel "
-                                f"directory). Received: model={str(path)!r} (no such file).")
+        raise DataNotFoundError(
+            f"`model` must be an existing exported model (.onnx, .tflite, a SavedModel "
+            f"directory). Received: model={str(path)!r} (no such file)."
+        )
     format = format or format_of(path)
     if format not in _RUNTIMES:
-        raise ConfigError(f"`model` must be a .keras, .onnx or .tflite file, a SavedModel directory or an "
-                          f"OpenVINO directory (model.xml). Received: model={str(path)!r}.")
+        raise ConfigError(
+            f"`model` must be a .keras, .onnx or .tflite file, a SavedModel directory or an "
+            f"OpenVINO directory (model.xml). Received: model={str(path)!r}."
+        )
     return _RUNTIMES[format](path)

@@ -50,12 +50,18 @@ def _load_model(model):
         kind = format_of(path)
         if kind not in (None, "keras"):  # an exported file, in its own runtime (cnnzoo.deploy.runtimes)
             runtime = open_runtime(path)
-            facts = {"model": path.stem if path.is_file() else path.name, "file": source, "parameters": None,
-                     "runtime": runtime.format}
+            facts = {
+                "model": path.stem if path.is_file() else path.name,
+                "file": source,
+                "parameters": None,
+                "runtime": runtime.format,
+            }
             return None, runtime, list(runtime.class_names), runtime.input_size, runtime.channels, facts
         if path.suffix.lower() != ".keras":
-            raise ConfigError(f"`model` must be a keras.Model, a saved .keras file or an exported model "
-                              f"(.onnx, .tflite, a SavedModel directory). Received: model={source!r}.")
+            raise ConfigError(
+                f"`model` must be a keras.Model, a saved .keras file or an exported model "
+                f"(.onnx, .tflite, a SavedModel directory). Received: model={source!r}."
+            )
         from cnnzoo.deploy.inference import _load
 
         model = _load(path)
@@ -63,8 +69,9 @@ def _load_model(model):
 
     shape = tuple(model.inputs[0].shape)
     if len(shape) != 4 or None in shape[1:] or shape[3] not in (1, 3):
-        raise ConfigError(f"`model` must take fixed-size images [batch, height, width, 1 or 3]. "
-                          f"Received: model input shape {shape}.")
+        raise ConfigError(
+            f"`model` must take fixed-size images [batch, height, width, 1 or 3]. Received: model input shape {shape}."
+        )
     facts = {"model": model.name, "file": source, "parameters": int(model.count_params()), "runtime": "tensorflow"}
     return model, predictor(model), list(class_names_of(model)), (int(shape[1]), int(shape[2])), int(shape[3]), facts
 
@@ -113,9 +120,10 @@ def create_app(model, top_k=5, max_batch=32, max_delay_ms=2.0, max_upload_mb=10.
         explain = None  # Grad-CAM needs the Keras model's gradients
     top_k = min(check_int(top_k, "top_k"), len(names))
     if isinstance(max_upload_mb, bool) or not isinstance(max_upload_mb, (int, float)) or not 0 < max_upload_mb <= 1024:
-        raise ConfigError(f"`max_upload_mb` must be a number above 0 and at most 1024. "
-                          f"Received: max_upload_mb={max_upload_mb!r}.")
-    limit = int(max_upload_mb * 2 ** 20)
+        raise ConfigError(
+            f"`max_upload_mb` must be a number above 0 and at most 1024. Received: max_upload_mb={max_upload_mb!r}."
+        )
+    limit = int(max_upload_mb * 2**20)
     forward(np.zeros((1, *size, channels), np.float32))  # traced now, not on the first request
     batcher = Batcher(forward, max_batch=max_batch, max_delay_ms=max_delay_ms)
     explain_lock = threading.Lock()  # one Grad-CAM at a time: each holds a gradient tape of the model
@@ -128,8 +136,9 @@ def create_app(model, top_k=5, max_batch=32, max_delay_ms=2.0, max_upload_mb=10.
         if raw is None:
             return top_k
         if not raw.isdigit() or not 1 <= int(raw) <= len(names):
-            raise Problem(400, f"`top_k` must be an integer from 1 to {len(names)} (the number of classes); "
-                               f"got top_k={raw!r}")
+            raise Problem(
+                400, f"`top_k` must be an integer from 1 to {len(names)} (the number of classes); got top_k={raw!r}"
+            )
         return int(raw)
 
     async def predict(request):
@@ -139,8 +148,9 @@ def create_app(model, top_k=5, max_batch=32, max_delay_ms=2.0, max_upload_mb=10.
         probs = await batcher.submit(x.astype(np.float32))
         order = np.argsort(-probs, kind="stable")[:k]  # as cnnzoo.predict orders them
         pairs = [{"label": names[j], "probability": float(probs[j])} for j in order]
-        return JSONResponse({"source": filename, "label": pairs[0]["label"], "probability": pairs[0]["probability"],
-                             "top_k": pairs})
+        return JSONResponse(
+            {"source": filename, "label": pairs[0]["label"], "probability": pairs[0]["probability"], "top_k": pairs}
+        )
 
     def draw(body, class_name):
         from PIL import Image
@@ -149,8 +159,9 @@ def create_app(model, top_k=5, max_batch=32, max_delay_ms=2.0, max_upload_mb=10.
         h, w = rgb.shape[:2]
         if max(h, w) > EXPLAIN_MAX_SIDE:
             scale = EXPLAIN_MAX_SIDE / max(h, w)
-            small = Image.fromarray(rgb).resize((max(1, round(w * scale)), max(1, round(h * scale))),
-                                                Image.Resampling.BILINEAR)
+            small = Image.fromarray(rgb).resize(
+                (max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR
+            )
             rgb = np.asarray(small)
         with explain_lock:
             picture = np.asarray(explain(model, rgb, class_name), np.uint8)
@@ -162,12 +173,18 @@ def create_app(model, top_k=5, max_batch=32, max_delay_ms=2.0, max_upload_mb=10.
 
     async def explain_route(request):
         if explain is None:
-            raise Problem(501, "this server has no explainer: Grad-CAM needs a .keras model, and `cnnzoo serve` "
-                               "(or `create_app(explain=...)`) to pass one")
+            raise Problem(
+                501,
+                "this server has no explainer: Grad-CAM needs a .keras model, and `cnnzoo serve` "
+                "(or `create_app(explain=...)`) to pass one",
+            )
         class_name = request.query_params.get("class")
         if class_name is not None and class_name not in names:
-            raise Problem(400, f"`class` must be one of the model's classes {names[:10]}"
-                               f"{' ...' if len(names) > 10 else ''}; got class={class_name!r}")
+            raise Problem(
+                400,
+                f"`class` must be one of the model's classes {names[:10]}"
+                f"{' ...' if len(names) > 10 else ''}; got class={class_name!r}",
+            )
         body, _ = await read_upload(request, limit)
         png = await run_in_threadpool(draw, body, class_name)
         return Response(png, media_type="image/png")
@@ -179,10 +196,18 @@ def create_app(model, top_k=5, max_batch=32, max_delay_ms=2.0, max_upload_mb=10.
         return JSONResponse({"status": "ok", **statistics()})
 
     async def info(request):
-        return JSONResponse({
-            **facts, "input_shape": [size[0], size[1], channels], "classes": names, "num_classes": len(names),
-            "top_k": top_k, "max_upload_bytes": limit, "explain": explain is not None,
-            "stats": statistics()})
+        return JSONResponse(
+            {
+                **facts,
+                "input_shape": [size[0], size[1], channels],
+                "classes": names,
+                "num_classes": len(names),
+                "top_k": top_k,
+                "max_upload_bytes": limit,
+                "explain": explain is not None,
+                "stats": statistics(),
+            }
+        )
 
     async def index(request):
         return HTMLResponse(page)
@@ -199,8 +224,10 @@ def create_app(model, top_k=5, max_batch=32, max_delay_ms=2.0, max_upload_mb=10.
                 raise
             except Exception as e:  # noqa: BLE001 - the client gets the reason, the server keeps running
                 counts["failed"] += 1
-                return JSONResponse({"error": f"the model failed on this image: {type(e).__name__}: {e}"},
-                                    status_code=500)
+                return JSONResponse(
+                    {"error": f"the model failed on this image: {type(e).__name__}: {e}"}, status_code=500
+                )
+
         return wrapped
 
     async def http_error(request, exc):
@@ -214,9 +241,13 @@ def create_app(model, top_k=5, max_batch=32, max_delay_ms=2.0, max_upload_mb=10.
         finally:
             await batcher.stop()
 
-    routes = [Route("/", index, methods=["GET"]), Route("/health", health, methods=["GET"]),
-              Route("/info", info, methods=["GET"]), Route("/predict", counted(predict), methods=["POST"]),
-              Route("/explain", counted(explain_route), methods=["POST"])]
+    routes = [
+        Route("/", index, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/info", info, methods=["GET"]),
+        Route("/predict", counted(predict), methods=["POST"]),
+        Route("/explain", counted(explain_route), methods=["POST"]),
+    ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
     app.state.batcher = batcher
     app.state.model = model if model is not None else forward

@@ -47,10 +47,14 @@ class Batcher:
     def __init__(self, fn, max_batch=32, max_delay_ms=2.0):
         self.fn = fn
         self.max_batch = check_int(max_batch, "max_batch", hi=1024)
-        if isinstance(max_delay_ms, bool) or not isinstance(max_delay_ms, (int, float)) or \
-                not 0 <= max_delay_ms <= 10_000:
-            raise ConfigError(f"`max_delay_ms` must be a number from 0 to 10000. Received: "
-                              f"max_delay_ms={max_delay_ms!r}.")
+        if (
+            isinstance(max_delay_ms, bool)
+            or not isinstance(max_delay_ms, (int, float))
+            or not 0 <= max_delay_ms <= 10_000
+        ):
+            raise ConfigError(
+                f"`max_delay_ms` must be a number from 0 to 10000. Received: max_delay_ms={max_delay_ms!r}."
+            )
         self.max_delay = float(max_delay_ms) / 1000.0
         self.sizes = Counter()  # batch size -> forward passes of that size
         self.compute_s = 0.0
@@ -94,11 +98,17 @@ class Batcher:
             compute = self.compute_s
         passes = sum(sizes.values())
         images = sum(k * v for k, v in sizes.items())
-        return {"forward_passes": passes, "images": images,
-                "mean_batch": round(images / passes, 3) if passes else 0.0,
-                "largest_batch": max(sizes, default=0), "batch_sizes": {str(k): v for k, v in sizes.items()},
-                "model_seconds": round(compute, 4), "queued": self._queue.qsize() if self._queue else 0,
-                "max_batch": self.max_batch, "max_delay_ms": self.max_delay * 1000.0}
+        return {
+            "forward_passes": passes,
+            "images": images,
+            "mean_batch": round(images / passes, 3) if passes else 0.0,
+            "largest_batch": max(sizes, default=0),
+            "batch_sizes": {str(k): v for k, v in sizes.items()},
+            "model_seconds": round(compute, 4),
+            "queued": self._queue.qsize() if self._queue else 0,
+            "max_batch": self.max_batch,
+            "max_delay_ms": self.max_delay * 1000.0,
+        }
 
     async def _gather(self):
         items = [await self._queue.get()]

@@ -26,8 +26,11 @@ class Problem(Exception):
 
 
 def _too_large(size, limit):
-    return Problem(413, f"the upload is too large: {size:,} bytes, over the server's limit of {limit:,} bytes "
-                        f"({limit / 2 ** 20:.1f} MiB; `cnnzoo serve --max-upload-mb`)")
+    return Problem(
+        413,
+        f"the upload is too large: {size:,} bytes, over the server's limit of {limit:,} bytes "
+        f"({limit / 2**20:.1f} MiB; `cnnzoo serve --max-upload-mb`)",
+    )
 
 
 async def read_upload(request, limit):
@@ -71,8 +74,11 @@ async def read_upload(request, limit):
             async with Request(request.scope, replay).form(max_files=1, max_fields=8) as form:
                 field = form.get("file")
                 if not isinstance(field, UploadFile):
-                    raise Problem(400, "the multipart form must carry the image in a file field named `file`; "
-                                       f"got fields {sorted(form.keys())}")
+                    raise Problem(
+                        400,
+                        "the multipart form must carry the image in a file field named `file`; "
+                        f"got fields {sorted(form.keys())}",
+                    )
                 name, body = field.filename, await field.read()
         except Problem:
             raise
@@ -81,8 +87,11 @@ async def read_upload(request, limit):
         if len(body) > limit:
             raise _too_large(len(body), limit)
     if not body:
-        raise Problem(400, "the upload is empty: send the image file's bytes as the request body, or as the "
-                           "`file` field of a multipart form")
+        raise Problem(
+            400,
+            "the upload is empty: send the image file's bytes as the request body, or as the "
+            "`file` field of a multipart form",
+        )
     return body, name
 
 

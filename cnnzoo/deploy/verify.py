@@ -74,17 +74,20 @@ def verification_images(verify_with, size, channels, class_names):
         root = Path(verify_with).expanduser()
         files = _image_files(root)
         if not files:
-            raise DataError(f"`verify_with` must be a folder holding image files. Received: "
-                            f"verify_with={str(root)!r} (no image files under it).")
+            raise DataError(
+                f"`verify_with` must be a folder holding image files. Received: "
+                f"verify_with={str(root)!r} (no image files under it)."
+            )
         index = {name: i for i, name in enumerate(class_names)}
         labels = [index.get(f.parent.name) if f.parent != root else None for f in files]
         x = load_images([str(f) for f in files], size, channels)
         known = np.array(labels if all(v is not None for v in labels) else [], np.int64)
-        return Images(x, known if len(known) else None, x[:MAX_CALIBRATION],
-                      f"{len(files)} images from {root}")
+        return Images(x, known if len(known) else None, x[:MAX_CALIBRATION], f"{len(files)} images from {root}")
     if isinstance(verify_with, (str, Path)):
-        raise DataError(f"`verify_with` must be a folder of images, a list of image files or an array. "
-                        f"Received: verify_with={str(verify_with)!r} (no such folder).")
+        raise DataError(
+            f"`verify_with` must be a folder of images, a list of image files or an array. "
+            f"Received: verify_with={str(verify_with)!r} (no such folder)."
+        )
     x = load_images(verify_with, size, channels)
     return Images(x, None, x[:MAX_CALIBRATION], f"{len(x)} given images")
 
@@ -98,16 +101,21 @@ def load_images(items, size, channels):
         return np.stack([load_image(Path(f), size, channels) for f in items]).astype(np.float32)
     arr = np.asarray(items)
     if arr.dtype.kind not in "uif" or arr.ndim != 4 or arr.shape[-1] not in (1, 3, 4) or not len(arr):
-        raise DataError(f"`verify_with` must be a folder, a list of image files or a 0-255 array [N, H, W, C] "
-                        f"with C in 1, 3, 4. Received: an array of shape {arr.shape} and dtype {arr.dtype}.")
+        raise DataError(
+            f"`verify_with` must be a folder, a list of image files or a 0-255 array [N, H, W, C] "
+            f"with C in 1, 3, 4. Received: an array of shape {arr.shape} and dtype {arr.dtype}."
+        )
     return np.stack([resize_array(to_channels(a, channels), size) for a in arr]).astype(np.float32)
 
 
 def _image_files(root):
     from cnnzoo.data import IMAGE_EXTENSIONS
 
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                   and not p.name.startswith("."))
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+    )
     return files[:MAX_USER_IMAGES]
 
 
@@ -117,7 +125,7 @@ def _default_images(size, channels, class_names):
     d = digits()  # 8x8 gray; load_images converts and resizes like predict does
     count = len(d.x_test) if size[0] * size[1] <= _LARGE else 64
     x = load_images(d.x_test[:count], size, channels)
-    calibration = load_images(d.x_train[:MAX_CALIBRATION if count == len(d.x_test) else 64], size, channels)
+    calibration = load_images(d.x_train[: MAX_CALIBRATION if count == len(d.x_test) else 64], size, channels)
     is_digits = tuple(class_names) == DIGIT_CLASSES
     labels = d.y_test[:count] if is_digits else None
     description = f"{count} held-out UCI digits"
@@ -141,7 +149,7 @@ def _synthetic(size, channels, n=SYNTHETIC, seed=0):
         colours = rng.uniform(0, 255, (2, channels)).astype(np.float32)
         img = colours[0] * ramp[..., None] + colours[1] * (1.0 - ramp[..., None])
         top, left = rng.integers(0, max(h // 2, 1)), rng.integers(0, max(w // 2, 1))
-        img[top:top + max(h // 4, 1), left:left + max(w // 4, 1)] = rng.uniform(128, 255, channels)
+        img[top : top + max(h // 4, 1), left : left + max(w // 4, 1)] = rng.uniform(128, 255, channels)
         out[i] = np.clip(img + rng.normal(0, 12, img.shape), 0, 255)
     return out
 
@@ -171,9 +179,11 @@ def tolerance_for(tolerance, quantize):
     if tolerance is None:
         return DEFAULT_TOLERANCE[quantize]
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not tolerance >= 0:
-        raise ConfigError(f"`tolerance` must be a number >= 0 (max abs difference of probabilities; for "
-                          f"quantize='int8' the fraction of images whose top-1 label may differ). "
-                          f"Received: tolerance={tolerance!r}.")
+        raise ConfigError(
+            f"`tolerance` must be a number >= 0 (max abs difference of probabilities; for "
+            f"quantize='int8' the fraction of images whose top-1 label may differ). "
+            f"Received: tolerance={tolerance!r}."
+        )
     return float(tolerance)
 
 
@@ -182,14 +192,19 @@ def check(comparison, tolerance, quantize, what, path):
     c = comparison
     if quantize == "int8":
         bad = (1.0 - c.top1_agreement) > tolerance
-        rule = (f"top-1 agreement {c.top1_agreement:.1%} is below {1 - tolerance:.1%} "
-                f"(max abs difference {c.max_abs_diff:.3g})")
+        rule = (
+            f"top-1 agreement {c.top1_agreement:.1%} is below {1 - tolerance:.1%} "
+            f"(max abs difference {c.max_abs_diff:.3g})"
+        )
     else:
         bad = not c.max_abs_diff <= tolerance
-        rule = (f"max abs difference {c.max_abs_diff:.3g} is beyond the tolerance "
-                f"(top-1 agreement {c.top1_agreement:.1%})")
+        rule = (
+            f"max abs difference {c.max_abs_diff:.3g} is beyond the tolerance (top-1 agreement {c.top1_agreement:.1%})"
+        )
     if bad:
-        raise ExportError(f"`tolerance`: the exported {what} does not give the Keras model's answers on "
-                          f"{c.images} images: {rule}, so nothing was written at {str(path)!r}. Check the model "
-                          f"for layers the format cannot represent, or loosen `tolerance` if the difference "
-                          f"is expected. Received: tolerance={tolerance!r}.")
+        raise ExportError(
+            f"`tolerance`: the exported {what} does not give the Keras model's answers on "
+            f"{c.images} images: {rule}, so nothing was written at {str(path)!r}. Check the model "
+            f"for layers the format cannot represent, or loosen `tolerance` if the difference "
+            f"is expected. Received: tolerance={tolerance!r}."
+        )

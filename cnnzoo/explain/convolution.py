@@ -20,15 +20,17 @@ _SOBEL_X = np.array([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 _BLUR5_1D = np.array([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
 
 # 2-D kernels, read-only (a named kernel is copied before use).
-kernels = MappingProxyType({
-    "box": np.full((3, 3), 1.0 / 9.0),
-    "sobel_x": _SOBEL_X,
-    "sobel_y": _SOBEL_X.T.copy(),
-    "edge": np.array([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]),  # the Laplacian
-    "blur": np.outer([1.0, 2.0, 1.0], [1.0, 2.0, 1.0]) / 16.0,  # Gaussian, 3x3
-    "blur5": np.outer(_BLUR5_1D, _BLUR5_1D),  # Gaussian, 5x5
-    "sharpen": np.array([[0.0, -1.0, 0.0], [-1.0, 5.0, -1.0], [0.0, -1.0, 0.0]]),
-})
+kernels = MappingProxyType(
+    {
+        "box": np.full((3, 3), 1.0 / 9.0),
+        "sobel_x": _SOBEL_X,
+        "sobel_y": _SOBEL_X.T.copy(),
+        "edge": np.array([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]),  # the Laplacian
+        "blur": np.outer([1.0, 2.0, 1.0], [1.0, 2.0, 1.0]) / 16.0,  # Gaussian, 3x3
+        "blur5": np.outer(_BLUR5_1D, _BLUR5_1D),  # Gaussian, 5x5
+        "sharpen": np.array([[0.0, -1.0, 0.0], [-1.0, 5.0, -1.0], [0.0, -1.0, 0.0]]),
+    }
+)
 for _k in kernels.values():
     _k.setflags(write=False)
 
@@ -65,8 +67,10 @@ def kernel(name, ndim=2):
     if table is None:
         raise ConfigError(f"`ndim` must be 1 or 2. Received: ndim={ndim!r}.")
     if not isinstance(name, str) or name not in table:
-        raise ConfigError(f"`kernel` must be an array or one of the named {ndim}-D kernels "
-                          f"{sorted(table)}.{closest(name, table)} Received: kernel={name!r}.")
+        raise ConfigError(
+            f"`kernel` must be an array or one of the named {ndim}-D kernels "
+            f"{sorted(table)}.{closest(name, table)} Received: kernel={name!r}."
+        )
     return np.array(table[name], dtype=np.float64)
 
 
@@ -156,21 +160,27 @@ def _check(x, w, mode):
     except Exception as e:  # noqa: BLE001 - anything that is not array-like
         raise DataError(f"`signal_or_image` must be an array. Received: an object of type {type(x).__name__}.") from e
     if x.dtype.kind not in "biuf" or x.ndim not in (1, 2, 3) or x.size == 0:
-        raise DataError(f"`signal_or_image` must be a non-empty numeric array: a signal [N], a grayscale image "
-                        f"[H, W] or an image [H, W, C]. Received: shape {x.shape}, dtype {x.dtype}.")
+        raise DataError(
+            f"`signal_or_image` must be a non-empty numeric array: a signal [N], a grayscale image "
+            f"[H, W] or an image [H, W, C]. Received: shape {x.shape}, dtype {x.dtype}."
+        )
     spatial = 1 if x.ndim == 1 else 2
     if isinstance(w, str):
         w = kernel(w, ndim=spatial)
     else:
         w = np.asarray(w)
         if w.dtype.kind not in "biuf" or w.ndim != spatial or w.size == 0:
-            raise ConfigError(f"`kernel` must be a non-empty numeric {spatial}-D array (one dimension per "
-                              f"spatial dimension of the input, {x.shape}) or a kernel name from `kernels`. "
-                              f"Received: kernel of shape {w.shape}, dtype {w.dtype}.")
+            raise ConfigError(
+                f"`kernel` must be a non-empty numeric {spatial}-D array (one dimension per "
+                f"spatial dimension of the input, {x.shape}) or a kernel name from `kernels`. "
+                f"Received: kernel of shape {w.shape}, dtype {w.dtype}."
+            )
     if mode == "valid" and any(k > n for k, n in zip(w.shape, x.shape)):
-        raise ConfigError(f"`kernel` must fit inside the input for mode='valid' (shape {w.shape} vs "
-                          f"{x.shape[:spatial]}); use mode='same' or 'full', or a smaller kernel. "
-                          f"Received: kernel of shape {w.shape}.")
+        raise ConfigError(
+            f"`kernel` must fit inside the input for mode='valid' (shape {w.shape} vs "
+            f"{x.shape[:spatial]}); use mode='same' or 'full', or a smaller kernel. "
+            f"Received: kernel of shape {w.shape}."
+        )
     return x.astype(np.float64), w.astype(np.float64), mode
 
 

@@ -47,8 +47,9 @@ def feature_maps(model, image, layers=None):
     if layers is None:
         names = [t.name for t in _taps.taps(model) if t.kind in ("conv", "pool")]
         if not names:
-            raise ConfigError(f"`model` must have convolution or pooling layers to show feature maps. "
-                              f"Received: model={model.name!r}.")
+            raise ConfigError(
+                f"`model` must have convolution or pooling layers to show feature maps. Received: model={model.name!r}."
+            )
     else:
         if isinstance(layers, str) or not isinstance(layers, (list, tuple)) or not layers:
             raise ConfigError(f"`layers` must be None or a non-empty list of layer names. Received: layers={layers!r}.")
@@ -85,8 +86,10 @@ def plot_feature_maps(maps, out_dir, max_channels=64):
 
     max_channels = check_int(max_channels, "max_channels")
     if not isinstance(maps, dict) or not maps:
-        raise ConfigError(f"`maps` must be the non-empty dict that `feature_maps` returns. "
-                          f"Received: maps of type {type(maps).__name__}.")
+        raise ConfigError(
+            f"`maps` must be the non-empty dict that `feature_maps` returns. "
+            f"Received: maps of type {type(maps).__name__}."
+        )
     out_dir = Path(out_dir)
     written = {}
     for name, arr in maps.items():
@@ -94,8 +97,10 @@ def plot_feature_maps(maps, out_dir, max_channels=64):
         if arr.ndim == 4:
             arr = arr[0]
         if arr.ndim != 3:
-            raise ConfigError(f"`maps` must hold feature maps [height, width, channels]. "
-                              f"Received: maps[{name!r}] of shape {arr.shape}.")
+            raise ConfigError(
+                f"`maps` must hold feature maps [height, width, channels]. "
+                f"Received: maps[{name!r}] of shape {arr.shape}."
+            )
         n = min(arr.shape[-1], max_channels)
         fig, axes = tile_grid(n)
         for c, ax in enumerate(axes[:n]):

@@ -56,8 +56,10 @@ def filters(model, layer=None, out=None, max_filters=16, indices=None, steps=30,
     elif isinstance(indices, (list, tuple)) and indices and all(is_int(i) and 0 <= i < channels for i in indices):
         chosen = [int(i) for i in indices]
     else:
-        raise ConfigError(f"`indices` must be None or a non-empty list of filter indices from 0 to {channels - 1} "
-                          f"(`{tap.name}` has {channels} filters). Received: indices={indices!r}.")
+        raise ConfigError(
+            f"`indices` must be None or a non-empty list of filter indices from 0 to {channels - 1} "
+            f"(`{tap.name}` has {channels} filters). Received: indices={indices!r}."
+        )
     if tap is first and _has_plain_kernel(tap.layer):
         tiles = _kernel_tiles(tap.layer, chosen)
     else:
@@ -89,7 +91,8 @@ def _has_plain_kernel(layer):
     import keras
 
     return isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)) and not isinstance(
-        layer, keras.layers.Conv2DTranspose)
+        layer, keras.layers.Conv2DTranspose
+    )
 
 
 def _linear_source(model, name):
@@ -102,8 +105,14 @@ def _linear_source(model, name):
     i = next(i for i, t in enumerate(found) if t.name == name)
     tap = found[i]
     linear = keras.activations.get("linear")
-    if (tap.kind != "conv" or i == 0 or type(tap.layer) is not keras.layers.Conv2D or tap.layer.activation is linear
-            or tap.parent is None or not isinstance(model.get_layer(tap.parent), ConvBlock)):
+    if (
+        tap.kind != "conv"
+        or i == 0
+        or type(tap.layer) is not keras.layers.Conv2D
+        or tap.layer.activation is linear
+        or tap.parent is None
+        or not isinstance(model.get_layer(tap.parent), ConvBlock)
+    ):
         return None, None
     block = model.get_layer(tap.parent)
     j = block.steps.index(tap.layer)
@@ -148,8 +157,13 @@ def _plot(tiles, chosen, name, out):
     fig, axes = tile_grid(n, cell=1.2)
     for i, ax in enumerate(axes[:n]):
         tile = tiles[i]
-        ax.imshow(tile[..., 0] if tile.shape[-1] == 1 else tile, cmap="gray" if tile.shape[-1] == 1 else None,
-                  vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.imshow(
+            tile[..., 0] if tile.shape[-1] == 1 else tile,
+            cmap="gray" if tile.shape[-1] == 1 else None,
+            vmin=0.0,
+            vmax=1.0,
+            interpolation="nearest",
+        )
         ax.set_title(str(chosen[i]), fontsize=7)
     fig.suptitle(f"{name}: {n} filters", fontsize=10)
     return save_png(fig, Path(out))

@@ -60,8 +60,10 @@ def grad_cam(model, image, class_index=None, layer=None, out=None):
         captured, scores = _taps.run(model, x, [tap.name], logits=True)
         scores = tf.cast(scores, tf.float32)
         if scores.shape.rank != 2:
-            raise ConfigError(f"`model` must output class scores [batch, classes]. "
-                              f"Received: model output shape {tuple(scores.shape)}.")
+            raise ConfigError(
+                f"`model` must output class scores [batch, classes]. "
+                f"Received: model output shape {tuple(scores.shape)}."
+            )
         chosen = _class_indices(model, class_index, np.asarray(scores), int(scores.shape[-1]))
         score = tf.reduce_sum(tf.gather(scores, chosen, axis=1, batch_dims=1))
     fmap = captured[tap.name]
@@ -91,12 +93,16 @@ def _class_indices(model, class_index, scores, n):
 
         names = class_names_of(model)
         if class_index not in names:
-            raise ConfigError(f"`class_index` must be an int from 0 to {n - 1} or one of the model's class names "
-                              f"{names[:10]}{' ...' if len(names) > 10 else ''}. Received: class_index={class_index!r}.")
+            raise ConfigError(
+                f"`class_index` must be an int from 0 to {n - 1} or one of the model's class names "
+                f"{names[:10]}{' ...' if len(names) > 10 else ''}. Received: class_index={class_index!r}."
+            )
         class_index = names.index(class_index)
     if not is_int(class_index) or not 0 <= class_index < n:
-        raise ConfigError(f"`class_index` must be None, a class name or an int from 0 to {n - 1} (the model has "
-                          f"{n} classes). Received: class_index={class_index!r}.")
+        raise ConfigError(
+            f"`class_index` must be None, a class name or an int from 0 to {n - 1} (the model has "
+            f"{n} classes). Received: class_index={class_index!r}."
+        )
     return np.full(len(scores), int(class_index), np.int32)
 
 
@@ -106,7 +112,9 @@ def _resize(heat, size, renormalise=True):
     h, w = int(size[0]), int(size[1])
     if heat.shape == (h, w):
         return heat.astype(np.float32)
-    resized = np.asarray(Image.fromarray(np.ascontiguousarray(heat, np.float32)).resize((w, h), Image.Resampling.BILINEAR))
+    resized = np.asarray(
+        Image.fromarray(np.ascontiguousarray(heat, np.float32)).resize((w, h), Image.Resampling.BILINEAR)
+    )
     resized = np.clip(resized, 0.0, None)
     if not renormalise:  # an overlay of the heatmap the caller gave
         return np.clip(resized, 0.0, 1.0).astype(np.float32)
@@ -137,13 +145,16 @@ def overlay(image, heatmap, alpha=0.4, out=None, colormap="jet"):
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"`alpha` must be a number from 0 to 1. Received: alpha={alpha!r}.")
     if colormap not in matplotlib.colormaps:
-        raise ConfigError(f"`colormap` must be a matplotlib colormap name (e.g. 'jet', 'viridis'). "
-                          f"Received: colormap={colormap!r}.")
+        raise ConfigError(
+            f"`colormap` must be a matplotlib colormap name (e.g. 'jet', 'viridis'). Received: colormap={colormap!r}."
+        )
     rgb = original(image)
     heat = np.asarray(heatmap, np.float32)
     if heat.ndim != 2 or not np.all(np.isfinite(heat)):
-        raise DataError(f"`heatmap` must be a finite 2-D array [height, width] (values in [0, 1]). "
-                        f"Received: heatmap of shape {heat.shape}.")
+        raise DataError(
+            f"`heatmap` must be a finite 2-D array [height, width] (values in [0, 1]). "
+            f"Received: heatmap of shape {heat.shape}."
+        )
     heat = _resize(np.clip(heat, 0.0, 1.0), rgb.shape[:2], renormalise=False)
     colour = matplotlib.colormaps[colormap](heat)[..., :3] * 255.0
     blended = np.clip((1.0 - alpha) * rgb + alpha * colour, 0, 255).round().astype(np.uint8)

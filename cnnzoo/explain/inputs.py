@@ -27,10 +27,14 @@ def model_batch(model, images):
     from cnnzoo.deploy.inference import load_images
 
     size, channels = input_size(model)
-    if not isinstance(images, (str, Path, list, tuple, np.ndarray)) and not hasattr(images, "numpy") \
-            and not _is_pil(images):
-        raise DataError(f"`image` must be file paths, PIL images or arrays. Received: an object of type "
-                        f"{type(images).__name__}.")
+    if (
+        not isinstance(images, (str, Path, list, tuple, np.ndarray))
+        and not hasattr(images, "numpy")
+        and not _is_pil(images)
+    ):
+        raise DataError(
+            f"`image` must be file paths, PIL images or arrays. Received: an object of type {type(images).__name__}."
+        )
     try:
         batch, _, single = load_images(images, size, channels)
     except (DataError, DataNotFoundError) as e:  # the argument is called `image` here
@@ -56,8 +60,10 @@ def original(image):
         return data.convert_image(image, 3)
     arr = np.asarray(image.numpy() if hasattr(image, "numpy") else image)
     if arr.dtype.kind not in "buif" or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4)):
-        raise DataError(f"`image` must be a file path, a PIL image or an array [H, W] or [H, W, C] with C in "
-                        f"1, 3, 4 (0-255 values). Received: an array of shape {arr.shape} and dtype {arr.dtype}.")
+        raise DataError(
+            f"`image` must be a file path, a PIL image or an array [H, W] or [H, W, C] with C in "
+            f"1, 3, 4 (0-255 values). Received: an array of shape {arr.shape} and dtype {arr.dtype}."
+        )
     return np.clip(data.to_channels(arr, 3), 0, 255).astype(np.uint8)
 
 
@@ -67,6 +73,9 @@ def save_rgb_png(array, path):
 
     from cnnzoo.utils.files import atomic_save
 
-    image = Image.fromarray(np.asarray(array, np.uint8).squeeze() if np.ndim(array) == 3 and np.shape(array)[-1] == 1
-                            else np.asarray(array, np.uint8))
+    image = Image.fromarray(
+        np.asarray(array, np.uint8).squeeze()
+        if np.ndim(array) == 3 and np.shape(array)[-1] == 1
+        else np.asarray(array, np.uint8)
+    )
     return atomic_save(Path(path), lambda tmp: image.save(tmp, format="PNG"))

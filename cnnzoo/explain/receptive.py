@@ -50,25 +50,45 @@ def receptive_fields(name_or_model, input_shape=None):
         return stats.receptive_fields(name_or_model, input_shape)
     if hasattr(name_or_model, "layers") and hasattr(name_or_model, "inputs"):
         if input_shape is not None:
-            raise ConfigError(f"`input_shape` applies to a model name or spec; a built model has its own "
-                              f"({tuple(name_or_model.inputs[0].shape[1:])}). Received: input_shape={input_shape!r}.")
+            raise ConfigError(
+                f"`input_shape` applies to a model name or spec; a built model has its own "
+                f"({tuple(name_or_model.inputs[0].shape[1:])}). Received: input_shape={input_shape!r}."
+            )
         return _from_model(name_or_model)
-    raise ConfigError(f"`name_or_model` must be a zoo model name, a ModelSpec or a built keras.Model. "
-                      f"Received: {type(name_or_model).__name__} {name_or_model!r:.80}.")
+    raise ConfigError(
+        f"`name_or_model` must be a zoo model name, a ModelSpec or a built keras.Model. "
+        f"Received: {type(name_or_model).__name__} {name_or_model!r:.80}."
+    )
 
 
 # ------------------------------------------------------------ built models
 
-_SKIP = ("InputLayer", "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "Dropout", "SpatialDropout2D",
-         "GaussianNoise", "GaussianDropout", "Rescaling", "Normalization", "Preprocess")
+_SKIP = (
+    "InputLayer",
+    "Activation",
+    "ReLU",
+    "LeakyReLU",
+    "PReLU",
+    "ELU",
+    "Softmax",
+    "Dropout",
+    "SpatialDropout2D",
+    "GaussianNoise",
+    "GaussianDropout",
+    "Rescaling",
+    "Normalization",
+    "Preprocess",
+)
 _WHOLE = ("Flatten", "GlobalAveragePooling2D", "GlobalMaxPooling2D")
 
 
 def _from_model(model):
     shape = tuple(model.inputs[0].shape)
     if len(shape) != 4:
-        raise ConfigError(f"`name_or_model` must take images (batch, height, width, channels). "
-                          f"Received: a model with input shape {shape}.")
+        raise ConfigError(
+            f"`name_or_model` must take images (batch, height, width, channels). "
+            f"Received: a model with input shape {shape}."
+        )
     out = {}
     _walk(model, ReceptiveField(1, 1, (0.0, 0.0)), shape[1:3], max(shape[1:3]), out, "")
     return out

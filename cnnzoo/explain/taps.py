@@ -44,8 +44,12 @@ class Tap:
 def _kind(layer):
     import keras
 
-    convs = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D,
-             keras.layers.Conv2DTranspose)
+    convs = (
+        keras.layers.Conv2D,
+        keras.layers.DepthwiseConv2D,
+        keras.layers.SeparableConv2D,
+        keras.layers.Conv2DTranspose,
+    )
     pools = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
     return "conv" if isinstance(layer, convs) else "pool" if isinstance(layer, pools) else "other"
 
@@ -53,8 +57,17 @@ def _kind(layer):
 def _is_elementwise(layer):
     import keras
 
-    return isinstance(layer, (keras.layers.BatchNormalization, keras.layers.Activation, keras.layers.ReLU,
-                              keras.layers.LeakyReLU, keras.layers.ELU, keras.layers.PReLU))
+    return isinstance(
+        layer,
+        (
+            keras.layers.BatchNormalization,
+            keras.layers.Activation,
+            keras.layers.ReLU,
+            keras.layers.LeakyReLU,
+            keras.layers.ELU,
+            keras.layers.PReLU,
+        ),
+    )
 
 
 class _Plan:
@@ -156,9 +169,11 @@ def find(model, name, key="layers"):
     if tap is None:
         names = list(plan.by_name)
         shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
-        raise ConfigError(f"`{key}` must name layers of `{model.name}` whose output is a feature map "
-                          f"[batch, height, width, channels] ({shown}).{closest(name, names)} "
-                          f"Received: {key}={name!r}.")
+        raise ConfigError(
+            f"`{key}` must name layers of `{model.name}` whose output is a feature map "
+            f"[batch, height, width, channels] ({shown}).{closest(name, names)} "
+            f"Received: {key}={name!r}."
+        )
     return tap
 
 
@@ -167,8 +182,10 @@ def first_conv(model):
     for tap in _plan(model).taps:
         if tap.kind == "conv":
             return tap
-    raise ConfigError(f"`model` must have a 2-D convolution layer. Received: model={model.name!r} "
-                      f"(no Conv2D/DepthwiseConv2D/SeparableConv2D inside).")
+    raise ConfigError(
+        f"`model` must have a 2-D convolution layer. Received: model={model.name!r} "
+        f"(no Conv2D/DepthwiseConv2D/SeparableConv2D inside)."
+    )
 
 
 def default_gradcam_layer(model):
@@ -181,8 +198,12 @@ def default_gradcam_layer(model):
     if last is None:
         first_conv(model)  # raises
     j = last
-    while (j + 1 < len(found) and found[j + 1].parent == found[last].parent
-           and found[j + 1].shape[:2] == found[last].shape[:2] and _is_elementwise(found[j + 1].layer)):
+    while (
+        j + 1 < len(found)
+        and found[j + 1].parent == found[last].parent
+        and found[j + 1].shape[:2] == found[last].shape[:2]
+        and _is_elementwise(found[j + 1].layer)
+    ):
         j += 1
     return found[j]
 
@@ -191,8 +212,9 @@ def input_size(model):
     """`((height, width), channels)` of a model taking fixed-size images, else a `ConfigError`."""
     shape = tuple(model.inputs[0].shape) if getattr(model, "inputs", None) else ()
     if len(shape) != 4 or shape[3] not in (1, 3) or None in shape[1:]:
-        raise ConfigError(f"`model` must take fixed-size images [batch, height, width, 1 or 3]. "
-                          f"Received: model input shape {shape}.")
+        raise ConfigError(
+            f"`model` must take fixed-size images [batch, height, width, 1 or 3]. Received: model input shape {shape}."
+        )
     return (int(shape[1]), int(shape[2])), int(shape[3])
 
 
@@ -221,8 +243,10 @@ def run(model, x, capture, stop=False, logits=False):
         names = list(wanted)
         nested = [n for n, t in wanted.items() if t.parent is not None]
         if nested:
-            raise ConfigError(f"`layers` must be top-level layers for `{model.name}`, which is not a chain of "
-                              f"layers (its nested layers cannot be reached). Received: layers={nested!r}.")
+            raise ConfigError(
+                f"`layers` must be top-level layers for `{model.name}`, which is not a chain of "
+                f"layers (its nested layers cannot be reached). Received: layers={nested!r}."
+            )
         outs = _submodel(plan, model, tuple(names), with_output=not stop)(x, training=False)
         outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
         captured = dict(zip(names, outs))

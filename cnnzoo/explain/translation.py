@@ -27,8 +27,11 @@ __all__ = ["SHAPES", "MODELS", "TranslationResult", "draw_shapes", "translation_
 
 SHAPES = ("circle", "square", "triangle", "cross")
 MODELS = ("dense", "cnn_flatten", "cnn_global_pool")
-LABELS = {"dense": "dense (Flatten + Dense)", "cnn_flatten": "CNN, flatten head",
-          "cnn_global_pool": "CNN, global pooling head"}
+LABELS = {
+    "dense": "dense (Flatten + Dense)",
+    "cnn_flatten": "CNN, flatten head",
+    "cnn_global_pool": "CNN, global pooling head",
+}
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,10 @@ class TranslationResult:
         """The accuracies as a markdown table (one row per model)."""
         rows = ["| model | parameters | trained half | other half |", "|---|---:|---:|---:|"]
         for name, acc in self.accuracy.items():
-            rows.append(f"| {LABELS.get(name, name)} | {self.params.get(name, 0):,} | "
-                        f"{acc['trained_half']:.1%} | {acc['other_half']:.1%} |")
+            rows.append(
+                f"| {LABELS.get(name, name)} | {self.params.get(name, 0):,} | "
+                f"{acc['trained_half']:.1%} | {acc['other_half']:.1%} |"
+            )
         return "\n".join(rows)
 
 
@@ -107,8 +112,11 @@ def draw_shapes(n, size=32, half="left", seed=0, clutter=8):
         for _ in range(clutter):  # clutter everywhere, in both halves
             x0, y0 = rng.uniform(0, size, 2)
             angle, length = rng.uniform(0, np.pi), rng.uniform(2, size / 6)
-            draw.line([(x0, y0), (x0 + length * np.cos(angle), y0 + length * np.sin(angle))],
-                      fill=int(rng.integers(60, 170)), width=1)
+            draw.line(
+                [(x0, y0), (x0 + length * np.cos(angle), y0 + length * np.sin(angle))],
+                fill=int(rng.integers(60, 170)),
+                width=1,
+            )
         s = rng.uniform(0.55, 0.8) * w  # shape side
         cx = rng.uniform(s / 2 + 1, w - s / 2 - 1) + (w if half == "right" else 0)
         cy = rng.uniform(s / 2 + 1, size - s / 2 - 1)
@@ -139,21 +147,38 @@ def _models(size, pooling):
 
     n = len(SHAPES)
     blocks = [{"filters": 16}, {"filters": 32}, {"filters": 32}]
-    common = dict(num_classes=n, input_shape=(size, size, 1), blocks=blocks, dense=[64], dropout=0.0,
-                  class_names=list(SHAPES), compile=False)
-    dense = keras.Sequential([keras.Input((size, size, 1)), keras.layers.Rescaling(1 / 255.0),
-                              keras.layers.Flatten(), keras.layers.Dense(128, activation="relu"),
-                              keras.layers.Dense(n, activation="softmax")], name="dense")
-    models = {"dense": dense,
-              "cnn_flatten": get("bird_classifier", pooling="flatten", **common),
-              "cnn_global_pool": get("bird_classifier", pooling=pooling, **common)}
+    common = dict(
+        num_classes=n,
+        input_shape=(size, size, 1),
+        blocks=blocks,
+        dense=[64],
+        dropout=0.0,
+        class_names=list(SHAPES),
+        compile=False,
+    )
+    dense = keras.Sequential(
+        [
+            keras.Input((size, size, 1)),
+            keras.layers.Rescaling(1 / 255.0),
+            keras.layers.Flatten(),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dense(n, activation="softmax"),
+        ],
+        name="dense",
+    )
+    models = {
+        "dense": dense,
+        "cnn_flatten": get("bird_classifier", pooling="flatten", **common),
+        "cnn_global_pool": get("bird_classifier", pooling=pooling, **common),
+    }
     for model in models.values():
         compile_model(model, learning_rate=2e-3)
     return models
 
 
-def translation_experiment(seed=0, out=None, *, size=32, num_train=2000, num_test=400, epochs=8, pooling="max",
-                           batch_size=64):
+def translation_experiment(
+    seed=0, out=None, *, size=32, num_train=2000, num_test=400, epochs=8, pooling="max", batch_size=64
+):
     """Trains three models on shapes in the left half of the image and tests them on both halves.
 
     A dense network and a CNN with a flatten head learn weights per position:
@@ -192,8 +217,10 @@ def translation_experiment(seed=0, out=None, *, size=32, num_train=2000, num_tes
         raise ConfigError(f"`pooling` must be 'max' or 'avg' (the global pooling head). Received: pooling={pooling!r}.")
     start = time.perf_counter()
     x, y = draw_shapes(num_train, size, "left", seed=seed)
-    tests = {"trained_half": draw_shapes(num_test, size, "left", seed=seed + 10_000),
-             "other_half": draw_shapes(num_test, size, "right", seed=seed + 20_000)}
+    tests = {
+        "trained_half": draw_shapes(num_test, size, "left", seed=seed + 10_000),
+        "other_half": draw_shapes(num_test, size, "right", seed=seed + 20_000),
+    }
     accuracy, params = {}, {}
     with seeded(seed):
         models = _models(size, pooling)
@@ -201,12 +228,15 @@ def translation_experiment(seed=0, out=None, *, size=32, num_train=2000, num_tes
             model.fit(x.astype(np.float32), y, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True)
             both = np.concatenate([tx for tx, _ in tests.values()]).astype(np.float32)  # one predict call
             right = np.argmax(model.predict(both, verbose=0, batch_size=256), axis=1) == np.concatenate(
-                [ty for _, ty in tests.values()])
-            accuracy[name] = {half: float(right[k * num_test:(k + 1) * num_test].mean())
-                              for k, half in enumerate(tests)}
+                [ty for _, ty in tests.values()]
+            )
+            accuracy[name] = {
+                half: float(right[k * num_test : (k + 1) * num_test].mean()) for k, half in enumerate(tests)
+            }
             params[name] = int(model.count_params())
-    result = TranslationResult(accuracy, seed, size, num_train, num_test, epochs,
-                               time.perf_counter() - start, None, params, pooling)
+    result = TranslationResult(
+        accuracy, seed, size, num_train, num_test, epochs, time.perf_counter() - start, None, params, pooling
+    )
     if out is not None:
         result = TranslationResult(**{**result.__dict__, "plot": plot_translation(result, out)})
     return result
@@ -224,8 +254,13 @@ def plot_translation(result, out):
     for k, (half, colour) in enumerate((("trained_half", "#4878cf"), ("other_half", "#d65f5f"))):
         values = np.array([[r.accuracy[m][half] for m in names] for r in results])
         pos = np.arange(len(names)) + (k - 0.5) * width
-        ax.bar(pos, values.mean(axis=0), width, color=colour,
-               label="trained half (left)" if k == 0 else "other half (right, never seen)")
+        ax.bar(
+            pos,
+            values.mean(axis=0),
+            width,
+            color=colour,
+            label="trained half (left)" if k == 0 else "other half (right, never seen)",
+        )
         if len(results) > 1:
             for row in values:
                 ax.plot(pos, row, "k.", ms=4)
@@ -237,7 +272,10 @@ def plot_translation(result, out):
     ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_ylabel("test accuracy")
     seeds = ", ".join(str(r.seed) for r in results)
-    ax.set_title(f"Trained on shapes in the left half only ({results[0].size}x{results[0].size}, "
-                 f"seed{'s' if len(results) > 1 else ''} {seeds})", fontsize=9)
+    ax.set_title(
+        f"Trained on shapes in the left half only ({results[0].size}x{results[0].size}, "
+        f"seed{'s' if len(results) > 1 else ''} {seeds})",
+        fontsize=9,
+    )
     ax.legend(fontsize=7, loc="upper center", ncol=3, frameon=False)
     return save_png(fig, Path(out))

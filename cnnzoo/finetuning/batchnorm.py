@@ -33,8 +33,16 @@ import warnings
 from cnnzoo.errors import TrainingWarning
 from cnnzoo.finetuning.freezing import batchnorm_layers
 
-__all__ = ["MAX_INITIAL_WEIGHT", "EPOCH_IMAGES", "adapted_momentum", "converging_batchnorm", "precise_statistics",
-           "before_validation", "chance_warnings", "warn"]
+__all__ = [
+    "MAX_INITIAL_WEIGHT",
+    "EPOCH_IMAGES",
+    "adapted_momentum",
+    "converging_batchnorm",
+    "precise_statistics",
+    "before_validation",
+    "chance_warnings",
+    "warn",
+]
 
 log = logging.getLogger("cnnzoo.finetuning")
 
@@ -54,7 +62,7 @@ def adapted_momentum(momentum, steps):
     True
     """
     steps = max(1, int(steps))
-    if momentum <= 0 or momentum ** steps <= MAX_INITIAL_WEIGHT:
+    if momentum <= 0 or momentum**steps <= MAX_INITIAL_WEIGHT:
         return None
     return min(momentum, 1.0 - min(0.5, 5.0 / steps))
 
@@ -85,10 +93,16 @@ def converging_batchnorm(model, steps, stage_name=""):
                 bn.momentum = new
     if changed:
         olds = sorted({float(old) for _, old, _ in changed})
-        log.info("stage %s: %d BatchNorm layers with momentum %s would keep %.0f%% of their initial statistics "
-                 "after %d steps: momentum %.4g for this stage (precise BatchNorm statistics)", stage_name,
-                 len(changed), "/".join(f"{m:g}" for m in olds), 100 * max(olds) ** max(1, steps), steps,
-                 changed[0][2])
+        log.info(
+            "stage %s: %d BatchNorm layers with momentum %s would keep %.0f%% of their initial statistics "
+            "after %d steps: momentum %.4g for this stage (precise BatchNorm statistics)",
+            stage_name,
+            len(changed),
+            "/".join(f"{m:g}" for m in olds),
+            100 * max(olds) ** max(1, steps),
+            steps,
+            changed[0][2],
+        )
     try:
         yield changed
     finally:
@@ -120,14 +134,21 @@ def precise_statistics(model, dataset, steps, stage_name=""):
     """
     import tensorflow as tf
 
-    layers = [bn for bn in batchnorm_layers(model)
-              if bn.trainable and adapted_momentum(float(bn.momentum), steps) is not None]
+    layers = [
+        bn for bn in batchnorm_layers(model) if bn.trainable and adapted_momentum(float(bn.momentum), steps) is not None
+    ]
     if not ADAPT or not layers or dataset is None or tf.distribute.has_strategy():
         return 0
     images = _reestimate(layers, model, dataset)
-    log.info("stage %s: re-estimated the moving statistics of %d BatchNorm layers over %d training images "
-             "(momentum %s too high for %d steps)", stage_name, len(layers), images,
-             "/".join(sorted({f"{m:g}" for m in (bn.momentum for bn in layers)})), steps)
+    log.info(
+        "stage %s: re-estimated the moving statistics of %d BatchNorm layers over %d training images "
+        "(momentum %s too high for %d steps)",
+        stage_name,
+        len(layers),
+        images,
+        "/".join(sorted({f"{m:g}" for m in (bn.momentum for bn in layers)})),
+        steps,
+    )
     return len(layers)
 
 
@@ -212,13 +233,19 @@ def chance_warnings(results, val_accuracy, num_classes, model=None):
     if not (train[-1] > 0.9 and val_accuracy < min(1.5 * chance, chance + 0.1)) or math.isnan(val_accuracy):
         return ()
     has_bn = model is not None and bool(batchnorm_layers(model))
-    cause = ("BatchNormalization moving statistics that have not converged: the model fits in training mode but "
-             "its inference-mode statistics are still near their initial values (high BatchNorm momentum, too "
-             "few steps), or overfitting" if has_bn else "overfitting, or validation data unlike the training data")
-    return (f"validation accuracy {val_accuracy:.2%} is near chance ({chance:.2%} for {num_classes} classes) while "
-            f"the last epoch's training accuracy is {train[-1]:.2%}. Likely cause: {cause}. Fix: train more epochs, "
-            f"lower the BatchNorm momentum (e.g. 0.9) of a model trained from scratch, use pretrained weights "
-            f"(`weights=\"imagenet\"`), or augment the data (`augment=True`).",)
+    cause = (
+        "BatchNormalization moving statistics that have not converged: the model fits in training mode but "
+        "its inference-mode statistics are still near their initial values (high BatchNorm momentum, too "
+        "few steps), or overfitting"
+        if has_bn
+        else "overfitting, or validation data unlike the training data"
+    )
+    return (
+        f"validation accuracy {val_accuracy:.2%} is near chance ({chance:.2%} for {num_classes} classes) while "
+        f"the last epoch's training accuracy is {train[-1]:.2%}. Likely cause: {cause}. Fix: train more epochs, "
+        f"lower the BatchNorm momentum (e.g. 0.9) of a model trained from scratch, use pretrained weights "
+        f'(`weights="imagenet"`), or augment the data (`augment=True`).',
+    )
 
 
 def warn(messages):

@@ -36,8 +36,15 @@ from pathlib import Path
 from cnnzoo.errors import ConfigError
 from cnnzoo.utils.files import atomic_save, atomic_write_text, remove_partials
 
-__all__ = ["RunState", "atomic_save_model", "atomic_save_weights", "latest_checkpoint", "epoch_checkpoint",
-           "restore", "unreadable"]
+__all__ = [
+    "RunState",
+    "atomic_save_model",
+    "atomic_save_weights",
+    "latest_checkpoint",
+    "epoch_checkpoint",
+    "restore",
+    "unreadable",
+]
 
 log = logging.getLogger("cnnzoo.finetuning")
 
@@ -55,8 +62,9 @@ def atomic_save_weights(model, path, run_dir=None):
 
     The room is checked first (`DiskFullError`): HDF5 crashes the process after a failed write.
     """
-    return atomic_save(path, model.save_weights, size_hint=_weights_bytes(model),
-                       advice=_advice(run_dir or Path(path).parent))
+    return atomic_save(
+        path, model.save_weights, size_hint=_weights_bytes(model), advice=_advice(run_dir or Path(path).parent)
+    )
 
 
 def _weights_bytes(model):
@@ -70,8 +78,10 @@ def _weights_bytes(model):
 
 
 def _advice(run_dir):
-    return (f"Free space on that disk and call again (the run resumes from its last checkpoint), or pass another "
-            f"`out` on a disk with room. Received: out={str(run_dir)!r}.")
+    return (
+        f"Free space on that disk and call again (the run resumes from its last checkpoint), or pass another "
+        f"`out` on a disk with room. Received: out={str(run_dir)!r}."
+    )
 
 
 def unreadable(path):
@@ -105,8 +115,7 @@ def restore(model, path):
         except Exception as e:  # readable HDF5 that does not fit the model
             model.set_weights(before)
             problem = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-    log.warning("checkpoint %s is unreadable (%s): removed; its stage starts again from its first epoch",
-                path, problem)
+    log.warning("checkpoint %s is unreadable (%s): removed; its stage starts again from its first epoch", path, problem)
     Path(path).unlink(missing_ok=True)
     return False
 
@@ -130,8 +139,16 @@ class RunState:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / "state.json"
         self.writer = writer
-        self.data = {"version": STATE_VERSION, "fingerprint": fingerprint, "stages_done": [],
-                     "history": {}, "seconds": {}, "feature_cache": {}, "finished": False, "model_path": None}
+        self.data = {
+            "version": STATE_VERSION,
+            "fingerprint": fingerprint,
+            "stages_done": [],
+            "history": {},
+            "seconds": {},
+            "feature_cache": {},
+            "finished": False,
+            "model_path": None,
+        }
 
     def load_or_start(self, resume=True):
         """Reads an earlier state of the same run; returns True when it resumes one.
@@ -160,14 +177,17 @@ class RunState:
             if self.writer:
                 self.path.replace(aside)
                 self.clear()
-            log.warning("run state %s is unreadable (%s): kept aside as %s; the run starts over", self.path,
-                        problem, aside.name)
+            log.warning(
+                "run state %s is unreadable (%s): kept aside as %s; the run starts over", self.path, problem, aside.name
+            )
             return False
         if old.get("fingerprint") != self.data["fingerprint"]:
             diff = _diff(old.get("fingerprint") or {}, self.data["fingerprint"])
-            raise ConfigError(f"`out` already holds a different fine-tuning run ({diff}); it would resume from "
-                              f"the wrong checkpoints. Pass resume=False to start over there (its checkpoints "
-                              f"are deleted), or choose another `out`. Received: out={str(self.run_dir)!r}.")
+            raise ConfigError(
+                f"`out` already holds a different fine-tuning run ({diff}); it would resume from "
+                f"the wrong checkpoints. Pass resume=False to start over there (its checkpoints "
+                f"are deleted), or choose another `out`. Received: out={str(self.run_dir)!r}."
+            )
         self.data = old
         return True
 
@@ -192,8 +212,9 @@ class RunState:
             problem = unreadable(path)
             if problem is None:
                 continue
-            log.warning("stage %d's weights %s are unreadable (%s): stage %d and those after it run again",
-                        k, path, problem, k)
+            log.warning(
+                "stage %d's weights %s are unreadable (%s): stage %d and those after it run again", k, path, problem, k
+            )
             self.data["stages_done"] = [j for j in self.data["stages_done"] if j < k]
             for key in ("history", "seconds", "feature_cache"):
                 self.data[key] = {j: v for j, v in self.data[key].items() if int(j) < k}
@@ -207,8 +228,9 @@ class RunState:
 
     def save(self):
         if self.writer:
-            atomic_write_text(self.path, json.dumps(self.data, indent=1, default=_json_default),
-                              advice=_advice(self.run_dir))
+            atomic_write_text(
+                self.path, json.dumps(self.data, indent=1, default=_json_default), advice=_advice(self.run_dir)
+            )
 
     # -- stages and epochs
     def stage_done(self, k):
@@ -239,15 +261,23 @@ def _state_problem(old):
     """What makes a parsed `state.json` unusable, or None."""
     if not isinstance(old, dict):
         return f"not a JSON object but {type(old).__name__}"
-    for key, kind in (("fingerprint", dict), ("stages_done", list), ("history", dict), ("seconds", dict),
-                      ("feature_cache", dict)):
+    for key, kind in (
+        ("fingerprint", dict),
+        ("stages_done", list),
+        ("history", dict),
+        ("seconds", dict),
+        ("feature_cache", dict),
+    ):
         if not isinstance(old.get(key), kind):
             return f"`{key}` is missing or not a {kind.__name__}"
     if not all(isinstance(k, int) and not isinstance(k, bool) for k in old["stages_done"]):
         return "`stages_done` holds something other than stage numbers"
     for k, records in old["history"].items():
-        if not str(k).isdigit() or not isinstance(records, list) or \
-                not all(isinstance(r, dict) and isinstance(r.get("epoch"), int) for r in records):
+        if (
+            not str(k).isdigit()
+            or not isinstance(records, list)
+            or not all(isinstance(r, dict) and isinstance(r.get("epoch"), int) for r in records)
+        ):
             return f"`history` of stage {k!r} is not a list of epoch records"
     for key in ("seconds", "feature_cache"):
         if not all(str(k).isdigit() for k in old[key]):

@@ -76,12 +76,19 @@ def gradcam_examples(model, dataset, class_names, path, count=8, limit=512):
             i = int(idx[c])
             ax.imshow(overlay(np.clip(x[i], 0, 255), heat_of[i]), interpolation="nearest")
             p = int(predicted[i])
-            ax.set_title(f"true {_short(class_names, y[i])}\npredicted {_short(class_names, p)} {probs[i, p]:.0%}",
-                         fontsize=7, color="#1a7f37" if kind == "right" else "#c62828")
-        axes[r][0].text(-0.08, 0.5, kind, transform=axes[r][0].transAxes, rotation=90, ha="right", va="center",
-                        fontsize=9)
-    fig.suptitle(f"Grad-CAM of {model.name} on validation images ({len(right)} right, {len(wrong)} wrong shown; "
-                 f"{int((predicted == y).sum())}/{len(y)} right)", fontsize=9)
+            ax.set_title(
+                f"true {_short(class_names, y[i])}\npredicted {_short(class_names, p)} {probs[i, p]:.0%}",
+                fontsize=7,
+                color="#1a7f37" if kind == "right" else "#c62828",
+            )
+        axes[r][0].text(
+            -0.08, 0.5, kind, transform=axes[r][0].transAxes, rotation=90, ha="right", va="center", fontsize=9
+        )
+    fig.suptitle(
+        f"Grad-CAM of {model.name} on validation images ({len(right)} right, {len(wrong)} wrong shown; "
+        f"{int((predicted == y).sum())}/{len(y)} right)",
+        fontsize=9,
+    )
     return {"gradcam": save_png(fig, path)}
 
 

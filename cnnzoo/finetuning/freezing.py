@@ -83,10 +83,12 @@ def anatomy(model):
 
     head = model.layers[-1] if getattr(model, "layers", None) else None
     if not isinstance(model, keras.Model) or not isinstance(head, ClassifierHead):
-        raise ConfigError(f"`model` must be a zoo model ending in a cnnzoo ClassifierHead (build it with "
-                          f"`cnnzoo.get(name)`), so its head can be replaced and its backbone frozen. "
-                          f"Received: model={getattr(model, 'name', model)!r} whose last layer is "
-                          f"{type(head).__name__}.")
+        raise ConfigError(
+            f"`model` must be a zoo model ending in a cnnzoo ClassifierHead (build it with "
+            f"`cnnzoo.get(name)`), so its head can be replaced and its backbone frozen. "
+            f"Received: model={getattr(model, 'name', model)!r} whose last layer is "
+            f"{type(head).__name__}."
+        )
     body = [layer for layer in model.layers[:-1] if not isinstance(layer, keras.layers.InputLayer)]
     chain = body if _is_chain(model, body, head) else None
     units, containers = [], []
@@ -184,11 +186,11 @@ def apply_stage(parts, stage, freeze_batchnorm=True):
         for layer in layers:
             _set_trainable(layer, i >= n - k)
     if freeze_batchnorm:
-        for layer in (parts.chain or parts.model.layers[:-1]):
+        for layer in parts.chain or parts.model.layers[:-1]:
             for bn in batchnorm_layers(layer):
                 bn.trainable = False
     parts.head.trainable = True
-    return [name for name, _ in parts.units[n - k:]]
+    return [name for name, _ in parts.units[n - k :]]
 
 
 def _set_trainable(layer, value):
@@ -236,9 +238,17 @@ def replace_head(model, num_classes, class_names=None):
         if names:
             head.class_names = names
         return model, False
-    new_head = ClassifierHead(num_classes, dense=head.dense, dropout=head.dropout, activation=head.activation,
-                              pooling=head.pooling, class_names=names, pretrained=head.pretrained, name=head.name,
-                              dtype=head.dtype_policy)  # the model's precision policy
+    new_head = ClassifierHead(
+        num_classes,
+        dense=head.dense,
+        dropout=head.dropout,
+        activation=head.activation,
+        pooling=head.pooling,
+        class_names=names,
+        pretrained=head.pretrained,
+        name=head.name,
+        dtype=head.dtype_policy,
+    )  # the model's precision policy
     outputs = new_head(head.input)
     return keras.Model(model.inputs, outputs, name=model.name), True
 

@@ -58,9 +58,27 @@ class LRFinderResult:
     plot: Path = None
 
 
-def find_lr(model_or_name, data, *, stage=None, start=1e-7, end=10.0, steps=100, diverge=4.0, plot=None,
-            num_classes=None, input_shape=None, weights=None, pretrained=None, class_names=None, batch_size=32,
-            validation_split=0.2, augment=False, dtype=None, seed=0):
+def find_lr(
+    model_or_name,
+    data,
+    *,
+    stage=None,
+    start=1e-7,
+    end=10.0,
+    steps=100,
+    diverge=4.0,
+    plot=None,
+    num_classes=None,
+    input_shape=None,
+    weights=None,
+    pretrained=None,
+    class_names=None,
+    batch_size=32,
+    validation_split=0.2,
+    augment=False,
+    dtype=None,
+    seed=0,
+):
     """Sweeps the learning rate exponentially and suggests one (fastai's `lr_find`).
 
     Args:
@@ -100,8 +118,9 @@ def find_lr(model_or_name, data, *, stage=None, start=1e-7, end=10.0, steps=100,
     from cnnzoo.zoo.precision import check_dtype
 
     if not (_positive(start) and _positive(end) and start < end <= 10):
-        raise ConfigError(f"`start` and `end` must be rates with 0 < start < end <= 10. "
-                          f"Received: start={start!r}, end={end!r}.")
+        raise ConfigError(
+            f"`start` and `end` must be rates with 0 < start < end <= 10. Received: start={start!r}, end={end!r}."
+        )
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 10:
         raise ConfigError(f"`steps` must be an integer >= 10. Received: steps={steps!r}.")
     if not _positive(diverge) or diverge <= 1:
@@ -110,11 +129,18 @@ def find_lr(model_or_name, data, *, stage=None, start=1e-7, end=10.0, steps=100,
     with seeded(seed):
         model, pretrained = resolve_model(model_or_name, data, input_shape, weights, pretrained, None, policy)
         shape = tuple(model.inputs[0].shape[1:])
-        inputs = data_pipeline.prepare(data, None if None in shape else shape, batch_size=batch_size,
-                                       validation_split=validation_split, seed=seed, augment=augment,
-                                       class_names=class_names)
-        count, names = data_pipeline.settle_classes(inputs, num_classes, class_names,
-                                                    freezing.anatomy(model).head.num_classes)
+        inputs = data_pipeline.prepare(
+            data,
+            None if None in shape else shape,
+            batch_size=batch_size,
+            validation_split=validation_split,
+            seed=seed,
+            augment=augment,
+            class_names=class_names,
+        )
+        count, names = data_pipeline.settle_classes(
+            inputs, num_classes, class_names, freezing.anatomy(model).head.num_classes
+        )
         swept, _ = freezing.replace_head(model, count, names)
         plan = Stage(0 if pretrained else "all", 1) if stage is None else _one_stage(stage)
         parts = freezing.anatomy(swept)
@@ -181,7 +207,7 @@ def sweep(model, parts, stage, train, *, start=1e-7, end=10.0, steps=100, diverg
             best, average = math.inf, 0.0
             batches = iter(train.repeat())
             for i in range(steps):
-                rate = start * factor ** i
+                rate = start * factor**i
                 model.optimizer.learning_rate = rate
                 x, y = next(batches)
                 loss = float(np.asarray(model.train_on_batch(x, y, return_dict=True)["loss"]))
@@ -284,6 +310,7 @@ def stage_rate(index, stage, model, parts, train, state, seed=0, steps=100):
     found = valley(rates, smoothed(raw))
     state.data.setdefault("learning_rates", {})[str(index)] = found
     state.save()
-    log.info("stage %d (%s): learning rate %.3g found by the LR finder (%d steps)", index, stage.name, found,
-             len(rates))
+    log.info(
+        "stage %d (%s): learning rate %.3g found by the LR finder (%d steps)", index, stage.name, found, len(rates)
+    )
     return found

@@ -32,7 +32,9 @@ def given_model(model_or_name, data, input_shape, weights, pretrained, strategy,
     if isinstance(model_or_name, os.PathLike) or (isinstance(model_or_name, str) and model_or_name.endswith(".keras")):
         from cnnzoo.zoo.builders import load
 
-        model_or_name = load(model_or_name)  # a saved zoo model: fine-tune it further (its optimizer tells if it trained)
+        model_or_name = load(
+            model_or_name
+        )  # a saved zoo model: fine-tune it further (its optimizer tells if it trained)
     elif isinstance(model_or_name, str):
         from cnnzoo.zoo.builders import get
 
@@ -40,15 +42,21 @@ def given_model(model_or_name, data, input_shape, weights, pretrained, strategy,
         model = get(model_or_name, input_shape=shape, weights=weights, compile=False, dtype=dtype)
         return model, (weights is not None) if pretrained is None else bool(pretrained)
     if not isinstance(model_or_name, keras.Model):
-        raise ConfigError(f"`model_or_name` must be a zoo model name, a saved .keras model or a keras.Model. "
-                          f"Received: model_or_name={model_or_name!r}.")
+        raise ConfigError(
+            f"`model_or_name` must be a zoo model name, a saved .keras model or a keras.Model. "
+            f"Received: model_or_name={model_or_name!r}."
+        )
     model = model_or_name
     if input_shape is not None and tuple(input_shape) != tuple(model.inputs[0].shape[1:]):
-        raise ConfigError(f"`input_shape` must match the given model's input {tuple(model.inputs[0].shape[1:])}, "
-                          f"or be left out. Received: input_shape={tuple(input_shape)!r}.")
+        raise ConfigError(
+            f"`input_shape` must match the given model's input {tuple(model.inputs[0].shape[1:])}, "
+            f"or be left out. Received: input_shape={tuple(input_shape)!r}."
+        )
     if weights is not None:
-        raise ConfigError(f"`weights` applies to a model built by name; load weights into the model object "
-                          f"first. Received: weights={weights!r}.")
+        raise ConfigError(
+            f"`weights` applies to a model built by name; load weights into the model object "
+            f"first. Received: weights={weights!r}."
+        )
     if strategy is not None:  # variables must be created in the strategy's scope
         known = holds_learned_weights(model)
         clone = keras.models.clone_model(model)

@@ -83,8 +83,15 @@ def confusion_matrix_plot(matrix, class_names, path):
             for i in range(n):
                 for j in range(n):
                     if matrix[i, j]:
-                        ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7,
-                                color="white" if matrix[i, j] > limit else "black")
+                        ax.text(
+                            j,
+                            i,
+                            int(matrix[i, j]),
+                            ha="center",
+                            va="center",
+                            fontsize=7,
+                            color="white" if matrix[i, j] > limit else "black",
+                        )
     total = matrix.sum()
     accuracy = np.trace(matrix) / total if total else float("nan")
     ax.set_xlabel("predicted")

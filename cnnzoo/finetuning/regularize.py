@@ -54,8 +54,9 @@ class Regularisation:
     def __post_init__(self):
         ls = self.label_smoothing
         if not is_number(ls) or not 0 <= ls < 1:
-            raise ConfigError(f"`label_smoothing` must be a number in [0, 1), e.g. 0.1. "
-                              f"Received: label_smoothing={ls!r}.")
+            raise ConfigError(
+                f"`label_smoothing` must be a number in [0, 1), e.g. 0.1. Received: label_smoothing={ls!r}."
+            )
         object.__setattr__(self, "label_smoothing", float(ls))
         object.__setattr__(self, "mixup", check_alpha(self.mixup, "mixup"))
         object.__setattr__(self, "cutmix", check_alpha(self.cutmix, "cutmix"))
@@ -63,8 +64,10 @@ class Regularisation:
         if ema is None or (is_number(ema) and ema == 0):
             ema = False  # 0 is off, as for mixup and cutmix
         if not (isinstance(ema, bool) or (is_number(ema) and 0 < ema < 1)):
-            raise ConfigError(f"`ema` must be False, True (momentum from the stage length) or a momentum in "
-                              f"(0, 1), e.g. 0.99. Received: ema={self.ema!r}.")
+            raise ConfigError(
+                f"`ema` must be False, True (momentum from the stage length) or a momentum in "
+                f"(0, 1), e.g. 0.99. Received: ema={self.ema!r}."
+            )
         object.__setattr__(self, "ema", ema if isinstance(ema, bool) else float(ema))
 
     @property
@@ -83,8 +86,16 @@ class Regularisation:
 
     def fingerprint(self):
         """The options that change a run, for its fingerprint (empty when none is on)."""
-        return {k: v for k, v in (("label_smoothing", self.label_smoothing), ("mixup", self.mixup),
-                                  ("cutmix", self.cutmix), ("ema", self.ema)) if v}
+        return {
+            k: v
+            for k, v in (
+                ("label_smoothing", self.label_smoothing),
+                ("mixup", self.mixup),
+                ("cutmix", self.cutmix),
+                ("ema", self.ema),
+            )
+            if v
+        }
 
     def training_batches(self, dataset, num_classes, seed=0):
         """The stage's training dataset: as given, or with one-hot (and mixed) targets."""

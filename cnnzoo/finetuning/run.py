@@ -42,11 +42,37 @@ log = logging.getLogger("cnnzoo.finetuning")
 AUTO_STEPS_PER_EXECUTION = 8  # measured: benchmarks/bench_precision.py, docs/benchmarks.md
 
 
-def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, epochs=None, input_shape=None,
-             weights=None, pretrained=None, class_names=None, batch_size=32, validation_split=0.2, augment="auto",
-             cache_features="auto", freeze_batchnorm=None, strategy=None, callbacks=(), seed=0, resume=True,
-             plots=True, verbose="auto", dtype=None, steps_per_execution="auto", learning_rate=None, label_smoothing=0.1,
-             mixup=0.0, cutmix=0.0, ema=False):
+def finetune(
+    model_or_name,
+    data,
+    num_classes=None,
+    stages="auto",
+    *,
+    out=None,
+    epochs=None,
+    input_shape=None,
+    weights=None,
+    pretrained=None,
+    class_names=None,
+    batch_size=32,
+    validation_split=0.2,
+    augment="auto",
+    cache_features="auto",
+    freeze_batchnorm=None,
+    strategy=None,
+    callbacks=(),
+    seed=0,
+    resume=True,
+    plots=True,
+    verbose="auto",
+    dtype=None,
+    steps_per_execution="auto",
+    learning_rate=None,
+    label_smoothing=0.1,
+    mixup=0.0,
+    cutmix=0.0,
+    ema=False,
+):
     """Fine-tunes a zoo model on your data in stages, resumably.
 
     Args:
@@ -136,8 +162,9 @@ def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, 
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
         raise ConfigError(f"`epochs` must be None or an integer >= 1. Received: epochs={epochs!r}.")
     if cache_features not in (True, False, "auto"):
-        raise ConfigError(f"`cache_features` must be True, False or 'auto'. "
-                          f"Received: cache_features={cache_features!r}.")
+        raise ConfigError(
+            f"`cache_features` must be True, False or 'auto'. Received: cache_features={cache_features!r}."
+        )
     policy = check_dtype(dtype)
     regularisation = Regularisation(label_smoothing, mixup, cutmix, ema)
     per_call = _steps_per_execution(steps_per_execution, callbacks, strategy)
@@ -145,14 +172,19 @@ def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, 
     writer = _is_chief(strategy)
     with seeded(seed), contextlib.ExitStack() as held:
         with scope:
-            model, pretrained = resolve_model(model_or_name, data, input_shape, weights, pretrained, strategy,
-                                               policy)
+            model, pretrained = resolve_model(model_or_name, data, input_shape, weights, pretrained, strategy, policy)
             model_shape = tuple(model.inputs[0].shape[1:])
-            inputs = data_pipeline.prepare(data, None if None in model_shape else model_shape,
-                                           batch_size=batch_size, validation_split=validation_split, seed=seed,
-                                           augment=augment, class_names=class_names,
-                                           cache_dir=Path(out or Path("runs", "finetune", model.name)) / "cache",
-                                           shard=worker_shard(strategy))  # beyond the cache budget; own files only
+            inputs = data_pipeline.prepare(
+                data,
+                None if None in model_shape else model_shape,
+                batch_size=batch_size,
+                validation_split=validation_split,
+                seed=seed,
+                augment=augment,
+                class_names=class_names,
+                cache_dir=Path(out or Path("runs", "finetune", model.name)) / "cache",
+                shard=worker_shard(strategy),
+            )  # beyond the cache budget; own files only
             head_classes = freezing.anatomy(model).head.num_classes
             num_classes, names = data_pipeline.settle_classes(inputs, num_classes, class_names, head_classes)
             model, replaced = freezing.replace_head(model, num_classes, names)
@@ -164,12 +196,19 @@ def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, 
             run_dir = Path(out) if out is not None else Path("runs") / "finetune" / model.name
             if writer:  # one process per run directory; the kernel frees the lock however this one ends
                 held.enter_context(RunLock(run_dir, "fine-tuning run", argument="out"))
-            fingerprint = {"model": model.name, "input_shape": list(model.inputs[0].shape[1:]),
-                           "classes": list(names), "data": inputs.source,
-                           "stages": [str(s) + f":{s.schedule}:{s.optimizer}" for s in plan],
-                           "num_train": inputs.num_train, "batch_size": inputs.batch_size, "seed": seed,
-                           "freeze_batchnorm": freeze_bn, "augmented": inputs.augmented,
-                           "cache_features": cache_features}
+            fingerprint = {
+                "model": model.name,
+                "input_shape": list(model.inputs[0].shape[1:]),
+                "classes": list(names),
+                "data": inputs.source,
+                "stages": [str(s) + f":{s.schedule}:{s.optimizer}" for s in plan],
+                "num_train": inputs.num_train,
+                "batch_size": inputs.batch_size,
+                "seed": seed,
+                "freeze_batchnorm": freeze_bn,
+                "augmented": inputs.augmented,
+                "cache_features": cache_features,
+            }
             if dtype_of(model) != "float32":  # float32 runs keep the fingerprint they had before `dtype`
                 fingerprint["dtype"] = dtype_of(model)
             fingerprint.update(regularisation.fingerprint())  # likewise: only the options that are on
@@ -182,9 +221,16 @@ def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, 
                 if done is not None:
                     return done
                 resumed = False  # its saved model is gone: the run starts over, it continues nothing
-            log.info("fine-tuning %s on %d images (%d classes) in %s: %s%s%s", model.name, inputs.num_train,
-                     num_classes, run_dir, ", ".join(map(str, plan)), " (new head)" if replaced else "",
-                     " (resuming)" if resumed else "")
+            log.info(
+                "fine-tuning %s on %d images (%d classes) in %s: %s%s%s",
+                model.name,
+                inputs.num_train,
+                num_classes,
+                run_dir,
+                ", ".join(map(str, plan)),
+                " (new head)" if replaced else "",
+                " (resuming)" if resumed else "",
+            )
             pending = None  # weights of the last stage a previous call finished
             results = []
             for k, stage in enumerate(plan, 1):
@@ -195,8 +241,24 @@ def finetune(model_or_name, data, num_classes=None, stages="auto", *, out=None, 
                 if pending is not None:
                     model.load_weights(pending)
                     pending = None
-                results.append(_run_stage(k, stage, parts, inputs, state, run_dir, freeze_bn, cache_features,
-                                          list(callbacks), seed, verbose, writer, per_call, regularisation))
+                results.append(
+                    _run_stage(
+                        k,
+                        stage,
+                        parts,
+                        inputs,
+                        state,
+                        run_dir,
+                        freeze_bn,
+                        cache_features,
+                        list(callbacks),
+                        seed,
+                        verbose,
+                        writer,
+                        per_call,
+                        regularisation,
+                    )
+                )
             if pending is not None:
                 model.load_weights(pending)
         # Outside the strategy's scope: saving makes Keras create a throw-away optimizer, whose variable would
@@ -214,8 +276,13 @@ def _already_finished(state, plan, parts, inputs, names):
         try:
             model = load(path)
         except Exception as e:  # truncated or corrupt since it was written
-            log.warning("run %s finished before but its model %s is unreadable (%s: %s): training again",
-                        state.run_dir, path, type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")
+            log.warning(
+                "run %s finished before but its model %s is unreadable (%s: %s): training again",
+                state.run_dir,
+                path,
+                type(e).__name__,
+                str(e).splitlines()[0][:200] if str(e) else "",
+            )
     else:
         log.warning("run %s finished before but its model %s is gone: training again", state.run_dir, path)
     if model is None:
@@ -225,15 +292,28 @@ def _already_finished(state, plan, parts, inputs, names):
         return None
     if state.writer:
         state.remove_checkpoints()  # left when a kill came between the final state and the clean-up
-    log.info("run %s already finished; returning its saved model %s (pass resume=False to train again)",
-             state.run_dir, path)
+    log.info(
+        "run %s already finished; returning its saved model %s (pass resume=False to train again)", state.run_dir, path
+    )
     results = tuple(_stage_result(state, k, s, parts, []) for k, s in enumerate(plan, 1))
     best = [v for r in results for v in r.history.get("val_accuracy", [])]
-    plots = {name: state.run_dir / f"{name}.png" for name in ("learning_curve", "confusion_matrix", "gradcam")
-             if (state.run_dir / f"{name}.png").is_file()}
-    return FinetuneResult(model=model, model_path=path, run_dir=state.run_dir, stages=results,
-                          best_val_accuracy=max(best) if best else None, val_accuracy=state.data.get("val_accuracy"),
-                          class_names=tuple(names), skipped=inputs.skipped, plots=plots, resumed=True)
+    plots = {
+        name: state.run_dir / f"{name}.png"
+        for name in ("learning_curve", "confusion_matrix", "gradcam")
+        if (state.run_dir / f"{name}.png").is_file()
+    }
+    return FinetuneResult(
+        model=model,
+        model_path=path,
+        run_dir=state.run_dir,
+        stages=results,
+        best_val_accuracy=max(best) if best else None,
+        val_accuracy=state.data.get("val_accuracy"),
+        class_names=tuple(names),
+        skipped=inputs.skipped,
+        plots=plots,
+        resumed=True,
+    )
 
 
 def _is_auto(stages):
@@ -250,8 +330,9 @@ def _steps_per_execution(value, callbacks, strategy):
         per_batch = any(getattr(type(c), h, None) is not getattr(base, h) for c in callbacks for h in hooks)
         return 1 if per_batch or strategy is not None else AUTO_STEPS_PER_EXECUTION
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"`steps_per_execution` must be 'auto' or an integer >= 1. "
-                          f"Received: steps_per_execution={value!r}.")
+        raise ConfigError(
+            f"`steps_per_execution` must be 'auto' or an integer >= 1. Received: steps_per_execution={value!r}."
+        )
     return value
 
 
@@ -266,8 +347,22 @@ def _is_chief(strategy):
     return task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
-def _run_stage(k, stage, parts, inputs, state, run_dir, freeze_bn, cache_features, callbacks, seed, verbose,
-               writer, per_call=1, reg=Regularisation()):
+def _run_stage(
+    k,
+    stage,
+    parts,
+    inputs,
+    state,
+    run_dir,
+    freeze_bn,
+    cache_features,
+    callbacks,
+    seed,
+    verbose,
+    writer,
+    per_call=1,
+    reg=Regularisation(),
+):
     trained = freezing.apply_stage(parts, stage, freeze_bn)
     below_frozen = not any(layer.trainable_weights for layer in (parts.chain or parts.model.layers[:-1]))
     feature_shape = tuple(parts.head.input.shape[1:])
@@ -284,29 +379,44 @@ def _run_stage(k, stage, parts, inputs, state, run_dir, freeze_bn, cache_feature
     rate = lr_finder.stage_rate(k, stage, fit_model, parts, train, state, seed)  # "auto": found once, kept
     train = reg.training_batches(train, parts.head.num_classes, seed)  # one-hot (mixed) targets; validation as is
     extra = reg.compile_args(stage.epochs * inputs.steps_per_epoch)  # loss, metric, EMA
-    schedules.compile_stage(fit_model, stage, parts, inputs.steps_per_epoch, rate=rate, steps_per_execution=per_call,
-                            **extra)
+    schedules.compile_stage(
+        fit_model, stage, parts, inputs.steps_per_epoch, rate=rate, steps_per_execution=per_call, **extra
+    )
     if checkpoint is not None and checkpoints.restore(fit_model, checkpoint):
         log.info("stage %d (%s): resuming after epoch %d from %s", k, stage.name, done, checkpoint)
     elif checkpoint is not None:  # unreadable (reported, removed): the stage starts over, with a fresh optimizer
         done = 0
         state.trim(k, 0)
-        schedules.compile_stage(fit_model, stage, parts, inputs.steps_per_epoch, rate=rate,
-                                steps_per_execution=per_call, **extra)
-    log.info("stage %d/%s: %s, units %s, %s", k, stage.name, stage,
-             trained or "none", "cached features" if use_cache else "through the network")
+        schedules.compile_stage(
+            fit_model, stage, parts, inputs.steps_per_epoch, rate=rate, steps_per_execution=per_call, **extra
+        )
+    log.info(
+        "stage %d/%s: %s, units %s, %s",
+        k,
+        stage.name,
+        stage,
+        trained or "none",
+        "cached features" if use_cache else "through the network",
+    )
     plain = inputs.plain_train if inputs.plain_train is not None else inputs.train  # for BatchNorm statistics
     if done < stage.epochs:
         saver = checkpoints.epoch_checkpoint(backup, state, k, writer=writer)
         steps = (stage.epochs - done) * inputs.steps_per_epoch  # too few for BatchNorm's momentum: lowered
         with batchnorm.converging_batchnorm(fit_model, steps, f"{k}/{stage.name}") as changed:
             precise = batchnorm.before_validation(fit_model, changed, plain)  # after the EMA swap: listed after it
-            fit_model.fit(train, validation_data=validation, epochs=stage.epochs, initial_epoch=done,
-                          callbacks=[*reg.callbacks(), *precise, *callbacks, saver], shuffle=False,
-                          verbose=verbose)  # datasets shuffle
+            fit_model.fit(
+                train,
+                validation_data=validation,
+                epochs=stage.epochs,
+                initial_epoch=done,
+                callbacks=[*reg.callbacks(), *precise, *callbacks, saver],
+                shuffle=False,
+                verbose=verbose,
+            )  # datasets shuffle
     reg.finalize(fit_model)  # the averaged weights (fit does it too, but not a resume with no epoch left)
-    batchnorm.precise_statistics(fit_model, plain, stage.epochs * inputs.steps_per_epoch,
-                                 f"{k}/{stage.name}")  # after fit or a crash past its last epoch: before saving
+    batchnorm.precise_statistics(
+        fit_model, plain, stage.epochs * inputs.steps_per_epoch, f"{k}/{stage.name}"
+    )  # after fit or a crash past its last epoch: before saving
     seconds = time.perf_counter() - start
     if writer:
         checkpoints.atomic_save_weights(parts.model, run_dir / f"stage_{k}.weights.h5", run_dir)
@@ -355,9 +465,23 @@ def _finish(model, plan, results, inputs, names, state, run_dir, plots, writer, 
         for p in run_dir.glob("stage_*.weights.h5"):
             p.unlink(missing_ok=True)
         shutil.rmtree(run_dir / "backup", ignore_errors=True)
-    log.info("fine-tuned %s: validation accuracy %s, saved %s", model.name,
-             "n/a" if val_accuracy is None else f"{val_accuracy:.2%}", path)
-    return FinetuneResult(model=model, model_path=path, run_dir=run_dir, stages=tuple(results),
-                          best_val_accuracy=max(best) if best else None, val_accuracy=val_accuracy,
-                          class_names=tuple(names), skipped=inputs.skipped, plots=written, confusion_matrix=cm,
-                          resumed=resumed, warnings=notes)
+    log.info(
+        "fine-tuned %s: validation accuracy %s, saved %s",
+        model.name,
+        "n/a" if val_accuracy is None else f"{val_accuracy:.2%}",
+        path,
+    )
+    return FinetuneResult(
+        model=model,
+        model_path=path,
+        run_dir=run_dir,
+        stages=tuple(results),
+        best_val_accuracy=max(best) if best else None,
+        val_accuracy=val_accuracy,
+        class_names=tuple(names),
+        skipped=inputs.skipped,
+        plots=written,
+        confusion_matrix=cm,
+        resumed=resumed,
+        warnings=notes,
+    )

@@ -26,8 +26,16 @@ import math
 
 from cnnzoo.errors import ConfigError
 
-__all__ = ["learning_rate_schedule", "unit_scales", "per_unit", "compile_stage", "final_rate",
-           "ONE_CYCLE_WARMUP", "ONE_CYCLE_DIV", "ONE_CYCLE_DIV_FINAL"]
+__all__ = [
+    "learning_rate_schedule",
+    "unit_scales",
+    "per_unit",
+    "compile_stage",
+    "final_rate",
+    "ONE_CYCLE_WARMUP",
+    "ONE_CYCLE_DIV",
+    "ONE_CYCLE_DIV_FINAL",
+]
 
 ONE_CYCLE_WARMUP = 0.25  # share of the steps spent warming up (fastai's pct_start)
 ONE_CYCLE_DIV = 25.0  # the warm-up starts at rate / 25
@@ -57,16 +65,22 @@ def learning_rate_schedule(stage, steps_per_epoch, rate=None):
 
     rate = stage.peak_rate if rate is None else float(rate)
     if rate is None:
-        raise ConfigError(f"An 'auto' stage needs its found rate: run `cnnzoo.find_lr` or let `finetune` find it. "
-                          f"Received: stage={str(stage)!r}.")
+        raise ConfigError(
+            f"An 'auto' stage needs its found rate: run `cnnzoo.find_lr` or let `finetune` find it. "
+            f"Received: stage={str(stage)!r}."
+        )
     total = max(1, stage.epochs * steps_per_epoch)
     if stage.schedule == "cosine":
         return keras.optimizers.schedules.CosineDecay(rate, decay_steps=total, alpha=0.01)
     if stage.schedule == "one_cycle":
         warmup = round(ONE_CYCLE_WARMUP * total) if total > 1 else 0
-        return keras.optimizers.schedules.CosineDecay(rate / ONE_CYCLE_DIV, decay_steps=max(1, total - warmup),
-                                                      alpha=1 / ONE_CYCLE_DIV_FINAL, warmup_target=rate,
-                                                      warmup_steps=warmup)
+        return keras.optimizers.schedules.CosineDecay(
+            rate / ONE_CYCLE_DIV,
+            decay_steps=max(1, total - warmup),
+            alpha=1 / ONE_CYCLE_DIV_FINAL,
+            warmup_target=rate,
+            warmup_steps=warmup,
+        )
     return rate
 
 
@@ -96,7 +110,7 @@ def unit_scales(parts, stage):
         return []
     lo, hi = rate
     factor = {}
-    for j, (_, layers) in enumerate(parts.units[n - k:]):
+    for j, (_, layers) in enumerate(parts.units[n - k :]):
         for layer in layers:
             for v in layer.trainable_weights:
                 factor[id(v)] = (v, (lo / hi) ** (1 - j / k))
@@ -124,10 +138,12 @@ def per_unit(optimizer, scales):
         return optimizer
     if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         config = optimizer.get_config()
-        return keras.optimizers.LossScaleOptimizer(per_unit(optimizer.inner_optimizer, scales),
-                                                   initial_scale=config["initial_scale"],
-                                                   dynamic_growth_steps=config["dynamic_growth_steps"],
-                                                   name=config.get("name"))
+        return keras.optimizers.LossScaleOptimizer(
+            per_unit(optimizer.inner_optimizer, scales),
+            initial_scale=config["initial_scale"],
+            dynamic_growth_steps=config["dynamic_growth_steps"],
+            name=config.get("name"),
+        )
     new = _per_unit_class(type(optimizer)).from_config(optimizer.get_config())  # schedule, EMA, clipping kept
     new.set_unit_factors(scales)
     return new
@@ -158,9 +174,11 @@ def _per_unit_class(base):
         def update_step(self, gradient, variable, learning_rate):
             factor = self.unit_factors.get(id(variable))
             if factor is None:  # a variable the table does not know: a Keras change, never a silent 1.0
-                raise ConfigError(f"Per-unit learning rates cannot find variable {getattr(variable, 'name', variable)!r} "
-                                  f"in their table; this Keras version passes other objects to `update_step`. "
-                                  f"Use one learning rate per stage. Received: variable={variable!r}.")
+                raise ConfigError(
+                    f"Per-unit learning rates cannot find variable {getattr(variable, 'name', variable)!r} "
+                    f"in their table; this Keras version passes other objects to `update_step`. "
+                    f"Use one learning rate per stage. Received: variable={variable!r}."
+                )
             if factor != 1.0:
                 learning_rate = learning_rate * factor
             return super().update_step(gradient, variable, learning_rate)
@@ -193,8 +211,14 @@ def compile_stage(model, stage, parts, steps_per_epoch, *, rate=None, steps_per_
     """
     from cnnzoo.zoo.builders import compile_model
 
-    compile_model(model, optimizer=stage.optimizer, learning_rate=learning_rate_schedule(stage, steps_per_epoch, rate),
-                  jit_compile=False, steps_per_execution=steps_per_execution, **options)  # XLA is slower on CPU
+    compile_model(
+        model,
+        optimizer=stage.optimizer,
+        learning_rate=learning_rate_schedule(stage, steps_per_epoch, rate),
+        jit_compile=False,
+        steps_per_execution=steps_per_execution,
+        **options,
+    )  # XLA is slower on CPU
     trainable = {id(v) for v in model.trainable_weights}
     scales = [(v, f) for v, f in unit_scales(parts, stage) if id(v) in trainable]
     if scales and any(f != 1.0 for _, f in scales):

@@ -21,9 +21,11 @@ __all__ = ["Stage", "SCHEDULES", "as_stages", "auto_stages", "override", "check_
 
 SCHEDULES = ("cosine", "constant", "one_cycle")
 _STAGE_RE = re.compile(r"^(head|all|top(\d+)):(\d+)(?::([^:]+))?(?::([a-z_]+))?$")
-_RATE_RULE = ("a number in (0, 10], a `(lo, hi)` pair of them with lo <= hi (per-unit rates: the lowest trained "
-              "unit gets lo, the head hi), a string such as '1e-3' or '1e-5..1e-3', or 'auto' (the LR finder's "
-              "suggestion)")
+_RATE_RULE = (
+    "a number in (0, 10], a `(lo, hi)` pair of them with lo <= hi (per-unit rates: the lowest trained "
+    "unit gets lo, the head hi), a string such as '1e-3' or '1e-5..1e-3', or 'auto' (the LR finder's "
+    "suggestion)"
+)
 
 
 def check_rate(value, name="learning_rate"):
@@ -100,17 +102,22 @@ class Stage:
     def __post_init__(self):
         u = self.unfreeze
         if not (u == "all" or (isinstance(u, int) and not isinstance(u, bool) and u >= 0)):
-            raise ConfigError(f"`unfreeze` must be 0 (head only), a number of top backbone units, or 'all'. "
-                              f"Received: unfreeze={u!r}.")
+            raise ConfigError(
+                f"`unfreeze` must be 0 (head only), a number of top backbone units, or 'all'. Received: unfreeze={u!r}."
+            )
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
             raise ConfigError(f"`epochs` of a stage must be an integer >= 1. Received: epochs={self.epochs!r}.")
         rate = check_rate(self.learning_rate)
         if self.schedule not in SCHEDULES:
-            raise ConfigError(f"`schedule` must be one of {', '.join(map(repr, SCHEDULES))}."
-                              f"{closest(self.schedule, SCHEDULES)} Received: schedule={self.schedule!r}.")
+            raise ConfigError(
+                f"`schedule` must be one of {', '.join(map(repr, SCHEDULES))}."
+                f"{closest(self.schedule, SCHEDULES)} Received: schedule={self.schedule!r}."
+            )
         if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"`optimizer` must be one of {', '.join(map(repr, OPTIMIZERS))}."
-                              f"{closest(self.optimizer, OPTIMIZERS)} Received: optimizer={self.optimizer!r}.")
+            raise ConfigError(
+                f"`optimizer` must be one of {', '.join(map(repr, OPTIMIZERS))}."
+                f"{closest(self.optimizer, OPTIMIZERS)} Received: optimizer={self.optimizer!r}."
+            )
         object.__setattr__(self, "learning_rate", rate)
 
     @property
@@ -141,8 +148,10 @@ class Stage:
         """
         match = _STAGE_RE.match(str(text).strip())
         if not match:
-            raise ConfigError(f"A stage must read `head|topN|all:EPOCHS[:LEARNING_RATE][:SCHEDULE]`, e.g. "
-                              f"'head:5:1e-3', 'top2:3:1e-4' or 'all:5:1e-5..1e-3:one_cycle'. Received: stage={text!r}.")
+            raise ConfigError(
+                f"A stage must read `head|topN|all:EPOCHS[:LEARNING_RATE][:SCHEDULE]`, e.g. "
+                f"'head:5:1e-3', 'top2:3:1e-4' or 'all:5:1e-5..1e-3:one_cycle'. Received: stage={text!r}."
+            )
         kind, top, epochs, lr, schedule = match.groups()
         if lr in SCHEDULES and schedule is None:
             lr, schedule = None, lr
@@ -153,8 +162,9 @@ class Stage:
             try:
                 rate = check_rate(lr)
             except ConfigError:
-                raise ConfigError(f"The learning rate of a stage must be {_RATE_RULE}. "
-                                  f"Received: stage={text!r}.") from None
+                raise ConfigError(
+                    f"The learning rate of a stage must be {_RATE_RULE}. Received: stage={text!r}."
+                ) from None
         return cls(unfreeze, int(epochs), rate, schedule or "cosine")
 
 
@@ -184,8 +194,10 @@ def as_stages(stages):
         elif isinstance(s, dict):
             unknown = set(s) - set(Stage.__dataclass_fields__)
             if unknown:
-                raise ConfigError(f"`stages` entries take the keys {', '.join(Stage.__dataclass_fields__)}. "
-                                  f"Received: {sorted(unknown)} in {s!r}.")
+                raise ConfigError(
+                    f"`stages` entries take the keys {', '.join(Stage.__dataclass_fields__)}. "
+                    f"Received: {sorted(unknown)} in {s!r}."
+                )
             out.append(Stage(**s))
         elif isinstance(s, str):
             out.extend(Stage.parse(part) for part in s.split(",") if part.strip())

@@ -62,8 +62,9 @@ def train(out=DEFAULT_OUT, seed=SEED, epochs=EPOCHS, verbose=0):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m cnnzoo.pretrained.train_digits",
-                                     description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m cnnzoo.pretrained.train_digits", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="weights file to write (.weights.h5)")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--epochs", type=int, default=EPOCHS)
@@ -71,11 +72,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     start = time.perf_counter()
     path, accuracy, sha256 = train(args.out, args.seed, args.epochs, args.verbose)
-    print(f"digits_cnn on the UCI digits (8x8x1), {args.epochs} epochs, seed {args.seed}, "
-          f"{time.perf_counter() - start:.0f} s")
+    print(
+        f"digits_cnn on the UCI digits (8x8x1), {args.epochs} epochs, seed {args.seed}, "
+        f"{time.perf_counter() - start:.0f} s"
+    )
     print(f"test accuracy: {accuracy:.2%} on the 360 held-out images (RBF-SVM reference: 98.9-99.2%)")
     print(f"wrote {path} ({path.stat().st_size:,} bytes)")
-    print(f"sha256 = \"{sha256}\"   (zoo_configs/digits_cnn.toml, [weights.digits])")
+    print(f'sha256 = "{sha256}"   (zoo_configs/digits_cnn.toml, [weights.digits])')
     return 0
 
 

@@ -40,11 +40,34 @@ OBJECTIVES = ("val_accuracy", "val_loss", "accuracy", "loss")  # what builders.c
 # ------------------------------------------------------------------------ tune
 
 
-def tune(name, data, tuner="hyperband", max_trials=10, max_epochs=10, directory=None, objective="val_accuracy",
-         overwrite=False, *, project_name=None, num_classes=None, input_shape=None, search=None, batch_size=32,
-         validation_split=0.2, early_stopping=3, factor=3, seed=None, executions_per_trial=1,
-         max_consecutive_failed_trials=3, heartbeat_timeout=60.0, progress=None, callbacks=(), load_best=True,
-         dtype=None, **fixed):
+def tune(
+    name,
+    data,
+    tuner="hyperband",
+    max_trials=10,
+    max_epochs=10,
+    directory=None,
+    objective="val_accuracy",
+    overwrite=False,
+    *,
+    project_name=None,
+    num_classes=None,
+    input_shape=None,
+    search=None,
+    batch_size=32,
+    validation_split=0.2,
+    early_stopping=3,
+    factor=3,
+    seed=None,
+    executions_per_trial=1,
+    max_consecutive_failed_trials=3,
+    heartbeat_timeout=60.0,
+    progress=None,
+    callbacks=(),
+    load_best=True,
+    dtype=None,
+    **fixed,
+):
     """Searches a zoo entry's `[search]` space with keras-tuner.
 
     Trial 0 is the zoo entry itself (all defaults); each trial trains with
@@ -121,33 +144,80 @@ def tune(name, data, tuner="hyperband", max_trials=10, max_epochs=10, directory=
     check_int(early_stopping, "early_stopping", lo=0)
     check_int(executions_per_trial, "executions_per_trial")
     if objective not in OBJECTIVES:
-        raise ConfigError(f"`objective` must be a metric the zoo models report: {', '.join(OBJECTIVES)}. "
-                          f"Received: objective={objective!r}.")
+        raise ConfigError(
+            f"`objective` must be a metric the zoo models report: {', '.join(OBJECTIVES)}. "
+            f"Received: objective={objective!r}."
+        )
     check_dtype(dtype)
     entry = registry.spec(name)  # unknown names fail before any data work
     input_shape = data_pipeline.input_shape_for(data, input_shape, entry.input_shape)
-    inputs = data_pipeline.prepare(data, input_shape, validation_split=validation_split, seed=seed,
-                                   batch_size=batch_size, class_names=fixed.get("class_names"))
-    num_classes, names = data_pipeline.settle_classes(inputs, num_classes, fixed.get("class_names"),
-                                                      entry.num_classes)
+    inputs = data_pipeline.prepare(
+        data,
+        input_shape,
+        validation_split=validation_split,
+        seed=seed,
+        batch_size=batch_size,
+        class_names=fixed.get("class_names"),
+    )
+    num_classes, names = data_pipeline.settle_classes(inputs, num_classes, fixed.get("class_names"), entry.num_classes)
     if inputs.class_names and "class_names" not in fixed:
         fixed["class_names"] = list(names)
-    hm = CnnzooHyperModel(name, num_classes=num_classes, input_shape=input_shape, search=search, dtype=dtype,
-                          **fixed)
+    hm = CnnzooHyperModel(name, num_classes=num_classes, input_shape=input_shape, search=search, dtype=dtype, **fixed)
     directory = Path(directory) if directory is not None else registry.home() / "tuning"
     project_name = project_name or name
     cooperating = distributed.is_chief() or distributed.is_worker()  # the processes of one search share it
-    lock = RunLock(directory, f"search of `{project_name}`", argument="directory", shared=cooperating,
-                   name=f".{project_name}.cnnzoo.lock")
+    lock = RunLock(
+        directory,
+        f"search of `{project_name}`",
+        argument="directory",
+        shared=cooperating,
+        name=f".{project_name}.cnnzoo.lock",
+    )
     with seeded(seed), lock:
-        return _search(name, tuner, hm, inputs, objective, max_trials, max_epochs, directory, project_name,
-                       overwrite, seed, factor, executions_per_trial, max_consecutive_failed_trials,
-                       heartbeat_timeout, progress, list(callbacks), early_stopping, load_best)
+        return _search(
+            name,
+            tuner,
+            hm,
+            inputs,
+            objective,
+            max_trials,
+            max_epochs,
+            directory,
+            project_name,
+            overwrite,
+            seed,
+            factor,
+            executions_per_trial,
+            max_consecutive_failed_trials,
+            heartbeat_timeout,
+            progress,
+            list(callbacks),
+            early_stopping,
+            load_best,
+        )
 
 
-def _search(name, tuner, hm, inputs, objective, max_trials, max_epochs, directory, project_name, overwrite, seed,
-            factor, executions_per_trial, max_consecutive_failed_trials, heartbeat_timeout, progress, callbacks,
-            early_stopping, load_best):
+def _search(
+    name,
+    tuner,
+    hm,
+    inputs,
+    objective,
+    max_trials,
+    max_epochs,
+    directory,
+    project_name,
+    overwrite,
+    seed,
+    factor,
+    executions_per_trial,
+    max_consecutive_failed_trials,
+    heartbeat_timeout,
+    progress,
+    callbacks,
+    early_stopping,
+    load_best,
+):
     """Runs (or serves, as the chief) the search in a locked, seeded block; returns the `TuneResult`."""
     import keras
 
@@ -156,10 +226,21 @@ def _search(name, tuner, hm, inputs, objective, max_trials, max_epochs, director
     if distributed.is_worker():
         overwrite = False  # only the chief may wipe the shared directory
     kt_tuner = engine.make_tuner(
-        tuner, hm, objective, max_trials, max_epochs, directory, project_name, overwrite, seed=seed,
-        factor=factor, executions_per_trial=executions_per_trial,
-        max_consecutive_failed_trials=max_consecutive_failed_trials, heartbeat_timeout=heartbeat_timeout,
-        progress=progress)
+        tuner,
+        hm,
+        objective,
+        max_trials,
+        max_epochs,
+        directory,
+        project_name,
+        overwrite,
+        seed=seed,
+        factor=factor,
+        executions_per_trial=executions_per_trial,
+        max_consecutive_failed_trials=max_consecutive_failed_trials,
+        heartbeat_timeout=heartbeat_timeout,
+        progress=progress,
+    )
     direction = kt_tuner.oracle.objective.direction
     if early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(monitor=objective, patience=early_stopping, mode=direction))
@@ -169,12 +250,26 @@ def _search(name, tuner, hm, inputs, objective, max_trials, max_epochs, director
         distributed.serve_chief(kt_tuner)
     else:
         # the datasets shuffle themselves; Keras warns when fit's shuffle=True meets one
-        kt_tuner.search(inputs.train, validation_data=inputs.validation, shuffle=False, epochs=max_epochs,
-                        callbacks=callbacks, verbose=0)
+        kt_tuner.search(
+            inputs.train,
+            validation_data=inputs.validation,
+            shuffle=False,
+            epochs=max_epochs,
+            callbacks=callbacks,
+            verbose=0,
+        )
     seconds = time.perf_counter() - start
     project_dir = Path(kt_tuner.project_dir)
-    result = TuneResult(name=name, tuner=tuner, objective=objective, direction=direction, directory=project_dir,
-                        trials=collect(project_dir), seconds=seconds, hypermodel=hm)
+    result = TuneResult(
+        name=name,
+        tuner=tuner,
+        objective=objective,
+        direction=direction,
+        directory=project_dir,
+        trials=collect(project_dir),
+        seconds=seconds,
+        hypermodel=hm,
+    )
     ranked = [t for t in result.ranked() if t.score is not None]
     if ranked:
         trial_module = _compat.kt_module("engine.trial")
@@ -225,29 +320,38 @@ def register_best(result, name, directory=None, overwrite=False, description=Non
     >>> model = cnnzoo.get("my_bird_net")
     """
     if not isinstance(result, TuneResult) or result.best_spec is None:
-        raise ConfigError(f"`result` must be a `TuneResult` with a completed trial. "
-                          f"Received: result={type(result).__name__}"
-                          f"{' without a completed trial' if isinstance(result, TuneResult) else ''}.")
+        raise ConfigError(
+            f"`result` must be a `TuneResult` with a completed trial. "
+            f"Received: result={type(result).__name__}"
+            f"{' without a completed trial' if isinstance(result, TuneResult) else ''}."
+        )
     if not isinstance(name, str) or not config.NAME_RE.match(name):
-        raise ConfigError(f"`name` must be lower_snake_case (a-z, 0-9, _; starting with a letter). "
-                          f"Received: name={name!r}.")
+        raise ConfigError(
+            f"`name` must be lower_snake_case (a-z, 0-9, _; starting with a letter). Received: name={name!r}."
+        )
     directory = Path(directory) if directory is not None else registry.home() / "configs"
     path = directory / f"{name}.toml"
     if path.exists() and not overwrite:
-        raise ConfigError(f"`name` is taken: {path} exists. Received: name={name!r}. "
-                          f"Pick another name or pass overwrite=True.")
+        raise ConfigError(
+            f"`name` is taken: {path} exists. Received: name={name!r}. Pick another name or pass overwrite=True."
+        )
     if name in registry.list_models() and not (path.exists() and overwrite):
-        raise ConfigError(f"`name` must be free, and `{name}` is already a registered model "
-                          f"({registry.entry(name).source}). Received: name={name!r}. Pick another name.")
+        raise ConfigError(
+            f"`name` must be free, and `{name}` is already a registered model "
+            f"({registry.entry(name).source}). Received: name={name!r}. Pick another name."
+        )
     best = result.best_trial
     raw = config.to_dict(result.best_spec)
     raw["name"] = name
     raw["description"] = description or (
         f"`{result.name}` tuned by cnnzoo.tune: {result.tuner} search, {len(result.trials)} trials, "
-        f"best {result.objective} {best.score:.4f} (trial {best.trial_id}).")
+        f"best {result.objective} {best.score:.4f} (trial {best.trial_id})."
+    )
     raw.pop("weights", None)  # named weights of the original entry do not fit a new architecture
-    text = (f"# Written by cnnzoo.register_best from {result.directory}\n"
-            f"# best hyperparameters: {best.hyperparameters}\n" + config_writer.dumps(raw))
+    text = (
+        f"# Written by cnnzoo.register_best from {result.directory}\n"
+        f"# best hyperparameters: {best.hyperparameters}\n" + config_writer.dumps(raw)
+    )
     config.loads(text, str(path))  # validate before writing
     atomic_write_text(path, text)
     registry.refresh()

@@ -91,6 +91,7 @@ def serve_chief(tuner, poll=0.2):
     import concurrent.futures
 
     import grpc
+
     protos = _compat.kt_module("protos")
     oracle_chief = _compat.kt_module("distribute.oracle_chief")
     tuner.save()
@@ -103,8 +104,10 @@ def serve_chief(tuner, poll=0.2):
     except RuntimeError:
         bound = 0
     if not bound:
-        raise ConfigError(f"`KERASTUNER_ORACLE_IP`/`KERASTUNER_ORACLE_PORT` must name a free local address for "
-                          f"the chief to listen on. Received: {address!r}. Pick another port.")
+        raise ConfigError(
+            f"`KERASTUNER_ORACLE_IP`/`KERASTUNER_ORACLE_PORT` must name a free local address for "
+            f"the chief to listen on. Received: {address!r}. Pick another port."
+        )
     server.start()
     log.info("chief oracle listening on %s", address)
     try:

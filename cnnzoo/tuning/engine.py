@@ -89,8 +89,12 @@ class _OracleMixin:
             trial = self.ongoing_trials.pop(tuner_id, None)
             if trial is not None:
                 _compat.requeue_trial(self, trial.trial_id)
-                log.warning("worker %s has not beaten for %.0f s: its trial %s goes to the next worker",
-                            tuner_id, age, trial.trial_id)
+                log.warning(
+                    "worker %s has not beaten for %.0f s: its trial %s goes to the next worker",
+                    tuner_id,
+                    age,
+                    trial.trial_id,
+                )
             self.tuner_ids.discard(tuner_id)
             self._cnnzoo_waiting.discard(tuner_id)
 
@@ -173,19 +177,39 @@ class _TunerMixin:
 
     def run_trial(self, trial, *args, **kwargs):
         path = self._record_path(trial.trial_id)
-        record = {"trial_id": trial.trial_id, "tuner_id": self.tuner_id, "pid": os.getpid(),
-                  "status": "running", "started": time.time()}
+        record = {
+            "trial_id": trial.trial_id,
+            "tuner_id": self.tuner_id,
+            "pid": os.getpid(),
+            "status": "running",
+            "started": time.time(),
+        }
         records.write_run(path, record)
         start = time.perf_counter()
         try:
             histories = self._fit_trial(trial, *args, **kwargs)
         except BaseException as e:
-            records.write_run(path, {**record, "status": "failed", "seconds": time.perf_counter() - start,
-                               "message": f"{type(e).__name__}: {e}"[:1000]})
+            records.write_run(
+                path,
+                {
+                    **record,
+                    "status": "failed",
+                    "seconds": time.perf_counter() - start,
+                    "message": f"{type(e).__name__}: {e}"[:1000],
+                },
+            )
             raise
         epochs = sum(len(getattr(h, "epoch", ())) for h in histories)
-        records.write_run(path, {**record, "status": "completed", "seconds": time.perf_counter() - start,
-                           "epochs": epochs, "finished": time.time()})
+        records.write_run(
+            path,
+            {
+                **record,
+                "status": "completed",
+                "seconds": time.perf_counter() - start,
+                "epochs": epochs,
+                "finished": time.time(),
+            },
+        )
         return histories
 
     def _fit_trial(self, trial, *args, **kwargs):
@@ -245,8 +269,9 @@ class _TunerMixin:
             gc.freeze()
         if dist_utils.has_chief_oracle():
             interval = max(0.2, self.cnnzoo_heartbeat_timeout / 6)
-            self._cnnzoo_heartbeat = distributed.Heartbeat(Path(self.project_dir) / distributed.HEARTBEATS_DIR, self.tuner_id,
-                                                interval).start()
+            self._cnnzoo_heartbeat = distributed.Heartbeat(
+                Path(self.project_dir) / distributed.HEARTBEATS_DIR, self.tuner_id, interval
+            ).start()
 
     def on_search_end(self):
         self._cnnzoo_restore()
@@ -314,19 +339,38 @@ class _Hyperband(_TunerMixin, kt.Hyperband):
         return tuning_space.prebuild(model, spec)
 
 
-def make_tuner(kind, hypermodel, objective, max_trials, max_epochs, directory, project_name, overwrite,
-               seed=None, factor=3, executions_per_trial=1, max_consecutive_failed_trials=3,
-               heartbeat_timeout=60.0, progress=None):
+def make_tuner(
+    kind,
+    hypermodel,
+    objective,
+    max_trials,
+    max_epochs,
+    directory,
+    project_name,
+    overwrite,
+    seed=None,
+    factor=3,
+    executions_per_trial=1,
+    max_consecutive_failed_trials=3,
+    heartbeat_timeout=60.0,
+    progress=None,
+):
     """Builds a cnnzoo keras-tuner tuner of `kind` ("hyperband", "random" or "bayesian")."""
     project_dir = Path(directory) / project_name
-    common = dict(objective=objective, seed=seed, hypermodel=hypermodel,
-                  heartbeats=project_dir / distributed.HEARTBEATS_DIR, heartbeat_timeout=heartbeat_timeout,
-                  max_consecutive_failed_trials=max_consecutive_failed_trials)
+    common = dict(
+        objective=objective,
+        seed=seed,
+        hypermodel=hypermodel,
+        heartbeats=project_dir / distributed.HEARTBEATS_DIR,
+        heartbeat_timeout=heartbeat_timeout,
+        max_consecutive_failed_trials=max_consecutive_failed_trials,
+    )
     if kind == "hyperband":
         # With max_trials, run Hyperband iterations until that many trials (one iteration of a small
         # max_epochs may hold only 2 trials); without, run one full iteration.
-        oracle = _HyperbandOracle(max_epochs=max_epochs, factor=factor,
-                                  hyperband_iterations=None if max_trials else 1, **common)
+        oracle = _HyperbandOracle(
+            max_epochs=max_epochs, factor=factor, hyperband_iterations=None if max_trials else 1, **common
+        )
         oracle.max_trials = max_trials  # keras-tuner's Oracle honours it; HyperbandOracle does not take it
         tuner_cls = _Hyperband
     elif kind == "random":
@@ -334,9 +378,16 @@ def make_tuner(kind, hypermodel, objective, max_trials, max_epochs, directory, p
     else:
         oracle, tuner_cls = _BayesianOracle(max_trials=max_trials, **common), _Tuner
     with _logged_stdout():
-        return tuner_cls(oracle=oracle, hypermodel=hypermodel, directory=str(directory), project_name=project_name,
-                      overwrite=overwrite, executions_per_trial=executions_per_trial, progress=progress,
-                      heartbeat_timeout=heartbeat_timeout)
+        return tuner_cls(
+            oracle=oracle,
+            hypermodel=hypermodel,
+            directory=str(directory),
+            project_name=project_name,
+            overwrite=overwrite,
+            executions_per_trial=executions_per_trial,
+            progress=progress,
+            heartbeat_timeout=heartbeat_timeout,
+        )
 
 
 class _LogWriter:

@@ -39,9 +39,13 @@ def check_value(key, value, where="search"):
     elif kind is int:
         ok = isinstance(value, int) and not isinstance(value, bool) and value >= lo
     else:
-        ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-              and (value > lo if key == "learning_rate" else value >= lo)
-              and (value <= hi if key == "learning_rate" else value < hi))
+        ok = (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and (value > lo if key == "learning_rate" else value >= lo)
+            and (value <= hi if key == "learning_rate" else value < hi)
+        )
     if not ok:
         if where == "fixed":
             raise ConfigError(f"`{key}` {rule}. Received: {key}={value!r}. Pass a valid value or leave it out.")
@@ -60,8 +64,11 @@ def check_param(p):
         if kind in (bool, str):
             _bad(p.name, rule + " (give a list of choices, not a range)", {"min": p.min, "max": p.max})
         if kind is int and p.kind != "int":
-            _bad(p.name, rule + " (an integer range needs integer `min`, `max` and `step`)",
-                 {"min": p.min, "max": p.max, "step": p.step})
+            _bad(
+                p.name,
+                rule + " (an integer range needs integer `min`, `max` and `step`)",
+                {"min": p.min, "max": p.max, "step": p.step},
+            )
         check_value(p.name, p.min)
         check_value(p.name, p.max)
         if p.name in COUNTS and p.sampling != "linear":
@@ -82,8 +89,9 @@ def widen(p, value):
         return config.SearchParam(p.name, "choice", values=values)
     if p.min <= value <= p.max:
         return p
-    return config.SearchParam(p.name, p.kind, min=min(p.min, value), max=max(p.max, value), step=p.step,
-                              sampling=p.sampling)
+    return config.SearchParam(
+        p.name, p.kind, min=min(p.min, value), max=max(p.max, value), step=p.step, sampling=p.sampling
+    )
 
 
 def values_of(p):
@@ -126,5 +134,11 @@ def declare(hp, p, name, default):
         return hp.Choice(name, values, default=default)
     if p.kind == "int":
         return hp.Int(name, int(p.min), int(p.max), step=int(p.step or 1), sampling=p.sampling, default=int(default))
-    return hp.Float(name, float(p.min), float(p.max), step=float(p.step) if p.step else None, sampling=p.sampling,
-                    default=float(default))
+    return hp.Float(
+        name,
+        float(p.min),
+        float(p.max),
+        step=float(p.step) if p.step else None,
+        sampling=p.sampling,
+        default=float(default),
+    )

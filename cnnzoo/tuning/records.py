@@ -13,7 +13,6 @@ __all__ = ["TrialRecord", "TuneResult", "record_of", "collect", "plot_scores", "
 RUNS_DIR = "cnnzoo_runs"  # <project>/cnnzoo_runs/<trial>.<tuner>.<pid>.json: one small record per training of a trial
 
 
-
 def write_run(path, record):
     """Writes one run record (a JSON dict) atomically."""
     atomic_write_json(Path(path), record)
@@ -86,11 +85,18 @@ def record_of(trial, runs=()):
             value = value[0] if isinstance(value, (list, tuple)) else value
             metrics[name] = float(value)
     return TrialRecord(
-        trial_id=trial.trial_id, status=trial.status, hyperparameters=searched,
+        trial_id=trial.trial_id,
+        status=trial.status,
+        hyperparameters=searched,
         score=float(score) if score is not None else None,
-        epochs=run.get("epochs"), seconds=round(run["seconds"], 3) if "seconds" in run else None,
-        best_epoch=int(trial.best_step) if score is not None else None, tuner_id=run.get("tuner_id"),
-        continues=values.get("tuner/trial_id"), message=message, metrics=metrics)
+        epochs=run.get("epochs"),
+        seconds=round(run["seconds"], 3) if "seconds" in run else None,
+        best_epoch=int(trial.best_step) if score is not None else None,
+        tuner_id=run.get("tuner_id"),
+        continues=values.get("tuner/trial_id"),
+        message=message,
+        metrics=metrics,
+    )
 
 
 def collect(project_dir):
@@ -173,20 +179,32 @@ class TuneResult:
         header = ["rank", "trial", self.objective, "epochs", "seconds", "status"] + names
         rows = []
         for rank, t in enumerate(self.ranked(), 1):
-            rows.append([str(rank) if t.score is not None else "-", t.trial_id,
-                         f"{t.score:.4f}" if t.score is not None else "-",
-                         "-" if t.epochs is None else str(t.epochs),
-                         "-" if t.seconds is None else f"{t.seconds:.1f}", t.status.lower()]
-                        + [_fmt(t.hyperparameters[n]) if n in t.hyperparameters else "-" for n in names])
+            rows.append(
+                [
+                    str(rank) if t.score is not None else "-",
+                    t.trial_id,
+                    f"{t.score:.4f}" if t.score is not None else "-",
+                    "-" if t.epochs is None else str(t.epochs),
+                    "-" if t.seconds is None else f"{t.seconds:.1f}",
+                    t.status.lower(),
+                ]
+                + [_fmt(t.hyperparameters[n]) if n in t.hyperparameters else "-" for n in names]
+            )
         widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
-        return "\n".join("  ".join(c.rjust(w) if i != 5 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
-                         for r in [header] + rows)
+        return "\n".join(
+            "  ".join(c.rjust(w) if i != 5 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+            for r in [header] + rows
+        )
 
     def to_dict(self):
         """A JSON-ready dict: trials (ranked), best trial, directory."""
         return {
-            "name": self.name, "tuner": self.tuner, "objective": self.objective, "direction": self.direction,
-            "directory": str(self.directory), "seconds": round(self.seconds, 3),
+            "name": self.name,
+            "tuner": self.tuner,
+            "objective": self.objective,
+            "direction": self.direction,
+            "directory": str(self.directory),
+            "seconds": round(self.seconds, 3),
             "best": self.best_trial.to_dict() if self.best_trial else None,
             "trials": [t.to_dict() for t in self.ranked()],
         }
@@ -224,8 +242,11 @@ def plot_scores(result, path):
     axes = fig.subplots(rows, cols, squeeze=False)
     best = result.best_trial
     for ax, name in zip(axes.flat, names):
-        points = [(t.hyperparameters[name], t.score, t is best or (best and t.trial_id == best.trial_id))
-                  for t in done if name in t.hyperparameters]
+        points = [
+            (t.hyperparameters[name], t.score, t is best or (best and t.trial_id == best.trial_id))
+            for t in done
+            if name in t.hyperparameters
+        ]
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v, _, _ in points)
         if numeric:
             xs = [v for v, _, _ in points]
@@ -240,7 +261,7 @@ def plot_scores(result, path):
         ax.set_xlabel(name)
         ax.set_ylabel(result.objective)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(names):]:
+    for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     fig.suptitle(f"{result.name}: {result.tuner} search, {len(done)} scored trials (best in red)")
     fig.tight_layout()

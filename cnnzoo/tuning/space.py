@@ -39,6 +39,7 @@ _CONV_KEYS = ("conv_blocks", "filters", "convs", "kernel_size", "batch_norm")
 _LAYER_NAME = re.compile(r"^(filters|convs|kernel_size|units)_([1-9][0-9]*)$")
 HP_KEYS = config.SEARCH_KEYS
 
+
 class CnnzooHyperModel(kt.HyperModel):
     """A keras-tuner `HyperModel` over a zoo entry's `[search]` table.
 
@@ -80,18 +81,25 @@ class CnnzooHyperModel(kt.HyperModel):
             elif key in config.OVERRIDE_KEYS and key != "search":
                 overrides[key] = value
             else:
-                valid = list(HP_KEYS) + ["filters_<i>", "convs_<i>", "kernel_size_<i>", "units_<j>"] + [
-                    k for k in config.OVERRIDE_KEYS if k not in HP_KEYS and k != "search"]
-                raise ConfigError(f"`{key}` is neither a hyperparameter nor a config override of `{name}`. "
-                                  f"Valid keys: {', '.join(valid)}.{closest(key, valid)} Received: {key}={value!r}.")
+                valid = (
+                    list(HP_KEYS)
+                    + ["filters_<i>", "convs_<i>", "kernel_size_<i>", "units_<j>"]
+                    + [k for k in config.OVERRIDE_KEYS if k not in HP_KEYS and k != "search"]
+                )
+                raise ConfigError(
+                    f"`{key}` is neither a hyperparameter nor a config override of `{name}`. "
+                    f"Valid keys: {', '.join(valid)}.{closest(key, valid)} Received: {key}={value!r}."
+                )
         if num_classes is not None:
             overrides["num_classes"] = num_classes
         if input_shape is not None:
             overrides["input_shape"] = tuple(input_shape)
         if search is not None:
             if not isinstance(search, dict):
-                raise ConfigError(f"`search` must be a dict in the `[search]` syntax, e.g. "
-                                  f"{{'dense_layers': {{'min': 0, 'max': 2}}}}. Received: search={search!r}.")
+                raise ConfigError(
+                    f"`search` must be a dict in the `[search]` syntax, e.g. "
+                    f"{{'dense_layers': {{'min': 0, 'max': 2}}}}. Received: search={search!r}."
+                )
             merged = {k: v for k, v in config.to_dict(entry_spec).get("search", {}).items()}
             for key, value in search.items():
                 if value is None:
@@ -113,10 +121,12 @@ class CnnzooHyperModel(kt.HyperModel):
             base_key = lambda k: _LAYER_NAME.match(k).group(1) if _LAYER_NAME.match(k) else k  # noqa: E731
             wrong = [k for k in list(space) + list(self.fixed) if base_key(k) in _CONV_KEYS]
             if wrong:
-                raise ConfigError(f"`{wrong[0]}` searches conv blocks, and `{spec.name}` has a "
-                                  f"{spec.backbone.application} backbone instead: backbone entries search only "
-                                  f"dense_layers, units, dropout, learning_rate and optimizer. "
-                                  f"Received: {wrong[0]}={space.get(wrong[0], self.fixed.get(wrong[0]))!r}.")
+                raise ConfigError(
+                    f"`{wrong[0]}` searches conv blocks, and `{spec.name}` has a "
+                    f"{spec.backbone.application} backbone instead: backbone entries search only "
+                    f"dense_layers, units, dropout, learning_rate and optimizer. "
+                    f"Received: {wrong[0]}={space.get(wrong[0], self.fixed.get(wrong[0]))!r}."
+                )
         blocks, head = spec.blocks, spec.head
         own = {
             "conv_blocks": [len(blocks)] if blocks else [],
@@ -131,9 +141,11 @@ class CnnzooHyperModel(kt.HyperModel):
             "optimizer": [spec.train.optimizer],
         }
         if "batch_norm" in space and len(own["batch_norm"]) > 1:
-            raise ConfigError(f"`search.batch_norm` is one switch for every block, and the blocks of "
-                              f"`{spec.name}` disagree on it. Received: batch_norm={space['batch_norm']!r}. "
-                              f"Remove it from the search or make the blocks agree.")
+            raise ConfigError(
+                f"`search.batch_norm` is one switch for every block, and the blocks of "
+                f"`{spec.name}` disagree on it. Received: batch_norm={space['batch_norm']!r}. "
+                f"Remove it from the search or make the blocks agree."
+            )
         for key, p in space.items():
             for value in own[key]:
                 p = widen(p, value)
@@ -168,9 +180,11 @@ class CnnzooHyperModel(kt.HyperModel):
                 return snap(self.space["filters"], 2 * self.default(f"filters_{i - 1}"))
             return block.convs if key == "convs" else block.kernel_size
         return {
-            "conv_blocks": len(spec.blocks), "dense_layers": len(spec.head.dense),
+            "conv_blocks": len(spec.blocks),
+            "dense_layers": len(spec.head.dense),
             "batch_norm": spec.blocks[0].batch_norm if spec.blocks else False,
-            "dropout": spec.head.dropout, "learning_rate": spec.train.learning_rate,
+            "dropout": spec.head.dropout,
+            "learning_rate": spec.train.learning_rate,
             "optimizer": spec.train.optimizer,
         }[name]
 
@@ -251,8 +265,11 @@ class CnnzooHyperModel(kt.HyperModel):
                 widths = [max(1, round(w * width / own.filters[0])) for w in own.filters]
                 convs = int(get(f"convs_{i}"))
                 widths = (widths + [widths[-1]] * convs)[:convs]
-                raw.update(filters=widths, kernel_size=int(get(f"kernel_size_{i}")),
-                           batch_norm=bool(get("batch_norm")) if self._searched("batch_norm") else own.batch_norm)
+                raw.update(
+                    filters=widths,
+                    kernel_size=int(get(f"kernel_size_{i}")),
+                    batch_norm=bool(get("batch_norm")) if self._searched("batch_norm") else own.batch_norm,
+                )
                 blocks.append(raw)
             changes["blocks"] = blocks
         dense = [int(get(f"units_{j}")) for j in range(1, int(get("dense_layers")) + 1)]
@@ -302,7 +319,6 @@ class CnnzooHyperModel(kt.HyperModel):
         return [p.name for p in hp.space]
 
 
-
 def prebuild(model, spec):
     """Creates a compiled model's optimizer and metric variables now, outside `fit`'s traced step.
 
@@ -346,5 +362,4 @@ def hypermodel(name, num_classes=None, input_shape=None, search=None, dtype=None
     >>> hm = cnnzoo.hypermodel("digits_cnn", num_classes=10, learning_rate=1e-3)
     >>> tuner = keras_tuner.RandomSearch(hm, "val_accuracy", max_trials=5)
     """
-    return CnnzooHyperModel(name, num_classes=num_classes, input_shape=input_shape, search=search, dtype=dtype,
-                            **fixed)
+    return CnnzooHyperModel(name, num_classes=num_classes, input_shape=input_shape, search=search, dtype=dtype, **fixed)

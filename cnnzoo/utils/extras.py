@@ -27,4 +27,5 @@ def require(module, extra, purpose):
     except ImportError as e:
         raise MissingExtraError(
             f"{purpose} needs the `{module}` package, which is not installed. Install the `{extra}` extra: "
-            f"pip install 'cnnzoo[{extra}]'. Received: ImportError: {e}.") from e
+            f"pip install 'cnnzoo[{extra}]'. Received: ImportError: {e}."
+        ) from e

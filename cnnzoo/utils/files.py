@@ -21,7 +21,15 @@ from pathlib import Path
 
 from cnnzoo.errors import DiskFullError
 
-__all__ = ["atomic_save", "atomic_save_dir", "atomic_write_text", "atomic_write_json", "check_room", "remove_partials", "PARTIAL"]
+__all__ = [
+    "atomic_save",
+    "atomic_save_dir",
+    "atomic_write_text",
+    "atomic_write_json",
+    "check_room",
+    "remove_partials",
+    "PARTIAL",
+]
 
 PARTIAL = ".partial-"  # in the names of files being written: `.<stem>.partial-<pid><suffix>`
 _NO_ROOM = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
@@ -73,7 +81,6 @@ def atomic_save(path, save, *, size_hint=None, advice=None):
     return path
 
 
-
 def atomic_save_dir(path, save):
     """Writes a directory through `save(tmp_dir)` and a rename to `path` (a SavedModel, say).
 
@@ -112,6 +119,7 @@ def atomic_save_dir(path, save):
         shutil.rmtree(old, ignore_errors=True)
     return path
 
+
 def check_room(path, size, advice=None):
     """Raises `DiskFullError` when `size` bytes cannot be written at `path` (free space, `RLIMIT_FSIZE`).
 
@@ -129,8 +137,12 @@ def check_room(path, size, advice=None):
         raise _disk_full(path, errno.ENOSPC, f"it needs about {_mb(size)}, the disk has {_mb(free)} free", advice)
     limit = _file_size_limit()
     if limit is not None and size > limit:
-        raise _disk_full(path, errno.EFBIG, f"it needs about {_mb(size)}, over this process's file-size limit "
-                                            f"(RLIMIT_FSIZE) of {_mb(limit)}", advice)
+        raise _disk_full(
+            path,
+            errno.EFBIG,
+            f"it needs about {_mb(size)}, over this process's file-size limit (RLIMIT_FSIZE) of {_mb(limit)}",
+            advice,
+        )
 
 
 def remove_partials(directory):
@@ -170,8 +182,10 @@ def _reason(exc):
 def _disk_full(path, code, reason, advice):
     advice = advice or "Free space on that disk (or raise the file-size limit), or write the file elsewhere."
     detail = os.strerror(code) if reason in ("", os.strerror(code)) else f"{os.strerror(code)}: {reason}"
-    error = DiskFullError(f"Could not write {str(path)!r}: no room for it ({detail}). "
-                          f"Nothing was replaced: the file there before, if any, is intact. {advice}")
+    error = DiskFullError(
+        f"Could not write {str(path)!r}: no room for it ({detail}). "
+        f"Nothing was replaced: the file there before, if any, is intact. {advice}"
+    )
     error.errno, error.strerror, error.filename = code, os.strerror(code), str(path)
     return error
 

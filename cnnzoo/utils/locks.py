@@ -68,10 +68,15 @@ class RunLock:
             raise RunLockedError(
                 f"`{self.argument}` is in use: {str(self.directory)!r} is locked by {_describe(holder)}. Wait for "
                 f"that process to finish (or stop it), or choose another `{self.argument}`. Nothing in the "
-                f"directory was touched. Received: {self.argument}={str(self.directory)!r}.") from None
+                f"directory was touched. Received: {self.argument}={str(self.directory)!r}."
+            ) from None
         if not self.shared:
-            record = {"pid": os.getpid(), "host": socket.gethostname(), "what": self.what,
-                      "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+            record = {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "what": self.what,
+                "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+            }
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(record).encode(), 0)
         self._fd = fd
@@ -124,5 +129,7 @@ def _read_holder(fd):
 def _describe(holder):
     if not holder:
         return "another process (a distributed search, or one that recorded no details)"
-    return (f"process {holder.get('pid', '?')} on host {holder.get('host', '?')} "
-            f"(a {holder.get('what', 'run')} started {holder.get('since', '?')})")
+    return (
+        f"process {holder.get('pid', '?')} on host {holder.get('host', '?')} "
+        f"(a {holder.get('what', 'run')} started {holder.get('since', '?')})"
+    )

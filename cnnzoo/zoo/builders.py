@@ -17,11 +17,29 @@ from cnnzoo.errors import ConfigError, DataNotFoundError, UnsafeModelError, Weig
 from cnnzoo.zoo.layers import ClassifierHead, ConvBlock, Preprocess
 from cnnzoo.zoo.precision import DTYPES, check_dtype, dtype_of, policy_scope, with_dtype
 
-__all__ = ["get", "build", "load", "as_model", "compile_model", "make_optimizer", "load_named_weights", "load_weights_into",
-           "model_flops", "backbone_model", "check_dtype", "dtype_of", "with_dtype", "DTYPES"]
+__all__ = [
+    "get",
+    "build",
+    "load",
+    "as_model",
+    "compile_model",
+    "make_optimizer",
+    "load_named_weights",
+    "load_weights_into",
+    "model_flops",
+    "backbone_model",
+    "check_dtype",
+    "dtype_of",
+    "with_dtype",
+    "DTYPES",
+]
 
 _OPTIMIZERS = {
-    "adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop", "nadam": "Nadam",
+    "adam": "Adam",
+    "adamw": "AdamW",
+    "sgd": "SGD",
+    "rmsprop": "RMSprop",
+    "nadam": "Nadam",
 }
 
 
@@ -42,14 +60,19 @@ def backbone_model(spec, input_shape=None):
     """
     app = getattr(keras.applications, spec.backbone.application, None)
     if app is None:
-        raise ConfigError(f"`backbone.application` must name a keras.applications model "
-                          f"(in {spec.source}). Received: application={spec.backbone.application!r}.")
+        raise ConfigError(
+            f"`backbone.application` must name a keras.applications model "
+            f"(in {spec.source}). Received: application={spec.backbone.application!r}."
+        )
     try:
-        base = app(include_top=False, weights=None, input_shape=tuple(input_shape or spec.input_shape),
-                   **spec.backbone.kwargs)
+        base = app(
+            include_top=False, weights=None, input_shape=tuple(input_shape or spec.input_shape), **spec.backbone.kwargs
+        )
     except ValueError as e:
-        raise ConfigError(f"`input_shape` does not suit the {spec.backbone.application} backbone of "
-                          f"`{spec.name}`: {e} Received: input_shape={tuple(input_shape or spec.input_shape)}.") from e
+        raise ConfigError(
+            f"`input_shape` does not suit the {spec.backbone.application} backbone of "
+            f"`{spec.name}`: {e} Received: input_shape={tuple(input_shape or spec.input_shape)}."
+        ) from e
     base.name = "backbone"
     return base
 
@@ -86,14 +109,34 @@ def build(spec, weights=None, dtype=None):
         with policy_scope(policy):  # keras.applications models take no `dtype`
             x = backbone_model(spec)(x)
     for i, b in enumerate(spec.blocks, 1):
-        x = ConvBlock(list(b.filters), kernel_size=b.kernel_size, strides=b.strides, padding=b.padding,
-                      activation=b.activation, batch_norm=b.batch_norm, bn_momentum=b.bn_momentum, pool=b.pool,
-                      pool_size=b.pool_size, pool_strides=b.pool_strides, pool_padding=b.pool_padding,
-                      dropout=b.dropout, name=f"block{i}", dtype=policy)(x)
+        x = ConvBlock(
+            list(b.filters),
+            kernel_size=b.kernel_size,
+            strides=b.strides,
+            padding=b.padding,
+            activation=b.activation,
+            batch_norm=b.batch_norm,
+            bn_momentum=b.bn_momentum,
+            pool=b.pool,
+            pool_size=b.pool_size,
+            pool_strides=b.pool_strides,
+            pool_padding=b.pool_padding,
+            dropout=b.dropout,
+            name=f"block{i}",
+            dtype=policy,
+        )(x)
     h = spec.head
-    outputs = ClassifierHead(spec.num_classes, dense=list(h.dense), dropout=h.dropout, activation=h.activation,
-                             pooling=h.pooling, class_names=list(spec.class_names) or None,
-                             pretrained=weights is not None, name="head", dtype=policy)(x)
+    outputs = ClassifierHead(
+        spec.num_classes,
+        dense=list(h.dense),
+        dropout=h.dropout,
+        activation=h.activation,
+        pooling=h.pooling,
+        class_names=list(spec.class_names) or None,
+        pretrained=weights is not None,
+        name="head",
+        dtype=policy,
+    )(x)
     model = keras.Model(inputs, outputs, name=spec.name)
     if weights is not None:
         load_weights_into(model, weights)
@@ -108,8 +151,10 @@ def load_weights_into(model, path):
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise WeightsNotFoundError(f"`weights` must be None, a registered weights name or an existing "
-                                   f".weights.h5/.keras file. Received: weights={str(path)!r} (no such file).")
+        raise WeightsNotFoundError(
+            f"`weights` must be None, a registered weights name or an existing "
+            f".weights.h5/.keras file. Received: weights={str(path)!r} (no such file)."
+        )
     try:
         if path.name.endswith(".keras"):
             source = load(path, compile=False)
@@ -117,9 +162,11 @@ def load_weights_into(model, path):
         else:
             model.load_weights(path)
     except (ValueError, KeyError) as e:
-        raise WeightsError(f"`weights` file {str(path)!r} does not match `{model.name}` "
-                           f"({model.count_params():,} parameters): {e}. Build the model with the "
-                           f"same num_classes/input_shape/overrides as when the weights were saved.") from e
+        raise WeightsError(
+            f"`weights` file {str(path)!r} does not match `{model.name}` "
+            f"({model.count_params():,} parameters): {e}. Build the model with the "
+            f"same num_classes/input_shape/overrides as when the weights were saved."
+        ) from e
 
 
 def load_named_weights(model, spec, name):
@@ -148,9 +195,11 @@ def load_named_weights(model, spec, name):
         try:
             target = model.get_layer("backbone")
         except ValueError:
-            raise WeightsError(f"`weights={name!r}` of `{spec.name}` holds backbone weights, and the model has no "
-                               f"layer named `backbone`. Build it with `cnnzoo.get({spec.name!r})`. "
-                               f"Received: weights={name!r}.") from None
+            raise WeightsError(
+                f"`weights={name!r}` of `{spec.name}` holds backbone weights, and the model has no "
+                f"layer named `backbone`. Build it with `cnnzoo.get({spec.name!r})`. "
+                f"Received: weights={name!r}."
+            ) from None
     load_weights_into(target, path)
     return path
 
@@ -171,13 +220,24 @@ def make_optimizer(name="adam", learning_rate=1e-3, **options):
     >>> make_optimizer("sgd", 0.01).learning_rate  # doctest: +SKIP
     """
     if name not in _OPTIMIZERS:
-        raise ConfigError(f"`optimizer` must be one of {', '.join(map(repr, _OPTIMIZERS))}. "
-                          f"Received: optimizer={name!r}.")
+        raise ConfigError(
+            f"`optimizer` must be one of {', '.join(map(repr, _OPTIMIZERS))}. Received: optimizer={name!r}."
+        )
     return getattr(keras.optimizers, _OPTIMIZERS[name])(learning_rate=learning_rate, **options)
 
 
-def compile_model(model, train=None, *, optimizer=None, learning_rate=None, jit_compile="auto",
-                  steps_per_execution=1, loss=None, metrics=None, ema_momentum=None):
+def compile_model(
+    model,
+    train=None,
+    *,
+    optimizer=None,
+    learning_rate=None,
+    jit_compile="auto",
+    steps_per_execution=1,
+    loss=None,
+    metrics=None,
+    ema_momentum=None,
+):
     """Compiles `model` the zoo's way: sparse categorical cross-entropy and accuracy.
 
     The one compile recipe: `cnnzoo.get`, fine-tuning stages, search trials and
@@ -217,8 +277,13 @@ def compile_model(model, train=None, *, optimizer=None, learning_rate=None, jit_
     opt = make_optimizer(optimizer or train.optimizer, rate, **ema)
     if dtype_of(model) == "mixed_float16":
         opt = keras.optimizers.LossScaleOptimizer(opt)
-    model.compile(optimizer=opt, loss=loss or "sparse_categorical_crossentropy", metrics=metrics or ["accuracy"],
-                  jit_compile=jit_compile, steps_per_execution=steps_per_execution)
+    model.compile(
+        optimizer=opt,
+        loss=loss or "sparse_categorical_crossentropy",
+        metrics=metrics or ["accuracy"],
+        jit_compile=jit_compile,
+        steps_per_execution=steps_per_execution,
+    )
     return model
 
 
@@ -257,8 +322,9 @@ def get(name, num_classes=None, input_shape=None, weights=None, compile=True, dt
         with policy_scope(policy):  # a builder's code takes no `dtype`: Keras' policy while it runs
             model = e.builder(**{k: v for k, v in given.items() if v is not None}, **overrides)
         if not isinstance(model, keras.Model):
-            raise ConfigError(f"The builder of `{name}` ({e.source}) must return a keras.Model. "
-                              f"Received: {type(model).__name__}.")
+            raise ConfigError(
+                f"The builder of `{name}` ({e.source}) must return a keras.Model. Received: {type(model).__name__}."
+            )
         if compile and not model.compiled:
             compile_model(model)
         return model
@@ -305,8 +371,9 @@ def load(path, compile=True):
         # A model saved before its first training step has an unbuilt optimizer (2 scalar
         # variables; 4 with mixed_float16's loss scaling); Keras warns about that harmless case, which every
         # fresh `get()` hits.
-        warnings.filterwarnings("ignore",
-                                message=r"Skipping variable loading for optimizer .* saved optimizer has [24] variables")
+        warnings.filterwarnings(
+            "ignore", message=r"Skipping variable loading for optimizer .* saved optimizer has [24] variables"
+        )
         try:
             return keras.saving.load_model(path, compile=compile, safe_mode=True)
         except ValueError as e:
@@ -316,7 +383,8 @@ def load(path, compile=True):
                 f"`path` holds Python code (e.g. a Lambda layer), and cnnzoo loads models in Keras safe mode: it "
                 f"never runs code from a model file. Rebuild the model from cnnzoo's layers (they serialize "
                 f"without code), or, only if you trust whoever made the file, load it with "
-                f"keras.saving.load_model(path, safe_mode=False). Received: path={str(path)!r}.") from e
+                f"keras.saving.load_model(path, safe_mode=False). Received: path={str(path)!r}."
+            ) from e
 
 
 def as_model(model_or_path, argument="model", error=ConfigError):
@@ -338,12 +406,16 @@ def as_model(model_or_path, argument="model", error=ConfigError):
     if isinstance(model_or_path, (str, Path)):
         path = Path(model_or_path).expanduser()
         if not path.is_file():
-            raise DataNotFoundError(f"`{argument}` must be a keras.Model or an existing .keras file. "
-                                    f"Received: {argument}={str(path)!r} (no such file).")
+            raise DataNotFoundError(
+                f"`{argument}` must be a keras.Model or an existing .keras file. "
+                f"Received: {argument}={str(path)!r} (no such file)."
+            )
         return load(path, compile=False)
     if not isinstance(model_or_path, keras.Model):
-        raise error(f"`{argument}` must be a keras.Model or the path of a .keras file. Received: an object of "
-                    f"type {type(model_or_path).__name__}.")
+        raise error(
+            f"`{argument}` must be a keras.Model or the path of a .keras file. Received: an object of "
+            f"type {type(model_or_path).__name__}."
+        )
     return model_or_path
 
 

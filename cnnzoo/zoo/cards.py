@@ -70,68 +70,110 @@ def render(name):
     spec = registry.spec(name)
     last = _last_spatial(info)
     if last is None or last["receptive_field"]["size"] is None:
-        field = (f"unknown for the {spec.backbone.application} backbone from its config "
-                 f"(`cnnzoo.explain.receptive_fields` reads a built model)") if spec.backbone else "-"
+        field = (
+            (
+                f"unknown for the {spec.backbone.application} backbone from its config "
+                f"(`cnnzoo.explain.receptive_fields` reads a built model)"
+            )
+            if spec.backbone
+            else "-"
+        )
     else:
         f = last["receptive_field"]
         field = f"{f['size']} px at `{last['name']}` (jump {f['jump']} px)"
     lines = [
-        f"# {name}", "", _GENERATED, "", info.description, "",
-        "| | |", "|---|---|",
+        f"# {name}",
+        "",
+        _GENERATED,
+        "",
+        info.description,
+        "",
+        "| | |",
+        "|---|---|",
         f"| kind | {info.kind}" + (f" ({spec.backbone.application} backbone)" if spec.backbone else "") + " |",
         f"| reference | {_cell(info.reference) or '-'} |",
-        f"| input | {_shape(info.input_shape)}, " + (
-            "pixels passed on as they are (preprocessing `none`)" if spec.preprocessing == "none" else
-            f"raw 0-255 pixels (preprocessing `{spec.preprocessing}` inside the model)") + " |",
+        f"| input | {_shape(info.input_shape)}, "
+        + (
+            "pixels passed on as they are (preprocessing `none`)"
+            if spec.preprocessing == "none"
+            else f"raw 0-255 pixels (preprocessing `{spec.preprocessing}` inside the model)"
+        )
+        + " |",
         f"| classes | {info.num_classes}" + (f": {', '.join(spec.class_names)}" if spec.class_names else "") + " |",
         f"| parameters | {info.params:,} |",
         f"| forward FLOPs / image | {info.flops:,} ({human(info.flops)}) |",
         f"| receptive field | {field} |",
         f"| config | [zoo_configs/{name}.toml]({_REPO}/zoo_configs/{name}.toml) |",
-        "", "```python", "import cnnzoo", "",
+        "",
+        "```python",
+        "import cnnzoo",
+        "",
         f'model = cnnzoo.get("{name}")' + ("  # random weights; named weights below" if spec.weights else ""),
-        "```", "",
-        "## Layers", "",
+        "```",
+        "",
+        "## Layers",
+        "",
         "Receptive field: the side of the input square one unit sees, from the layer arithmetic (not clipped "
-        "to the image); jump: the input pixels between neighbouring units.", "",
+        "to the image); jump: the input pixels between neighbouring units.",
+        "",
         "| layer | kind | output | params | FLOPs | receptive field (px) | jump (px) |",
         "|---|---|---|---:|---:|---:|---:|",
     ]
     for r in info.layers:
         size, jump = _field(r["receptive_field"])
-        lines.append(f"| `{r['name']}` | {r['kind']} | {_shape(r['output_shape'])} | {r['params']:,} | "
-                     f"{human(r['flops'])} | {size} | {jump} |")
+        lines.append(
+            f"| `{r['name']}` | {r['kind']} | {_shape(r['output_shape'])} | {r['params']:,} | "
+            f"{human(r['flops'])} | {size} | {jump} |"
+        )
     lines += ["", "## Search space", ""]
     if info.search:
-        lines += ["The `[search]` table (`cnnzoo.tune`); each default equals the config's value.", "",
-                  "| hyperparameter | values |", "|---|---|"]
+        lines += [
+            "The `[search]` table (`cnnzoo.tune`); each default equals the config's value.",
+            "",
+            "| hyperparameter | values |",
+            "|---|---|",
+        ]
         lines += [f"| `{k}` | {_cell(_search_value(v))} |" for k, v in info.search.items()]
     else:
         lines.append("None: the entry has no `[search]` table.")
     lines += ["", "## Weights", ""]
     if spec.weights:
-        lines += [f'`cnnzoo.get("{name}", weights=NAME)`:', "",
-                  "| name | loads into | what | measured accuracy |", "|---|---|---|---|"]
+        lines += [
+            f'`cnnzoo.get("{name}", weights=NAME)`:',
+            "",
+            "| name | loads into | what | measured accuracy |",
+            "|---|---|---|---|",
+        ]
         for wname, w in spec.weights.items():
-            lines.append(f"| `{wname}` | {'the backbone' if w.target == 'backbone' else 'the whole model'} | "
-                         f"{_cell(w.description) or '-'} | {_cell(w.accuracy) or 'not measured by cnnzoo'} |")
+            lines.append(
+                f"| `{wname}` | {'the backbone' if w.target == 'backbone' else 'the whole model'} | "
+                f"{_cell(w.description) or '-'} | {_cell(w.accuracy) or 'not measured by cnnzoo'} |"
+            )
     else:
-        lines.append("No named weights: the model starts from random weights (or your own file, "
-                     "`weights=PATH`).")
+        lines.append("No named weights: the model starts from random weights (or your own file, `weights=PATH`).")
     return "\n".join(lines) + "\n"
 
 
 def render_index():
     """The Markdown index of all cards (`docs/models/README.md`)."""
-    lines = ["# Model cards", "", _GENERATED, "",
-             "One card per built-in zoo entry: input, parameters, FLOPs, receptive field, the layer table, the "
-             "search space and the named weights. Parameters and FLOPs (2 per multiply-accumulate) are at "
-             "the default input and classes.", "",
-             "| model | kind | input | params | FLOPs | description |", "|---|---|---|---:|---:|---|"]
+    lines = [
+        "# Model cards",
+        "",
+        _GENERATED,
+        "",
+        "One card per built-in zoo entry: input, parameters, FLOPs, receptive field, the layer table, the "
+        "search space and the named weights. Parameters and FLOPs (2 per multiply-accumulate) are at "
+        "the default input and classes.",
+        "",
+        "| model | kind | input | params | FLOPs | description |",
+        "|---|---|---|---:|---:|---|",
+    ]
     for name in entries():
         info = registry.info(name)
-        lines.append(f"| [{name}]({name}.md) | {info.kind} | {_shape(info.input_shape)} | {human(info.params)} | "
-                     f"{human(info.flops)} | {_cell(info.description)} |")
+        lines.append(
+            f"| [{name}]({name}.md) | {info.kind} | {_shape(info.input_shape)} | {human(info.params)} | "
+            f"{human(info.flops)} | {_cell(info.description)} |"
+        )
     return "\n".join(lines) + "\n"
 
 

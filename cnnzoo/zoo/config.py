@@ -12,8 +12,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cnnzoo.errors import ConfigError, closest
-from cnnzoo.zoo.config_rules import (MAX_CONVS, MAX_SIZE, check_bool, check_choice, check_float, check_int,
-                                     check_keys, check_str, fail, where)
+from cnnzoo.zoo.config_rules import (
+    MAX_CONVS,
+    MAX_SIZE,
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_keys,
+    check_str,
+    fail,
+    where,
+)
 from cnnzoo.zoo.config_sections import SearchParam, WeightsSource, parse_search_param, parse_weights
 
 __all__ = [
@@ -36,16 +46,35 @@ __all__ = [
 
 PREPROCESSING = ("none", "rescale_0_1", "rescale_-1_1", "caffe", "torch")
 ACTIVATIONS = (
-    "relu", "relu6", "leaky_relu", "elu", "selu", "gelu", "swish", "silu",
-    "mish", "tanh", "sigmoid", "softplus", "linear",
+    "relu",
+    "relu6",
+    "leaky_relu",
+    "elu",
+    "selu",
+    "gelu",
+    "swish",
+    "silu",
+    "mish",
+    "tanh",
+    "sigmoid",
+    "softplus",
+    "linear",
 )
 POOLS = ("max", "avg", "none")
 PADDINGS = ("same", "valid")
 HEAD_POOLING = ("flatten", "avg", "max")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam")
 SEARCH_KEYS = (
-    "conv_blocks", "filters", "convs", "kernel_size", "batch_norm",
-    "dense_layers", "units", "dropout", "learning_rate", "optimizer",
+    "conv_blocks",
+    "filters",
+    "convs",
+    "kernel_size",
+    "batch_norm",
+    "dense_layers",
+    "units",
+    "dropout",
+    "learning_rate",
+    "optimizer",
 )
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -155,12 +184,14 @@ def _parse_block(table, i, source):
         padding=check_choice(table.get("padding", d.padding), f"{key}.padding", source, PADDINGS),
         activation=check_choice(table.get("activation", d.activation), f"{key}.activation", source, ACTIVATIONS),
         batch_norm=check_bool(table.get("batch_norm", d.batch_norm), f"{key}.batch_norm", source),
-        bn_momentum=check_float(table.get("bn_momentum", d.bn_momentum), f"{key}.bn_momentum", source, 0.0, 1.0,
-                           hi_open=True),
+        bn_momentum=check_float(
+            table.get("bn_momentum", d.bn_momentum), f"{key}.bn_momentum", source, 0.0, 1.0, hi_open=True
+        ),
         pool=check_choice(table.get("pool", d.pool), f"{key}.pool", source, POOLS),
         pool_size=check_int(table.get("pool_size", d.pool_size), f"{key}.pool_size", source, hi=MAX_SIZE),
-        pool_strides=check_int(table.get("pool_strides", d.pool_strides), f"{key}.pool_strides", source, lo=0,
-                               hi=MAX_SIZE),
+        pool_strides=check_int(
+            table.get("pool_strides", d.pool_strides), f"{key}.pool_strides", source, lo=0, hi=MAX_SIZE
+        ),
         pool_padding=check_choice(table.get("pool_padding", d.pool_padding), f"{key}.pool_padding", source, PADDINGS),
         dropout=check_float(table.get("dropout", d.dropout), f"{key}.dropout", source, 0.0, 1.0, hi_open=True),
     )
@@ -203,7 +234,9 @@ def _parse_train(table, source):
     d = Train()
     return Train(
         optimizer=check_choice(table.get("optimizer", d.optimizer), "train.optimizer", source, OPTIMIZERS),
-        learning_rate=check_float(table.get("learning_rate", d.learning_rate), "train.learning_rate", source, 0.0, 10.0),
+        learning_rate=check_float(
+            table.get("learning_rate", d.learning_rate), "train.learning_rate", source, 0.0, 10.0
+        ),
     )
 
 
@@ -235,8 +268,10 @@ def parse(raw, source="<memory>"):
     check_keys(raw, allowed, "", source)
     for required in ("name", "description", "input_shape", "num_classes"):
         if required not in raw:
-            raise ConfigError(f"`{required}` is required{where(source)} but missing. "
-                              f"Add e.g. `{required} = ...` at the top of the file.")
+            raise ConfigError(
+                f"`{required}` is required{where(source)} but missing. "
+                f"Add e.g. `{required} = ...` at the top of the file."
+            )
     name = check_str(raw["name"], "name", source)
     if not NAME_RE.match(name):
         fail(where(source), "name", "must be lower_snake_case (a-z, 0-9, _; starting with a letter)", name)
@@ -257,8 +292,10 @@ def parse(raw, source="<memory>"):
         fail(where(source), "blocks", "must be an array of tables ([[blocks]])", blocks)
     backbone = _parse_backbone(raw["backbone"], source) if "backbone" in raw else None
     if bool(blocks) == (backbone is not None):
-        raise ConfigError(f"A config needs exactly one of `blocks` and `backbone`{where(source)}. "
-                          f"Received: blocks={len(blocks)} tables, backbone={raw.get('backbone')!r}.")
+        raise ConfigError(
+            f"A config needs exactly one of `blocks` and `backbone`{where(source)}. "
+            f"Received: blocks={len(blocks)} tables, backbone={raw.get('backbone')!r}."
+        )
     search = raw.get("search", {})
     check_keys(search, set(SEARCH_KEYS), "search", source)
     return ModelSpec(
@@ -284,8 +321,9 @@ def loads(text, source="<string>"):
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"`{source}` is not valid TOML: {e}. Fix the file or remove it "
-                          f"from the config path.") from None
+        raise ConfigError(
+            f"`{source}` is not valid TOML: {e}. Fix the file or remove it from the config path."
+        ) from None
     return parse(raw, source)
 
 
@@ -322,9 +360,23 @@ _SHORTCUTS = {
     "learning_rate": ("train", "learning_rate"),
     "optimizer": ("train", "optimizer"),
 }
-OVERRIDE_KEYS = tuple(sorted(
-    {"input_shape", "num_classes", "class_names", "preprocessing", "blocks", "head",
-     "backbone", "train", "search", "description"} | set(_SHORTCUTS)))
+OVERRIDE_KEYS = tuple(
+    sorted(
+        {
+            "input_shape",
+            "num_classes",
+            "class_names",
+            "preprocessing",
+            "blocks",
+            "head",
+            "backbone",
+            "train",
+            "search",
+            "description",
+        }
+        | set(_SHORTCUTS)
+    )
+)
 
 
 def to_dict(spec):
@@ -364,8 +416,9 @@ def to_dict(spec):
     if search:
         out["search"] = search
     if spec.weights:
-        out["weights"] = {k: {f: v for f, v in dataclasses.asdict(w).items() if v and f != "name"}
-                          for k, w in spec.weights.items()}
+        out["weights"] = {
+            k: {f: v for f, v in dataclasses.asdict(w).items() if v and f != "name"} for k, w in spec.weights.items()
+        }
     return out
 
 
@@ -392,15 +445,18 @@ def apply_overrides(spec, overrides):
         if key not in OVERRIDE_KEYS:
             raise ConfigError(
                 f"`{key}` is not an override of `{spec.name}`. Valid overrides: "
-                f"{', '.join(OVERRIDE_KEYS)}.{closest(key, OVERRIDE_KEYS)} Received: {key}={value!r}.")
+                f"{', '.join(OVERRIDE_KEYS)}.{closest(key, OVERRIDE_KEYS)} Received: {key}={value!r}."
+            )
         if key in _SHORTCUTS:
             section, fld = _SHORTCUTS[key]
             if "head" in section or section == "train":
                 raw.setdefault("head" if section != "train" else "train", {})[fld] = value
             if "blocks" in section:
                 if not spec.blocks and section == "blocks":
-                    raise ConfigError(f"`{key}` applies to conv blocks, and `{spec.name}` has a backbone "
-                                      f"instead. Received: {key}={value!r}.")
+                    raise ConfigError(
+                        f"`{key}` applies to conv blocks, and `{spec.name}` has a backbone "
+                        f"instead. Received: {key}={value!r}."
+                    )
                 for b in raw.get("blocks", []):
                     b[fld] = value
         elif key in ("head", "train") and isinstance(value, dict):

@@ -4,8 +4,18 @@ import math
 
 from cnnzoo.errors import ConfigError, closest
 
-__all__ = ["MAX_CONVS", "MAX_SIZE", "fail", "where", "check_keys", "check_int", "check_float", "check_bool",
-           "check_choice", "check_str"]
+__all__ = [
+    "MAX_CONVS",
+    "MAX_SIZE",
+    "fail",
+    "where",
+    "check_keys",
+    "check_int",
+    "check_float",
+    "check_bool",
+    "check_choice",
+    "check_str",
+]
 
 MAX_CONVS = 1024  # convolutions in one block: far beyond any real design, and a bound on the tuple it makes
 # An image side, kernel, stride or pool size. TensorFlow keeps windows in int32: a max-pool of 2**31 with "same"
@@ -14,9 +24,7 @@ MAX_SIZE = 65536
 
 
 def fail(where, key, rule, value, hint=""):
-    raise ConfigError(
-        f"`{key}` {rule}{where}. Received: {key.split('.')[-1].split('[')[0]}={value!r}.{hint}"
-    )
+    raise ConfigError(f"`{key}` {rule}{where}. Received: {key.split('.')[-1].split('[')[0]}={value!r}.{hint}")
 
 
 def where(source):
@@ -59,8 +67,7 @@ def check_bool(value, key, source):
 
 def check_choice(value, key, source, choices):
     if value not in choices:
-        fail(where(source), key, f"must be one of {', '.join(map(repr, choices))}", value,
-              closest(value, choices))
+        fail(where(source), key, f"must be one of {', '.join(map(repr, choices))}", value, closest(value, choices))
     return value
 
 
@@ -68,5 +75,3 @@ def check_str(value, key, source):
     if not isinstance(value, str):
         fail(where(source), key, "must be a string", value)
     return value
-
-

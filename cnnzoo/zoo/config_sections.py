@@ -45,8 +45,6 @@ class SearchParam:
     value: object = None
 
 
-
-
 def parse_search_param(name, value, source):
     key = f"search.{name}"
     if isinstance(value, dict):
@@ -60,12 +58,19 @@ def parse_search_param(name, value, source):
                 check_float(value[k], f"{key}.{k}", source, lo=-1e9)
         if hi < lo:
             fail(where(source), f"{key}.max", f"must be >= `min` ({lo})", hi)
-        sampling = check_choice(value.get("sampling", "linear"), f"{key}.sampling", source,
-                           ("linear", "log", "reverse_log"))
+        sampling = check_choice(
+            value.get("sampling", "linear"), f"{key}.sampling", source, ("linear", "log", "reverse_log")
+        )
         if sampling != "linear" and lo <= 0:
             fail(where(source), f"{key}.min", "must be > 0 with log sampling", lo)
-        return SearchParam(name, "int" if is_int else "float", min=lo, max=hi,
-                           step=value.get("step", 1 if is_int else 0), sampling=sampling)
+        return SearchParam(
+            name,
+            "int" if is_int else "float",
+            min=lo,
+            max=hi,
+            step=value.get("step", 1 if is_int else 0),
+            sampling=sampling,
+        )
     if isinstance(value, list):
         if not value or len({type(v) for v in value}) != 1:
             fail(where(source), key, "must be a non-empty list of values of one type", value)

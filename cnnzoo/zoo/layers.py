@@ -41,8 +41,10 @@ class Preprocess(layers.Layer):
 
     def build(self, input_shape):
         if self.mode in ("caffe", "torch") and input_shape[-1] != 3:
-            raise ValueError(f"`mode={self.mode!r}` needs 3-channel RGB input. "
-                             f"Received: input_shape={tuple(input_shape)}. Use 'rescale_0_1' instead.")
+            raise ValueError(
+                f"`mode={self.mode!r}` needs 3-channel RGB input. "
+                f"Received: input_shape={tuple(input_shape)}. Use 'rescale_0_1' instead."
+            )
 
     def call(self, x):
         x = ops.cast(x, self.compute_dtype)
@@ -118,9 +120,22 @@ class ConvBlock(_Steps):
     (1, 16, 16, 64)
     """
 
-    def __init__(self, filters, kernel_size=3, strides=1, padding="same", activation="relu",
-                 batch_norm=False, bn_momentum=Block.bn_momentum, pool="max", pool_size=2, pool_strides=0, pool_padding="valid",
-                 dropout=0.0, **kwargs):
+    def __init__(
+        self,
+        filters,
+        kernel_size=3,
+        strides=1,
+        padding="same",
+        activation="relu",
+        batch_norm=False,
+        bn_momentum=Block.bn_momentum,
+        pool="max",
+        pool_size=2,
+        pool_strides=0,
+        pool_padding="valid",
+        dropout=0.0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.filters = [int(filters)] if isinstance(filters, int) else [int(f) for f in filters]
         self.kernel_size = int(kernel_size)
@@ -137,28 +152,52 @@ class ConvBlock(_Steps):
         prefix, dt = self.name, self.dtype_policy  # sub-layers share this layer's precision policy
         self.steps = []
         for j, f in enumerate(self.filters, 1):
-            self.steps.append(layers.Conv2D(
-                f, self.kernel_size, strides=self.strides if j == 1 else 1, padding=padding,
-                activation=None if self.batch_norm else activation, use_bias=not self.batch_norm,
-                name=f"{prefix}_conv{j}", dtype=dt))
+            self.steps.append(
+                layers.Conv2D(
+                    f,
+                    self.kernel_size,
+                    strides=self.strides if j == 1 else 1,
+                    padding=padding,
+                    activation=None if self.batch_norm else activation,
+                    use_bias=not self.batch_norm,
+                    name=f"{prefix}_conv{j}",
+                    dtype=dt,
+                )
+            )
             if self.batch_norm:
-                self.steps.append(layers.BatchNormalization(momentum=self.bn_momentum, name=f"{prefix}_bn{j}",
-                                                            dtype=dt))
+                self.steps.append(
+                    layers.BatchNormalization(momentum=self.bn_momentum, name=f"{prefix}_bn{j}", dtype=dt)
+                )
                 self.steps.append(layers.Activation(activation, name=f"{prefix}_act{j}", dtype=dt))
         if pool != "none":
             cls = layers.MaxPooling2D if pool == "max" else layers.AveragePooling2D
-            self.steps.append(cls(self.pool_size, strides=self.pool_strides or self.pool_size,
-                                  padding=pool_padding, name=f"{prefix}_pool", dtype=dt))
+            self.steps.append(
+                cls(
+                    self.pool_size,
+                    strides=self.pool_strides or self.pool_size,
+                    padding=pool_padding,
+                    name=f"{prefix}_pool",
+                    dtype=dt,
+                )
+            )
         if self.dropout:
             self.steps.append(layers.Dropout(self.dropout, name=f"{prefix}_dropout", dtype=dt))
 
     def get_config(self):
         return {
             **super().get_config(),
-            "filters": self.filters, "kernel_size": self.kernel_size, "strides": self.strides,
-            "padding": self.padding, "activation": self.activation, "batch_norm": self.batch_norm,
-            "bn_momentum": self.bn_momentum, "pool": self.pool, "pool_size": self.pool_size, "pool_strides": self.pool_strides,
-            "pool_padding": self.pool_padding, "dropout": self.dropout,
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "padding": self.padding,
+            "activation": self.activation,
+            "batch_norm": self.batch_norm,
+            "bn_momentum": self.bn_momentum,
+            "pool": self.pool,
+            "pool_size": self.pool_size,
+            "pool_strides": self.pool_strides,
+            "pool_padding": self.pool_padding,
+            "dropout": self.dropout,
         }
 
 
@@ -192,8 +231,17 @@ class ClassifierHead(_Steps):
     (2, 3)
     """
 
-    def __init__(self, num_classes, dense=(), dropout=0.0, activation="relu", pooling="flatten",
-                 class_names=None, pretrained=None, **kwargs):
+    def __init__(
+        self,
+        num_classes,
+        dense=(),
+        dropout=0.0,
+        activation="relu",
+        pooling="flatten",
+        class_names=None,
+        pretrained=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
         self.dense = [int(u) for u in dense]
@@ -201,12 +249,15 @@ class ClassifierHead(_Steps):
         self.activation = activation
         self.pooling = pooling
         if class_names is not None and len(class_names) != self.num_classes:
-            raise ValueError(f"`class_names` must have `num_classes` ({self.num_classes}) entries. "
-                             f"Received: class_names={list(class_names)!r}.")
+            raise ValueError(
+                f"`class_names` must have `num_classes` ({self.num_classes}) entries. "
+                f"Received: class_names={list(class_names)!r}."
+            )
         self.class_names = list(class_names) if class_names else None
         self.pretrained = None if pretrained is None else bool(pretrained)
-        pool = {"flatten": layers.Flatten, "avg": layers.GlobalAveragePooling2D,
-                "max": layers.GlobalMaxPooling2D}[pooling]
+        pool = {"flatten": layers.Flatten, "avg": layers.GlobalAveragePooling2D, "max": layers.GlobalMaxPooling2D}[
+            pooling
+        ]
         dt = self.dtype_policy
         self.steps = [pool(name="flatten" if pooling == "flatten" else f"global_{pooling}_pool", dtype=dt)]
         for i, units in enumerate(self.dense, 1):
@@ -217,8 +268,9 @@ class ClassifierHead(_Steps):
             self.steps.append(layers.Dropout(self.dropout, name="dropout", dtype=dt))
         # the softmax stays float32 under mixed precision: probabilities keep their precision, losses do not overflow
         low = dt.compute_dtype in ("float16", "bfloat16")
-        self.steps.append(layers.Dense(self.num_classes, activation="softmax", name="predictions",
-                                       dtype="float32" if low else dt))
+        self.steps.append(
+            layers.Dense(self.num_classes, activation="softmax", name="predictions", dtype="float32" if low else dt)
+        )
 
     def compute_output_spec(self, x, training=None):
         return keras.KerasTensor(self.compute_output_shape(x.shape), dtype=self.steps[-1].compute_dtype)
@@ -226,8 +278,12 @@ class ClassifierHead(_Steps):
     def get_config(self):
         return {
             **super().get_config(),
-            "num_classes": self.num_classes, "dense": self.dense, "dropout": self.dropout,
-            "activation": self.activation, "pooling": self.pooling, "class_names": self.class_names,
+            "num_classes": self.num_classes,
+            "dense": self.dense,
+            "dropout": self.dropout,
+            "activation": self.activation,
+            "pooling": self.pooling,
+            "class_names": self.class_names,
             "pretrained": self.pretrained,
         }
 

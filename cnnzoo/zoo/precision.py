@@ -40,8 +40,10 @@ def check_dtype(dtype):
         return None
     name = dtype.name if isinstance(dtype, keras.DTypePolicy) else dtype
     if not isinstance(name, str) or name not in DTYPES:
-        raise ConfigError(f"`dtype` must be None (float32), {', '.join(map(repr, DTYPES))} or a keras.DTypePolicy "
-                          f"of one of them. Received: dtype={dtype!r}.")
+        raise ConfigError(
+            f"`dtype` must be None (float32), {', '.join(map(repr, DTYPES))} or a keras.DTypePolicy "
+            f"of one of them. Received: dtype={dtype!r}."
+        )
     return name
 
 
@@ -98,8 +100,11 @@ def _move_policies(node, old, new):
         if node.get("registered_name") == "cnnzoo>Preprocess":
             return  # float32 preprocessing under every policy (see `cnnzoo.zoo.builders.build`)
         policy = node.get("dtype")
-        if (isinstance(policy, dict) and policy.get("class_name") == "DTypePolicy"
-                and policy.get("config", {}).get("name") == old):
+        if (
+            isinstance(policy, dict)
+            and policy.get("class_name") == "DTypePolicy"
+            and policy.get("config", {}).get("name") == old
+        ):
             node["dtype"] = {**policy, "config": {**policy["config"], "name": new}}
         for value in node.values():
             _move_policies(value, old, new)

@@ -61,8 +61,10 @@ class Entry:
             if isinstance(e, PluginError):
                 self.failure = str(e)
             else:
-                self.failure = (f"The {self.source} failed to load: {type(e).__name__}: {e}. Fix or uninstall "
-                                f"the package that provides it.")
+                self.failure = (
+                    f"The {self.source} failed to load: {type(e).__name__}: {e}. Fix or uninstall "
+                    f"the package that provides it."
+                )
             raise PluginError(self.failure) from e
         self.entry_point = None
         return self
@@ -79,12 +81,16 @@ class Entry:
             self.builder = obj
             self.description = _doc_summary(obj)
         else:
-            raise PluginError(f"The {self.source} must name a builder function, a ModelSpec, a config dict or "
-                              f"a .toml path. Received: {type(obj).__name__}.")
+            raise PluginError(
+                f"The {self.source} must name a builder function, a ModelSpec, a config dict or "
+                f"a .toml path. Received: {type(obj).__name__}."
+            )
         if self.spec is not None:
             if self.spec.name != self.name:
-                raise PluginError(f"The {self.source} provides a config named `{self.spec.name}`. Use the same "
-                                  f"name for both. Received: name={self.spec.name!r}.")
+                raise PluginError(
+                    f"The {self.source} provides a config named `{self.spec.name}`. Use the same "
+                    f"name for both. Received: name={self.spec.name!r}."
+                )
             self.description = self.spec.description
 
 
@@ -152,7 +158,8 @@ def _add(entries, new):
         raise DuplicateModelError(
             f"The model name `{new.name}` is registered twice: by {old.source} and by {new.source}. "
             f"Rename one of them (the config's `name`, the `register` name or the entry-point name) "
-            f"or remove it.")
+            f"or remove it."
+        )
     entries[new.name] = new
 
 
@@ -162,20 +169,31 @@ def _scanned():
     for label, directory in _config_dirs():
         if not directory.is_dir():
             if label == "CNNZOO_CONFIG_PATH":
-                raise ConfigError(f"`CNNZOO_CONFIG_PATH` must list existing directories. "
-                                  f"Received: {str(directory)!r}, which does not exist.")
+                raise ConfigError(
+                    f"`CNNZOO_CONFIG_PATH` must list existing directories. "
+                    f"Received: {str(directory)!r}, which does not exist."
+                )
             continue
         for path in sorted(directory.glob("*.toml")):
             spec = config.load(path)
             where = f"zoo_configs/{path.name} (built-in)" if label == "built-in" else f"{path} ({label})"
             if spec.name != path.stem:
-                raise ConfigError(f"`name` must equal the file name `{path.stem}` (in {path}). "
-                                  f"Received: name={spec.name!r}. Rename the file or the model.")
+                raise ConfigError(
+                    f"`name` must equal the file name `{path.stem}` (in {path}). "
+                    f"Received: name={spec.name!r}. Rename the file or the model."
+                )
             _add(entries, Entry(spec.name, where, spec=spec, description=spec.description))
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = getattr(ep, "dist", None)
         dist_name = f" of package {dist.name}" if dist is not None else ""
-        _add(entries, Entry(ep.name, f"entry point `{ep.name} = {ep.value}` (group `{ENTRY_POINT_GROUP}`){dist_name}", entry_point=ep))
+        _add(
+            entries,
+            Entry(
+                ep.name,
+                f"entry point `{ep.name} = {ep.value}` (group `{ENTRY_POINT_GROUP}`){dist_name}",
+                entry_point=ep,
+            ),
+        )
     return entries
 
 
@@ -221,7 +239,8 @@ def entry(name):
             raise UnknownModelError(f"`name` must be a string naming a zoo model. Received: name={name!r}.")
         raise UnknownModelError(
             f"`name` must be a registered model; `{name}` is not one.{closest(name, entries)} "
-            f"See `cnnzoo list` for all {len(entries)} models. Received: name={name!r}.")
+            f"See `cnnzoo list` for all {len(entries)} models. Received: name={name!r}."
+        )
     return entries[name].resolve()
 
 
@@ -241,8 +260,10 @@ def spec(name):
     """
     e = entry(name)
     if e.spec is None:
-        raise ConfigError(f"`{name}` is built by code ({e.source}) and has no config to read. "
-                          f"Build it with `cnnzoo.get({name!r})` instead.")
+        raise ConfigError(
+            f"`{name}` is built by code ({e.source}) and has no config to read. "
+            f"Build it with `cnnzoo.get({name!r})` instead."
+        )
     return e.spec
 
 
@@ -271,9 +292,18 @@ def info(name, input_shape=None, num_classes=None):
     numbers = stats.summary(s, tuple(input_shape) if input_shape else None, num_classes)
     search = config.to_dict(s).get("search", {})
     return ModelInfo(
-        name=s.name, kind=s.kind, description=s.description, reference=s.reference, source=e.source,
-        input_shape=tuple(input_shape or s.input_shape), num_classes=num_classes or s.num_classes,
-        params=numbers["params"], flops=numbers["flops"], layers=numbers["layers"], search=search)
+        name=s.name,
+        kind=s.kind,
+        description=s.description,
+        reference=s.reference,
+        source=e.source,
+        input_shape=tuple(input_shape or s.input_shape),
+        num_classes=num_classes or s.num_classes,
+        params=numbers["params"],
+        flops=numbers["flops"],
+        layers=numbers["layers"],
+        search=search,
+    )
 
 
 def _doc_summary(fn):
@@ -311,8 +341,12 @@ def register(name=None, *, description=None):
         if not callable(fn):
             raise ConfigError(f"`register` decorates a builder function. Received: {fn!r}.")
         module = getattr(fn, "__module__", "?")
-        new = Entry(model_name, f"@register in module {module} ({fn.__qualname__})", builder=fn,
-                    description=description or _doc_summary(fn))
+        new = Entry(
+            model_name,
+            f"@register in module {module} ({fn.__qualname__})",
+            builder=fn,
+            description=description or _doc_summary(fn),
+        )
         _add(_entries(), new)  # raises DuplicateModelError naming both sources
         _code_entries[model_name] = new
         return fn

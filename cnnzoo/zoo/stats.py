@@ -19,8 +19,17 @@ from dataclasses import dataclass
 
 from cnnzoo.errors import ConfigError
 
-__all__ = ["ReceptiveField", "LayerStat", "layer_stats", "receptive_fields", "receptive_step", "count_params",
-           "count_flops", "min_input_size", "summary"]
+__all__ = [
+    "ReceptiveField",
+    "LayerStat",
+    "layer_stats",
+    "receptive_fields",
+    "receptive_step",
+    "count_params",
+    "count_flops",
+    "min_input_size",
+    "summary",
+]
 
 
 @dataclass(frozen=True)
@@ -88,8 +97,9 @@ def receptive_step(field, sizes, kernel, stride, padding, dilation=1):
     if field.size is None or field.jump is None:
         return field
     k = dilation * (kernel - 1) + 1
-    start = tuple(c + ((k - 1) / 2 - _pad_before(n, k, stride, padding)) * field.jump
-                  for c, n in zip(field.start, sizes))
+    start = tuple(
+        c + ((k - 1) / 2 - _pad_before(n, k, stride, padding)) * field.jump for c, n in zip(field.start, sizes)
+    )
     return ReceptiveField(field.size + (k - 1) * field.jump, field.jump * stride, start)
 
 
@@ -122,7 +132,8 @@ def layer_stats(spec, input_shape=None, num_classes=None):
     def too_small(layer):
         raise ConfigError(
             f"`input_shape` is too small for `{spec.name}`: the feature map vanishes at `{layer}`. "
-            f"Use at least {min_input_size(spec)}x{min_input_size(spec)}. Received: input_shape={(h0, w0, c0)}.")
+            f"Use at least {min_input_size(spec)}x{min_input_size(spec)}. Received: input_shape={(h0, w0, c0)}."
+        )
 
     h0, w0, c0 = h, w, c
     rf = ReceptiveField(1, 1, (0.0, 0.0))
@@ -131,8 +142,9 @@ def layer_stats(spec, input_shape=None, num_classes=None):
         bb = spec.backbone
         h, w = math.ceil(h / bb.reduction), math.ceil(w / bb.reduction)
         area = (h0 * w0) / (spec.input_shape[0] * spec.input_shape[1])
-        rows.append(LayerStat("backbone", bb.application, (h, w, bb.channels), bb.params,
-                              int(round(bb.flops * area)), rf))
+        rows.append(
+            LayerStat("backbone", bb.application, (h, w, bb.channels), bb.params, int(round(bb.flops * area)), rf)
+        )
         c = bb.channels
     for i, b in enumerate(spec.blocks, 1):
         for j, f in enumerate(b.filters, 1):
@@ -143,8 +155,9 @@ def layer_stats(spec, input_shape=None, num_classes=None):
                 too_small(f"block{i}_conv{j}")
             k2 = b.kernel_size * b.kernel_size
             bias = 0 if b.batch_norm else f  # a conv followed by BatchNorm has no bias
-            rows.append(LayerStat(f"block{i}_conv{j}", "Conv2D", (h, w, f), k2 * c * f + bias,
-                                  2 * k2 * c * f * h * w, rf))
+            rows.append(
+                LayerStat(f"block{i}_conv{j}", "Conv2D", (h, w, f), k2 * c * f + bias, 2 * k2 * c * f * h * w, rf)
+            )
             c = f
             if b.batch_norm:
                 rows.append(LayerStat(f"block{i}_bn{j}", "BatchNormalization", (h, w, c), 4 * c, 0, rf))
@@ -154,8 +167,11 @@ def layer_stats(spec, input_shape=None, num_classes=None):
             h, w = _out(h, b.pool_size, ps, b.pool_padding), _out(w, b.pool_size, ps, b.pool_padding)
             if h < 1 or w < 1:
                 too_small(f"block{i}_pool")
-            rows.append(LayerStat(f"block{i}_pool", "MaxPooling2D" if b.pool == "max" else "AveragePooling2D",
-                                  (h, w, c), 0, 0, rf))
+            rows.append(
+                LayerStat(
+                    f"block{i}_pool", "MaxPooling2D" if b.pool == "max" else "AveragePooling2D", (h, w, c), 0, 0, rf
+                )
+            )
     whole = ReceptiveField(max(h0, w0))  # from here on, every unit sees the whole input
     if spec.head.pooling == "flatten":
         features = h * w * c
@@ -166,8 +182,16 @@ def layer_stats(spec, input_shape=None, num_classes=None):
     for i, units in enumerate(spec.head.dense, 1):
         rows.append(LayerStat(f"fc{i}", "Dense", (units,), features * units + units, 2 * features * units, whole))
         features = units
-    rows.append(LayerStat("predictions", "Dense", (num_classes,), features * num_classes + num_classes,
-                          2 * features * num_classes, whole))
+    rows.append(
+        LayerStat(
+            "predictions",
+            "Dense",
+            (num_classes,),
+            features * num_classes + num_classes,
+            2 * features * num_classes,
+            whole,
+        )
+    )
     return rows
 
 
@@ -230,8 +254,14 @@ def summary(spec, input_shape=None, num_classes=None):
         "params": sum(r.params for r in rows),
         "flops": sum(r.flops for r in rows),
         "layers": [
-            {"name": r.name, "kind": r.kind, "output_shape": list(r.output_shape), "params": r.params, "flops": r.flops,
-             "receptive_field": r.receptive_field.to_dict()}
+            {
+                "name": r.name,
+                "kind": r.kind,
+                "output_shape": list(r.output_shape),
+                "params": r.params,
+                "flops": r.flops,
+                "receptive_field": r.receptive_field.to_dict(),
+            }
             for r in rows
         ],
     }

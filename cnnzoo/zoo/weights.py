@@ -130,9 +130,11 @@ def resolve(source, model_name=""):
         if packaged.is_file():
             problem = _hash_problem(packaged, source.sha256, source.md5)
             if problem:
-                raise WeightsError(f"{label} uses the file {str(packaged)!r} shipped with cnnzoo, and {problem}: "
-                                   f"the installation is damaged. Reinstall cnnzoo (pip install --force-reinstall "
-                                   f"cnnzoo). Received: weights={source.name!r}.")
+                raise WeightsError(
+                    f"{label} uses the file {str(packaged)!r} shipped with cnnzoo, and {problem}: "
+                    f"the installation is damaged. Reinstall cnnzoo (pip install --force-reinstall "
+                    f"cnnzoo). Received: weights={source.name!r}."
+                )
             return packaged
     target = cache_path(source)
     if target.is_file():
@@ -141,17 +143,23 @@ def resolve(source, model_name=""):
             return target
         if not source.url or is_offline():
             why = "CNNZOO_OFFLINE is set" if source.url else "the entry declares no url to fetch it from"
-            raise WeightsError(f"{label}: the cached file {str(target)!r} is damaged ({problem}) and {why}. Delete "
-                               f"it and put a good copy there{' (from ' + source.url + ')' if source.url else ''}. "
-                               f"Received: weights={source.name!r}.")
-        warnings.warn(f"The cached weights {str(target)!r} are damaged ({problem}); downloading them again "
-                      f"from {source.url}.", stacklevel=3)
+            raise WeightsError(
+                f"{label}: the cached file {str(target)!r} is damaged ({problem}) and {why}. Delete "
+                f"it and put a good copy there{' (from ' + source.url + ')' if source.url else ''}. "
+                f"Received: weights={source.name!r}."
+            )
+        warnings.warn(
+            f"The cached weights {str(target)!r} are damaged ({problem}); downloading them again from {source.url}.",
+            stacklevel=3,
+        )
         target.unlink()
     if not source.url:
         about = f" {source.description}" if source.description else ""
-        raise WeightsNotFoundError(f"{label} needs the file {target.name!r}, which is not in the cache.{about} "
-                                   f"Put the file at {str(target)!r} (the cache is $CNNZOO_HOME/weights). "
-                                   f"Received: weights={source.name!r}.")
+        raise WeightsNotFoundError(
+            f"{label} needs the file {target.name!r}, which is not in the cache.{about} "
+            f"Put the file at {str(target)!r} (the cache is $CNNZOO_HOME/weights). "
+            f"Received: weights={source.name!r}."
+        )
     return download(source.url, target, sha256=source.sha256, md5=source.md5, what=label)
 
 
@@ -182,12 +190,16 @@ def download(url, path, sha256="", md5="", timeout=60, what=""):
     label = what or f"The weights file {path.name!r}"
     fix = f"download {url} yourself and put it at {str(path)!r}"
     if algorithm is None:
-        raise WeightsError(f"`sha256` (or `md5`) is required: downloads are always hash-checked. "
-                           f"Received: url={url!r}, sha256={sha256!r}, md5={md5!r}.")
+        raise WeightsError(
+            f"`sha256` (or `md5`) is required: downloads are always hash-checked. "
+            f"Received: url={url!r}, sha256={sha256!r}, md5={md5!r}."
+        )
     if is_offline():
-        raise WeightsNotFoundError(f"{label} needs {str(path)!r}, which is missing, and CNNZOO_OFFLINE is set so "
-                                   f"nothing is downloaded. On a machine with internet access, {fix} "
-                                   f"({algorithm} {want}); or unset CNNZOO_OFFLINE. Received: url={url!r}.")
+        raise WeightsNotFoundError(
+            f"{label} needs {str(path)!r}, which is missing, and CNNZOO_OFFLINE is set so "
+            f"nothing is downloaded. On a machine with internet access, {fix} "
+            f"({algorithm} {want}); or unset CNNZOO_OFFLINE. Received: url={url!r}."
+        )
     received = 0
 
     def fetch(tmp):
@@ -205,21 +217,29 @@ def download(url, path, sha256="", md5="", timeout=60, what=""):
                         digest.update(chunk)
                         received += len(chunk)
             except urllib.error.HTTPError as e:
-                raise WeightsDownloadError(f"{label}: the server answered HTTP {e.code} ({e.reason}) for {url}. "
-                                           f"Check the url in the entry's config, try again later, or {fix}.") from e
+                raise WeightsDownloadError(
+                    f"{label}: the server answered HTTP {e.code} ({e.reason}) for {url}. "
+                    f"Check the url in the entry's config, try again later, or {fix}."
+                ) from e
             except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
                 reason = getattr(e, "reason", None) or e
-                raise WeightsDownloadError(f"{label}: could not download {url}: {reason}. Check the network "
-                                           f"connection and try again, or {fix}.") from e
+                raise WeightsDownloadError(
+                    f"{label}: could not download {url}: {reason}. Check the network "
+                    f"connection and try again, or {fix}."
+                ) from e
         if expected is not None and received != expected:
-            raise WeightsDownloadError(f"{label}: the transfer of {url} ended after {received:,} of {expected:,} "
-                                       f"bytes (connection closed early). Nothing was saved; try again, or {fix}.")
+            raise WeightsDownloadError(
+                f"{label}: the transfer of {url} ended after {received:,} of {expected:,} "
+                f"bytes (connection closed early). Nothing was saved; try again, or {fix}."
+            )
         got = digest.hexdigest()
         if got != want:
-            raise WeightsError(f"{label}: the file downloaded from {url} ({received:,} bytes) has {algorithm} "
-                               f"{got}, expected {want}. It was deleted. The download was corrupted or the file "
-                               f"changed upstream: try again, and if it persists fix the hash in the config or "
-                               f"{fix} after checking it.")
+            raise WeightsError(
+                f"{label}: the file downloaded from {url} ({received:,} bytes) has {algorithm} "
+                f"{got}, expected {want}. It was deleted. The download was corrupted or the file "
+                f"changed upstream: try again, and if it persists fix the hash in the config or "
+                f"{fix} after checking it."
+            )
 
     atomic_save(path, fetch)  # the cache never holds a partial or unverified file
     return path
@@ -238,5 +258,6 @@ def named_source(spec, name):
         known = ", ".join(f"`{n}`" for n in names(spec)) or "none"
         raise UnknownWeightsError(
             f"`weights` must be None, a .weights.h5/.keras file, or a weights name that `{spec.name}` declares "
-            f"(its names: {known}).{closest(name, names(spec))} Received: weights={name!r}.")
+            f"(its names: {known}).{closest(name, names(spec))} Received: weights={name!r}."
+        )
     return source

@@ -13,8 +13,9 @@ from conftest import PYTHON, REPO, write_image_folder
 
 def cnnzoo_cli(*args):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([PYTHON, "-m", "cnnzoo.cli", *map(str, args)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [PYTHON, "-m", "cnnzoo.cli", *map(str, args)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +23,9 @@ def saved(tmp_path_factory):
     """A `.keras` file written by `cnnzoo.finetune` (what `cnnzoo finetune` runs) and its image folder."""
     root = tmp_path_factory.mktemp("explain")
     folder = write_image_folder(root / "birds", classes=("heron", "owl", "robin"), per_class=6, size=(20, 20))
-    result = cnnzoo.finetune("digits_cnn", folder, input_shape=(16, 16, 3), stages="all:2:1e-3", out=root / "run",
-                             verbose=0, plots=False)
+    result = cnnzoo.finetune(
+        "digits_cnn", folder, input_shape=(16, 16, 3), stages="all:2:1e-3", out=root / "run", verbose=0, plots=False
+    )
     return folder, result.model_path
 
 
@@ -44,7 +46,8 @@ def test_explain_writes_gradcam_and_feature_maps_for_each_image(saved, tmp_path)
     written = [line.split("wrote ", 1)[1] for line in done.stdout.splitlines() if line.startswith("  wrote ")]
     assert written and all(os.path.isfile(p) for p in written)
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == sorted(
-        os.path.relpath(p, out) for p in written)  # it printed every file it wrote
+        os.path.relpath(p, out) for p in written
+    )  # it printed every file it wrote
     truth = {p: cnnzoo.predict(model, p, top_k=2) for p in images}
     for image in images:
         p = truth[image]
@@ -59,8 +62,18 @@ def test_explain_writes_gradcam_and_feature_maps_for_each_image(saved, tmp_path)
 
 def test_explain_json_layers_and_errors(saved, tmp_path):
     folder, model = saved
-    done = cnnzoo_cli("explain", model, folder / "robin", "--out", tmp_path / "x", "--layers", "block1_pool",
-                      "--json", "--max-channels", "4")
+    done = cnnzoo_cli(
+        "explain",
+        model,
+        folder / "robin",
+        "--out",
+        tmp_path / "x",
+        "--layers",
+        "block1_pool",
+        "--json",
+        "--max-channels",
+        "4",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads(done.stdout)
     assert len(rows) == 6 and all(r["label"] in ("heron", "owl", "robin") for r in rows)

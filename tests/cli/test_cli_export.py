@@ -10,8 +10,9 @@ from conftest import PYTHON, REPO
 
 
 def cnnzoo_cli(*args):
-    return subprocess.run([PYTHON, "-m", "cnnzoo.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=REPO, timeout=180)
+    return subprocess.run(
+        [PYTHON, "-m", "cnnzoo.cli", *map(str, args)], capture_output=True, text=True, cwd=REPO, timeout=180
+    )
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +31,10 @@ def test_export_onnx_json_then_predict_on_the_file(digits):
     assert result["format"] == "onnx" and result["images"] == 360 and result["max_abs_diff"] < 1e-5
     assert result["top1_agreement"] == 1.0 and result["exported_accuracy"] == result["keras_accuracy"] > 0.99
     assert result["class_names"] == [str(i) for i in range(10)] and (root / "digits.onnx").is_file()
-    images = sorted(str(p) for p in (test_dir / "3").glob("*.png"))[:4] + sorted(
-        str(p) for p in (test_dir / "8").glob("*.png"))[:4]
+    images = (
+        sorted(str(p) for p in (test_dir / "3").glob("*.png"))[:4]
+        + sorted(str(p) for p in (test_dir / "8").glob("*.png"))[:4]
+    )
     on_file = cnnzoo_cli("predict", root / "digits.onnx", *images, "--json", "--top-k", "2")
     on_keras = cnnzoo_cli("predict", root / "digits.keras", *images, "--json", "--top-k", "2")
     assert on_file.returncode == on_keras.returncode == 0, on_file.stderr[-2000:] + on_keras.stderr[-2000:]

@@ -12,8 +12,14 @@ from conftest import PYTHON, REPO, write_image_folder
 
 def cnnzoo_cli(*args, cwd=None):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([PYTHON, "-m", "cnnzoo.cli", *map(str, args)], cwd=cwd or REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [PYTHON, "-m", "cnnzoo.cli", *map(str, args)],
+        cwd=cwd or REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +28,9 @@ def finetuned(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     folder = write_image_folder(root / "birds", classes=("heron", "owl", "robin"), per_class=6, size=(16, 16))
     out = root / "run"
-    done = cnnzoo_cli("finetune", "digits_cnn", folder, "--input-shape", "12x12x3", "--stages", "all:2:1e-3",
-                      "--out", out, "--quiet")
+    done = cnnzoo_cli(
+        "finetune", "digits_cnn", folder, "--input-shape", "12x12x3", "--stages", "all:2:1e-3", "--out", out, "--quiet"
+    )
     return folder, out, done
 
 
@@ -35,8 +42,10 @@ def test_finetune_trains_saves_and_reports(finetuned):
     assert state["finished"] and len(state["history"]["1"]) == 2
     last = state["history"]["1"][-1]
     assert f"digits_cnn fine-tuned on {folder} (3 classes) in " in done.stdout
-    assert (f"  stage 1 all:2:0.001 (2 epochs): accuracy {last['accuracy']:.4f}  loss {last['loss']:.4f}  "
-            f"val_accuracy {last['val_accuracy']:.4f}  val_loss {last['val_loss']:.4f}") in done.stdout
+    assert (
+        f"  stage 1 all:2:0.001 (2 epochs): accuracy {last['accuracy']:.4f}  loss {last['loss']:.4f}  "
+        f"val_accuracy {last['val_accuracy']:.4f}  val_loss {last['val_loss']:.4f}"
+    ) in done.stdout
     best = max(epoch["val_accuracy"] for epoch in state["history"]["1"])
     assert f"validation accuracy: {state['val_accuracy']:.2%} (best epoch {best:.2%})" in done.stdout
     model = out / "digits_cnn.keras"
@@ -67,8 +76,9 @@ def test_errors_name_the_argument_and_keep_the_run(finetuned, tmp_path):
     assert done.returncode == 2
     assert "cnnzoo: error: `model` must be a keras.Model or an existing .keras file" in done.stderr
     before = (out / "digits_cnn.keras").read_bytes()
-    done = cnnzoo_cli("finetune", "digits_cnn", folder, "--input-shape", "12x12x3", "--stages", "all:3:1e-3",
-                      "--out", out)
+    done = cnnzoo_cli(
+        "finetune", "digits_cnn", folder, "--input-shape", "12x12x3", "--stages", "all:3:1e-3", "--out", out
+    )
     assert done.returncode == 2 and "`out` already holds a different fine-tuning run" in done.stderr
     assert (out / "digits_cnn.keras").read_bytes() == before
     done = cnnzoo_cli("finetune", "digits_cnn", tmp_path / "nowhere", "--out", tmp_path / "x")
@@ -78,8 +88,9 @@ def test_errors_name_the_argument_and_keep_the_run(finetuned, tmp_path):
 
 def test_demo_end_to_end_small(tmp_path):
     # The real `make demo` path, at 8x8 with a small zoo CNN and 2 epochs to stay quick.
-    done = cnnzoo_cli("demo", "--model", "digits_cnn", "--image-size", "8", "--epochs", "2", "--out", tmp_path,
-                      "--quiet")
+    done = cnnzoo_cli(
+        "demo", "--model", "digits_cnn", "--image-size", "8", "--epochs", "2", "--out", tmp_path, "--quiet"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "test accuracy:" in done.stdout and "RBF-SVM reference: 98.9-99.2%" in done.stdout
     assert (tmp_path / "run" / "digits_cnn.keras").is_file()

@@ -32,8 +32,8 @@ def test_prepare_resolves_auto_for_arrays_and_folders(tmp_path):
     d = data.digits(seed=0)
     inputs = pipeline.prepare((d.x_train[:100], d.y_train[:100]), (8, 8, 1), augment="auto", batch_size=16)
     assert inputs.augmented
-    (x, _), = list(inputs.train.take(1))
-    (plain, _), = list(inputs.plain_train.take(1))
+    ((x, _),) = list(inputs.train.take(1))
+    ((plain, _),) = list(inputs.plain_train.take(1))
     assert x.shape == plain.shape and np.all(np.isfinite(x))
     folder = write_image_folder(tmp_path / "images", per_class=5)
     inputs = pipeline.prepare(folder, (12, 12, 3), augment="auto", batch_size=4)

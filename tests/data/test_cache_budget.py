@@ -91,22 +91,28 @@ def test_the_environment_variable_sets_the_default_budget(folder, monkeypatch):
     monkeypatch.setenv(memory.ENV_BUDGET, "2 GB")
     assert memory.cache_budget() == (2 * 10**9, "$CNNZOO_CACHE_BUDGET")
     monkeypatch.setenv(memory.ENV_BUDGET, "lots")
-    with pytest.raises(DataError, match=r"environment variable CNNZOO_CACHE_BUDGET .*Received: "
-                                        r"CNNZOO_CACHE_BUDGET='lots'\. Pass"):
+    with pytest.raises(
+        DataError,
+        match=r"environment variable CNNZOO_CACHE_BUDGET .*Received: "
+        r"CNNZOO_CACHE_BUDGET='lots'\. Pass",
+    ):
         image_folder(folder, image_size=8)
     monkeypatch.delenv(memory.ENV_BUDGET)
     budget, source = memory.cache_budget()
     assert budget == int(memory.physical_memory() * 0.25) and "25% of" in source
 
 
-@pytest.mark.parametrize("budget, rule", [
-    (-1, "must be >= 0 bytes"),
-    (float("nan"), "must be >= 0 bytes"),
-    ("2XB", "with a unit"),
-    ("", "with a unit"),
-    (True, "not a bool"),
-    ([1], "number of bytes or a size string"),
-])
+@pytest.mark.parametrize(
+    "budget, rule",
+    [
+        (-1, "must be >= 0 bytes"),
+        (float("nan"), "must be >= 0 bytes"),
+        ("2XB", "with a unit"),
+        ("", "with a unit"),
+        (True, "not a bool"),
+        ([1], "number of bytes or a size string"),
+    ],
+)
 def test_bad_budgets_are_clear_errors_before_any_file_is_read(tmp_path, budget, rule):
     with pytest.raises(DataError) as info:
         image_folder(tmp_path / "does_not_exist", cache_budget=budget)
@@ -203,10 +209,22 @@ def test_two_real_workers_each_decode_only_their_shard(tmp_path):
     cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
     procs = []
     for index in range(2):
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2",
-               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-        procs.append(subprocess.Popen([PYTHON, "-c", _WORKER, str(folder), str(tmp_path / "run")], cwd=REPO,
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        env = {
+            **os.environ,
+            "CUDA_VISIBLE_DEVICES": "",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+        }
+        procs.append(
+            subprocess.Popen(
+                [PYTHON, "-c", _WORKER, str(folder), str(tmp_path / "run")],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     results = []
     for proc in procs:
         try:

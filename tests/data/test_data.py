@@ -32,8 +32,9 @@ def png_claiming_size(path, width, height):
         return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -235,8 +236,9 @@ def test_batches_are_float_0_255_with_correct_labels_and_reshuffled(tmp_path):
     assert result.input_shape == (6, 5, 3) and result.batch_size == 5
     x, y = batches(result.train)
     assert x.shape == (18, 6, 5, 3) and x.dtype == np.float32 and y.dtype == np.int32
-    means = {name: np.array([40 + 180 * (k % 2), 40 + 90 * (k % 3), 200 - 150 * (k % 2)])
-             for k, name in enumerate(written)}
+    means = {
+        name: np.array([40 + 180 * (k % 2), 40 + 90 * (k % 3), 200 - 150 * (k % 2)]) for k, name in enumerate(written)
+    }
     nearest = [min(means, key=lambda name: np.abs(img.mean(axis=(0, 1)) - means[name]).sum()) for img in x]
     assert nearest == [result.class_names[label] for label in y]  # labels still match the pixels
     orders = [tuple(batches(result.train)[1]) for _ in range(3)]
@@ -284,8 +286,12 @@ def test_augmentation_changes_training_batches_only(image_folder):
     import keras
 
     result = quiet_image_folder(image_folder, image_size=12, augment=True, shuffle=False, validation_split=0.5)
-    assert [type(a).__name__ for a in result.augment] == ["RandomFlip", "RandomRotation", "RandomZoom",
-                                                          "RandomContrast"]
+    assert [type(a).__name__ for a in result.augment] == [
+        "RandomFlip",
+        "RandomRotation",
+        "RandomZoom",
+        "RandomContrast",
+    ]
     epoch1, epoch2 = batches(result.train)[0], batches(result.train)[0]
     plain = np.stack([data.load_image(f, (12, 12)) for f in result.train_files]).astype(np.float32)
     assert not np.allclose(epoch1, plain) and not np.allclose(epoch1, epoch2)
@@ -293,25 +299,33 @@ def test_augmentation_changes_training_batches_only(image_folder):
     validation = np.stack([data.load_image(f, (12, 12)) for f in result.validation_files]).astype(np.float32)
     np.testing.assert_array_equal(batches(result.validation)[0], validation)
 
-    flip = quiet_image_folder(image_folder, image_size=12, augment=[keras.layers.RandomFlip("vertical", seed=1)],
-                              shuffle=False, validation_split=0)
+    flip = quiet_image_folder(
+        image_folder,
+        image_size=12,
+        augment=[keras.layers.RandomFlip("vertical", seed=1)],
+        shuffle=False,
+        validation_split=0,
+    )
     assert len(flip.augment) == 1 and batches(flip.train)[0].shape == (12, 12, 12, 3)
 
 
 # ---------------------------------------------------------------------- errors
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"image_size": 0}, "`image_size` must be an int"),
-    ({"image_size": (8, 8, 3), "channels": 1}, "`channels` must agree with `image_size`"),
-    ({"channels": 4}, "`channels` must be 1 \\(grayscale\\) or 3"),
-    ({"batch_size": 0}, "`batch_size` must be an integer >= 1"),
-    ({"validation_split": 1.0}, "`validation_split` must be a number in \\[0, 1\\)"),
-    ({"augment": "yes"}, "`augment` must be True, False, 'auto', or a list of Keras layers"),
-    ({"cache": 3}, "`cache` must be True"),
-    ({"interpolation": "cubic"}, "`interpolation` must be one of"),
-    ({"check": "thorough"}, "`check` must be 'fast' or 'full'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"image_size": 0}, "`image_size` must be an int"),
+        ({"image_size": (8, 8, 3), "channels": 1}, "`channels` must agree with `image_size`"),
+        ({"channels": 4}, "`channels` must be 1 \\(grayscale\\) or 3"),
+        ({"batch_size": 0}, "`batch_size` must be an integer >= 1"),
+        ({"validation_split": 1.0}, "`validation_split` must be a number in \\[0, 1\\)"),
+        ({"augment": "yes"}, "`augment` must be True, False, 'auto', or a list of Keras layers"),
+        ({"cache": 3}, "`cache` must be True"),
+        ({"interpolation": "cubic"}, "`interpolation` must be one of"),
+        ({"check": "thorough"}, "`check` must be 'fast' or 'full'"),
+    ],
+)
 def test_bad_arguments_are_data_errors(image_folder, kwargs, match):
     with pytest.raises(DataError, match=match) as info:
         data.image_folder(image_folder, **kwargs)
@@ -344,8 +358,9 @@ def test_digits_folder_matches_the_digits_arrays(tmp_path):
     arrays = data.digits()
     assert len(list(train_dir.rglob("*.png"))) == 1437 and len(list(test_dir.rglob("*.png"))) == 360
     for directory, x, y in ((train_dir, arrays.x_train, arrays.y_train), (test_dir, arrays.x_test, arrays.y_test)):
-        result = quiet_image_folder(directory, image_size=8, channels=1, validation_split=0, shuffle=False,
-                                    batch_size=256)
+        result = quiet_image_folder(
+            directory, image_size=8, channels=1, validation_split=0, shuffle=False, batch_size=256
+        )
         order = np.argsort(y, kind="stable")  # folders are read class by class, files by index
         images, labels = batches(result.train)
         np.testing.assert_array_equal(images, x[order].astype(np.float32))
@@ -371,8 +386,11 @@ def test_training_from_the_digits_folder(tmp_path):
 
 
 def test_importing_data_and_reading_digits_loads_no_tensorflow():
-    code = ("import sys, cnnzoo, cnnzoo.data as d; d.digits(); d.check_image(sys.argv[1]); "
-            "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
-    out = subprocess.run([PYTHON, "-c", code, str(REPO / "pyproject.toml")], capture_output=True, text=True,
-                         check=True, cwd=REPO)
+    code = (
+        "import sys, cnnzoo, cnnzoo.data as d; d.digits(); d.check_image(sys.argv[1]); "
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
+    out = subprocess.run(
+        [PYTHON, "-c", code, str(REPO / "pyproject.toml")], capture_output=True, text=True, check=True, cwd=REPO
+    )
     assert out.stdout.split() == ["False", "False"]

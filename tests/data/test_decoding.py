@@ -36,11 +36,11 @@ def broken_png(path, like):
     """A PNG whose header and end are intact but whose image data is not valid zlib (checksums fixed up)."""
     data = bytearray(like.read_bytes())
     at = data.index(b"IDAT")
-    length = struct.unpack(">I", data[at - 4:at])[0]
-    body = bytearray(data[at + 4:at + 4 + length])
-    body[2:min(len(body), 40)] = b"\xff" * (min(len(body), 40) - 2)
-    data[at + 4:at + 4 + length] = body
-    data[at + 4 + length:at + 8 + length] = struct.pack(">I", zlib.crc32(b"IDAT" + bytes(body)))
+    length = struct.unpack(">I", data[at - 4 : at])[0]
+    body = bytearray(data[at + 4 : at + 4 + length])
+    body[2 : min(len(body), 40)] = b"\xff" * (min(len(body), 40) - 2)
+    data[at + 4 : at + 4 + length] = body
+    data[at + 4 + length : at + 8 + length] = struct.pack(">I", zlib.crc32(b"IDAT" + bytes(body)))
     path.write_bytes(bytes(data))
     return path
 
@@ -63,8 +63,9 @@ def plain_folder(tmp_path_factory):
 
 @pytest.mark.parametrize("channels", [3, 1])
 def test_tensorflow_gives_pillows_pixels_within_a_stated_tolerance(plain_folder, channels):
-    data = image_folder(plain_folder, image_size=(64, 48), channels=channels, validation_split=0, shuffle=False,
-                        batch_size=32)
+    data = image_folder(
+        plain_folder, image_size=(64, 48), channels=channels, validation_split=0, shuffle=False, batch_size=32
+    )
     assert all(r != PILLOW for r in routes([read_header(f) for f in data.train_files], (64, 48), "bilinear"))
     x, _ = batches(data.train)
     for path, image in zip(data.train_files, x):
@@ -121,7 +122,7 @@ def test_a_file_tensorflow_refuses_is_read_by_pillow(tmp_path, caplog):
     root = write_image_folder(tmp_path / "images", per_class=3, size=(10, 10))
     data = bytearray((root / "a" / "0.png").read_bytes())
     at = data.index(b"IDAT")
-    length = struct.unpack(">I", data[at - 4:at])[0]
+    length = struct.unpack(">I", data[at - 4 : at])[0]
     data[at + 4 + length] ^= 0xFF
     (root / "a" / "0.png").write_bytes(bytes(data))
     assert read_header(root / "a" / "0.png") is not None  # the header is fine: TensorFlow tries first
@@ -134,12 +135,20 @@ def test_a_file_tensorflow_refuses_is_read_by_pillow(tmp_path, caplog):
 
 def test_files_that_fail_to_decode_are_reported_and_training_goes_on(tmp_path, caplog):
     root = write_image_folder(tmp_path / "images", classes=("a", "b"), per_class=6, size=(16, 16))
-    broken = [broken_png(root / "a" / "broken.png", root / "a" / "0.png"),
-              broken_png(root / "b" / "broken.png", root / "b" / "0.png")]
+    broken = [
+        broken_png(root / "a" / "broken.png", root / "a" / "0.png"),
+        broken_png(root / "b" / "broken.png", root / "b" / "0.png"),
+    ]
     data = image_folder(root, image_size=16, batch_size=4, validation_split=0.25, seed=1)
     assert data.skipped == () and data.num_train + data.num_validation == 14  # the headers pass
-    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Rescaling(1 / 255),
-                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     with caplog.at_level(logging.WARNING, logger="cnnzoo"):
         history = model.fit(data.train, validation_data=data.validation, epochs=3, verbose=0)
@@ -179,8 +188,9 @@ def test_streamed_epochs_are_complete_reshuffled_and_report_a_bad_file_once(tmp_
     broken_png(root / "red" / "broken.png", write_image_folder(tmp_path / "spare", per_class=1) / "a" / "0.png")
     data = image_folder(root, image_size=10, batch_size=4, validation_split=0, cache_budget=0, seed=2)
     assert data.cache_mode == "none"
-    means = {name: np.array([40 + 180 * (k % 2), 40 + 90 * (k % 3), 200 - 150 * (k % 2)])
-             for k, name in enumerate(written)}
+    means = {
+        name: np.array([40 + 180 * (k % 2), 40 + 90 * (k % 3), 200 - 150 * (k % 2)]) for k, name in enumerate(written)
+    }
     orders = []
     with caplog.at_level(logging.WARNING, logger="cnnzoo"):
         for _ in range(3):

@@ -17,9 +17,18 @@ from cnnzoo.data import check_image, image_folder, load_image
 SEED = 1234
 CLASSES = ("alpha", "beta", "gamma")
 PER_CLASS = 100  # 300 files, most of them damaged
-FORMATS = [("JPEG", "jpg", "RGB"), ("PNG", "png", "RGB"), ("PNG", "png", "RGBA"), ("PNG", "png", "P"),
-           ("PNG", "png", "L"), ("GIF", "gif", "P"), ("BMP", "bmp", "RGB"), ("WEBP", "webp", "RGB"),
-           ("WEBP", "webp", "RGBA"), ("JPEG", "jpg", "L")]
+FORMATS = [
+    ("JPEG", "jpg", "RGB"),
+    ("PNG", "png", "RGB"),
+    ("PNG", "png", "RGBA"),
+    ("PNG", "png", "P"),
+    ("PNG", "png", "L"),
+    ("GIF", "gif", "P"),
+    ("BMP", "bmp", "RGB"),
+    ("WEBP", "webp", "RGB"),
+    ("WEBP", "webp", "RGBA"),
+    ("JPEG", "jpg", "L"),
+]
 
 
 def _encode(fmt, mode, rng):
@@ -37,8 +46,20 @@ def _encode(fmt, mode, rng):
 def _damage(data, rng):
     """(kind, damaged bytes). A few files stay intact."""
     data = bytearray(data)
-    kind = rng.choice(["intact", "flip", "flip", "flip_body", "truncate", "truncate", "cut_middle", "empty",
-                       "garbage_tail", "header_only"])
+    kind = rng.choice(
+        [
+            "intact",
+            "flip",
+            "flip",
+            "flip_body",
+            "truncate",
+            "truncate",
+            "cut_middle",
+            "empty",
+            "garbage_tail",
+            "header_only",
+        ]
+    )
     if kind == "flip":
         for _ in range(rng.randint(1, 12)):
             i = rng.randrange(len(data))
@@ -48,7 +69,7 @@ def _damage(data, rng):
             i = rng.randrange(min(len(data) - 1, 64), len(data))
             data[i] = rng.randrange(256)
     elif kind == "truncate":
-        data = data[:rng.randrange(1, len(data))]
+        data = data[: rng.randrange(1, len(data))]
     elif kind == "cut_middle":  # keeps the head and the last bytes (a JPEG keeps its end marker)
         a = rng.randrange(20, max(21, len(data) // 2))
         data = data[:a] + data[-2:]
@@ -57,7 +78,7 @@ def _damage(data, rng):
     elif kind == "garbage_tail":
         data += bytes(rng.randrange(256) for _ in range(rng.randint(1, 200)))
     elif kind == "header_only":
-        data = data[:rng.randint(8, 40)]
+        data = data[: rng.randint(8, 40)]
     return kind, bytes(data)
 
 
@@ -108,8 +129,10 @@ def test_check_image_and_load_image_never_crash(fuzzed):
             load_image(path, channels=1)
         except cnnzoo.DataError:
             pass
-    print(f"image fuzz: {len(kinds)} files; cheap check passes {checked[True]}, refuses {checked[False]}; "
-          f"load_image reads {loaded}, refuses {load_errors} ({cheap_pass_but_broken} after a passing cheap check)")
+    print(
+        f"image fuzz: {len(kinds)} files; cheap check passes {checked[True]}, refuses {checked[False]}; "
+        f"load_image reads {loaded}, refuses {load_errors} ({cheap_pass_but_broken} after a passing cheap check)"
+    )
     assert checked[True] >= 40 and checked[False] >= 100  # not vacuous: many of each
     assert loaded >= 40 and load_errors >= 100
 
@@ -142,18 +165,28 @@ def test_image_folder_uses_or_skips_every_file_and_an_epoch_runs(fuzzed, caplog,
                 n += len(x)
             seen[name] = n
     assert seen == {"train": data.num_train, "validation": data.num_validation}
-    logged = {r.getMessage().split(" could not be decoded")[0] for r in caplog.records
-              if "could not be decoded" in r.getMessage()}
+    logged = {
+        r.getMessage().split(" could not be decoded")[0]
+        for r in caplog.records
+        if "could not be decoded" in r.getMessage()
+    }
     assert logged == broken
     # and they joined `skipped` (with a reason) when the epoch found them
     after = dict(data.skipped)
     assert {p for p in after if p not in skipped} == broken
     assert all(after[p].startswith("failed to decode while training") for p in broken)
-    reliability.record("damaged image files (byte flips, truncation) in an image folder", files=len(kinds),
-                       used=len(used), skipped_with_a_reason=len(skipped), replaced_while_training=len(broken),
-                       crashes=0)
-    print(f"image_folder: {len(used)} used, {len(skipped)} skipped, {len(broken)} replaced while training "
-          f"({time.perf_counter() - start:.1f} s)")
+    reliability.record(
+        "damaged image files (byte flips, truncation) in an image folder",
+        files=len(kinds),
+        used=len(used),
+        skipped_with_a_reason=len(skipped),
+        replaced_while_training=len(broken),
+        crashes=0,
+    )
+    print(
+        f"image_folder: {len(used)} used, {len(skipped)} skipped, {len(broken)} replaced while training "
+        f"({time.perf_counter() - start:.1f} s)"
+    )
 
 
 def _fails_to_load(path):
@@ -175,7 +208,7 @@ def test_a_file_that_breaks_after_the_check_is_replaced_not_fatal(tmp_path, capl
             Image.fromarray(np.full((20, 20, 3), 60 * i, np.uint8)).save(tmp_path / c / f"{i}.jpg", "JPEG")
     data = image_folder(tmp_path, image_size=(8, 8), batch_size=4, validation_split=0, cache=False, shuffle=False)
     victim = Path(data.train_files[0])
-    victim.write_bytes(victim.read_bytes()[:rng.randint(30, 60)])  # truncated after the check
+    victim.write_bytes(victim.read_bytes()[: rng.randint(30, 60)])  # truncated after the check
     with caplog.at_level(logging.WARNING, logger="cnnzoo"):
         batches = [x.numpy() for x, _ in data.train]
     assert sum(len(b) for b in batches) == 6

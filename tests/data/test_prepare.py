@@ -97,8 +97,7 @@ def test_arrays_are_converted_and_resized_as_image_files_are(tmp_path):
         Image.fromarray(image[..., 0]).save(path)  # the same 8x8 gray image, as a file
         np.testing.assert_array_equal(xv[i], data.load_image(path, (20, 14), channels=3))
     rgb = np.random.default_rng(0).uniform(0, 255, (4, 10, 10, 3))  # float RGB -> luma, resized
-    gray, _ = batches(data.prepare((rgb, np.array([0, 1, 0, 1]), rgb, np.array([0, 1, 0, 1])), (5, 5, 1))
-                      .validation)
+    gray, _ = batches(data.prepare((rgb, np.array([0, 1, 0, 1]), rgb, np.array([0, 1, 0, 1])), (5, 5, 1)).validation)
     expected = [data.resize_array(data.to_channels(img, 1), (5, 5)) for img in rgb]
     np.testing.assert_allclose(gray, np.stack(expected), atol=1e-4)
 
@@ -205,8 +204,12 @@ ERRORS = [
     (lambda x, y: (x, y.astype(float)), {}, "labels must be integers >= 0.*Received: dtype=float64"),
     (lambda x, y: (x[:, 0, 0], y), {}, "`data` images must be a numeric array of shape.*Received: shape=\\(60, 1\\)"),
     (lambda x, y: (x, y, x[:5], y[:4]), {}, "`validation data` needs one label per image"),
-    (lambda x, y: (x, y), {"validation_split": 0}, "`validation_split` must be > 0 when `data` brings no "
-                                                   "validation images.*Received: validation_split=0 with \\(x, y\\)"),
+    (
+        lambda x, y: (x, y),
+        {"validation_split": 0},
+        "`validation_split` must be > 0 when `data` brings no "
+        "validation images.*Received: validation_split=0 with \\(x, y\\)",
+    ),
     (lambda x, y: (x, y), {"validation_split": 1.0}, "`validation_split` must be a number in \\[0, 1\\)"),
     (lambda x, y: (x, y), {"batch_size": 0}, "`batch_size` must be an integer >= 1. Received: batch_size=0"),
     (lambda x, y: (x, y), {"seed": -1}, "`seed` must be an integer >= 0. Received: seed=-1"),
@@ -238,12 +241,18 @@ def test_folder_errors(tmp_path):
     with pytest.raises(DataError, match=r"`validation_split` must be > 0.*validation_split=0 with the image folder"):
         data.prepare(root, (SIZE, SIZE, 3), validation_split=0)
     no_validation = quiet(data.image_folder, root, image_size=SIZE, validation_split=0)
-    with pytest.raises(DataError, match=r"`data` must include validation images.*validation_split=0.*Received: "
-                                        r"ImageFolder"):
+    with pytest.raises(
+        DataError,
+        match=r"`data` must include validation images.*validation_split=0.*Received: "
+        r"ImageFolder",
+    ):
         data.prepare(no_validation, (SIZE, SIZE, 3))
     folder = quiet(data.image_folder, root, image_size=SIZE, validation_split=0.25)
-    with pytest.raises(DataError, match=r"`data` must match the model input 8x8x1. Received: an ImageFolder of "
-                                        r"12x12x3 images. Pass the folder path"):
+    with pytest.raises(
+        DataError,
+        match=r"`data` must match the model input 8x8x1. Received: an ImageFolder of "
+        r"12x12x3 images. Pass the folder path",
+    ):
         data.prepare(folder, (8, 8, 1))
 
 
@@ -269,9 +278,11 @@ def test_importing_and_rejecting_data_loads_no_tensorflow():
 
     from conftest import PYTHON, REPO
 
-    code = ("import sys, cnnzoo, cnnzoo.data\n"
-            "try:\n    cnnzoo.data.prepare(3, (8, 8, 1))\nexcept cnnzoo.errors.DataError:\n    pass\n"
-            "assert 'tensorflow' not in sys.modules")
+    code = (
+        "import sys, cnnzoo, cnnzoo.data\n"
+        "try:\n    cnnzoo.data.prepare(3, (8, 8, 1))\nexcept cnnzoo.errors.DataError:\n    pass\n"
+        "assert 'tensorflow' not in sys.modules"
+    )
     subprocess.run([PYTHON, "-c", code], check=True, cwd=REPO, timeout=120)
 
 
@@ -293,16 +304,27 @@ def test_finetune_and_tune_train_and_validate_on_exactly_the_same_images(tmp_pat
 
     monkeypatch.setattr(pipeline, "prepare", record)
     x, y = small_digits(240)
-    tuned = cnnzoo.tune("digits_cnn", (x, y), tuner="random", max_trials=1, max_epochs=1, seed=5,
-                        directory=tmp_path / "search", early_stopping=0)
+    tuned = cnnzoo.tune(
+        "digits_cnn",
+        (x, y),
+        tuner="random",
+        max_trials=1,
+        max_epochs=1,
+        seed=5,
+        directory=tmp_path / "search",
+        early_stopping=0,
+    )
     tuned_inputs = seen.pop()
-    tuned_fit = cnnzoo.finetune("digits_cnn", (x, y), stages=["all:1:1e-3"], seed=5, out=tmp_path / "run",
-                                verbose=0, plots=False, augment=False)  # finetune's default augments; tune does not
+    tuned_fit = cnnzoo.finetune(
+        "digits_cnn", (x, y), stages=["all:1:1e-3"], seed=5, out=tmp_path / "run", verbose=0, plots=False, augment=False
+    )  # finetune's default augments; tune does not
     finetune_inputs = seen.pop()
     assert not seen
 
-    for a, b in ((tuned_inputs.validation, finetune_inputs.validation), (tuned_inputs.plain_train,
-                                                                         finetune_inputs.plain_train)):
+    for a, b in (
+        (tuned_inputs.validation, finetune_inputs.validation),
+        (tuned_inputs.plain_train, finetune_inputs.plain_train),
+    ):
         xa, ya = batches(a)
         xb, yb = batches(b)
         np.testing.assert_array_equal(xa, xb)
@@ -323,16 +345,24 @@ def test_finetune_and_tune_train_and_validate_on_exactly_the_same_images(tmp_pat
 def test_both_workflows_build_the_model_at_the_shape_an_image_folder_fixes(tmp_path):
     root = write_image_folder(tmp_path / "images", per_class=6, size=(SIZE, SIZE))
     folder = quiet(data.image_folder, root, image_size=SIZE, validation_split=0.25, batch_size=4)
-    tuned = cnnzoo.tune("digits_cnn", folder, tuner="random", max_trials=1, max_epochs=1, seed=0,
-                        directory=tmp_path / "search")
-    fitted = cnnzoo.finetune("digits_cnn", folder, stages=["all:1:1e-3"], out=tmp_path / "run", verbose=0,
-                             plots=False)
+    tuned = cnnzoo.tune(
+        "digits_cnn", folder, tuner="random", max_trials=1, max_epochs=1, seed=0, directory=tmp_path / "search"
+    )
+    fitted = cnnzoo.finetune("digits_cnn", folder, stages=["all:1:1e-3"], out=tmp_path / "run", verbose=0, plots=False)
     assert tuned.best_model.input_shape == fitted.model.input_shape == (None, SIZE, SIZE, 3)
     assert tuned.best_spec.class_names == fitted.class_names == ("a", "b")
-    for workflow in (lambda: cnnzoo.tune("digits_cnn", (np.zeros((9, 8, 8)), np.arange(9) % 3), tuner="random",
-                                         validation_split=0, directory=tmp_path / "never"),
-                     lambda: cnnzoo.finetune("digits_cnn", (np.zeros((9, 8, 8)), np.arange(9) % 3),
-                                             validation_split=0, out=tmp_path / "never")):
+    for workflow in (
+        lambda: cnnzoo.tune(
+            "digits_cnn",
+            (np.zeros((9, 8, 8)), np.arange(9) % 3),
+            tuner="random",
+            validation_split=0,
+            directory=tmp_path / "never",
+        ),
+        lambda: cnnzoo.finetune(
+            "digits_cnn", (np.zeros((9, 8, 8)), np.arange(9) % 3), validation_split=0, out=tmp_path / "never"
+        ),
+    ):
         with pytest.raises(DataError, match=r"`validation_split` must be > 0.*Received: validation_split=0"):
             workflow()
     assert not (tmp_path / "never").exists()

@@ -23,8 +23,15 @@ def model():
     import keras
 
     keras.utils.set_random_seed(0)
-    return cnnzoo.get("bird_classifier", num_classes=3, input_shape=(SIZE, SIZE, 3), compile=False,
-                      blocks=[{"filters": 4, "batch_norm": True}, {"filters": 8}], dense=[8], class_names=NAMES)
+    return cnnzoo.get(
+        "bird_classifier",
+        num_classes=3,
+        input_shape=(SIZE, SIZE, 3),
+        compile=False,
+        blocks=[{"filters": 4, "batch_norm": True}, {"filters": 8}],
+        dense=[8],
+        class_names=NAMES,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +53,11 @@ def test_export_agrees_with_keras_on_real_images(fmt, exports, model, folder):
     assert result.images == 12 and "12 images" in result.source
     assert result.max_abs_diff < 1e-5 and result.top1_agreement == 1.0
     assert result.keras_accuracy is not None and result.exported_accuracy == result.keras_accuracy  # labelled folders
-    size = result.path.stat().st_size if result.path.is_file() else sum(
-        p.stat().st_size for p in result.path.rglob("*") if p.is_file())
+    size = (
+        result.path.stat().st_size
+        if result.path.is_file()
+        else sum(p.stat().st_size for p in result.path.rglob("*") if p.is_file())
+    )
     assert result.size_bytes == size > 0 and result.quantize is None and result.float_size_bytes is None
     assert "max abs difference" in result.summary() and json.dumps(result.to_dict())
     # the same check, from outside: images through predict's loader, Keras vs the file's runtime
@@ -118,10 +128,15 @@ def test_a_tampered_file_fails_verification(model, exports, folder, tmp_path):
 
 
 def test_bad_arguments_are_config_errors(model, tmp_path):
-    cases = [dict(path=tmp_path / "x.onnx", format="litert"), dict(path=tmp_path / "x", format=None),
-             dict(path=tmp_path / "x.onnx", format="tensorrt"), dict(path=tmp_path / "x.onnx", quantize="float16"),
-             dict(path=tmp_path / "x", format="savedmodel", quantize="int8"),
-             dict(path=tmp_path / "x.onnx", quantize="int4"), dict(path=tmp_path / "x.onnx", tolerance=-1)]
+    cases = [
+        dict(path=tmp_path / "x.onnx", format="litert"),
+        dict(path=tmp_path / "x", format=None),
+        dict(path=tmp_path / "x.onnx", format="tensorrt"),
+        dict(path=tmp_path / "x.onnx", quantize="float16"),
+        dict(path=tmp_path / "x", format="savedmodel", quantize="int8"),
+        dict(path=tmp_path / "x.onnx", quantize="int4"),
+        dict(path=tmp_path / "x.onnx", tolerance=-1),
+    ]
     for case in cases:
         with pytest.raises(ConfigError, match=r"Received:"):
             cnnzoo.export(model, case.pop("path"), case.pop("format", None), **case)
@@ -165,11 +180,14 @@ except MissingExtraError as e:
 """
 
 
-@pytest.mark.parametrize("name,call", [
-    ("onnxruntime", "cnnzoo.export(cnnzoo.get('digits_cnn', compile=False), {tmp!r} + '/d.onnx')"),
-    ("tf2onnx", "cnnzoo.export(cnnzoo.get('digits_cnn', compile=False), {tmp!r} + '/d.onnx')"),
-    ("ai_edge_litert", "cnnzoo.predict({tflite!r}, np.zeros((16, 16, 3)))"),
-])
+@pytest.mark.parametrize(
+    "name,call",
+    [
+        ("onnxruntime", "cnnzoo.export(cnnzoo.get('digits_cnn', compile=False), {tmp!r} + '/d.onnx')"),
+        ("tf2onnx", "cnnzoo.export(cnnzoo.get('digits_cnn', compile=False), {tmp!r} + '/d.onnx')"),
+        ("ai_edge_litert", "cnnzoo.predict({tflite!r}, np.zeros((16, 16, 3)))"),
+    ],
+)
 def test_missing_runtime_is_a_missing_extra_error(name, call, exports, tmp_path):
     code = BLOCKED.format(name=name, call=call.format(tmp=str(tmp_path), tflite=str(exports["litert"].path)))
     proc = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
@@ -186,6 +204,7 @@ def test_a_mixed_precision_model_exports_its_float32_copy(tmp_path):
     float32 = cnnzoo.get("digits_cnn", weights="digits")
     x = cnnzoo.data.digits().x_test[:16]
     mixed = [p.label for p in cnnzoo.predict(model, x)]
-    assert [p.label for p in cnnzoo.predict(tmp_path / "digits_bf16.onnx", x)] == \
-        [p.label for p in cnnzoo.predict(float32, x)]
+    assert [p.label for p in cnnzoo.predict(tmp_path / "digits_bf16.onnx", x)] == [
+        p.label for p in cnnzoo.predict(float32, x)
+    ]
     assert sum(a == b for a, b in zip(mixed, [p.label for p in cnnzoo.predict(float32, x)])) >= 15

@@ -17,9 +17,15 @@ def model():
     import keras
 
     keras.utils.set_random_seed(0)
-    return cnnzoo.get("bird_classifier", num_classes=3, input_shape=(SIZE, SIZE, 3), compile=False,
-                      blocks=[{"filters": 4, "batch_norm": True}, {"filters": 8}], dense=[8],
-                      class_names=["robin", "heron", "owl"])
+    return cnnzoo.get(
+        "bird_classifier",
+        num_classes=3,
+        input_shape=(SIZE, SIZE, 3),
+        compile=False,
+        blocks=[{"filters": 4, "batch_norm": True}, {"filters": 8}],
+        dense=[8],
+        class_names=["robin", "heron", "owl"],
+    )
 
 
 @pytest.fixture

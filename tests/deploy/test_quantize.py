@@ -15,9 +15,14 @@ def digits_model():
 @pytest.fixture(scope="module")
 def quantized(digits_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("quantized")
-    return {(fmt, q): cnnzoo.export(digits_model, out / f"digits_{q}{suffix}", fmt, quantize=q)
-            for fmt, suffix, q in [("onnx", ".onnx", "int8"), ("litert", ".tflite", "int8"),
-                                   ("litert", ".tflite", "float16")]}
+    return {
+        (fmt, q): cnnzoo.export(digits_model, out / f"digits_{q}{suffix}", fmt, quantize=q)
+        for fmt, suffix, q in [
+            ("onnx", ".onnx", "int8"),
+            ("litert", ".tflite", "int8"),
+            ("litert", ".tflite", "float16"),
+        ]
+    }
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "litert"])
@@ -64,5 +69,10 @@ def test_int8_tolerance_is_top1_agreement_not_abs_difference(tmp_path):
     with pytest.raises(ExportError, match="max abs difference 0.3 is beyond"):
         check(far_but_agreeing, 0.01, None, "ONNX model", tmp_path / "x.onnx")
     with pytest.raises(ExportError, match=r"top-1 agreement 95.0% is below 98.0%"):
-        check(Comparison(images=100, max_abs_diff=0.01, top1_agreement=0.95), 0.02, "int8", "ONNX model",
-              tmp_path / "x.onnx")
+        check(
+            Comparison(images=100, max_abs_diff=0.01, top1_agreement=0.95),
+            0.02,
+            "int8",
+            "ONNX model",
+            tmp_path / "x.onnx",
+        )

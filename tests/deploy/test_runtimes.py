@@ -19,8 +19,15 @@ def small_model(seed):
     import keras
 
     keras.utils.set_random_seed(seed)
-    return cnnzoo.get("bird_classifier", num_classes=3, input_shape=(SIZE, SIZE, 3), compile=False,
-                      blocks=[{"filters": 4, "batch_norm": True}, {"filters": 8}], dense=[8], class_names=NAMES)
+    return cnnzoo.get(
+        "bird_classifier",
+        num_classes=3,
+        input_shape=(SIZE, SIZE, 3),
+        compile=False,
+        blocks=[{"filters": 4, "batch_norm": True}, {"filters": 8}],
+        dense=[8],
+        class_names=NAMES,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -90,11 +97,13 @@ def test_runtime_argument_rules(saved):
 
 def test_predict_on_onnx_and_tflite_loads_no_tensorflow(saved):
     root, images = saved
-    code = ("import sys, cnnzoo\n"
-            f"for name in ('birds.onnx', 'birds.tflite'):\n"
-            f"    p = cnnzoo.predict({str(root)!r} + '/' + name, {images[0]!r}, top_k=3)\n"
-            "    print(p.label)\n"
-            "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n")
+    code = (
+        "import sys, cnnzoo\n"
+        f"for name in ('birds.onnx', 'birds.tflite'):\n"
+        f"    p = cnnzoo.predict({str(root)!r} + '/' + name, {images[0]!r}, top_k=3)\n"
+        "    print(p.label)\n"
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n"
+    )
     proc = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.split()

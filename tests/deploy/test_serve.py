@@ -40,8 +40,15 @@ def saved(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("serve")
     keras.utils.set_random_seed(0)
-    model = cnnzoo.get("bird_classifier", num_classes=3, input_shape=(16, 16, 3), compile=False,
-                       blocks=[{"filters": 4, "batch_norm": True}, {"filters": 8}], dense=[8], class_names=CLASSES)
+    model = cnnzoo.get(
+        "bird_classifier",
+        num_classes=3,
+        input_shape=(16, 16, 3),
+        compile=False,
+        blocks=[{"filters": 4, "batch_norm": True}, {"filters": 8}],
+        dense=[8],
+        class_names=CLASSES,
+    )
     path = root / "birds.keras"
     model.save(path)
     folder = write_image_folder(root / "png", classes=CLASSES, per_class=2, size=(24, 20))
@@ -76,8 +83,14 @@ def get_json(url):
 
 def multipart(data, field="file", filename="photo.png"):
     boundary = "cnnzoo-test-boundary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
-            f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
@@ -93,8 +106,9 @@ def test_predict_raw_and_multipart_agree_with_cnnzoo_predict(server, saved):
         for answer in (json.loads(raw), json.loads(form)):
             assert answer["label"] == want.label
             assert [t["label"] for t in answer["top_k"]] == [label for label, _ in want.top_k]
-            np.testing.assert_allclose([t["probability"] for t in answer["top_k"]], [p for _, p in want.top_k],
-                                       atol=1e-5)
+            np.testing.assert_allclose(
+                [t["probability"] for t in answer["top_k"]], [p for _, p in want.top_k], atol=1e-5
+            )
         assert json.loads(form)["source"] == file.name and json.loads(raw)["source"] is None
     status, _, body = post(server + "/predict?top_k=1", files[0].read_bytes())
     assert status == 200 and len(json.loads(body)["top_k"]) == 1
@@ -112,7 +126,7 @@ def test_health_and_info_describe_the_model(server, saved):
     assert info["input_shape"] == [16, 16, 3] and info["classes"] == CLASSES and info["num_classes"] == 3
     assert info["parameters"] == model.count_params() and info["model"] == model.name
     assert info["file"] == str(saved[0]) and info["top_k"] == 3 and info["explain"] is True
-    assert info["max_upload_bytes"] == 10 * 2 ** 20 and "forward_passes" in info["stats"]
+    assert info["max_upload_bytes"] == 10 * 2**20 and "forward_passes" in info["stats"]
 
 
 def test_bad_uploads_are_answered_with_4xx_and_the_reason(server, saved):
@@ -149,7 +163,7 @@ def test_uploads_over_the_limit_are_refused_with_413(saved):
 
     Image.fromarray(big).save(buffer, "PNG")  # noise does not compress: ~19 KB
     data = buffer.getvalue()
-    assert len(data) > limit_mb * 2 ** 20
+    assert len(data) > limit_mb * 2**20
     with running(create_app(saved[0], max_upload_mb=limit_mb), timeout=SERVER_TIMEOUT) as url:
         status, _, answer = post(url + "/predict", data)
         assert status == 413 and "too large" in json.loads(answer)["error"] and "10,485" in json.loads(answer)["error"]
@@ -157,8 +171,9 @@ def test_uploads_over_the_limit_are_refused_with_413(saved):
         assert status == 413
         host, port = url.removeprefix("http://").split(":")
         conn = http.client.HTTPConnection(host, int(port), timeout=30)  # chunked: no Content-Length to check first
-        conn.request("POST", "/predict", body=iter([data[i:i + 4096] for i in range(0, len(data), 4096)]),
-                     encode_chunked=True)
+        conn.request(
+            "POST", "/predict", body=iter([data[i : i + 4096] for i in range(0, len(data), 4096)]), encode_chunked=True
+        )
         response = conn.getresponse()
         assert response.status == 413 and "too large" in json.loads(response.read())["error"]
         conn.close()
@@ -173,7 +188,7 @@ def test_the_page_is_served_without_external_resources(server):
         assert r.status == 200 and r.headers["content-type"].startswith("text/html")
         page = r.read().decode()
     assert "<html" in page and 'fetch("predict"' in page and 'fetch("explain"' in page and 'type="file"' in page
-    assert "src=\"http" not in page and "href=\"http" not in page and "//cdn" not in page
+    assert 'src="http' not in page and 'href="http' not in page and "//cdn" not in page
 
 
 def test_concurrent_requests_share_forward_passes(server, saved):
@@ -239,8 +254,9 @@ def test_an_exported_onnx_model_is_served_in_its_runtime(saved, tmp_path):
             status, _, body = post(url + "/predict", file.read_bytes())
             answer = json.loads(body)
             assert status == 200 and answer["label"] == info["classes"][CLASSES.index(want.label)]
-            np.testing.assert_allclose([t["probability"] for t in answer["top_k"]], [p for _, p in want.top_k],
-                                       atol=1e-5)
+            np.testing.assert_allclose(
+                [t["probability"] for t in answer["top_k"]], [p for _, p in want.top_k], atol=1e-5
+            )
         status, _, body = post(url + "/explain", saved[1][0].read_bytes())
         assert status == 501 and ".keras" in json.loads(body)["error"]
 
@@ -272,10 +288,12 @@ def test_batcher_groups_waiting_images_and_max_batch_1_turns_it_off():
 
 
 def test_importing_serve_needs_neither_tensorflow_nor_starlette():
-    code = ("import sys; import cnnzoo.deploy, cnnzoo.deploy.serve, cnnzoo.cli.serve, cnnzoo.cli.app\n"
-            "cnnzoo.cli.app.build_parser()\n"
-            "heavy = sorted(m for m in ('tensorflow', 'keras', 'starlette', 'uvicorn') if m in sys.modules)\n"
-            "assert not heavy, heavy\n")
+    code = (
+        "import sys; import cnnzoo.deploy, cnnzoo.deploy.serve, cnnzoo.cli.serve, cnnzoo.cli.app\n"
+        "cnnzoo.cli.app.build_parser()\n"
+        "heavy = sorted(m for m in ('tensorflow', 'keras', 'starlette', 'uvicorn') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
     proc = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
@@ -297,9 +315,27 @@ def _free_port():
 def test_cnnzoo_serve_command_runs_uvicorn(saved, tmp_path):
     port = _free_port()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.Popen([PYTHON, "-m", "cnnzoo.cli", "serve", str(saved[0]), "--port", str(port), "--top-k", "2",
-                             "--max-batch", "4", "--no-explain"], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            PYTHON,
+            "-m",
+            "cnnzoo.cli",
+            "serve",
+            str(saved[0]),
+            "--port",
+            str(port),
+            "--top-k",
+            "2",
+            "--max-batch",
+            "4",
+            "--no-explain",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -322,8 +358,9 @@ def test_cnnzoo_serve_command_runs_uvicorn(saved, tmp_path):
 
 
 def _chromium():
-    return next((found for name in ("chromium", "chromium-browser", "google-chrome")
-                 if (found := shutil.which(name))), None)
+    return next(
+        (found for name in ("chromium", "chromium-browser", "google-chrome") if (found := shutil.which(name))), None
+    )
 
 
 @pytest.mark.slow
@@ -339,10 +376,21 @@ def test_headless_chromium_screenshot_of_the_page_with_a_prediction(server, save
     shot = tmp_path / "page.png"
     keep = os.environ.get("CNNZOO_KEEP_SCREENSHOT")  # a path to keep the picture at, for a person to look at
     before = get_json(server + "/health")["images"]
-    proc = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
-                           f"--screenshot={shot}", "--window-size=1000,700",
-                           server + "/?src=" + urllib.request.quote(src, safe="")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=10000",
+            f"--screenshot={shot}",
+            "--window-size=1000,700",
+            server + "/?src=" + urllib.request.quote(src, safe=""),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0 and shot.is_file(), proc.stderr[-2000:]
     if keep:
         shutil.copy(shot, keep)

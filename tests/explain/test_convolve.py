@@ -27,9 +27,9 @@ def _reference_2d(image, w, mode):
     if mode == "full":
         return full
     if mode == "valid":
-        return full[kh - 1:h, kw - 1:wd]
+        return full[kh - 1 : h, kw - 1 : wd]
     top, left = (kh - 1) // 2, (kw - 1) // 2  # centred as numpy.convolve / scipy do
-    return full[top:top + h, left:left + wd]
+    return full[top : top + h, left : left + wd]
 
 
 def test_box_convolved_with_box_is_a_triangle():
@@ -40,11 +40,13 @@ def test_box_convolved_with_box_is_a_triangle():
     assert np.all(np.diff(tri[:5]) == 1) and np.all(np.diff(tri[4:]) == -1)
     # a box signal blurred by a box kernel: a trapezoid ramp at each side
     signal = np.r_[np.zeros(4), np.ones(6), np.zeros(4)]
-    np.testing.assert_allclose(convolve(signal, kernel("box", ndim=1), "same"),
-                               np.r_[0, 0, 0, 1, 2, 3, 3, 3, 3, 2, 1, 0, 0, 0] / 3)
+    np.testing.assert_allclose(
+        convolve(signal, kernel("box", ndim=1), "same"), np.r_[0, 0, 0, 1, 2, 3, 3, 3, 3, 2, 1, 0, 0, 0] / 3
+    )
     # in 2-D: a box image convolved with a box is a pyramid (outer product of triangles)
-    np.testing.assert_allclose(convolve(np.ones((3, 3)), np.ones((3, 3)), "full"),
-                               np.outer([1, 2, 3, 2, 1], [1, 2, 3, 2, 1]))
+    np.testing.assert_allclose(
+        convolve(np.ones((3, 3)), np.ones((3, 3)), "full"), np.outer([1, 2, 3, 2, 1], [1, 2, 3, 2, 1])
+    )
 
 
 @pytest.mark.parametrize("mode", ["same", "valid", "full"])
@@ -54,8 +56,9 @@ def test_1d_equals_numpy_convolve(mode, rng):
             x, w = rng.normal(size=n), rng.normal(size=m)
             np.testing.assert_allclose(convolve(x, w, mode), np.convolve(x, w, mode), atol=1e-12)
             # correlation is convolution with the kernel reversed (numpy.correlate too)
-            np.testing.assert_allclose(correlate(x, w, "valid") if m <= n else 0, np.correlate(x, w, "valid"),
-                                       atol=1e-12)
+            np.testing.assert_allclose(
+                correlate(x, w, "valid") if m <= n else 0, np.correlate(x, w, "valid"), atol=1e-12
+            )
     assert convolve([1, 2, 3], "box").dtype == np.float64  # lists and named kernels work
 
 
@@ -110,7 +113,7 @@ def test_sobel_finds_edges_on_a_real_photo():
     gx, gy = convolve(gray, "sobel_x", "valid"), convolve(gray, "sobel_y", "valid")
     assert gx.shape == (425, 638)
     # Sobel x measures horizontal change: it agrees with a central difference along the rows
-    diff_x = (gray[1:-1, 2:] - gray[1:-1, :-2])
+    diff_x = gray[1:-1, 2:] - gray[1:-1, :-2]
     assert np.corrcoef(np.abs(gx).ravel(), np.abs(diff_x).ravel())[0, 1] > 0.9
     assert np.corrcoef(np.abs(gx).ravel(), np.abs(gray[2:, 1:-1] - gray[:-2, 1:-1]).ravel())[0, 1] < 0.6
     # the strongest edges: few pixels, where the photo changes most; flat regions answer ~0
@@ -149,11 +152,15 @@ def test_errors_name_the_argument_and_what_was_received():
         convolve(np.ones((4, 4)), "sobelx")
     with pytest.raises(ConfigError, match=r"`kernel` must be .*1-D.*Received: kernel='sobel_y'"):
         convolve(np.ones(4), "sobel_y")
-    with pytest.raises(ConfigError, match=r"`kernel` must be a non-empty numeric 2-D array.*Received: kernel of shape \(3,\)"):
+    with pytest.raises(
+        ConfigError, match=r"`kernel` must be a non-empty numeric 2-D array.*Received: kernel of shape \(3,\)"
+    ):
         convolve(np.ones((4, 4)), np.ones(3))
     with pytest.raises(ConfigError, match=r"`kernel` must fit inside the input for mode='valid'"):
         convolve(np.ones(2), np.ones(3), mode="valid")
-    with pytest.raises(DataError, match=r"`signal_or_image` must be a non-empty numeric array.*Received: shape \(2, 2, 2, 2\)"):
+    with pytest.raises(
+        DataError, match=r"`signal_or_image` must be a non-empty numeric array.*Received: shape \(2, 2, 2, 2\)"
+    ):
         convolve(np.ones((2, 2, 2, 2)), "box")
     with pytest.raises(DataError, match=r"`signal_or_image` must be a non-empty numeric array"):
         convolve(np.array(["a", "b"]), np.ones(1))
@@ -161,15 +168,17 @@ def test_errors_name_the_argument_and_what_was_received():
 
 
 def test_explain_imports_no_tensorflow():
-    code = ("import sys, cnnzoo, numpy as np\n"
-            "import cnnzoo.explain\n"
-            "from cnnzoo.explain import convolve, correlate, kernels, kernel\n"
-            "assert cnnzoo.explain.convolve is convolve\n"
-            "convolve(np.ones(3), np.ones(3), 'full'); correlate(np.ones((4, 4)), kernels['sobel_x'])\n"
-            "for name in ('feature_maps', 'plot_feature_maps', 'filters', 'grad_cam', 'overlay'):\n"
-            "    assert name in dir(cnnzoo.explain), name\n"
-            "heavy = sorted(m for m in ('tensorflow', 'keras', 'keras_tuner') if m in sys.modules)\n"
-            "assert not heavy, heavy\n")
+    code = (
+        "import sys, cnnzoo, numpy as np\n"
+        "import cnnzoo.explain\n"
+        "from cnnzoo.explain import convolve, correlate, kernels, kernel\n"
+        "assert cnnzoo.explain.convolve is convolve\n"
+        "convolve(np.ones(3), np.ones(3), 'full'); correlate(np.ones((4, 4)), kernels['sobel_x'])\n"
+        "for name in ('feature_maps', 'plot_feature_maps', 'filters', 'grad_cam', 'overlay'):\n"
+        "    assert name in dir(cnnzoo.explain), name\n"
+        "heavy = sorted(m for m in ('tensorflow', 'keras', 'keras_tuner') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
     proc = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert convolution.MODES == ("same", "valid", "full")

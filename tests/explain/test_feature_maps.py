@@ -36,8 +36,13 @@ def test_zoo_cnn_maps_have_the_layer_shapes_and_keras_values(tiny, tmp_path):
     maps = feature_maps(tiny, image)
     # every conv and pool layer inside the ConvBlocks, in forward order; shapes from the layer arithmetic
     assert {name: m.shape for name, m in maps.items()} == {
-        "block1_conv1": (62, 62, 10), "block1_conv2": (60, 60, 10), "block1_pool": (30, 30, 10),
-        "block2_conv1": (28, 28, 10), "block2_conv2": (26, 26, 10), "block2_pool": (13, 13, 10)}
+        "block1_conv1": (62, 62, 10),
+        "block1_conv2": (60, 60, 10),
+        "block1_pool": (30, 30, 10),
+        "block2_conv1": (28, 28, 10),
+        "block2_conv2": (26, 26, 10),
+        "block2_pool": (13, 13, 10),
+    }
     assert all(m.dtype == np.float32 for m in maps.values())
     # a block's last sub-layer is the block's output: Keras' own graph gives the same numbers
     import keras
@@ -51,7 +56,7 @@ def test_zoo_cnn_maps_have_the_layer_shapes_and_keras_values(tiny, tmp_path):
     conv = tiny.get_layer("block1").steps[0]
     kernel, bias = conv.get_weights()
     x = batch[0] / 255.0
-    by_hand = sum(np.tensordot(x[i:i + 62, j:j + 62], kernel[i, j], axes=1) for i in range(3) for j in range(3))
+    by_hand = sum(np.tensordot(x[i : i + 62, j : j + 62], kernel[i, j], axes=1) for i in range(3) for j in range(3))
     np.testing.assert_allclose(maps["block1_conv1"], np.maximum(by_hand + bias, 0), rtol=1e-4, atol=1e-4)
     # any feature-map layer by name, returned in forward order; path, PIL and array give the same maps
     path = tmp_path / "flower.png"
@@ -59,8 +64,9 @@ def test_zoo_cnn_maps_have_the_layer_shapes_and_keras_values(tiny, tmp_path):
     chosen = feature_maps(tiny, path, layers=["block2_pool", "block1_conv2"])
     assert list(chosen) == ["block1_conv2", "block2_pool"]
     np.testing.assert_allclose(chosen["block2_pool"], maps["block2_pool"], atol=1e-5)
-    np.testing.assert_allclose(feature_maps(tiny, Image.fromarray(image), ["block2_pool"])["block2_pool"],
-                               maps["block2_pool"], atol=1e-5)
+    np.testing.assert_allclose(
+        feature_maps(tiny, Image.fromarray(image), ["block2_pool"])["block2_pool"], maps["block2_pool"], atol=1e-5
+    )
     both = feature_maps(tiny, [image, image[::-1]], layers=["block1_pool"])["block1_pool"]
     assert both.shape == (2, 30, 30, 10)
 
@@ -71,8 +77,9 @@ def test_nested_backbone_maps(mobilenet):
     backbone = mobilenet.get_layer("backbone")
     image = _photo((96, 96))
     maps = feature_maps(mobilenet, image)
-    convs_and_pools = [l.name for l in backbone.layers
-                       if isinstance(l, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))]
+    convs_and_pools = [
+        l.name for l in backbone.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
+    ]
     assert list(maps) == convs_and_pools and len(maps) == 52
     for name, arr in maps.items():
         assert arr.shape == tuple(backbone.get_layer(name).output.shape[1:]), name
@@ -130,10 +137,15 @@ def test_deeper_filters_by_activation_maximisation(tiny, mobilenet, tmp_path):
 
 
 def test_errors_for_bad_layers_and_images(tiny):
-    with pytest.raises(ConfigError, match=r"`layers` must name layers of `tiny_vgg`.*Did you mean .*`block1_conv1`.*"
-                                          r"Received: layers='block1_conv'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"`layers` must name layers of `tiny_vgg`.*Did you mean .*`block1_conv1`.*"
+        r"Received: layers='block1_conv'",
+    ):
         feature_maps(tiny, np.zeros((8, 8, 3)), layers=["block1_conv"])
-    with pytest.raises(ConfigError, match=r"`layers` must be None or a non-empty list.*Received: layers='block1_conv1'"):
+    with pytest.raises(
+        ConfigError, match=r"`layers` must be None or a non-empty list.*Received: layers='block1_conv1'"
+    ):
         feature_maps(tiny, np.zeros((8, 8, 3)), layers="block1_conv1")
     with pytest.raises(ConfigError, match=r"Received: layers='head'"):  # not a feature map
         feature_maps(tiny, np.zeros((8, 8, 3)), layers=["head"])

@@ -59,9 +59,16 @@ def trained():
 
     keras.utils.set_random_seed(0)
     x, y, _ = shapes(1200, seed=0)
-    model = cnnzoo.get("bird_classifier", num_classes=len(CLASSES), input_shape=(SIZE, SIZE, 3),
-                       class_names=list(CLASSES), dense=[], dropout=0.0, pooling="max",
-                       blocks=[{"filters": f, "convs": 2, "batch_norm": True} for f in (16, 32, 64)])
+    model = cnnzoo.get(
+        "bird_classifier",
+        num_classes=len(CLASSES),
+        input_shape=(SIZE, SIZE, 3),
+        class_names=list(CLASSES),
+        dense=[],
+        dropout=0.0,
+        pooling="max",
+        blocks=[{"filters": f, "convs": 2, "batch_norm": True} for f in (16, 32, 64)],
+    )
     model.fit(x.astype("float32"), y, epochs=5, batch_size=32, verbose=0)  # 190 steps
     test_x, test_y, test_boxes = shapes(120, seed=1)
     has_shape = test_y != CLASSES.index("none")
@@ -96,8 +103,9 @@ def test_gradcam_class_and_layer_choices(trained):
     image = images[0]
     predicted = int(np.argmax(model.predict(image[None].astype("float32"), verbose=0)))
     np.testing.assert_allclose(grad_cam(model, image), grad_cam(model, image, class_index=predicted), atol=1e-6)
-    np.testing.assert_allclose(grad_cam(model, image, class_index=CLASSES[predicted]),
-                               grad_cam(model, image, class_index=predicted), atol=1e-6)
+    np.testing.assert_allclose(
+        grad_cam(model, image, class_index=CLASSES[predicted]), grad_cam(model, image, class_index=predicted), atol=1e-6
+    )
     other = grad_cam(model, image, class_index=(predicted + 1) % 3)
     assert other.shape == (SIZE, SIZE)
     assert not np.allclose(other, grad_cam(model, image), atol=1e-3)
@@ -142,13 +150,19 @@ def test_gradcam_reaches_a_nested_backbone_even_frozen():
 
 def test_gradcam_errors(trained):
     model, images, _, _ = trained
-    with pytest.raises(ConfigError, match=r"`layer` must name layers of .*Did you mean `block3_conv2`.*"
-                                          r"Received: layer='block3_conv3'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"`layer` must name layers of .*Did you mean `block3_conv2`.*"
+        r"Received: layer='block3_conv3'",
+    ):
         grad_cam(model, images[0], layer="block3_conv3")
     with pytest.raises(ConfigError, match=r"`layer` must name .*Received: layer='head'"):
         grad_cam(model, images[0], layer="head")  # not a feature map
-    with pytest.raises(ConfigError, match=r"`class_index` must be None, a class name or an int from 0 to 3.*"
-                                          r"Received: class_index=4"):
+    with pytest.raises(
+        ConfigError,
+        match=r"`class_index` must be None, a class name or an int from 0 to 3.*"
+        r"Received: class_index=4",
+    ):
         grad_cam(model, images[0], class_index=4)
     with pytest.raises(ConfigError, match=r"`class_index` must be an int .*Received: class_index='hexagon'"):
         grad_cam(model, images[0], class_index="hexagon")

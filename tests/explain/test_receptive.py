@@ -14,10 +14,12 @@ CNN_ENTRIES = [n for n in registry.list_models() if registry.spec(n).kind == "cn
 
 
 def test_by_name_and_spec_without_tensorflow():
-    script = ("import sys\nfrom cnnzoo.explain.receptive import receptive_fields\n"
-              "f = receptive_fields('vgg16')\n"
-              "print(f['block5_conv3'].size, f['block5_pool'].size, f['block5_pool'].jump,"
-              " [m for m in ('tensorflow', 'keras') if m in sys.modules])\n")
+    script = (
+        "import sys\nfrom cnnzoo.explain.receptive import receptive_fields\n"
+        "f = receptive_fields('vgg16')\n"
+        "print(f['block5_conv3'].size, f['block5_pool'].size, f['block5_pool'].jump,"
+        " [m for m in ('tensorflow', 'keras') if m in sys.modules])\n"
+    )
     proc = subprocess.run([PYTHON, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["196", "212", "32", "[]"]

@@ -19,7 +19,7 @@ def _results(train, val):
 def test_adapted_momentum_forgets_the_initial_statistics_within_the_steps():
     assert batchnorm.adapted_momentum(0.9, 270) is None  # 0.9**270 is tiny: left alone
     m = batchnorm.adapted_momentum(0.999, 270)
-    assert m < 0.999 and m ** 270 <= batchnorm.MAX_INITIAL_WEIGHT
+    assert m < 0.999 and m**270 <= batchnorm.MAX_INITIAL_WEIGHT
     assert batchnorm.adapted_momentum(0.999, 3) == 0.5  # never below 0.5
 
 
@@ -46,9 +46,14 @@ def test_warning_for_high_training_accuracy_at_chance_validation():
         batchnorm.warn(notes)
 
 
-@pytest.mark.parametrize("train, val", [([0.9, 0.99], 0.95),  # healthy
-                                        ([0.2, 0.3], 0.1),  # not fitting either: nothing to name
-                                        ([0.99], 0.5)])  # overfits, but far from chance
+@pytest.mark.parametrize(
+    "train, val",
+    [
+        ([0.9, 0.99], 0.95),  # healthy
+        ([0.2, 0.3], 0.1),  # not fitting either: nothing to name
+        ([0.99], 0.5),
+    ],
+)  # overfits, but far from chance
 def test_no_warning_otherwise(train, val):
     assert batchnorm.chance_warnings(_results(train, [val] * len(train)), val, 10) == ()
 
@@ -93,8 +98,15 @@ def _finetune_small(out):
     d = cnnzoo.data.digits()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = cnnzoo.finetune(model, (d.x_train, d.y_train, d.x_test, d.y_test), stages=["all:8:3e-3"],
-                                 out=out, plots=False, verbose=0, pretrained=False)
+        result = cnnzoo.finetune(
+            model,
+            (d.x_train, d.y_train, d.x_test, d.y_test),
+            stages=["all:8:3e-3"],
+            out=out,
+            plots=False,
+            verbose=0,
+            pretrained=False,
+        )
     assert [str(w.message) for w in caught if issubclass(w.category, cnnzoo.TrainingWarning)] == list(result.warnings)
     return result
 
@@ -103,8 +115,15 @@ def _finetune_small(out):
 def test_mobilenetv3_small_from_scratch_learns_the_digits(tmp_path):
     """Issue 11: momentum 0.999 left validation at 10% (uniform predictions); adapted, it learns."""
     d = cnnzoo.data.digits(image_size=(64, 64), channels=3)
-    result = cnnzoo.finetune("mobilenetv3small_classifier", (d.x_train, d.y_train), input_shape=(64, 64, 3),
-                             epochs=6, out=tmp_path / "run", plots=False, verbose=0)
+    result = cnnzoo.finetune(
+        "mobilenetv3small_classifier",
+        (d.x_train, d.y_train),
+        input_shape=(64, 64, 3),
+        epochs=6,
+        out=tmp_path / "run",
+        plots=False,
+        verbose=0,
+    )
     print(f"MobileNetV3-Small from scratch, 6 epochs: validation accuracy {result.val_accuracy:.2%}")
     assert result.val_accuracy > 0.9
     assert result.warnings == ()

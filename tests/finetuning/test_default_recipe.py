@@ -15,8 +15,9 @@ from cnnzoo.cli.demo import svm_accuracy
 @pytest.mark.slow
 def test_the_defaults_beat_the_rbf_svm_on_the_digits(tmp_path):
     data = cnnzoo.data.digits(seed=0, image_size=(32, 32), channels=3)
-    result = cnnzoo.finetune("bird_classifier", data, input_shape=(32, 32, 3), out=tmp_path / "run", verbose=0,
-                             plots=False)
+    result = cnnzoo.finetune(
+        "bird_classifier", data, input_shape=(32, 32, 3), out=tmp_path / "run", verbose=0, plots=False
+    )
     accuracy, _ = cnnzoo.evaluate(result.model, [(data.x_test, data.y_test)], len(data.class_names))
     assert [str(s.stage) for s in result.stages] == ["all:15:0.001"]  # from scratch: the auto plan
     assert result.warnings == ()

@@ -60,7 +60,7 @@ def _free_ports(n):
 def _result(stdout):
     lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
     assert len(lines) == 1, stdout[-3000:]
-    return json.loads(lines[0][len("RESULT "):])
+    return json.loads(lines[0][len("RESULT ") :])
 
 
 def _two_workers(script, *args, timeout=180):
@@ -73,11 +73,23 @@ def _two_workers(script, *args, timeout=180):
     procs = []
     try:
         for index in range(2):
-            env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2",
-                   "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-            procs.append(subprocess.Popen([PYTHON, "-c", script, *map(str, args)], cwd=REPO, env=env,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                          start_new_session=True))
+            env = {
+                **os.environ,
+                "CUDA_VISIBLE_DEVICES": "",
+                "TF_CPP_MIN_LOG_LEVEL": "2",
+                "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+            }
+            procs.append(
+                subprocess.Popen(
+                    [PYTHON, "-c", script, *map(str, args)],
+                    cwd=REPO,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    start_new_session=True,
+                )
+            )
         deadline = time.monotonic() + timeout
         outputs = []
         for proc in procs:
@@ -260,8 +272,14 @@ print("RESULT " + json.dumps({
 @pytest.mark.slow
 def test_ema_under_mixed_float16_and_a_two_device_mirrored_strategy(tmp_path):
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.run([PYTHON, "-c", _EMA_MIXED, str(tmp_path / "run")], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=180)
+    proc = subprocess.run(
+        [PYTHON, "-c", _EMA_MIXED, str(tmp_path / "run")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     found = _result(proc.stdout)
     assert found["replicas"] == 2 and found["dtype"] == found["loaded_dtype"] == "mixed_float16"

@@ -32,8 +32,14 @@ from cnnzoo.utils.files import PARTIAL, atomic_save, atomic_write_text, remove_p
 from conftest import PYTHON, REPO, write_image_folder
 
 SIZE = 12
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1",
-       "TF_NUM_INTEROP_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+ENV = {
+    **os.environ,
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+    "OMP_NUM_THREADS": "1",
+    "TF_NUM_INTRAOP_THREADS": "1",
+    "TF_NUM_INTEROP_THREADS": "1",
+    "PYTHONUNBUFFERED": "1",
+}
 
 
 def partials(root):
@@ -153,8 +159,16 @@ print("DONE", result.resumed, [len(s.history["loss"]) for s in result.stages])
 """
 PLANNED = 2 + 3  # epochs
 # The saves of one run, in order (the temporary paths they are written at).
-SAVES = ["backup/stage_1/.epoch_0001", "backup/stage_1/.epoch_0002", "/.stage_1", "backup/stage_2/.epoch_0001",
-         "backup/stage_2/.epoch_0002", "backup/stage_2/.epoch_0003", "/.stage_2", "/.bird_classifier"]
+SAVES = [
+    "backup/stage_1/.epoch_0001",
+    "backup/stage_1/.epoch_0002",
+    "/.stage_1",
+    "backup/stage_2/.epoch_0001",
+    "backup/stage_2/.epoch_0002",
+    "backup/stage_2/.epoch_0003",
+    "/.stage_2",
+    "/.bird_classifier",
+]
 
 
 def epochs_kept(out):
@@ -207,11 +221,17 @@ def test_kill_9_during_checkpoint_and_final_saves_resumes_without_half_written_f
     state = json.loads((out / "state.json").read_text())
     assert state["finished"] and [len(state["history"][k]) for k in ("1", "2")] == [2, 3]
     assert cnnzoo.load(out / "bird_classifier.keras").name == "bird_classifier"
-    reliability.record("kill -9 during checkpoint and final saves (seeded random save, moment and byte)",
-                       kills=len(kills), resumed=len(kills), finished=1, max_epochs_lost=max(lost),
-                       partial_files_after_kills=after_kill_partials, partial_files_left=len(partials(out)),
-                       unreadable_files=len(unreadable_seen),
-                       saves_hit=", ".join(f"{t.replace('/.', '/').lstrip('/')} ({p})" for t, p, _ in kills))
+    reliability.record(
+        "kill -9 during checkpoint and final saves (seeded random save, moment and byte)",
+        kills=len(kills),
+        resumed=len(kills),
+        finished=1,
+        max_epochs_lost=max(lost),
+        partial_files_after_kills=after_kill_partials,
+        partial_files_left=len(partials(out)),
+        unreadable_files=len(unreadable_seen),
+        saves_hit=", ".join(f"{t.replace('/.', '/').lstrip('/')} ({p})" for t, p, _ in kills),
+    )
 
 
 # ------------------------------------------------------------------ the disk fills up
@@ -302,13 +322,21 @@ print("REPORT" + json.dumps(report))
 def test_disk_full_during_saves_is_a_clear_error_and_keeps_the_previous_checkpoint_and_model(tmp_path, reliability):
     folder = write_image_folder(tmp_path / "images", classes=("a", "b", "c"), per_class=8, size=(SIZE, SIZE))
     out = tmp_path / "run"
-    proc = subprocess.run([PYTHON, "-c", _DISK_FULL_SCRIPT, str(out), str(folder)], cwd=REPO, env=ENV,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [PYTHON, "-c", _DISK_FULL_SCRIPT, str(out), str(folder)],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]  # no crash (HDF5 segfaults after a failed write)
     report = json.loads(proc.stdout.split("REPORT", 1)[1])
-    expected = {"state": ("state.json", ["backup/stage_1/epoch_0001.weights.h5"]),
-                "checkpoint": ("epoch_0003.weights.h5", ["backup/stage_1/epoch_0002.weights.h5"]),
-                "final model": ("bird_classifier.keras", ["stage_1.weights.h5"])}
+    expected = {
+        "state": ("state.json", ["backup/stage_1/epoch_0001.weights.h5"]),
+        "checkpoint": ("epoch_0003.weights.h5", ["backup/stage_1/epoch_0002.weights.h5"]),
+        "final model": ("bird_classifier.keras", ["stage_1.weights.h5"]),
+    }
     for name, (file, kept) in expected.items():
         case = report[name]
         assert case["error"] and case["oserror"] and case["errno"] in (errno.EFBIG, errno.ENOSPC), case
@@ -324,20 +352,31 @@ def test_disk_full_during_saves_is_a_clear_error_and_keeps_the_previous_checkpoi
     assert last["resumed"] and last["epochs"] == 4 and last["model_new"], last
     assert last["begun"] == [0, 1, 0, 1, 1, 2, 2, 3], last  # run A; then each failure at an epoch end re-runs it
     assert last["left"] == [".cnnzoo.lock", "bird_classifier.keras", "state.json"], last
-    reliability.record("disk full (RLIMIT_FSIZE) while saving the run state, a checkpoint, the final model",
-                       saves_failed=3, clear_errors=sum(bool(report[n]["oserror"]) for n in expected), crashes=0,
-                       previous_checkpoint_intact=sum(report[n]["checkpoints_load"] for n in expected),
-                       previous_model_intact=sum(report[n]["model_intact"] for n in expected),
-                       partial_files_left=sum(len(report[n]["partials"]) for n in expected),
-                       resumed_after=int(last["resumed"]), max_epochs_lost=1)
+    reliability.record(
+        "disk full (RLIMIT_FSIZE) while saving the run state, a checkpoint, the final model",
+        saves_failed=3,
+        clear_errors=sum(bool(report[n]["oserror"]) for n in expected),
+        crashes=0,
+        previous_checkpoint_intact=sum(report[n]["checkpoints_load"] for n in expected),
+        previous_model_intact=sum(report[n]["model_intact"] for n in expected),
+        partial_files_left=sum(len(report[n]["partials"]) for n in expected),
+        resumed_after=int(last["resumed"]),
+        max_epochs_lost=1,
+    )
 
 
 # ------------------------------------------------------------------ damaged checkpoints and state
 
 
 def _tiny():
-    return cnnzoo.get("bird_classifier", num_classes=3, input_shape=(SIZE, SIZE, 3), compile=False,
-                      blocks=[{"filters": 4, "batch_norm": True}, {"filters": 8, "batch_norm": True}], dense=[8])
+    return cnnzoo.get(
+        "bird_classifier",
+        num_classes=3,
+        input_shape=(SIZE, SIZE, 3),
+        compile=False,
+        blocks=[{"filters": 4, "batch_norm": True}, {"filters": 8, "batch_norm": True}],
+        dense=[8],
+    )
 
 
 def _blobs(n=24, classes=3):
@@ -386,8 +425,13 @@ def _damage(path, how):
         path.write_text(json.dumps({"version": 1, "fingerprint": {}, "stages_done": "1", "history": []}))
 
 
-CASES = [("epoch", "truncated"), ("stage", "garbage"), ("stage", "missing"), ("state", "not json"),
-         ("state", "wrong shape")]
+CASES = [
+    ("epoch", "truncated"),
+    ("stage", "garbage"),
+    ("stage", "missing"),
+    ("state", "not json"),
+    ("state", "wrong shape"),
+]
 
 
 @pytest.mark.slow
@@ -398,21 +442,26 @@ def test_damaged_checkpoint_or_state_is_reported_and_that_stage_or_run_starts_ag
     interrupted = tmp_path / "interrupted"
     first = _Epochs(stop_at=(2, 1))  # stopped in stage 2: stage_1.weights.h5 and backup/stage_2/epoch_0001
     with pytest.raises(_Stop):
-        cnnzoo.finetune(_tiny(), (x, y), stages=stages, out=interrupted, callbacks=[first.callback], verbose=0,
-                        plots=False)
+        cnnzoo.finetune(
+            _tiny(), (x, y), stages=stages, out=interrupted, callbacks=[first.callback], verbose=0, plots=False
+        )
     for i, (what, how) in enumerate(CASES):
         out = tmp_path / f"run{i}"
         shutil.copytree(interrupted, out)
-        victim = {"epoch": out / "backup" / "stage_2" / "epoch_0001.weights.h5",
-                  "stage": out / "stage_1.weights.h5", "state": out / "state.json"}[what]
+        victim = {
+            "epoch": out / "backup" / "stage_2" / "epoch_0001.weights.h5",
+            "stage": out / "stage_1.weights.h5",
+            "state": out / "state.json",
+        }[what]
         assert victim.is_file()
         _damage(victim, how)
         again = _Epochs()
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="cnnzoo"):
             try:
-                result = cnnzoo.finetune(_tiny(), (x, y), stages=stages, out=out, callbacks=[again.callback],
-                                         verbose=0, plots=False)
+                result = cnnzoo.finetune(
+                    _tiny(), (x, y), stages=stages, out=out, callbacks=[again.callback], verbose=0, plots=False
+                )
             except Exception as e:  # noqa: BLE001 - counted, then failed below
                 figures["crashes"] += 1
                 pytest.fail(f"{what} {how}: {type(e).__name__}: {e}")
@@ -421,9 +470,11 @@ def test_damaged_checkpoint_or_state_is_reported_and_that_stage_or_run_starts_ag
         assert named, (what, how, warnings)  # reported, naming the file
         figures["detected"] += 1
         figures["reported"] += 1
-        expected = {"epoch": [(2, 0), (2, 1)],  # stage 2 from its first epoch; stage 1 kept
-                    "stage": [(1, 0), (2, 0), (2, 1)],  # stage 1 again, then stage 2 from the start
-                    "state": [(1, 0), (2, 0), (2, 1)]}[what]  # the run from the start
+        expected = {
+            "epoch": [(2, 0), (2, 1)],  # stage 2 from its first epoch; stage 1 kept
+            "stage": [(1, 0), (2, 0), (2, 1)],  # stage 1 again, then stage 2 from the start
+            "state": [(1, 0), (2, 0), (2, 1)],
+        }[what]  # the run from the start
         assert [(s + (1 if what == "epoch" else 0), e) for s, e in again.begun] == expected, (what, how, again.begun)
         figures["restarted"] += 1
         assert [len(s.history["loss"]) for s in result.stages] == [1, 2]
@@ -433,8 +484,9 @@ def test_damaged_checkpoint_or_state_is_reported_and_that_stage_or_run_starts_ag
             assert len(aside) == 1 and aside[0].name in named[0], named  # kept aside for the user, and said so
             assert not result.resumed
         figures["finished"] += 1
-    reliability.record("corrupted or truncated checkpoint or run state (epoch, stage, state.json)",
-                       cases=len(CASES), **figures)
+    reliability.record(
+        "corrupted or truncated checkpoint or run state (epoch, stage, state.json)", cases=len(CASES), **figures
+    )
 
 
 def test_a_finished_run_whose_model_is_damaged_trains_again(tmp_path, caplog):

@@ -25,10 +25,18 @@ SIZE = 12
 
 def tiny(num_classes=3, block_dropout=0.2, dropout=0.5, batch_norm=True):
     """A two-block zoo CNN (BatchNorm in each block, Dropout in the second)."""
-    return cnnzoo.get("bird_classifier", num_classes=num_classes, input_shape=(SIZE, SIZE, 3), compile=False,
-                      blocks=[{"filters": 4, "batch_norm": batch_norm},
-                              {"filters": 8, "batch_norm": batch_norm, "dropout": block_dropout}],
-                      dense=[8], dropout=dropout)
+    return cnnzoo.get(
+        "bird_classifier",
+        num_classes=num_classes,
+        input_shape=(SIZE, SIZE, 3),
+        compile=False,
+        blocks=[
+            {"filters": 4, "batch_norm": batch_norm},
+            {"filters": 8, "batch_norm": batch_norm, "dropout": block_dropout},
+        ],
+        dense=[8],
+        dropout=dropout,
+    )
 
 
 def blobs(n=48, classes=3, seed=0):
@@ -105,13 +113,21 @@ def test_finetune_a_keras_applications_backbone(tmp_path):
     pretrain_batchnorm(model)
     backbone = model.get_layer("backbone")
     before = {w.path: w.numpy().copy() for w in backbone.weights}
-    result = cnnzoo.finetune(model, (x, y), stages="head:1:1e-2,top2:1:1e-2", out=tmp_path / "run", verbose=0,
-                             plots=False, augment=False)
+    result = cnnzoo.finetune(
+        model, (x, y), stages="head:1:1e-2,top2:1:1e-2", out=tmp_path / "run", verbose=0, plots=False, augment=False
+    )
     assert [(s.units, s.feature_cache) for s in result.stages] == [((), True), (("block_15", "block_16"), False)]
     after = {w.path: w.numpy() for w in result.model.get_layer("backbone").weights}
     changed = {path.split("/")[0] for path in before if not np.array_equal(before[path], after[path])}
-    assert changed == {"block_15_expand", "block_15_depthwise", "block_15_project", "block_16_expand",
-                       "block_16_depthwise", "block_16_project", "Conv_1"}  # no BatchNorm, nothing lower
+    assert changed == {
+        "block_15_expand",
+        "block_15_depthwise",
+        "block_15_project",
+        "block_16_expand",
+        "block_16_depthwise",
+        "block_16_project",
+        "Conv_1",
+    }  # no BatchNorm, nothing lower
     assert cnnzoo.load(result.model_path).output_shape == (None, 2)
 
 
@@ -156,8 +172,15 @@ def test_batchnorm_stays_in_inference_mode_in_frozen_and_unfrozen_stages(tmp_pat
     pretrain_batchnorm(model)
     stats_before = bn_stats(model)
     kernel_before = model.get_layer("block1").weights[0].numpy()
-    result = cnnzoo.finetune(model, (x, y), stages=["head:2:1e-2", "all:2:1e-2"], cache_features=False,
-                             out=tmp_path / "run", verbose=0, plots=False)
+    result = cnnzoo.finetune(
+        model,
+        (x, y),
+        stages=["head:2:1e-2", "all:2:1e-2"],
+        cache_features=False,
+        out=tmp_path / "run",
+        verbose=0,
+        plots=False,
+    )
     for before, after in zip(stats_before, bn_stats(result.model)):
         np.testing.assert_array_equal(before, after)  # moving statistics never updated
     assert not np.allclose(kernel_before, result.model.get_layer("block1").weights[0].numpy())  # but it trained
@@ -167,20 +190,23 @@ def test_batchnorm_stays_in_inference_mode_in_frozen_and_unfrozen_stages(tmp_pat
     parts = freezing.anatomy(result.model)
     freezing.apply_stage(parts, Stage("all"), freeze_batchnorm=True)
     training_graph = freezing.stage_model(parts)
-    np.testing.assert_allclose(training_graph(x[:8], training=True), result.model(x[:8], training=False),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        training_graph(x[:8], training=True), result.model(x[:8], training=False), rtol=1e-5, atol=1e-6
+    )
     # ... which it would not be with trainable BatchNorm (batch statistics).
     freezing.apply_stage(parts, Stage("all"), freeze_batchnorm=False)
-    assert not np.allclose(freezing.stage_model(parts)(x[:8], training=True), result.model(x[:8], training=False),
-                           atol=1e-3)
+    assert not np.allclose(
+        freezing.stage_model(parts)(x[:8], training=True), result.model(x[:8], training=False), atol=1e-3
+    )
 
 
 def test_from_scratch_batchnorm_trains(tmp_path):
     x, y = blobs()
     model = tiny()
     before = bn_stats(model)
-    result = cnnzoo.finetune(model, (x, y), stages=["all:1:1e-2"], pretrained=False, out=tmp_path / "run",
-                             verbose=0, plots=False)
+    result = cnnzoo.finetune(
+        model, (x, y), stages=["all:1:1e-2"], pretrained=False, out=tmp_path / "run", verbose=0, plots=False
+    )
     assert any(not np.allclose(a, b) for a, b in zip(before, bn_stats(result.model)))
     assert all(bn.trainable for bn in freezing.batchnorm_layers(result.model))
 
@@ -203,8 +229,18 @@ def test_feature_cache_equals_training_through_the_frozen_backbone(tmp_path):
         keras.utils.set_random_seed(seed)  # the same initial model for the same seed (finetune restores our state)
         model = tiny()
         pretrain_batchnorm(model)
-        result = cnnzoo.finetune(model, (x, y), stages=["head:3:1e-2"], cache_features=cache, seed=seed,
-                                 batch_size=8, augment=False, out=tmp_path / key, verbose=0, plots=False)
+        result = cnnzoo.finetune(
+            model,
+            (x, y),
+            stages=["head:3:1e-2"],
+            cache_features=cache,
+            seed=seed,
+            batch_size=8,
+            augment=False,
+            out=tmp_path / key,
+            verbose=0,
+            plots=False,
+        )
         assert result.stages[0].feature_cache is cache
         predictions[key] = cnnzoo.inference.predictor(result.model)(x)
         histories[key] = result.stages[0].history["loss"]
@@ -215,11 +251,13 @@ def test_feature_cache_equals_training_through_the_frozen_backbone(tmp_path):
 
 def test_feature_cache_auto_is_off_with_augmentation_and_for_unfrozen_stages(tmp_path):
     folder = write_image_folder(tmp_path / "images", per_class=6, size=(SIZE, SIZE))
-    result = cnnzoo.finetune(tiny(), folder, stages=["head:1", "top1:1"], augment=True, out=tmp_path / "aug",
-                             verbose=0, plots=False)
+    result = cnnzoo.finetune(
+        tiny(), folder, stages=["head:1", "top1:1"], augment=True, out=tmp_path / "aug", verbose=0, plots=False
+    )
     assert [s.feature_cache for s in result.stages] == [False, False]
-    result = cnnzoo.finetune(tiny(), folder, stages=["head:1", "top1:1"], out=tmp_path / "plain", verbose=0,
-                             plots=False, augment=False)
+    result = cnnzoo.finetune(
+        tiny(), folder, stages=["head:1", "top1:1"], out=tmp_path / "plain", verbose=0, plots=False, augment=False
+    )
     assert [s.feature_cache for s in result.stages] == [True, False]
     assert [s.units for s in result.stages] == [(), ("block2",)]
 
@@ -262,14 +300,17 @@ def test_folder_run_saves_model_plots_and_state_atomically(tmp_path):
     assert again.resumed and again.history == result.history and again.model_path == result.model_path
     # A different run in the same directory is refused, and nothing saved is lost.
     saved = result.model_path.read_bytes()
-    with pytest.raises(ConfigError, match=r"`out` already holds a different fine-tuning run.*Received: out="), \
-            pytest.warns(cnnzoo.errors.DataWarning):
+    with (
+        pytest.raises(ConfigError, match=r"`out` already holds a different fine-tuning run.*Received: out="),
+        pytest.warns(cnnzoo.errors.DataWarning),
+    ):
         cnnzoo.finetune("digits_cnn", folder, input_shape=(SIZE, SIZE, 3), epochs=3, out=out, verbose=0)
     assert result.model_path.read_bytes() == saved
     # A saved zoo model fine-tunes further, from its path; its head (3 classes, names) is kept.
     with pytest.warns(cnnzoo.errors.DataWarning):
-        further = cnnzoo.finetune(result.model_path, folder, stages="head:1:1e-4", out=tmp_path / "further",
-                                  verbose=0, plots=False)
+        further = cnnzoo.finetune(
+            result.model_path, folder, stages="head:1:1e-4", out=tmp_path / "further", verbose=0, plots=False
+        )
     assert further.class_names == ("a", "b", "c") and further.model_path.is_file()
     head_before = cnnzoo.load(result.model_path).get_layer("head").weights[0].numpy()
     change = np.abs(further.model.get_layer("head").weights[0].numpy() - head_before).max()
@@ -298,8 +339,15 @@ def test_crash_mid_stage_resumes_at_the_next_epoch(tmp_path):
 
     def run(crash):
         # Each call builds its model afresh, as a new process would.
-        return cnnzoo.finetune(tiny(), (x, y), stages=["head:2:1e-2", "all:3:1e-3"], out=tmp_path / "run",
-                               callbacks=[Crash(crash)], verbose=0, plots=False)
+        return cnnzoo.finetune(
+            tiny(),
+            (x, y),
+            stages=["head:2:1e-2", "all:3:1e-3"],
+            out=tmp_path / "run",
+            callbacks=[Crash(crash)],
+            verbose=0,
+            plots=False,
+        )
 
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(True)
@@ -321,8 +369,15 @@ def test_dataset_pair_and_errors(tmp_path):
     x, y = blobs(n=24)
     train = tf.data.Dataset.from_tensor_slices((x[:16], y[:16])).batch(8)
     val = tf.data.Dataset.from_tensor_slices((x[16:], y[16:])).batch(8)
-    result = cnnzoo.finetune(tiny(), (train, val), class_names=["dim", "mid", "bright"], stages="head:1",
-                             out=tmp_path / "ds", verbose=0, plots=False)
+    result = cnnzoo.finetune(
+        tiny(),
+        (train, val),
+        class_names=["dim", "mid", "bright"],
+        stages="head:1",
+        out=tmp_path / "ds",
+        verbose=0,
+        plots=False,
+    )
     assert result.class_names == ("dim", "mid", "bright")
     assert not result.stages[0].feature_cache  # a user dataset may be augmented: no cache unless asked
     with pytest.raises(DataError, match=r"`data` must be an image-folder path.*Received: data of type int"):
@@ -340,8 +395,9 @@ def test_strategy_passes_through(tmp_path):
 
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
     x, y = blobs(n=24)
-    result = cnnzoo.finetune(tiny(), (x, y), stages="head:1,all:1", strategy=strategy, out=tmp_path / "run",
-                             verbose=0, plots=False)
+    result = cnnzoo.finetune(
+        tiny(), (x, y), stages="head:1,all:1", strategy=strategy, out=tmp_path / "run", verbose=0, plots=False
+    )
     assert result.model.distribute_strategy is strategy
     assert "Mirrored" in type(result.model.get_layer("head").weights[0].value).__name__
     assert result.model_path.is_file()
@@ -396,8 +452,12 @@ def test_kill_9_mid_epoch_then_resume_loses_at_most_one_epoch(tmp_path, reliabil
     epochs_begun = len(log.read_text().split()) // 2
     planned = 2 + 4
     assert epochs_begun - planned <= 1, (first, log.read_text())
-    reliability.record("fine-tuning killed with kill -9 mid-epoch, then the same call again", kills=1, resumed=1,
-                       epochs_lost=epochs_begun - planned)
+    reliability.record(
+        "fine-tuning killed with kill -9 mid-epoch, then the same call again",
+        kills=1,
+        resumed=1,
+        epochs_lost=epochs_begun - planned,
+    )
     assert (out / "bird_classifier.keras").is_file()
     state = json.loads((out / "state.json").read_text())
     assert state["finished"] and [r["epoch"] for r in state["history"]["2"]] == [0, 1, 2, 3]

@@ -22,14 +22,15 @@ def test_finetune_writes_gradcam_next_to_the_other_plots(tmp_path):
     again = cnnzoo.finetune("digits_cnn", folder, input_shape=(SIZE, SIZE, 3), epochs=2, out=out, verbose=0)
     assert again.resumed and again.plots == result.plots  # a finished run lists its pictures again
 
-    none = cnnzoo.finetune("digits_cnn", folder, input_shape=(SIZE, SIZE, 3), epochs=1, out=tmp_path / "quiet",
-                           verbose=0, plots=False)
+    none = cnnzoo.finetune(
+        "digits_cnn", folder, input_shape=(SIZE, SIZE, 3), epochs=1, out=tmp_path / "quiet", verbose=0, plots=False
+    )
     assert none.plots == {} and not (tmp_path / "quiet" / "gradcam.png").exists()
 
 
 def _dataset(x, y, batch=4):
     for i in range(0, len(x), batch):
-        yield x[i:i + batch], y[i:i + batch]
+        yield x[i : i + batch], y[i : i + batch]
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +39,15 @@ def trained():
     rng = np.random.default_rng(0)
     y = np.arange(64) % 2
     x = np.clip(rng.normal(0, 10, (64, SIZE, SIZE, 1)) + 60 + 120 * y[:, None, None, None], 0, 255).astype("float32")
-    model = cnnzoo.get("digits_cnn", num_classes=2, input_shape=(SIZE, SIZE, 1), class_names=["dark", "bright"],
-                       blocks=[{"filters": 4}], dense=[8], dropout=0.0)
+    model = cnnzoo.get(
+        "digits_cnn",
+        num_classes=2,
+        input_shape=(SIZE, SIZE, 1),
+        class_names=["dark", "bright"],
+        blocks=[{"filters": 4}],
+        dense=[8],
+        dropout=0.0,
+    )
     model.fit(x, y, epochs=3, verbose=0)
     return model, x
 
@@ -77,8 +85,9 @@ def test_examples_are_half_wrong_when_there_are_wrong_ones():
 def test_a_model_without_convolutions_gets_no_gradcam_and_a_log_line(tmp_path, caplog):
     import keras
 
-    model = keras.Sequential([keras.Input((SIZE, SIZE, 1)), keras.layers.Flatten(),
-                              keras.layers.Dense(2, activation="softmax")], name="flat")
+    model = keras.Sequential(
+        [keras.Input((SIZE, SIZE, 1)), keras.layers.Flatten(), keras.layers.Dense(2, activation="softmax")], name="flat"
+    )
     x = np.zeros((4, SIZE, SIZE, 1), "float32")
     with caplog.at_level("WARNING", logger="cnnzoo"):
         assert gradcam_examples(model, _dataset(x, np.zeros(4, int)), ["a", "b"], tmp_path / "g.png") == {}

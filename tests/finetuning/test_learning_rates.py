@@ -21,9 +21,16 @@ SIZE = 12
 
 
 def tiny(num_classes=3, blocks=3, batch_norm=True, dtype=None):
-    return cnnzoo.get("bird_classifier", num_classes=num_classes, input_shape=(SIZE, SIZE, 3), compile=False,
-                      blocks=[{"filters": 4 + 2 * i, "batch_norm": batch_norm} for i in range(blocks)], dense=[8],
-                      dropout=0.0, dtype=dtype)
+    return cnnzoo.get(
+        "bird_classifier",
+        num_classes=num_classes,
+        input_shape=(SIZE, SIZE, 3),
+        compile=False,
+        blocks=[{"filters": 4 + 2 * i, "batch_norm": batch_norm} for i in range(blocks)],
+        dense=[8],
+        dropout=0.0,
+        dtype=dtype,
+    )
 
 
 def blobs(n=48, classes=3, seed=0):
@@ -47,7 +54,9 @@ def test_rates_schedules_and_ranges_as_data():
     assert Stage("all", 1, (1e-5, 1e-3)).peak_rate == 1e-3 and Stage(0, 1, "auto").peak_rate is None
     assert [str(s) for s in stages_lib.override("head:5:1e-3,all:2:1e-5", 3, "auto")] == ["head:3:auto", "all:3:auto"]
     json.dumps(Stage("all", 5, (1e-5, 1e-3)).to_dict())  # stages stay data
-    with pytest.raises(ConfigError, match=r"`learning_rate` must be .*lo <= hi.*Received: learning_rate=\(0.1, 0.001\)"):
+    with pytest.raises(
+        ConfigError, match=r"`learning_rate` must be .*lo <= hi.*Received: learning_rate=\(0.1, 0.001\)"
+    ):
         Stage("all", 1, (0.1, 1e-3))
     with pytest.raises(ConfigError, match=r"Received: learning_rate='fast'"):
         Stage(learning_rate="fast")
@@ -129,14 +138,23 @@ def test_per_unit_run_resumes_from_its_epoch_checkpoint(tmp_path):
             self.crash = crash
 
         def on_epoch_begin(self, epoch, logs=None):
-            seen.append((self.crash, epoch, type(self.model.optimizer).__name__,
-                         int(self.model.optimizer.iterations.numpy())))
+            seen.append(
+                (self.crash, epoch, type(self.model.optimizer).__name__, int(self.model.optimizer.iterations.numpy()))
+            )
             if self.crash and epoch == 1:
                 raise RuntimeError("simulated crash")
 
     def run(crash):
-        return cnnzoo.finetune(tiny(), (x, y), stages="all:3:1e-4..1e-2:one_cycle", out=tmp_path / "run",
-                               callbacks=[Crash(crash)], verbose=0, plots=False, steps_per_execution=1)
+        return cnnzoo.finetune(
+            tiny(),
+            (x, y),
+            stages="all:3:1e-4..1e-2:one_cycle",
+            out=tmp_path / "run",
+            callbacks=[Crash(crash)],
+            verbose=0,
+            plots=False,
+            steps_per_execution=1,
+        )
 
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(True)
@@ -195,8 +213,16 @@ def test_auto_rate_is_found_once_kept_in_the_run_state_and_reused(tmp_path, capl
     x, y = blobs()
 
     def run(callbacks=()):
-        return cnnzoo.finetune(tiny(), (x, y), stages="all:2", learning_rate="auto", out=tmp_path / "run",
-                               callbacks=list(callbacks), verbose=0, plots=False)
+        return cnnzoo.finetune(
+            tiny(),
+            (x, y),
+            stages="all:2",
+            learning_rate="auto",
+            out=tmp_path / "run",
+            callbacks=list(callbacks),
+            verbose=0,
+            plots=False,
+        )
 
     caplog.set_level(logging.INFO, logger="cnnzoo")
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -215,8 +241,22 @@ def test_cli_lr_flag(tmp_path, capsys):
     from cnnzoo.cli.app import main
 
     folder = write_image_folder(tmp_path / "images", classes=("a", "b", "c"), per_class=8)
-    status = main(["finetune", "digits_cnn", str(folder), "--input-shape", "12x12x3", "--stages", "all:1",
-                   "--lr", "1e-4..1e-2", "--out", str(tmp_path / "run"), "--quiet"])
+    status = main(
+        [
+            "finetune",
+            "digits_cnn",
+            str(folder),
+            "--input-shape",
+            "12x12x3",
+            "--stages",
+            "all:1",
+            "--lr",
+            "1e-4..1e-2",
+            "--out",
+            str(tmp_path / "run"),
+            "--quiet",
+        ]
+    )
     assert status == 0 and "stage 1 all:1:0.0001..0.01" in capsys.readouterr().out
     assert main(["finetune", "digits_cnn", str(folder), "--lr", "fast", "--out", str(tmp_path / "x")]) == 2
     assert "`learning_rate` must be" in capsys.readouterr().err

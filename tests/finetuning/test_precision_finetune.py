@@ -14,8 +14,16 @@ SIZE = 12
 
 
 def tiny(**kw):
-    return cnnzoo.get("bird_classifier", num_classes=3, input_shape=(SIZE, SIZE, 3), compile=False,
-                      blocks=[{"filters": 4, "batch_norm": True}, {"filters": 8}], dense=[8], dropout=0.2, **kw)
+    return cnnzoo.get(
+        "bird_classifier",
+        num_classes=3,
+        input_shape=(SIZE, SIZE, 3),
+        compile=False,
+        blocks=[{"filters": 4, "batch_norm": True}, {"filters": 8}],
+        dense=[8],
+        dropout=0.2,
+        **kw,
+    )
 
 
 def blobs(n=60, classes=3, seed=0):
@@ -24,8 +32,16 @@ def blobs(n=60, classes=3, seed=0):
 
 def test_a_mixed_bfloat16_run_trains_and_saves_with_its_policy(tmp_path):
     x, y = blobs()
-    result = cnnzoo.finetune(tiny(), (x, y), stages=["all:4:1e-2"], out=tmp_path / "run", batch_size=8,
-                             verbose=0, plots=False, dtype="mixed_bfloat16")
+    result = cnnzoo.finetune(
+        tiny(),
+        (x, y),
+        stages=["all:4:1e-2"],
+        out=tmp_path / "run",
+        batch_size=8,
+        verbose=0,
+        plots=False,
+        dtype="mixed_bfloat16",
+    )
     loss = result.stages[0].history["loss"]
     assert len(loss) == 4 and loss[-1] < loss[0]
     assert dtype_of(result.model) == "mixed_bfloat16"
@@ -42,8 +58,16 @@ def test_a_float32_model_fine_tunes_into_mixed_precision_with_a_new_head(tmp_pat
     x, y = blobs(classes=2)
     model = tiny()
     model.get_layer("head").pretrained = True
-    result = cnnzoo.finetune(model, (x, y), stages=["head:1:1e-2", "all:1:1e-3"], out=tmp_path / "run",
-                             batch_size=8, verbose=0, plots=False, dtype="mixed_float16")
+    result = cnnzoo.finetune(
+        model,
+        (x, y),
+        stages=["head:1:1e-2", "all:1:1e-3"],
+        out=tmp_path / "run",
+        batch_size=8,
+        verbose=0,
+        plots=False,
+        dtype="mixed_float16",
+    )
     assert dtype_of(model) == "float32"  # the caller's model is left as it was
     trained = result.model
     assert dtype_of(trained) == "mixed_float16" and trained.output_shape == (None, 2)
@@ -56,8 +80,15 @@ def test_a_float32_model_fine_tunes_into_mixed_precision_with_a_new_head(tmp_pat
 
 def test_a_mixed_model_keeps_its_policy_when_dtype_is_not_given(tmp_path):
     x, y = blobs()
-    result = cnnzoo.finetune(tiny(dtype="mixed_bfloat16"), (x, y), stages=["all:1:1e-2"], out=tmp_path / "run",
-                             batch_size=8, verbose=0, plots=False)
+    result = cnnzoo.finetune(
+        tiny(dtype="mixed_bfloat16"),
+        (x, y),
+        stages=["all:1:1e-2"],
+        out=tmp_path / "run",
+        batch_size=8,
+        verbose=0,
+        plots=False,
+    )
     assert dtype_of(result.model) == "mixed_bfloat16"
 
 
@@ -96,9 +127,20 @@ def test_steps_per_execution_keeps_epochs_checkpoints_and_history(tmp_path, cach
         keras.utils.set_random_seed(0)
         model = tiny()
         model.get_layer("head").pretrained = True
-        result = cnnzoo.finetune(model, (x, y), stages=["head:2:1e-2", "all:3:1e-3"], out=tmp_path / str(per_call),
-                                 batch_size=8, verbose=0, plots=False, callbacks=[seen], cache_features=cache,
-                                 steps_per_execution=per_call, seed=0, augment=False)
+        result = cnnzoo.finetune(
+            model,
+            (x, y),
+            stages=["head:2:1e-2", "all:3:1e-3"],
+            out=tmp_path / str(per_call),
+            batch_size=8,
+            verbose=0,
+            plots=False,
+            callbacks=[seen],
+            cache_features=cache,
+            steps_per_execution=per_call,
+            seed=0,
+            augment=False,
+        )
         runs[per_call] = (result, seen.epochs)
         state = __import__("json").loads((tmp_path / str(per_call) / "state.json").read_text())
         assert [len(state["history"][k]) for k in ("1", "2")] == [2, 3]  # one checkpoint record per epoch
@@ -120,8 +162,16 @@ def test_auto_keeps_every_batch_for_per_batch_callbacks(tmp_path):
             Batches.count += 1
 
     x, y = blobs(90)
-    cnnzoo.finetune(tiny(), (x, y), stages=["all:2:1e-2"], out=tmp_path / "run", batch_size=8, verbose=0,
-                    plots=False, callbacks=[Batches()])
+    cnnzoo.finetune(
+        tiny(),
+        (x, y),
+        stages=["all:2:1e-2"],
+        out=tmp_path / "run",
+        batch_size=8,
+        verbose=0,
+        plots=False,
+        callbacks=[Batches()],
+    )
     assert Batches.count == 2 * 9  # every batch seen, as before steps_per_execution
 
 

@@ -15,8 +15,15 @@ KEYS = {"loss", "accuracy", "val_loss", "val_accuracy"}
 
 
 def tiny(batch_norm=False):
-    return cnnzoo.get("bird_classifier", num_classes=3, input_shape=(SIZE, SIZE, 3), compile=False,
-                      blocks=[{"filters": 4, "batch_norm": batch_norm}, {"filters": 8}], dense=[8], dropout=0.0)
+    return cnnzoo.get(
+        "bird_classifier",
+        num_classes=3,
+        input_shape=(SIZE, SIZE, 3),
+        compile=False,
+        blocks=[{"filters": 4, "batch_norm": batch_norm}, {"filters": 8}],
+        dense=[8],
+        dropout=0.0,
+    )
 
 
 def blobs(n=36, classes=3, seed=0):
@@ -67,9 +74,9 @@ def test_mixup_and_cutmix_mix_images_and_targets_alike_and_differently_each_epoc
     for kind in ({"mixup": 0.4}, {"cutmix": 1.0}):
         mixed = soft_targets(ds, 3, seed=3, **kind)
         assert int(mixed.cardinality()) == 1
-        (a_x, a_t), = list(mixed)
-        (b_x, b_t), = list(mixed)  # a second epoch
-        (c_x, c_t), = list(soft_targets(ds, 3, seed=3, **kind))  # the same seed, a new pipeline
+        ((a_x, a_t),) = list(mixed)
+        ((b_x, b_t),) = list(mixed)  # a second epoch
+        ((c_x, c_t),) = list(soft_targets(ds, 3, seed=3, **kind))  # the same seed, a new pipeline
         assert np.array_equal(a_x, c_x) and np.array_equal(a_t, c_t)
         assert not np.array_equal(a_t, b_t)
         a_x, a_t = np.asarray(a_x), np.asarray(a_t)
@@ -81,7 +88,7 @@ def test_mixup_and_cutmix_mix_images_and_targets_alike_and_differently_each_epoc
             from_other = np.all(a_x == x[::-1], axis=-1) & ~np.all(a_x == x, axis=-1)
             assert np.all(np.all(a_x == x, axis=-1) | np.all(a_x == x[::-1], axis=-1))
             assert np.isclose(1 - from_other[0].mean(), lam)
-    (plain_x, targets), = list(soft_targets(ds, 3))  # no mixing: one-hot targets
+    ((plain_x, targets),) = list(soft_targets(ds, 3))  # no mixing: one-hot targets
     assert np.array_equal(plain_x, x) and np.array_equal(targets, np.eye(3)[y])
 
 
@@ -94,15 +101,23 @@ def test_options_are_checked_before_any_work(tmp_path):
 
 def test_label_smoothing_trains_with_cached_features_and_keeps_validation_unsmoothed(tmp_path):
     x, y, xv, yv = data()
-    result = cnnzoo.finetune(tiny(), (x, y, xv, yv), stages=["head:2:1e-2", "all:2:1e-3"], out=tmp_path / "run",
-                             batch_size=8, verbose=0, plots=False, pretrained=True, label_smoothing=0.2,
-                             augment=False)
+    result = cnnzoo.finetune(
+        tiny(),
+        (x, y, xv, yv),
+        stages=["head:2:1e-2", "all:2:1e-3"],
+        out=tmp_path / "run",
+        batch_size=8,
+        verbose=0,
+        plots=False,
+        pretrained=True,
+        label_smoothing=0.2,
+        augment=False,
+    )
     assert [s.feature_cache for s in result.stages] == [True, False]  # smoothing needs no images
     for stage in result.stages:
         assert set(stage.history) == KEYS and all(len(v) == 2 for v in stage.history.values())
     # val_loss is the plain cross-entropy of the model, as without smoothing (no BatchNorm, no EMA here)
-    assert np.isclose(result.stages[-1].history["val_loss"][-1], plain_cross_entropy(result.model, xv, yv),
-                      rtol=1e-4)
+    assert np.isclose(result.stages[-1].history["val_loss"][-1], plain_cross_entropy(result.model, xv, yv), rtol=1e-4)
     state = json.loads((tmp_path / "run" / "state.json").read_text())
     assert state["fingerprint"]["label_smoothing"] == 0.2
     loaded = cnnzoo.load(result.model_path)  # saved with the plain compile: loads, predicts, evaluates
@@ -116,8 +131,18 @@ def test_label_smoothing_trains_with_cached_features_and_keeps_validation_unsmoo
 
 def test_mixup_and_cutmix_train_through_the_network(tmp_path):
     x, y, xv, yv = data()
-    result = cnnzoo.finetune(tiny(), (x, y, xv, yv), stages=["head:2:1e-2"], out=tmp_path / "run", batch_size=8,
-                             verbose=0, plots=False, pretrained=True, mixup=0.2, cutmix=1.0)
+    result = cnnzoo.finetune(
+        tiny(),
+        (x, y, xv, yv),
+        stages=["head:2:1e-2"],
+        out=tmp_path / "run",
+        batch_size=8,
+        verbose=0,
+        plots=False,
+        pretrained=True,
+        mixup=0.2,
+        cutmix=1.0,
+    )
     (stage,) = result.stages
     assert not stage.feature_cache and set(stage.history) == KEYS
     assert np.isclose(stage.history["val_loss"][-1], plain_cross_entropy(result.model, xv, yv), rtol=1e-4)
@@ -136,8 +161,9 @@ def ema_probe(seen):
             seen.setdefault("average", []).append(averages(self.model))
 
         def on_train_begin(self, logs=None):
-            seen.setdefault("averages_at_start", []).append(averages(self.model) if self.model.optimizer.built
-                                                            else None)
+            seen.setdefault("averages_at_start", []).append(
+                averages(self.model) if self.model.optimizer.built else None
+            )
 
     return Probe()
 
@@ -152,15 +178,24 @@ def averages(model):
 def test_ema_validates_and_saves_the_averaged_weights(tmp_path):
     x, y, xv, yv = data()
     seen = {}
-    result = cnnzoo.finetune(tiny(), (x, y, xv, yv), stages=["all:3:1e-2"], out=tmp_path / "run", batch_size=8,
-                             verbose=0, plots=False, pretrained=True, ema=0.8, callbacks=[ema_probe(seen)])
+    result = cnnzoo.finetune(
+        tiny(),
+        (x, y, xv, yv),
+        stages=["all:3:1e-2"],
+        out=tmp_path / "run",
+        batch_size=8,
+        verbose=0,
+        plots=False,
+        pretrained=True,
+        ema=0.8,
+        callbacks=[ema_probe(seen)],
+    )
     for validated, average, raw in zip(seen["validated"], seen["average"], seen["raw"]):
         assert all(np.allclose(v, a) for v, a in zip(validated, average))  # validation on the averages
         assert not all(np.allclose(v, r) for v, r in zip(validated, raw))  # ... not the raw weights
     final = [np.array(w) for w in result.model.trainable_weights]
     assert all(np.allclose(f, a) for f, a in zip(final, seen["average"][-1]))  # saved: the averages
-    assert np.isclose(result.stages[0].history["val_loss"][-1], plain_cross_entropy(result.model, xv, yv),
-                      rtol=1e-4)
+    assert np.isclose(result.stages[0].history["val_loss"][-1], plain_cross_entropy(result.model, xv, yv), rtol=1e-4)
     loaded = cnnzoo.load(result.model_path)
     assert all(np.allclose(f, np.array(w)) for f, w in zip(final, loaded.trainable_weights))
 
@@ -169,8 +204,16 @@ def test_ema_validates_and_saves_the_averaged_weights(tmp_path):
 def test_ema_averages_survive_a_crash_and_resume(tmp_path, dtype):
     x, y, xv, yv = data()
     first, second = {}, {}
-    common = dict(stages=["all:3:1e-2"], out=tmp_path / "run", batch_size=8, verbose=0, plots=False,
-                  pretrained=True, ema=0.8, dtype=dtype)
+    common = dict(
+        stages=["all:3:1e-2"],
+        out=tmp_path / "run",
+        batch_size=8,
+        verbose=0,
+        plots=False,
+        pretrained=True,
+        ema=0.8,
+        dtype=dtype,
+    )
     with pytest.raises(RuntimeError, match="simulated crash"):
         cnnzoo.finetune(tiny(True), (x, y, xv, yv), callbacks=[ema_probe(first), crash_at(2)], **common)
     assert (tmp_path / "run" / "backup" / "stage_1" / "epoch_0002.weights.h5").is_file()
@@ -191,8 +234,9 @@ def test_tta_is_the_mean_of_the_image_and_its_mirror(tmp_path):
     forward = predictor(model)
     expected = (forward(x) + forward(x[:, :, ::-1])) / 2
     assert not np.allclose(forward(x), forward(x[:, :, ::-1]))  # the flip matters for this model
-    got = np.array([[p for _, p in sorted(pred.top_k, key=lambda t: t[0])]
-                    for pred in cnnzoo.predict(model, x, top_k=3, tta=True)])
+    got = np.array(
+        [[p for _, p in sorted(pred.top_k, key=lambda t: t[0])] for pred in cnnzoo.predict(model, x, top_k=3, tta=True)]
+    )
     assert np.allclose(got, expected, atol=1e-6)
     import tensorflow as tf
 
@@ -217,21 +261,42 @@ def test_tta_is_the_mean_of_the_image_and_its_mirror(tmp_path):
     (row,) = json.loads(out.getvalue())
     image = np.asarray(Image.open(tmp_path / "a.png"), "float32")[None]
     mean = (forward(image) + forward(image[:, :, ::-1])) / 2
-    assert np.allclose([row_p["probability"] for row_p in sorted(row["top_k"], key=lambda t: t["label"])], mean[0],
-                       atol=1e-6)
+    assert np.allclose(
+        [row_p["probability"] for row_p in sorted(row["top_k"], key=lambda t: t["label"])], mean[0], atol=1e-6
+    )
 
 
 def test_finetune_command_line_flags():
     from cnnzoo.cli.app import build_parser
 
     parser = build_parser()
-    args = parser.parse_args(["finetune", "digits_cnn", "data/", "--augment", "auto", "--label-smoothing", "0.1",
-                              "--mixup", "0.2", "--cutmix", "1", "--ema"])
+    args = parser.parse_args(
+        [
+            "finetune",
+            "digits_cnn",
+            "data/",
+            "--augment",
+            "auto",
+            "--label-smoothing",
+            "0.1",
+            "--mixup",
+            "0.2",
+            "--cutmix",
+            "1",
+            "--ema",
+        ]
+    )
     assert (args.augment, args.label_smoothing, args.mixup, args.cutmix, args.ema) == ("auto", 0.1, 0.2, 1.0, True)
     args = parser.parse_args(["finetune", "digits_cnn", "data/", "--augment", "--ema", "0.99"])
     assert (args.augment, args.ema) == (True, 0.99)
     args = parser.parse_args(["finetune", "digits_cnn", "data/"])
-    assert (args.augment, args.label_smoothing, args.mixup, args.cutmix, args.ema) == ("auto", 0.1, 0.0, 0.0, False)  # the defaults
+    assert (args.augment, args.label_smoothing, args.mixup, args.cutmix, args.ema) == (
+        "auto",
+        0.1,
+        0.0,
+        0.0,
+        False,
+    )  # the defaults
     assert parser.parse_args(["finetune", "digits_cnn", "data/", "--no-augment"]).augment is False
     with pytest.raises(SystemExit):
         parser.parse_args(["finetune", "digits_cnn", "data/", "--augment", "sometimes"])

@@ -13,8 +13,15 @@ SIZE = 12
 
 
 def tiny():
-    return cnnzoo.get("bird_classifier", num_classes=3, input_shape=(SIZE, SIZE, 3), compile=False,
-                      blocks=[{"filters": 4, "batch_norm": True}, {"filters": 8}], dense=[8], dropout=0.2)
+    return cnnzoo.get(
+        "bird_classifier",
+        num_classes=3,
+        input_shape=(SIZE, SIZE, 3),
+        compile=False,
+        blocks=[{"filters": 4, "batch_norm": True}, {"filters": 8}],
+        dense=[8],
+        dropout=0.2,
+    )
 
 
 def blobs(n=36, classes=3, seed=0):
@@ -45,8 +52,17 @@ def state_of(out):
 
 def run(out, seen, stages=("head:2:1e-2", "all:3:1e-3"), crash_at=None, resume=True):
     x, y = blobs()
-    return cnnzoo.finetune(tiny(), (x, y), stages=list(stages), out=out, callbacks=[epoch_recorder(seen, crash_at)],
-                           resume=resume, batch_size=8, verbose=0, plots=False)
+    return cnnzoo.finetune(
+        tiny(),
+        (x, y),
+        stages=list(stages),
+        out=out,
+        callbacks=[epoch_recorder(seen, crash_at)],
+        resume=resume,
+        batch_size=8,
+        verbose=0,
+        plots=False,
+    )
 
 
 def test_resume_false_starts_an_interrupted_run_over(tmp_path):

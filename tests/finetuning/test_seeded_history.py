@@ -26,20 +26,44 @@ def _cases(tmp):
     from conftest import brightness_blobs, write_image_folder
 
     def tiny():
-        return cnnzoo.get("bird_classifier", num_classes=3, input_shape=(SIZE, SIZE, 3), compile=False,
-                          blocks=[{"filters": 4, "batch_norm": True},
-                                  {"filters": 8, "batch_norm": True, "dropout": 0.2}],
-                          dense=[8], dropout=0.5)
+        return cnnzoo.get(
+            "bird_classifier",
+            num_classes=3,
+            input_shape=(SIZE, SIZE, 3),
+            compile=False,
+            blocks=[{"filters": 4, "batch_norm": True}, {"filters": 8, "batch_norm": True, "dropout": 0.2}],
+            dense=[8],
+            dropout=0.5,
+        )
 
     folder = write_image_folder(Path(tmp) / "folder", classes=("a", "b", "c"), per_class=10, size=(SIZE, SIZE))
     x, y = brightness_blobs(48, 3, 0, SIZE)
     return {
         "folder_defaults": (tiny, folder, {"epochs": 2, "out": Path(tmp) / "run_folder"}),
-        "arrays_regularised": (tiny, (x, y), {"stages": ["head:2:1e-2", "all:2:1e-3"], "mixup": 0.2,
-                                              "ema": 0.9, "label_smoothing": 0.05, "batch_size": 16,
-                                              "out": Path(tmp) / "run_arrays"}),
-        "arrays_cached": (tiny, (x, y), {"stages": ["head:2:1e-2"], "augment": False, "cache_features": True,
-                                         "pretrained": True, "seed": 3, "out": Path(tmp) / "run_cached"}),
+        "arrays_regularised": (
+            tiny,
+            (x, y),
+            {
+                "stages": ["head:2:1e-2", "all:2:1e-3"],
+                "mixup": 0.2,
+                "ema": 0.9,
+                "label_smoothing": 0.05,
+                "batch_size": 16,
+                "out": Path(tmp) / "run_arrays",
+            },
+        ),
+        "arrays_cached": (
+            tiny,
+            (x, y),
+            {
+                "stages": ["head:2:1e-2"],
+                "augment": False,
+                "cache_features": True,
+                "pretrained": True,
+                "seed": 3,
+                "out": Path(tmp) / "run_cached",
+            },
+        ),
     }
 
 
@@ -66,8 +90,9 @@ def test_seeded_runs_repeat_the_histories_recorded_before_the_recipe(tmp_path):
         for stage_got, stage_expected in zip(got[name], expected[name]):
             assert set(stage_got) == set(stage_expected), name
             for key in stage_expected:
-                np.testing.assert_allclose(stage_got[key], stage_expected[key], rtol=1e-5, atol=1e-6,
-                                           err_msg=f"{name}: {key}")
+                np.testing.assert_allclose(
+                    stage_got[key], stage_expected[key], rtol=1e-5, atol=1e-6, err_msg=f"{name}: {key}"
+                )
 
 
 if __name__ == "__main__":

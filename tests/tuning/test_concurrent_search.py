@@ -28,16 +28,28 @@ print("DONE", [t.status for t in result.trials], flush=True)
 def test_a_second_search_in_the_same_directory_is_refused(tmp_path, reliability):
     directory = tmp_path / "search"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    first = subprocess.Popen([PYTHON, "-c", _SEARCH, str(directory), "0.05", "keep"], cwd=REPO, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [PYTHON, "-c", _SEARCH, str(directory), "0.05", "keep"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while not read_runs(directory / "digits_cnn") and first.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert read_runs(directory / "digits_cnn"), first.communicate()[1][-3000:]
         # overwrite=True would wipe the first search's project, were it let in
-        second = subprocess.run([PYTHON, "-c", _SEARCH, str(directory), "0", "overwrite"], cwd=REPO, env=env,
-                                capture_output=True, text=True, timeout=120)
+        second = subprocess.run(
+            [PYTHON, "-c", _SEARCH, str(directory), "0", "overwrite"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert second.returncode == 3, second.stderr[-3000:]
         assert "`directory` is in use" in second.stdout and f"process {first.pid}" in second.stdout
         stdout, stderr = first.communicate(timeout=240)
@@ -49,5 +61,10 @@ def test_a_second_search_in_the_same_directory_is_refused(tmp_path, reliability)
     runs = read_runs(directory / "digits_cnn")
     assert sorted(r["trial_id"] for r in runs if r["status"] == "completed") == ["0", "1", "2"]
     assert {r["pid"] for r in runs} == {first.pid}  # the refused process ran nothing
-    reliability.record("two searches started in one project directory", searches=2, refused=1,
-                       trials_run_by_the_refused_one=0, trials_completed=3)
+    reliability.record(
+        "two searches started in one project directory",
+        searches=2,
+        refused=1,
+        trials_run_by_the_refused_one=0,
+        trials_completed=3,
+    )

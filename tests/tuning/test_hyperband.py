@@ -12,8 +12,18 @@ def test_hyperband_trials_continue_earlier_ones_and_the_best_model_loads(tmp_pat
     x, y = d.x_train[:240], d.y_train[:240]
     # max_epochs=3, factor=3: the first bracket starts 3 trials at 1 epoch, then continues the best of them for
     # epochs 2-3 in a 4th trial (keras-tuner's `tuner/trial_id`). max_trials=4 stops after that one.
-    result = cnnzoo.tune("digits_cnn", (x, y), tuner="hyperband", max_trials=4, max_epochs=3, factor=3,
-                         directory=tmp_path, seed=0, early_stopping=0, batch_size=32)
+    result = cnnzoo.tune(
+        "digits_cnn",
+        (x, y),
+        tuner="hyperband",
+        max_trials=4,
+        max_epochs=3,
+        factor=3,
+        directory=tmp_path,
+        seed=0,
+        early_stopping=0,
+        batch_size=32,
+    )
     assert result.tuner == "hyperband"
     assert [t.status for t in result.trials] == ["COMPLETED"] * 4
     first, continued = result.trials[:3], result.trials[3:]

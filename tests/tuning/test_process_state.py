@@ -57,12 +57,22 @@ def _as_worker(monkeypatch, tuner_id="tuner0"):
     monkeypatch.setenv("KERASTUNER_TUNER_ID", tuner_id)
 
 
-def test_a_fit_that_raises_through_the_search_restores_gc_and_stops_the_heartbeat(tmp_path, monkeypatch,
-                                                                                  clean_process):
+def test_a_fit_that_raises_through_the_search_restores_gc_and_stops_the_heartbeat(tmp_path, monkeypatch, clean_process):
     x, y, xv, yv = _digits()
     hm = cnnzoo.hypermodel("digits_cnn")
-    tuner = engine.make_tuner("random", hm, "val_accuracy", 3, 1, tmp_path, "p", True, seed=0,
-                              max_consecutive_failed_trials=1, heartbeat_timeout=1.2)
+    tuner = engine.make_tuner(
+        "random",
+        hm,
+        "val_accuracy",
+        3,
+        1,
+        tmp_path,
+        "p",
+        True,
+        seed=0,
+        max_consecutive_failed_trials=1,
+        heartbeat_timeout=1.2,
+    )
     _as_worker(monkeypatch)
     boom = _RaiseAtEpochEnd(RuntimeError("callback failed"))
     with pytest.raises(RuntimeError, match="consecutive failures"):  # keras-tuner ends the search on it
@@ -70,13 +80,13 @@ def test_a_fit_that_raises_through_the_search_restores_gc_and_stops_the_heartbea
     assert boom.seen and boom.seen[0][0] > 0 and boom.seen[0][1] == 1  # it was frozen and beating mid-search
 
 
-def test_a_worker_whose_trial_raised_stops_beating_and_its_trial_goes_to_another(tmp_path, monkeypatch,
-                                                                                  clean_process):
+def test_a_worker_whose_trial_raised_stops_beating_and_its_trial_goes_to_another(tmp_path, monkeypatch, clean_process):
     x, y, xv, yv = _digits()
     hm = cnnzoo.hypermodel("digits_cnn")
     timeout = 1.2
-    tuner = engine.make_tuner("random", hm, "val_accuracy", 3, 1, tmp_path, "p", True, seed=0,
-                              heartbeat_timeout=timeout)
+    tuner = engine.make_tuner(
+        "random", hm, "val_accuracy", 3, 1, tmp_path, "p", True, seed=0, heartbeat_timeout=timeout
+    )
     _as_worker(monkeypatch, "tuner0")
     boom = _RaiseAtEpochEnd(_Abort())
     with pytest.raises(_Abort):
@@ -102,8 +112,17 @@ def test_tune_whose_progress_callback_raises_restores_the_process(tmp_path, clea
         raise RuntimeError("progress display failed")
 
     with pytest.raises(RuntimeError, match="progress display failed"):
-        cnnzoo.tune("digits_cnn", (x, y, xv, yv), tuner="random", max_trials=2, max_epochs=1, directory=tmp_path,
-                    seed=0, early_stopping=0, progress=progress)
+        cnnzoo.tune(
+            "digits_cnn",
+            (x, y, xv, yv),
+            tuner="random",
+            max_trials=2,
+            max_epochs=1,
+            directory=tmp_path,
+            seed=0,
+            early_stopping=0,
+            progress=progress,
+        )
     assert len(calls) == 1 and calls[0][1] > 0
 
 
@@ -112,8 +131,9 @@ def test_a_search_keeps_a_freeze_the_caller_made(tmp_path, monkeypatch):
     gc.freeze()
     try:
         before = gc.get_freeze_count()
-        tuner = engine.make_tuner("random", cnnzoo.hypermodel("digits_cnn"), "val_accuracy", 1, 1, tmp_path, "p",
-                                  True, seed=0)
+        tuner = engine.make_tuner(
+            "random", cnnzoo.hypermodel("digits_cnn"), "val_accuracy", 1, 1, tmp_path, "p", True, seed=0
+        )
         tuner.search(x, y, validation_data=(xv, yv), epochs=1, batch_size=32, verbose=0)
         assert gc.get_freeze_count() > before // 2  # cnnzoo did not unfreeze what it did not freeze
     finally:
@@ -133,11 +153,28 @@ def test_plotting_never_switches_the_callers_matplotlib_backend(tmp_path):
     matplotlib.use("svg")
     try:
         assert matplotlib.get_backend() == "svg"
-        trials = [TrialRecord(trial_id=f"{i:02d}", status="COMPLETED", score=0.5 + 0.1 * i,
-                              hyperparameters={"conv_blocks": 1 + i, "learning_rate": 1e-3 * (i + 1),
-                                               "optimizer": ["adam", "sgd"][i % 2]}) for i in range(3)]
-        result = TuneResult(name="digits_cnn", tuner="random", objective="val_accuracy", direction="max",
-                            directory=tmp_path, trials=trials, best_trial=trials[2])
+        trials = [
+            TrialRecord(
+                trial_id=f"{i:02d}",
+                status="COMPLETED",
+                score=0.5 + 0.1 * i,
+                hyperparameters={
+                    "conv_blocks": 1 + i,
+                    "learning_rate": 1e-3 * (i + 1),
+                    "optimizer": ["adam", "sgd"][i % 2],
+                },
+            )
+            for i in range(3)
+        ]
+        result = TuneResult(
+            name="digits_cnn",
+            tuner="random",
+            objective="val_accuracy",
+            direction="max",
+            directory=tmp_path,
+            trials=trials,
+            best_trial=trials[2],
+        )
         written = [records.plot_scores(result, tmp_path / "scores.png")]
         written.append(plots.confusion_matrix_plot(np.array([[3, 1], [0, 4]]), ["a", "b"], tmp_path / "cm.png"))
 
@@ -149,8 +186,7 @@ def test_plotting_never_switches_the_callers_matplotlib_backend(tmp_path):
 
         class _Result:
             index, stage = 0, _Stage()
-            history = {"loss": [1.0, 0.5], "val_loss": [1.1, 0.7], "accuracy": [0.5, 0.8],
-                       "val_accuracy": [0.4, 0.7]}
+            history = {"loss": [1.0, 0.5], "val_loss": [1.1, 0.7], "accuracy": [0.5, 0.8], "val_accuracy": [0.4, 0.7]}
 
         written.append(plots.learning_curve((_Result(),), tmp_path / "curve.png"))
         assert matplotlib.get_backend() == "svg"

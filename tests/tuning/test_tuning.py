@@ -52,15 +52,18 @@ def test_defaults_describe_the_entry_itself(name):
             assert p.default == values[p.name], p.name
 
 
-@pytest.mark.parametrize("name, kwargs", [
-    ("digits_cnn", {}),
-    ("lenet5", {}),
-    ("mnist_cnn", {}),
-    ("cifar10_cnn", {}),
-    ("tiny_vgg", {"input_shape": (32, 32, 3), "num_classes": 4}),
-    ("bird_classifier", {"input_shape": (64, 64, 3), "num_classes": 5}),
-    ("bird_classifier_mobilenetv2", {"input_shape": (32, 32, 3), "num_classes": 3}),
-])
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("digits_cnn", {}),
+        ("lenet5", {}),
+        ("mnist_cnn", {}),
+        ("cifar10_cnn", {}),
+        ("tiny_vgg", {"input_shape": (32, 32, 3), "num_classes": 4}),
+        ("bird_classifier", {"input_shape": (64, 64, 3), "num_classes": 5}),
+        ("bird_classifier_mobilenetv2", {"input_shape": (32, 32, 3), "num_classes": 3}),
+    ],
+)
 def test_trial_zero_builds_what_get_builds(name, kwargs):
     hm = cnnzoo.hypermodel(name, **kwargs)
     searched = hm.build(kt.HyperParameters())
@@ -99,8 +102,9 @@ def test_hp_fixed_overrides_declared_values():
 
 
 def test_fixed_keyword_arguments_pin_values_and_override_the_config():
-    hm = cnnzoo.hypermodel("digits_cnn", conv_blocks=3, filters=16, units_1=64, learning_rate=0.01,
-                           class_names=list("abcdefghij"))
+    hm = cnnzoo.hypermodel(
+        "digits_cnn", conv_blocks=3, filters=16, units_1=64, learning_rate=0.01, class_names=list("abcdefghij")
+    )
     hp = kt.HyperParameters()
     spec = hm.spec_for(hm.declare_hyperparameters(hp))
     assert [b.filters for b in spec.blocks] == [(16, 16)] * 3
@@ -111,8 +115,10 @@ def test_fixed_keyword_arguments_pin_values_and_override_the_config():
 
 
 def test_user_search_space_overrides_the_declared_one():
-    hm = cnnzoo.hypermodel("digits_cnn", search={"dense_layers": {"min": 2, "max": 3}, "units": [32],
-                                                 "conv_blocks": None, "optimizer": ["adam", "sgd"]})
+    hm = cnnzoo.hypermodel(
+        "digits_cnn",
+        search={"dense_layers": {"min": 2, "max": 3}, "units": [32], "conv_blocks": None, "optimizer": ["adam", "sgd"]},
+    )
     hp = kt.HyperParameters()
     hm.declare_hyperparameters(hp)
     by_name = {p.name: p for p in hp.space}
@@ -159,24 +165,29 @@ def test_oracle_proposes_the_defaults_first_and_only_models_that_fit(tmp_path):
     plain.hyperparameters = tuner.oracle.hyperparameters.copy()
     unfiltered = [plain.populate_space(str(i))["values"] for i in range(40)]
     assert len({tuple(sorted(v.items())) for v in proposals}) == 40  # 40 distinct trials
-    assert proposals[0] == {k: v for k, v in hm.declare_hyperparameters(kt.HyperParameters()).items()
-                            if k in proposals[0]} and hm.spec_for(proposals[0]) == hm.base
+    assert (
+        proposals[0] == {k: v for k, v in hm.declare_hyperparameters(kt.HyperParameters()).items() if k in proposals[0]}
+        and hm.spec_for(proposals[0]) == hm.base
+    )
     assert all(hm.feasible(v) for v in proposals)
     assert not all(hm.feasible(v) for v in unfiltered)  # the check matters for this space
 
 
-@pytest.mark.parametrize("kwargs, key", [
-    ({"search": {"filters": {"min": 0, "max": 8}}}, "search.filters"),
-    ({"search": {"dropout": [0.5, 1.5]}}, "search.dropout"),
-    ({"search": {"optimizer": ["adam", "lbfgs"]}}, "search.optimizer"),
-    ({"search": {"batch_norm": {"min": 0, "max": 1}}}, "search.batch_norm"),
-    ({"search": {"conv_blocks": {"min": 1, "max": 4, "sampling": "log"}}}, "search.conv_blocks"),
-    ({"search": {"units": {"min": 64, "max": 8}}}, "search.units.max"),
-    ({"search": {"dense_units": [64]}}, "search.dense_units"),
-    ({"search": [1, 2]}, "search"),
-    ({"filterz": 32}, "filterz"),
-    ({"learning_rate": -1.0}, "learning_rate"),
-])
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [
+        ({"search": {"filters": {"min": 0, "max": 8}}}, "search.filters"),
+        ({"search": {"dropout": [0.5, 1.5]}}, "search.dropout"),
+        ({"search": {"optimizer": ["adam", "lbfgs"]}}, "search.optimizer"),
+        ({"search": {"batch_norm": {"min": 0, "max": 1}}}, "search.batch_norm"),
+        ({"search": {"conv_blocks": {"min": 1, "max": 4, "sampling": "log"}}}, "search.conv_blocks"),
+        ({"search": {"units": {"min": 64, "max": 8}}}, "search.units.max"),
+        ({"search": {"dense_units": [64]}}, "search.dense_units"),
+        ({"search": [1, 2]}, "search"),
+        ({"filterz": 32}, "filterz"),
+        ({"learning_rate": -1.0}, "learning_rate"),
+    ],
+)
 def test_invalid_spaces_are_config_errors_naming_the_key(kwargs, key):
     with pytest.raises(ConfigError, match=f"`{key}`") as info:
         cnnzoo.hypermodel("digits_cnn", **kwargs)
@@ -222,8 +233,17 @@ def searched(tmp_path_factory):
     seen = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = cnnzoo.tune("digits_cnn", (x, y, xv, yv), tuner="random", max_trials=3, max_epochs=2,
-                             directory=directory, seed=3, batch_size=32, progress=seen.append)
+        result = cnnzoo.tune(
+            "digits_cnn",
+            (x, y, xv, yv),
+            tuner="random",
+            max_trials=3,
+            max_epochs=2,
+            directory=directory,
+            seed=3,
+            batch_size=32,
+            progress=seen.append,
+        )
     return result, seen, (xv, yv), [str(w.message) for w in caught]
 
 
@@ -231,16 +251,21 @@ def test_search_runs_three_trials_with_defaults_first(searched):
     result, seen, _, _ = searched
     assert [t.status for t in result.trials] == ["COMPLETED"] * 3
     assert [t.trial_id for t in seen] == [t.trial_id for t in result.trials]  # one progress call per trial
-    defaults = {k: v for k, v in result.hypermodel.declare_hyperparameters(kt.HyperParameters()).items()
-                if k in result.trials[0].hyperparameters}
+    defaults = {
+        k: v
+        for k, v in result.hypermodel.declare_hyperparameters(kt.HyperParameters()).items()
+        if k in result.trials[0].hyperparameters
+    }
     assert result.trials[0].hyperparameters == defaults  # trial 0 is the zoo entry itself
     for t in result.trials:
         assert 1 <= t.epochs <= 2 and t.seconds > 0 and 0.0 <= t.score <= 1.0
         hps = t.hyperparameters
         assert sorted(k for k in hps if k.startswith("filters_")) == [
-            f"filters_{i}" for i in range(1, hps["conv_blocks"] + 1)]
+            f"filters_{i}" for i in range(1, hps["conv_blocks"] + 1)
+        ]
         assert sorted(k for k in hps if k.startswith("units_")) == [
-            f"units_{j}" for j in range(1, hps["dense_layers"] + 1)]
+            f"units_{j}" for j in range(1, hps["dense_layers"] + 1)
+        ]
     scores = [t.score for t in result.ranked()]
     assert scores == sorted(scores, reverse=True) and result.best_trial.score == scores[0]
     table = result.table().splitlines()
@@ -286,9 +311,18 @@ def test_register_best_round_trip(searched, isolated_home):
 
 def test_bayesian_search_on_val_loss(tmp_path):
     x, y, xv, yv = _digits(120)
-    result = cnnzoo.tune("digits_cnn", (x, y, xv, yv), tuner="bayesian", max_trials=2, max_epochs=1,
-                         objective="val_loss", directory=tmp_path, seed=0, search={"conv_blocks": [1, 2]},
-                         load_best=False)
+    result = cnnzoo.tune(
+        "digits_cnn",
+        (x, y, xv, yv),
+        tuner="bayesian",
+        max_trials=2,
+        max_epochs=1,
+        objective="val_loss",
+        directory=tmp_path,
+        seed=0,
+        search={"conv_blocks": [1, 2]},
+        load_best=False,
+    )
     assert [t.status for t in result.trials] == ["COMPLETED"] * 2 and result.direction == "min"
     assert result.best_trial.score == min(t.score for t in result.trials)
     assert result.best_model is None and result.best_spec is not None
@@ -322,8 +356,10 @@ def _wait_for(predicate, timeout, what, procs=()):
             return
         for p in procs:
             if p.poll() is not None:
-                raise AssertionError(f"a search process ended early (rc={p.returncode}) while waiting for {what}:\n"
-                                     + (p.stdout.read() if p.stdout else ""))
+                raise AssertionError(
+                    f"a search process ended early (rc={p.returncode}) while waiting for {what}:\n"
+                    + (p.stdout.read() if p.stdout else "")
+                )
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
 
@@ -335,12 +371,21 @@ def _completed(runs):
 def test_resume_after_a_killed_search_skips_finished_trials(tmp_path, reliability):
     directory = tmp_path / "search"
     project = directory / "digits_cnn"
-    proc = subprocess.Popen([PYTHON, str(_script(tmp_path)), str(directory), "random", "300", "4", "3"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    proc = subprocess.Popen(
+        [PYTHON, str(_script(tmp_path)), str(directory), "random", "300", "4", "3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+    )
     try:
         # kill -9 while a trial runs, after at least one trial finished
-        _wait_for(lambda: _completed(read_runs(project)) and any(
-            r["status"] == "running" for r in read_runs(project)), 120, "a finished and a running trial", [proc])
+        _wait_for(
+            lambda: _completed(read_runs(project)) and any(r["status"] == "running" for r in read_runs(project)),
+            120,
+            "a finished and a running trial",
+            [proc],
+        )
         time.sleep(0.3)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
@@ -353,28 +398,60 @@ def test_resume_after_a_killed_search_skips_finished_trials(tmp_path, reliabilit
     assert finished and interrupted and len(finished) < 4
 
     d = cnnzoo.data.digits(seed=0)
-    result = cnnzoo.tune("digits_cnn", (d.x_train[:300], d.y_train[:300]), tuner="random", max_trials=4,
-                         max_epochs=3, directory=directory, seed=1, early_stopping=0)
+    result = cnnzoo.tune(
+        "digits_cnn",
+        (d.x_train[:300], d.y_train[:300]),
+        tuner="random",
+        max_trials=4,
+        max_epochs=3,
+        directory=directory,
+        seed=1,
+        early_stopping=0,
+    )
     assert [t.status for t in result.trials] == ["COMPLETED"] * 4
     after = _completed(read_runs(project))
     assert sorted(r["trial_id"] for r in after) == sorted(t.trial_id for t in result.trials)  # each ran once
     rerun = {r["trial_id"] for r in after if r["pid"] == os.getpid()}
     assert not rerun & finished  # finished trials were not run again
     assert interrupted <= rerun  # the interrupted one was
-    reliability.record("search killed with kill -9 mid-trial, then resumed", kills=1, trials=4,
-                       finished_trials_run_again=len(rerun & finished), interrupted_trials_rerun=len(interrupted))
+    reliability.record(
+        "search killed with kill -9 mid-trial, then resumed",
+        kills=1,
+        trials=4,
+        finished_trials_run_again=len(rerun & finished),
+        interrupted_trials_rerun=len(interrupted),
+    )
 
 
 def test_cli_tune_prints_progress_table_and_saves_the_winner(tmp_path):
     out = tmp_path / "out"
-    proc = subprocess.run([PYTHON, "-m", "cnnzoo.cli", "tune", "digits_cnn", "digits", "--tuner", "hyperband",
-                           "--max-trials", "3", "--max-epochs", "2", "--out", str(out)],
-                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    proc = subprocess.run(
+        [
+            PYTHON,
+            "-m",
+            "cnnzoo.cli",
+            "tune",
+            "digits_cnn",
+            "digits",
+            "--tuner",
+            "hyperband",
+            "--max-trials",
+            "3",
+            "--max-epochs",
+            "2",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     assert sum(line.startswith("trial ") for line in lines) == 3
     header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["rank", "trial"])
-    scores = [float(line.split()[2]) for line in lines[header + 1:header + 4]]
+    scores = [float(line.split()[2]) for line in lines[header + 1 : header + 4]]
     assert scores == sorted(scores, reverse=True)
     assert (out / "digits_cnn_scores.png").read_bytes()[:4] == b"\x89PNG"
     assert f"best model:  {out / 'digits_cnn_tuned.keras'}" in proc.stdout
@@ -386,8 +463,18 @@ def test_cli_tune_prints_progress_table_and_saves_the_winner(tmp_path):
 
 
 def test_tune_reads_an_image_directory(image_folder, tmp_path):
-    result = cnnzoo.tune("digits_cnn", image_folder, tuner="random", max_trials=1, max_epochs=1,
-                         input_shape=(12, 12, 3), directory=tmp_path, batch_size=4, validation_split=0.25, seed=0)
+    result = cnnzoo.tune(
+        "digits_cnn",
+        image_folder,
+        tuner="random",
+        max_trials=1,
+        max_epochs=1,
+        input_shape=(12, 12, 3),
+        directory=tmp_path,
+        batch_size=4,
+        validation_split=0.25,
+        seed=0,
+    )
     assert result.trials[0].status == "COMPLETED"
     assert result.best_spec.num_classes == 2 and result.best_spec.class_names == ("a", "b")
     assert result.best_model.input_shape == (None, 12, 12, 3)
@@ -408,16 +495,25 @@ def test_distributed_chief_and_two_workers_survive_a_killed_worker(tmp_path, rel
     procs = {}
     for tuner_id in ("chief", "tuner0", "tuner1"):
         procs[tuner_id] = subprocess.Popen(
-            [PYTHON, str(script), str(directory), "random", "400", "6", "4"], cwd=REPO,
-            env={**base_env, "KERASTUNER_TUNER_ID": tuner_id}, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True)
+            [PYTHON, str(script), str(directory), "random", "400", "6", "4"],
+            cwd=REPO,
+            env={**base_env, "KERASTUNER_TUNER_ID": tuner_id},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     try:
+
         def by(tuner_id, status):
             return [r for r in read_runs(project) if r["tuner_id"] == tuner_id and r["status"] == status]
 
         # both workers take trials; kill tuner1 in the middle of its second one
-        _wait_for(lambda: by("tuner1", "completed") and by("tuner1", "running"), 240,
-                  "tuner1 to finish a trial and start another", procs.values())
+        _wait_for(
+            lambda: by("tuner1", "completed") and by("tuner1", "running"),
+            240,
+            "tuner1 to finish a trial and start another",
+            procs.values(),
+        )
         time.sleep(0.5)
         procs["tuner1"].send_signal(signal.SIGKILL)
         procs["tuner1"].wait(timeout=30)
@@ -437,5 +533,10 @@ def test_distributed_chief_and_two_workers_survive_a_killed_worker(tmp_path, rel
     assert {r["tuner_id"] for r in done} == {"tuner0", "tuner1"}  # both workers did work
     assert [r["tuner_id"] for r in done if r["trial_id"] == killed_trial] == ["tuner0"]  # taken over
     assert (project / RUNS_DIR).is_dir() and Path(project / "oracle.json").is_file()
-    reliability.record("distributed search, one of two workers killed with kill -9 mid-trial", trials=6,
-                       completed=len(trials), trials_run_twice=len(done) - len(trials), killed_trial_taken_over=1)
+    reliability.record(
+        "distributed search, one of two workers killed with kill -9 mid-trial",
+        trials=6,
+        completed=len(trials),
+        trials_run_twice=len(done) - len(trials),
+        killed_trial_taken_over=1,
+    )

@@ -11,11 +11,13 @@ from conftest import PYTHON, REPO
 import cnnzoo
 from cnnzoo.utils.locks import LOCK_NAME, RunLock
 
-_HOLD = ("import sys, time\n"
-         "from cnnzoo.utils.locks import RunLock\n"
-         "lock = RunLock(sys.argv[1], 'fine-tuning run', shared=sys.argv[2] == 'shared').acquire()\n"
-         "print('HELD', flush=True)\n"
-         "time.sleep(120)\n")
+_HOLD = (
+    "import sys, time\n"
+    "from cnnzoo.utils.locks import RunLock\n"
+    "lock = RunLock(sys.argv[1], 'fine-tuning run', shared=sys.argv[2] == 'shared').acquire()\n"
+    "print('HELD', flush=True)\n"
+    "time.sleep(120)\n"
+)
 
 
 def _holder(directory, mode="exclusive"):
@@ -28,8 +30,11 @@ def test_a_second_process_is_refused_with_the_holders_pid_and_host(tmp_path):
     (tmp_path / "state.json").write_text("{}")
     proc = _holder(tmp_path)
     try:
-        with pytest.raises(cnnzoo.RunLockedError, match=rf"`out` is in use: .* locked by process {proc.pid} on host "
-                                                        rf".*fine-tuning run.*Received: out=") as info:
+        with pytest.raises(
+            cnnzoo.RunLockedError,
+            match=rf"`out` is in use: .* locked by process {proc.pid} on host "
+            rf".*fine-tuning run.*Received: out=",
+        ) as info:
             RunLock(tmp_path, "fine-tuning run").acquire()
         assert isinstance(info.value, ValueError)
         assert (tmp_path / "state.json").read_text() == "{}"  # nothing touched

@@ -32,20 +32,23 @@ def test_every_entry_round_trips_through_toml(name):
     assert config.loads(config_writer.dumps(spec)) == spec
 
 
-@pytest.mark.parametrize("extra, key, fragment", [
-    ("[[blocks]]\nfilter = 8", "blocks[1].filter", "Did you mean `filters`"),
-    ("[[blocks]]\nfilters = -1", "blocks[1].filters", "Received: filters=-1"),
-    ("[[blocks]]\nfilters = 8\npool = 'maximum'", "blocks[1].pool", "Did you mean `max`"),
-    ("[[blocks]]\nfilters = [8, 16]\nconvs = 3", "blocks[1].convs", "length of `filters`"),
-    ("[head]\ndense = 128", "head.dense", "list of positive integers"),
-    ("[head]\ndropout = 1.0", "head.dropout", "< 1.0"),
-    ("[train]\noptimizer = 'adamm'", "train.optimizer", "Did you mean `adam`"),
-    ("[search]\nconv_block = { min = 1, max = 3 }", "search.conv_block", "Did you mean `conv_blocks`"),
-    ("[search]\nconv_blocks = { min = 3, max = 1 }", "search.conv_blocks.max", "must be >= `min`"),
-    ("[search]\nlearning_rate = { min = 0.0, max = 0.1, sampling = 'log' }", "search.learning_rate.min", "> 0"),
-    ("[search]\nunits = []", "search.units", "non-empty list"),
-    ("[weights.web]\nurl = 'http://127.0.0.1/x.h5'", "weights.web.sha256", "hash-checked"),
-])
+@pytest.mark.parametrize(
+    "extra, key, fragment",
+    [
+        ("[[blocks]]\nfilter = 8", "blocks[1].filter", "Did you mean `filters`"),
+        ("[[blocks]]\nfilters = -1", "blocks[1].filters", "Received: filters=-1"),
+        ("[[blocks]]\nfilters = 8\npool = 'maximum'", "blocks[1].pool", "Did you mean `max`"),
+        ("[[blocks]]\nfilters = [8, 16]\nconvs = 3", "blocks[1].convs", "length of `filters`"),
+        ("[head]\ndense = 128", "head.dense", "list of positive integers"),
+        ("[head]\ndropout = 1.0", "head.dropout", "< 1.0"),
+        ("[train]\noptimizer = 'adamm'", "train.optimizer", "Did you mean `adam`"),
+        ("[search]\nconv_block = { min = 1, max = 3 }", "search.conv_block", "Did you mean `conv_blocks`"),
+        ("[search]\nconv_blocks = { min = 3, max = 1 }", "search.conv_blocks.max", "must be >= `min`"),
+        ("[search]\nlearning_rate = { min = 0.0, max = 0.1, sampling = 'log' }", "search.learning_rate.min", "> 0"),
+        ("[search]\nunits = []", "search.units", "non-empty list"),
+        ("[weights.web]\nurl = 'http://127.0.0.1/x.h5'", "weights.web.sha256", "hash-checked"),
+    ],
+)
 def test_bad_values_name_the_key(extra, key, fragment):
     with pytest.raises(ConfigError) as err:
         config.loads(MINIMAL + "\n" + extra, "my.toml")

@@ -32,13 +32,64 @@ MAX_FLOPS = 50_000_000  # one forward pass stays cheap
 MAX_BUILDS = 15  # distinct specs built (the rest are checked up to their stats)
 
 BAD_VALUES = [
-    "x", "", "relu", "valid", True, False, 0, -1, -7, 1, 2, 3, 1024, 1025, 65536, 65537, 10**6, 2**31 - 1,
-    2**31, 2**63 - 1, -(2**63),
-    0.0, -0.5, 0.5, 1.5, 1e308, -1e308, math.nan, math.inf, -math.inf, [], [0], [-1], [1, 2, 3],
-    ["a", "b"], [1.5], [[1]], [True], {}, {"min": 1}, {"min": 3, "max": 1}, {"a": 1},
+    "x",
+    "",
+    "relu",
+    "valid",
+    True,
+    False,
+    0,
+    -1,
+    -7,
+    1,
+    2,
+    3,
+    1024,
+    1025,
+    65536,
+    65537,
+    10**6,
+    2**31 - 1,
+    2**31,
+    2**63 - 1,
+    -(2**63),
+    0.0,
+    -0.5,
+    0.5,
+    1.5,
+    1e308,
+    -1e308,
+    math.nan,
+    math.inf,
+    -math.inf,
+    [],
+    [0],
+    [-1],
+    [1, 2, 3],
+    ["a", "b"],
+    [1.5],
+    [[1]],
+    [True],
+    {},
+    {"min": 1},
+    {"min": 3, "max": 1},
+    {"a": 1},
 ]
-BLOCK_KEYS = ["filters", "convs", "kernel_size", "strides", "padding", "activation", "batch_norm", "bn_momentum",
-              "pool", "pool_size", "pool_strides", "pool_padding", "dropout"]
+BLOCK_KEYS = [
+    "filters",
+    "convs",
+    "kernel_size",
+    "strides",
+    "padding",
+    "activation",
+    "batch_norm",
+    "bn_momentum",
+    "pool",
+    "pool_size",
+    "pool_strides",
+    "pool_padding",
+    "dropout",
+]
 HEAD_KEYS = ["pooling", "dense", "dropout", "activation"]
 UNKNOWN_KEYS = ["filterz", "Kernel_size", "units", "dense", "weights", "blocks", "name", "x y"]
 
@@ -160,7 +211,7 @@ def _text_mutation(text, rng):
     kind = rng.choice(["truncate", "flip", "flip", "drop_table", "dup_table", "dup_line"])
     data = bytearray(text.encode())
     if kind == "truncate":
-        return bytes(data[:rng.randrange(len(data))]).decode("utf-8", "replace")
+        return bytes(data[: rng.randrange(len(data))]).decode("utf-8", "replace")
     if kind == "flip":
         for _ in range(rng.randint(1, 4)):
             i = rng.randrange(len(data))
@@ -176,7 +227,7 @@ def _text_mutation(text, rng):
         return "".join(sections)
     lines = text.splitlines(keepends=True)
     i = rng.randrange(len(lines))
-    return "".join(lines[:i + 1] + [lines[i]] + lines[i + 1:])
+    return "".join(lines[: i + 1] + [lines[i]] + lines[i + 1 :])
 
 
 def _cases(bases, n, seed):
@@ -197,8 +248,9 @@ def _cases(bases, n, seed):
 
 def _bases():
     bases = {name: (REPO / "zoo_configs" / f"{name}.toml").read_text() for name in SMALL}
-    bases["bird_classifier"] = bases["bird_classifier"].replace("input_shape = [224, 224, 3]",
-                                                                "input_shape = [32, 32, 3]")
+    bases["bird_classifier"] = bases["bird_classifier"].replace(
+        "input_shape = [224, 224, 3]", "input_shape = [32, 32, 3]"
+    )
     return bases
 
 
@@ -224,8 +276,9 @@ def test_mutated_configs_give_config_errors_or_working_models(reliability):
         except cnnzoo.ConfigError as e:
             message = str(e)
             assert _keys_named(message), f"no key in backticks: {message}\n{what}"
-            assert ("Received:" in message or "not valid TOML" in message or "but missing" in message), \
+            assert "Received:" in message or "not valid TOML" in message or "but missing" in message, (
                 f"no `Received:`: {message}\n{what}"
+            )
             outcome["config_error"] += 1
             if path is not None and isinstance(path[-1], str):
                 leaf_errors += 1
@@ -255,11 +308,19 @@ def test_mutated_configs_give_config_errors_or_working_models(reliability):
         built[key] = _check_model(spec, params, what)
         outcome["model"] += 1
     seconds = time.perf_counter() - t0
-    print(f"config fuzz: {CASES} cases in {seconds:.1f} s: {dict(outcome)}; "
-          f"{named}/{leaf_errors} single-key errors name the key")
-    reliability.record("mutated zoo configs (seeded fuzzer)", cases=CASES, config_errors=outcome["config_error"],
-                       specs=outcome["spec"], models_built_and_run=outcome["model"], other_exceptions=0,
-                       errors_naming_the_mutated_key=f"{named}/{leaf_errors}")
+    print(
+        f"config fuzz: {CASES} cases in {seconds:.1f} s: {dict(outcome)}; "
+        f"{named}/{leaf_errors} single-key errors name the key"
+    )
+    reliability.record(
+        "mutated zoo configs (seeded fuzzer)",
+        cases=CASES,
+        config_errors=outcome["config_error"],
+        specs=outcome["spec"],
+        models_built_and_run=outcome["model"],
+        other_exceptions=0,
+        errors_naming_the_mutated_key=f"{named}/{leaf_errors}",
+    )
     # not vacuous: many of each kind
     assert outcome["config_error"] >= CASES // 4
     assert outcome["spec"] >= CASES // 10
@@ -288,13 +349,23 @@ def _check_model(spec, params, what):
     return "model"
 
 
-@pytest.mark.parametrize("key, value", [("pool_size", 2**31), ("pool_strides", 2**63 - 1), ("strides", 2**31),
-                                        ("kernel_size", 65537), ("convs", 2**63 - 1)])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("pool_size", 2**31),
+        ("pool_strides", 2**63 - 1),
+        ("strides", 2**31),
+        ("kernel_size", 65537),
+        ("convs", 2**63 - 1),
+    ],
+)
 def test_sizes_tensorflow_cannot_hold_are_config_errors(key, value):
     """Found by the fuzzer: a max-pool of 2**31 with "same" padding aborted the process inside TensorFlow,
     and `convs = 2**63 - 1` exhausted memory while parsing."""
-    text = (f'name = "t"\ndescription = "d"\ninput_shape = [16, 16, 3]\nnum_classes = 2\n[[blocks]]\nfilters = 4\n'
-            f'padding = "same"\npool_padding = "same"\n{key} = {value}\n')
+    text = (
+        f'name = "t"\ndescription = "d"\ninput_shape = [16, 16, 3]\nnum_classes = 2\n[[blocks]]\nfilters = 4\n'
+        f'padding = "same"\npool_padding = "same"\n{key} = {value}\n'
+    )
     rule = rf"`blocks\[0\]\.{key}` must be an integer >= \d+ and <= .*Received: "
     with pytest.raises(cnnzoo.ConfigError, match=rule):
         config.loads(text)

@@ -16,7 +16,8 @@ def test_cards_are_up_to_date():
     extra = sorted(set(have) - set(want))
     assert not stale and not extra, (
         f"docs/models/ is stale (changed or missing: {stale}; not generated: {extra}). "
-        f"Run `python -m cnnzoo.zoo.cards` and commit the result.")
+        f"Run `python -m cnnzoo.zoo.cards` and commit the result."
+    )
 
 
 def test_every_built_in_entry_has_a_card_with_its_numbers():
@@ -47,9 +48,11 @@ def test_links_in_the_cards_exist():
 
 def test_the_module_writes_the_cards_without_tensorflow(tmp_path):
     (tmp_path / "stale_old_model.md").write_text("old")
-    script = ("import sys\nfrom cnnzoo.zoo import cards\n"
-              f"cards.main(['--out', {str(tmp_path)!r}])\n"
-              "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n")
+    script = (
+        "import sys\nfrom cnnzoo.zoo import cards\n"
+        f"cards.main(['--out', {str(tmp_path)!r}])\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
+    )
     proc = subprocess.run([PYTHON, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert f"wrote {len(cards.cards())} files" in proc.stdout

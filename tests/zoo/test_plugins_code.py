@@ -64,8 +64,9 @@ def branching_models():
         inputs = keras.Input(input_shape or (SIZE, SIZE, 3))
         x = _two_paths(keras.layers.Rescaling(1 / 255)(inputs))
         x = keras.layers.GlobalAveragePooling2D()(x)
-        return keras.Model(inputs, keras.layers.Dense(num_classes or 2, activation="softmax")(x),
-                           name="branching_dense")
+        return keras.Model(
+            inputs, keras.layers.Dense(num_classes or 2, activation="softmax")(x), name="branching_dense"
+        )
 
     @cnnzoo.register("branching_head")
     def branching_head(num_classes=None, input_shape=None, weights=None):
@@ -104,8 +105,11 @@ def test_get_compiles_a_branching_model_that_fits(branching_models, name):
 
 def test_finetune_refuses_a_branching_model_without_a_zoo_head_clearly(branching_models, tmp_path):
     x, y = two_class_images()
-    with pytest.raises(ConfigError, match=r"`model` must be a zoo model ending in a cnnzoo ClassifierHead.*"
-                                          r"Received: model='branching_dense' whose last layer is Dense"):
+    with pytest.raises(
+        ConfigError,
+        match=r"`model` must be a zoo model ending in a cnnzoo ClassifierHead.*"
+        r"Received: model='branching_dense' whose last layer is Dense",
+    ):
         cnnzoo.finetune("branching_dense", (x, y), stages="all:1:1e-3", out=tmp_path / "run", verbose=0)
     assert not (tmp_path / "run" / "branching_dense.keras").exists()
 
@@ -128,8 +132,9 @@ def test_finetune_trains_a_branching_model_with_a_zoo_head(branching_models, tmp
     assert [s.units for s in head_only.stages] == [()]
     np.testing.assert_array_equal(head_only.model.get_layer("path_3x3").get_weights()[0], initial)  # frozen
 
-    result = cnnzoo.finetune("branching_head", (x, y), stages=["head:2:1e-2", "all:2:1e-2"], out=tmp_path / "run",
-                             **common)
+    result = cnnzoo.finetune(
+        "branching_head", (x, y), stages=["head:2:1e-2", "all:2:1e-2"], out=tmp_path / "run", **common
+    )
     assert [len(s.history["loss"]) for s in result.stages] == [2, 2]
     assert result.stages[0].units == () and set(result.stages[1].units) == {"path_3x3", "path_1x1"}
     assert not np.array_equal(result.model.get_layer("path_3x3").get_weights()[0], initial)  # trained in stage 2

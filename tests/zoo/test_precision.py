@@ -82,8 +82,13 @@ def test_save_and_load_keep_the_policy_and_the_predictions(tmp_path, dtype):
 
 
 def test_with_dtype_moves_a_model_between_policies_with_its_weights():
-    model = cnnzoo.get("bird_classifier", num_classes=3, input_shape=(16, 16, 3), dense=[8],
-                       blocks=[{"filters": 4, "batch_norm": True}, {"filters": 8}])
+    model = cnnzoo.get(
+        "bird_classifier",
+        num_classes=3,
+        input_shape=(16, 16, 3),
+        dense=[8],
+        blocks=[{"filters": 4, "batch_norm": True}, {"filters": 8}],
+    )
     fast = with_dtype(model, "mixed_bfloat16")
     assert dtype_of(fast) == "mixed_bfloat16" and not fast.compiled
     assert fast.get_layer("preprocess").compute_dtype == "float32"
@@ -100,16 +105,20 @@ def test_with_dtype_moves_a_model_between_policies_with_its_weights():
 def test_backbone_entries_take_the_policy_and_leave_the_global_one_alone():
     import keras
 
-    model = cnnzoo.get("mobilenetv3small_classifier", num_classes=3, input_shape=(32, 32, 3), compile=False,
-                       dtype="mixed_bfloat16")
-    assert {layer.dtype_policy.name for layer in model.get_layer("backbone").layers
-            if layer.weights} == {"mixed_bfloat16"}
+    model = cnnzoo.get(
+        "mobilenetv3small_classifier", num_classes=3, input_shape=(32, 32, 3), compile=False, dtype="mixed_bfloat16"
+    )
+    assert {layer.dtype_policy.name for layer in model.get_layer("backbone").layers if layer.weights} == {
+        "mixed_bfloat16"
+    }
     assert keras.config.dtype_policy().name == "float32"
     assert model.output.dtype == "float32"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tf2onnx") is None or importlib.util.find_spec("onnxruntime") is None,
-                    reason="needs tf2onnx and onnxruntime (cnnzoo[export])")
+@pytest.mark.skipif(
+    importlib.util.find_spec("tf2onnx") is None or importlib.util.find_spec("onnxruntime") is None,
+    reason="needs tf2onnx and onnxruntime (cnnzoo[export])",
+)
 def test_onnx_export_of_a_mixed_bfloat16_model(tmp_path):
     import onnxruntime as ort
 

@@ -47,12 +47,13 @@ def test_modes_match_the_application_functions_that_use_them(images):
     """The applications whose ImageNet weights expect each mode: DenseNet (torch), MobileNetV2 (tf), VGG16 (caffe)."""
     from keras.applications import densenet, mobilenet_v2, vgg16
 
-    np.testing.assert_allclose(preprocess("torch", images), densenet.preprocess_input(images.copy()),
-                               rtol=1e-6, atol=1e-5)
-    np.testing.assert_allclose(preprocess("rescale_-1_1", images), mobilenet_v2.preprocess_input(images.copy()),
-                               rtol=1e-6, atol=1e-5)
-    np.testing.assert_allclose(preprocess("caffe", images), vgg16.preprocess_input(images.copy()),
-                               rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(
+        preprocess("torch", images), densenet.preprocess_input(images.copy()), rtol=1e-6, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        preprocess("rescale_-1_1", images), mobilenet_v2.preprocess_input(images.copy()), rtol=1e-6, atol=1e-5
+    )
+    np.testing.assert_allclose(preprocess("caffe", images), vgg16.preprocess_input(images.copy()), rtol=1e-6, atol=1e-5)
 
 
 def test_torch_and_tf_ranges_by_hand(images):

@@ -64,9 +64,11 @@ def test_same_padding_with_strides_shifts_the_start():
 
 
 def test_cnnzoo_info_shows_the_column_without_tensorflow():
-    script = ("import sys, cnnzoo.cli\n"
-              "rc = cnnzoo.cli.main(['info', 'vgg16'])\n"
-              "print('heavy:', [m for m in ('tensorflow', 'keras') if m in sys.modules], rc)\n")
+    script = (
+        "import sys, cnnzoo.cli\n"
+        "rc = cnnzoo.cli.main(['info', 'vgg16'])\n"
+        "print('heavy:', [m for m in ('tensorflow', 'keras') if m in sys.modules], rc)\n"
+    )
     proc = subprocess.run([PYTHON, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr
     lines = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if line.strip()}
@@ -81,12 +83,25 @@ def test_cnnzoo_info_shows_the_column_without_tensorflow():
 
 def probe_spec(spec, shape, linear=True):
     """The entry at `shape`, two filters per conv and a tiny head; linear and average-pooled if `linear`."""
-    blocks = tuple(dataclasses.replace(
-        b, filters=(2,) * b.convs, dropout=0.0,
-        activation="linear" if linear else b.activation,
-        pool="avg" if linear and b.pool == "max" else b.pool) for b in spec.blocks)
-    return dataclasses.replace(spec, input_shape=shape, num_classes=2, class_names=(), blocks=blocks,
-                               head=dataclasses.replace(spec.head, dense=(), dropout=0.0), weights={})
+    blocks = tuple(
+        dataclasses.replace(
+            b,
+            filters=(2,) * b.convs,
+            dropout=0.0,
+            activation="linear" if linear else b.activation,
+            pool="avg" if linear and b.pool == "max" else b.pool,
+        )
+        for b in spec.blocks
+    )
+    return dataclasses.replace(
+        spec,
+        input_shape=shape,
+        num_classes=2,
+        class_names=(),
+        blocks=blocks,
+        head=dataclasses.replace(spec.head, dense=(), dropout=0.0),
+        weights={},
+    )
 
 
 def gradient_regions(spec, seed=0):
@@ -146,8 +161,10 @@ def test_arithmetic_equals_brute_force_gradients(name):
             if layer not in rows:
                 continue  # activations, dropout: not rows
             want = expected_region(rows[layer].receptive_field, rows[layer].output_shape, (h, w))
-            assert region == want, (f"{name} at {h}x{w}, {layer}: gradient covers rows/cols {region}, the "
-                                    f"arithmetic says {want} ({rows[layer].receptive_field})")
+            assert region == want, (
+                f"{name} at {h}x{w}, {layer}: gradient covers rows/cols {region}, the "
+                f"arithmetic says {want} ({rows[layer].receptive_field})"
+            )
             checked += 1
     assert checked >= 2 * len([r for r in rows.values() if len(r.output_shape) == 3])
 

@@ -88,9 +88,24 @@ def test_register_a_builder_function(rng):
 
 def _pip_install(pkg, site):
     """pip-installs the package at `pkg` offline into `site`; returns `site`."""
-    pip = subprocess.run([PYTHON, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
-                          "--no-build-isolation", "--target", str(site), str(pkg)],
-                         capture_output=True, text=True, timeout=300)
+    pip = subprocess.run(
+        [
+            PYTHON,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(pkg),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert pip.returncode == 0, pip.stderr
     return site
 
@@ -99,7 +114,8 @@ def test_entry_point_plugin_from_an_installed_package(tmp_path):
     """A real package, pip-installed offline into a target dir, adds two models by entry point."""
     pkg = tmp_path / "src"
     (pkg / "zoo_plugin").mkdir(parents=True)
-    (pkg / "zoo_plugin" / "__init__.py").write_text(textwrap.dedent('''
+    (pkg / "zoo_plugin" / "__init__.py").write_text(
+        textwrap.dedent('''
         CONFIG = {"name": "plugin_net", "description": "From a plugin.", "input_shape": [8, 8, 1],
                   "num_classes": 3, "blocks": [{"filters": 4}]}
 
@@ -109,8 +125,10 @@ def test_entry_point_plugin_from_an_installed_package(tmp_path):
             inputs = keras.Input(input_shape or (8, 8, 1))
             x = keras.layers.Flatten()(inputs)
             return keras.Model(inputs, keras.layers.Dense(num_classes or 2, activation="softmax")(x))
-    '''))
-    (pkg / "pyproject.toml").write_text(textwrap.dedent('''
+    ''')
+    )
+    (pkg / "pyproject.toml").write_text(
+        textwrap.dedent("""
         [build-system]
         requires = ["setuptools>=61"]
         build-backend = "setuptools.build_meta"
@@ -122,9 +140,10 @@ def test_entry_point_plugin_from_an_installed_package(tmp_path):
         plugin_code_net = "zoo_plugin:build"
         [tool.setuptools]
         packages = ["zoo_plugin"]
-    '''))
+    """)
+    )
     site = _pip_install(pkg, tmp_path / "site")
-    script = textwrap.dedent('''
+    script = textwrap.dedent("""
         import sys, cnnzoo
         names = cnnzoo.list_models("plugin*")
         assert "zoo_plugin" not in sys.modules, "listing must not import the plugin"
@@ -132,13 +151,16 @@ def test_entry_point_plugin_from_an_installed_package(tmp_path):
         model = cnnzoo.get("plugin_net")
         code = cnnzoo.get("plugin_code_net", num_classes=5)
         print(names, info.params, model.output_shape, code.output_shape, "entry point" in info.source)
-    ''')
-    env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3",
-           "CNNZOO_HOME": str(tmp_path / "home")}
+    """)
+    env = {
+        "PYTHONPATH": str(site),
+        "PATH": "/usr/bin:/bin",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "CNNZOO_HOME": str(tmp_path / "home"),
+    }
     proc = subprocess.run([PYTHON, "-c", script], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip().splitlines()[-1] == \
-        "['plugin_code_net', 'plugin_net'] 235 (None, 3) (None, 5) True"
+    assert proc.stdout.strip().splitlines()[-1] == "['plugin_code_net', 'plugin_net'] 235 (None, 3) (None, 5) True"
 
 
 def test_plugins_written_the_usual_way_and_broken_plugins(tmp_path):
@@ -146,16 +168,19 @@ def test_plugins_written_the_usual_way_and_broken_plugins(tmp_path):
     way at every call and hides nothing else (`cnnzoo list` lists the rest, with one warning)."""
     pkg = tmp_path / "src"
     (pkg / "usual_plugin").mkdir(parents=True)
-    (pkg / "usual_plugin" / "__init__.py").write_text(textwrap.dedent('''
+    (pkg / "usual_plugin" / "__init__.py").write_text(
+        textwrap.dedent('''
         def build(num_classes=3, input_shape=(32, 32, 3), **kw):
             """A builder with defaults of its own."""
             import keras
             inputs = keras.Input(input_shape)
             x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
             return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax")(x))
-    '''))
+    ''')
+    )
     (pkg / "broken_plugin.py").write_text("raise ImportError('this plugin needs libfoo')\n")
-    (pkg / "pyproject.toml").write_text(textwrap.dedent('''
+    (pkg / "pyproject.toml").write_text(
+        textwrap.dedent("""
         [build-system]
         requires = ["setuptools>=61"]
         build-backend = "setuptools.build_meta"
@@ -168,9 +193,10 @@ def test_plugins_written_the_usual_way_and_broken_plugins(tmp_path):
         [tool.setuptools]
         packages = ["usual_plugin"]
         py-modules = ["broken_plugin"]
-    '''))
+    """)
+    )
     site = _pip_install(pkg, tmp_path / "site")
-    script = textwrap.dedent('''
+    script = textwrap.dedent("""
         import cnnzoo
         print("SHAPES", cnnzoo.get("usual_net").input_shape, cnnzoo.get("usual_net", num_classes=5).output_shape)
         for attempt in range(2):
@@ -179,9 +205,13 @@ def test_plugins_written_the_usual_way_and_broken_plugins(tmp_path):
             except cnnzoo.PluginError as e:
                 print("ERROR", attempt, isinstance(e, ValueError), str(e))
         print("LIST", len(cnnzoo.list_models()))
-    ''')
-    env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3",
-           "CNNZOO_HOME": str(tmp_path / "home")}
+    """)
+    env = {
+        "PYTHONPATH": str(site),
+        "PATH": "/usr/bin:/bin",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "CNNZOO_HOME": str(tmp_path / "home"),
+    }
     proc = subprocess.run([PYTHON, "-c", script], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout.splitlines()
@@ -191,8 +221,9 @@ def test_plugins_written_the_usual_way_and_broken_plugins(tmp_path):
     assert errors[0].split(" ", 3)[3] == errors[1].split(" ", 3)[3]  # the same message at every call
     for part in ("broken_net = broken_plugin:build", "usual-plugin", "ImportError", "this plugin needs libfoo"):
         assert part in errors[0]
-    listing = subprocess.run([PYTHON, "-m", "cnnzoo.cli", "list"], capture_output=True, text=True, env=env,
-                             cwd=REPO, timeout=300)
+    listing = subprocess.run(
+        [PYTHON, "-m", "cnnzoo.cli", "list"], capture_output=True, text=True, env=env, cwd=REPO, timeout=300
+    )
     assert listing.returncode == 0, listing.stderr[-3000:]
     names = [line.split()[0] for line in listing.stdout.splitlines()[1:]]
     assert "usual_net" in names and "vgg16" in names and "broken_net" not in names

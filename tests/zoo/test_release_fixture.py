@@ -70,9 +70,19 @@ print(json.dumps({{"probabilities": model.predict(x, verbose=0).tolist(),
                   "head": type(head).__module__ + "." + type(head).__name__,
                   "labels": [p.label for p in cnnzoo.predict(model, x)]}}))
 """
-    proc = subprocess.run([PYTHON, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300,
-                          env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3", "HOME": str(tmp_path),
-                               "CNNZOO_HOME": str(tmp_path / "cnnzoo_home")})
+    proc = subprocess.run(
+        [PYTHON, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+            "HOME": str(tmp_path),
+            "CNNZOO_HOME": str(tmp_path / "cnnzoo_home"),
+        },
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     np.testing.assert_allclose(np.array(out["probabilities"]), probabilities, atol=1e-5)

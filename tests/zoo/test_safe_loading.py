@@ -20,7 +20,9 @@ def test_a_model_file_with_python_code_is_refused_and_the_code_never_runs(tmp_pa
     ran.unlink()  # building the model ran the lambda once; loading must not
     refused = 0
     for p in (path, tmp_path / "marker.keras"):
-        with pytest.raises(cnnzoo.UnsafeModelError, match=r"`path` holds Python code.*never runs code.*Received: path="):
+        with pytest.raises(
+            cnnzoo.UnsafeModelError, match=r"`path` holds Python code.*never runs code.*Received: path="
+        ):
             cnnzoo.load(p)
         refused += 1
         with pytest.raises(cnnzoo.UnsafeModelError):

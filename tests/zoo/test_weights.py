@@ -12,8 +12,7 @@ import pytest
 
 import cnnzoo
 from cnnzoo.zoo import config, config_writer, registry, weights
-from cnnzoo.errors import (UnknownWeightsError, WeightsDownloadError, WeightsError,
-                           WeightsNotFoundError)
+from cnnzoo.errors import UnknownWeightsError, WeightsDownloadError, WeightsError, WeightsNotFoundError
 
 # ----------------------------------------------------------------- fixtures
 
@@ -89,8 +88,14 @@ def add_config(tmp_path, monkeypatch):
     return add
 
 
-TINY = {"name": "served_net", "description": "A tiny net whose weights come from a local server.",
-        "input_shape": [8, 8, 1], "num_classes": 3, "blocks": [{"filters": 4}], "head": {"dense": [8]}}
+TINY = {
+    "name": "served_net",
+    "description": "A tiny net whose weights come from a local server.",
+    "input_shape": [8, 8, 1],
+    "num_classes": 3,
+    "blocks": [{"filters": 4}],
+    "head": {"dense": [8]},
+}
 
 
 @pytest.fixture
@@ -120,8 +125,7 @@ def assert_same_weights(model, expected):
 # ------------------------------------------------------------ downloads
 
 
-def test_good_download_is_cached_verified_and_reused_without_network(
-        server, add_config, trained_file, isolated_home):
+def test_good_download_is_cached_verified_and_reused_without_network(server, add_config, trained_file, isolated_home):
     _, body, expected = trained_file
     url = server.serve("/files/served_net.weights.h5", body)
     add_config({**TINY, "weights": {"served": {"url": url, "sha256": sha256(body)}}})
@@ -147,12 +151,14 @@ def test_wrong_hash_fails_clearly_and_leaves_nothing(server, add_config, trained
     assert url in message and sha256(body) in message and "0" * 64 in message
     assert "try again" in message and str(isolated_home / "weights" / "served_net.weights.h5") in message
     assert cache_files(isolated_home) == []
-    reliability.record("weights download with a wrong sha256 (127.0.0.1 server)", downloads=1, refused=1,
-                       files_left_in_cache=0)
+    reliability.record(
+        "weights download with a wrong sha256 (127.0.0.1 server)", downloads=1, refused=1, files_left_in_cache=0
+    )
 
 
-def test_truncated_transfer_fails_clearly_and_leaves_nothing(server, add_config, trained_file, isolated_home,
-                                                            reliability):
+def test_truncated_transfer_fails_clearly_and_leaves_nothing(
+    server, add_config, trained_file, isolated_home, reliability
+):
     _, body, _ = trained_file
     url = server.serve("/served_net.weights.h5", body, mode="truncated")
     add_config({**TINY, "weights": {"served": {"url": url, "sha256": sha256(body)}}})
@@ -171,14 +177,16 @@ def test_server_down_fails_clearly_and_leaves_nothing(add_config, closed_port_ur
     assert closed_port_url in message and "refused" in message.lower()
     assert str(isolated_home / "weights" / "net.weights.h5") in message  # the fix: where to put it
     assert cache_files(isolated_home) == []
-    reliability.record("weights server down", downloads=1, refused_with_the_path_to_put_the_file_at=1,
-                       files_left_in_cache=0)
+    reliability.record(
+        "weights server down", downloads=1, refused_with_the_path_to_put_the_file_at=1, files_left_in_cache=0
+    )
 
 
 def test_http_error_names_the_status(server, isolated_home):
     with pytest.raises(WeightsDownloadError, match="HTTP 404"):
-        weights.download(server.url + "/missing.weights.h5", isolated_home / "weights" / "m.weights.h5",
-                         sha256="2" * 64)
+        weights.download(
+            server.url + "/missing.weights.h5", isolated_home / "weights" / "m.weights.h5", sha256="2" * 64
+        )
     assert cache_files(isolated_home) == []
 
 
@@ -189,7 +197,8 @@ def test_download_requires_a_hash(server, tmp_path):
 
 
 def test_damaged_cache_is_downloaded_again_online_and_reported_offline(
-        server, add_config, trained_file, isolated_home, monkeypatch):
+    server, add_config, trained_file, isolated_home, monkeypatch
+):
     _, body, expected = trained_file
     url = server.serve("/served_net.weights.h5", body)
     add_config({**TINY, "weights": {"served": {"url": url, "sha256": sha256(body)}}})
@@ -211,7 +220,8 @@ def test_damaged_cache_is_downloaded_again_online_and_reported_offline(
 
 
 def test_offline_never_touches_the_network_and_names_the_path(
-        server, add_config, trained_file, isolated_home, monkeypatch):
+    server, add_config, trained_file, isolated_home, monkeypatch
+):
     _, body, expected = trained_file
     url = server.serve("/served_net.weights.h5", body)
     add_config({**TINY, "weights": {"served": {"url": url, "sha256": sha256(body)}}})
@@ -349,12 +359,28 @@ def test_digits_weights_at_another_input_shape_fail_clearly():
 # stand in for other CPUs) scored 98.61-100% (shipped: 99.44%, so within 0.83 points) and agreed with the shipped
 # model's predictions on 98.33-99.72% of the 360 held-out images (at most 6 differ; the test allows 7).
 REFERENCE_STACK = {
-    "tensorflow": "2.21.0", "keras": "3.15.1", "machine": "x86_64", "cache": "1024 KB", "threads": (2, None, None),
+    "tensorflow": "2.21.0",
+    "keras": "3.15.1",
+    "machine": "x86_64",
+    "cache": "1024 KB",
+    "threads": (2, None, None),
     "onednn": None,
     "isa": ["avx", "avx2", "avx512_bf16", "avx512_vnni", "avx512bw", "avx512f", "avx_vnni", "fma"],
 }
-_ISA = {"avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni",
-        "amx_tile", "amx_bf16", "amx_int8"}
+_ISA = {
+    "avx",
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "avx_vnni",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+}
 
 
 def _stack():
@@ -375,10 +401,20 @@ def _stack():
                 cache = value.strip()
     except OSError:
         pass
-    threads = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-               os.environ.get("TF_NUM_INTRAOP_THREADS"), os.environ.get("TF_NUM_INTEROP_THREADS"))
-    return {"tensorflow": tf.__version__, "keras": keras.__version__, "machine": platform.machine(), "cache": cache,
-            "threads": threads, "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "isa": sorted(flags & _ISA)}
+    threads = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        os.environ.get("TF_NUM_INTRAOP_THREADS"),
+        os.environ.get("TF_NUM_INTEROP_THREADS"),
+    )
+    return {
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "machine": platform.machine(),
+        "cache": cache,
+        "threads": threads,
+        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+        "isa": sorted(flags & _ISA),
+    }
 
 
 @pytest.mark.slow

@@ -20,8 +20,19 @@ def small_shape(name):
 
 
 def test_zoo_has_the_promised_entries():
-    promised = {"bird_classifier", "lenet5", "alexnet", "vgg11", "vgg13", "vgg16", "vgg19", "tiny_vgg",
-                "mnist_cnn", "cifar10_cnn", "digits_cnn"}
+    promised = {
+        "bird_classifier",
+        "lenet5",
+        "alexnet",
+        "vgg11",
+        "vgg13",
+        "vgg16",
+        "vgg19",
+        "tiny_vgg",
+        "mnist_cnn",
+        "cifar10_cnn",
+        "digits_cnn",
+    }
     assert promised <= set(ALL)
     assert len([n for n in ALL if cnnzoo.spec(n).kind == "backbone"]) >= 2
     for name in ALL:
@@ -97,9 +108,15 @@ print(json.dumps(out))
         assert labels == ["cat", "dog"], name
 
 
-@pytest.mark.parametrize("name, params", [
-    ("lenet5", 61_706), ("alexnet", 61_100_840), ("vgg16", 138_357_544), ("vgg19", 143_667_240),
-])
+@pytest.mark.parametrize(
+    "name, params",
+    [
+        ("lenet5", 61_706),
+        ("alexnet", 61_100_840),
+        ("vgg16", 138_357_544),
+        ("vgg19", 143_667_240),
+    ],
+)
 def test_reference_parameter_counts(name, params):
     assert cnnzoo.info(name).params == params
     model = cnnzoo.get(name, compile=False)  # reference shape and classes: build only, no forward pass
@@ -140,6 +157,9 @@ def test_vgg16_weights_interchange_with_keras_applications(rng):
     np.testing.assert_allclose(ours.predict(x, verbose=0), expected, rtol=1e-4, atol=1e-6)
     other = keras.applications.VGG16(weights=None)  # keras -> ours
     ours.set_weights(other.get_weights())
-    np.testing.assert_allclose(ours.predict(x, verbose=0),
-                               other.predict(keras.applications.vgg16.preprocess_input(x.copy()), verbose=0),
-                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        ours.predict(x, verbose=0),
+        other.predict(keras.applications.vgg16.preprocess_input(x.copy()), verbose=0),
+        rtol=1e-4,
+        atol=1e-6,
+    )
