@@ -43,9 +43,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _report import machine, write_section  # noqa: E402
-
 import numpy as np  # noqa: E402
+from _report import machine, write_section  # noqa: E402
 
 SHAPES = ("circle", "square", "triangle", "cross", "ring")
 PAIRS = {
@@ -269,7 +268,7 @@ def fmt(value):
 def report(results, budget, clock, threads, load):
     unit = "CPU s" if clock == "cpu" else "s"
     rows, curves = [], []
-    for (task, pair), sides in results.items():
+    for (task, _), sides in results.items():
         target = TARGETS[task]
         for r in sides:
             reached = time_to(r["curve"], target, clock)

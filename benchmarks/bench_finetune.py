@@ -63,7 +63,7 @@ def main():
         arrays = (np.stack([data.load_image(f, (size, size), 3) for f in files]), labels)
         seconds = {True: [], False: []}
         results = {}
-        for attempt in range(2):
+        for _attempt in range(2):
             for cache in (False, True):
                 results[cache] = run_once(arrays, size, cache, root / f"run-{size}-{cache}")
                 seconds[cache].append(results[cache].stages[0].seconds)

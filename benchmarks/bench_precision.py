@@ -116,7 +116,7 @@ def finetune_rows():
     rows = []
     for name, data, shape in cases:
         seconds = {1: [], "auto": []}
-        for attempt in range(3):
+        for _attempt in range(3):
             for per_call in seconds:
                 model = cnnzoo.get(name, num_classes=10, input_shape=shape, compile=False)
                 start = time.perf_counter()

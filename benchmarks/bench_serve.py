@@ -64,7 +64,7 @@ def start_server(model, options):
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise RuntimeError("the server did not start")
+                raise RuntimeError("the server did not start") from None
             time.sleep(0.2)
 
 
@@ -130,7 +130,7 @@ def main():
     servers = {name: start_server(path, options) for name, options in MODES.items()}
     results = {name: {"latencies": [], "errors": [], "wall": 0.0} for name in MODES}
     try:
-        for proc, port in servers.values():
+        for _, port in servers.values():
             load(port, bodies, 100)  # warm: connections, first passes
         base = {name: health(port) for name, (_, port) in servers.items()}
         for _ in range(ROUNDS):

@@ -8,6 +8,7 @@ import ast
 import subprocess
 
 import pytest
+
 from conftest import PYTHON, REPO
 
 PACKAGE = REPO / "cnnzoo"

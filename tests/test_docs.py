@@ -16,6 +16,7 @@ import importlib.util
 import re
 
 import pytest
+
 from conftest import REPO
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]

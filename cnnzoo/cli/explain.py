@@ -108,7 +108,7 @@ def run(args):
     for row in rows:
         print(f"{row['source']}: " + "   ".join(f"{t['label']} {t['probability']:.1%}" for t in row["top_k"]))
         print(f"  wrote {row['gradcam']}")
-        for name, path in row["feature_maps"].items():
+        for path in row["feature_maps"].values():
             print(f"  wrote {path}")
     print(f"{len(rows)} image{'s' if len(rows) != 1 else ''} explained in {out}")
     return 0

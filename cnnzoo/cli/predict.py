@@ -50,8 +50,8 @@ def _expand(paths):
 def run(args):
     import json
 
-    from cnnzoo.errors import DataError
     from cnnzoo.deploy.inference import predict
+    from cnnzoo.errors import DataError
 
     images = _expand(args.images)
     if not images:

@@ -21,9 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from cnnzoo.data.augment import augmentation_layers
-from cnnzoo.data.decoding import SkippedFiles, decoded_images, routes as decode_routes
-from cnnzoo.data.images import INTERPOLATIONS, IMAGE_EXTENSIONS, check_channels, check_image, read_header
-from cnnzoo.data.memory import cache_budget as _resolve_budget, plan_cache, shard_files
+from cnnzoo.data.decoding import SkippedFiles, decoded_images
+from cnnzoo.data.decoding import routes as decode_routes
+from cnnzoo.data.images import IMAGE_EXTENSIONS, INTERPOLATIONS, check_channels, check_image, read_header
+from cnnzoo.data.memory import cache_budget as _resolve_budget
+from cnnzoo.data.memory import plan_cache, shard_files
 from cnnzoo.data.split import stratified_split
 from cnnzoo.errors import DataError, DataNotFoundError, DataWarning
 from cnnzoo.utils.checks import check_fraction, check_int, is_int

@@ -338,10 +338,9 @@ def _metadata(names):
 
 
 def _quantize_onnx(plain, work, calibration):
+    import onnxruntime as ort
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    import onnxruntime as ort
 
     name = ort.InferenceSession(str(plain), providers=["CPUExecutionProvider"]).get_inputs()[0].name
 

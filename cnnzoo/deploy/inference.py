@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnzoo.errors import ConfigError, DataError, DataNotFoundError
 from cnnzoo.data.images import resize_array, to_channels
 from cnnzoo.deploy.runtimes import Runtime, format_of, open_runtime
+from cnnzoo.errors import ConfigError, DataError, DataNotFoundError
 from cnnzoo.utils.checks import check_int
 
 __all__ = ["Prediction", "predict", "load_images", "predictor", "flip_averaged", "input_shape_of", "RUNTIMES"]

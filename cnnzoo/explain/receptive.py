@@ -175,5 +175,5 @@ def _merge(fields):
         return UNKNOWN
     lo = [min(f.start[a] - (f.size - 1) / 2 for f in fields) for a in (0, 1)]
     hi = [max(f.start[a] + (f.size - 1) / 2 for f in fields) for a in (0, 1)]
-    size = int(round(max(h - l for l, h in zip(lo, hi)))) + 1
-    return ReceptiveField(size, fields[0].jump, tuple((l + h) / 2 for l, h in zip(lo, hi)))
+    size = int(round(max(h - low for low, h in zip(lo, hi)))) + 1
+    return ReceptiveField(size, fields[0].jump, tuple((low + h) / 2 for low, h in zip(lo, hi)))

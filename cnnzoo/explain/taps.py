@@ -80,7 +80,7 @@ class _Plan:
 
         self.chain = _chain(model)
         self.entries, self.taps = [], []
-        layers = self.chain if self.chain is not None else [l for l in model.layers if not _is_input(l)]
+        layers = self.chain if self.chain is not None else [layer for layer in model.layers if not _is_input(layer)]
         for layer in layers:
             if self.chain is not None and isinstance(layer, (ConvBlock, ClassifierHead)):
                 self.entries.append((layer, "steps"))

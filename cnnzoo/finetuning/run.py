@@ -26,8 +26,8 @@ from cnnzoo.data.memory import worker_shard
 from cnnzoo.errors import ConfigError
 from cnnzoo.finetuning import batchnorm, checkpoints, features, freezing, lr_finder, schedules
 from cnnzoo.finetuning import stages as stages_lib
-from cnnzoo.finetuning.regularize import Regularisation
 from cnnzoo.finetuning.models import resolve_model
+from cnnzoo.finetuning.regularize import Regularisation
 from cnnzoo.finetuning.results import FinetuneResult, StageResult, evaluate
 from cnnzoo.finetuning.stages import Stage
 from cnnzoo.utils.locks import RunLock
@@ -361,7 +361,7 @@ def _run_stage(
     verbose,
     writer,
     per_call=1,
-    reg=Regularisation(),
+    reg=Regularisation(),  # noqa: B008  (frozen; replaced by the run context below)
 ):
     trained = freezing.apply_stage(parts, stage, freeze_bn)
     below_frozen = not any(layer.trainable_weights for layer in (parts.chain or parts.model.layers[:-1]))

@@ -5,17 +5,18 @@ which learning rate (one rate, a `(lo, hi)` range over the trained units, or
 `"auto"`: the LR finder's suggestion) and under which schedule; `as_stages`
 reads stages given as dicts or strings (`"head:5:1e-3,top2:3:1e-4,all:2:1e-5"`,
 `"all:5:1e-5..1e-3:one_cycle"`); `auto_stages` picks a plan from the dataset
-size. How a rate becomes an optimizer is in `cnnzoo.finetuning.schedules`. What a stage does to a model (units, `trainable`,
-BatchNorm policy, head replacement) is in `cnnzoo.freezing`.
+size. How a rate becomes an optimizer is in `cnnzoo.finetuning.schedules`. What a
+stage does to a model (units, `trainable`, BatchNorm policy, head replacement) is in
+`cnnzoo.finetuning.freezing`.
 """
 
 import math
 import re
 from dataclasses import asdict, dataclass, replace
 
-from cnnzoo.zoo.config import OPTIMIZERS
 from cnnzoo.errors import ConfigError, closest
 from cnnzoo.utils.checks import is_number
+from cnnzoo.zoo.config import OPTIMIZERS
 
 __all__ = ["Stage", "SCHEDULES", "as_stages", "auto_stages", "override", "check_rate"]
 

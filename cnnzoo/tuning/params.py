@@ -2,8 +2,8 @@
 
 import math
 
-from cnnzoo.zoo import config
 from cnnzoo.errors import ConfigError
+from cnnzoo.zoo import config
 
 __all__ = ["check_value", "check_param", "widen", "values_of", "largest", "snap", "middle", "declare", "COUNTS"]
 

@@ -28,9 +28,9 @@ import re
 
 import keras_tuner as kt
 
-from cnnzoo.zoo import config, registry, stats
 from cnnzoo.errors import ConfigError, closest
 from cnnzoo.tuning.params import check_param, check_value, declare, largest, middle, snap, values_of, widen
+from cnnzoo.zoo import config, registry, stats
 
 __all__ = ["CnnzooHyperModel", "hypermodel", "HP_KEYS"]
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import keras
 
+from cnnzoo.errors import ConfigError, DataNotFoundError, UnsafeModelError, WeightsError, WeightsNotFoundError
 from cnnzoo.zoo import config, registry, stats
 from cnnzoo.zoo import weights as weights_lib
-from cnnzoo.errors import ConfigError, DataNotFoundError, UnsafeModelError, WeightsError, WeightsNotFoundError
 from cnnzoo.zoo.layers import ClassifierHead, ConvBlock, Preprocess
 from cnnzoo.zoo.precision import DTYPES, check_dtype, dtype_of, policy_scope, with_dtype
 

@@ -7,9 +7,10 @@ apply overrides; it never imports TensorFlow or Keras.
 
 import dataclasses
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import tomllib
 
 from cnnzoo.errors import ConfigError, closest
 from cnnzoo.zoo.config_rules import (

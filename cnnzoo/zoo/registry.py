@@ -21,8 +21,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cnnzoo.zoo import config, stats
 from cnnzoo.errors import ConfigError, DuplicateModelError, PluginError, UnknownModelError, closest
+from cnnzoo.zoo import config, stats
 
 __all__ = ["Entry", "ModelInfo", "list_models", "spec", "info", "register", "entry", "refresh", "home"]
 

@@ -24,9 +24,9 @@ import urllib.request
 import warnings
 from pathlib import Path
 
+from cnnzoo.errors import UnknownWeightsError, WeightsDownloadError, WeightsError, WeightsNotFoundError, closest
 from cnnzoo.utils.files import atomic_save
 from cnnzoo.zoo import registry
-from cnnzoo.errors import UnknownWeightsError, WeightsDownloadError, WeightsError, WeightsNotFoundError, closest
 
 __all__ = ["named_source", "resolve", "download", "cache_dir", "cache_path", "file_hash", "is_offline", "names"]
 

@@ -3,12 +3,12 @@ through `augmentation_layers` and `prepare` (arrays and a real Pillow-written im
 
 import numpy as np
 import pytest
-from conftest import write_image_folder
 
 from cnnzoo import data
 from cnnzoo.data import pipeline
 from cnnzoo.data.augment import AUTO_RULES, augmentation_layers, auto_augmentation
 from cnnzoo.errors import DataError
+from conftest import write_image_folder
 
 
 def kinds(layers):

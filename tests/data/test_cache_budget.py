@@ -8,9 +8,8 @@ import json
 import logging
 import math
 import os
-import subprocess
-
 import socket
+import subprocess
 
 import numpy as np
 import pytest

@@ -9,12 +9,12 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import PYTHON, REPO, write_image_folder
 from PIL import Image
 
 import cnnzoo
 from cnnzoo import data
 from cnnzoo.errors import DataError, DataNotFoundError, DataWarning
+from conftest import PYTHON, REPO, write_image_folder
 
 # ------------------------------------------------------------------ helpers
 
@@ -68,7 +68,7 @@ def mixed_folder(tmp_path):
     save("jpeg", "gray.jpeg", Image.fromarray(rgb[..., 0]), "JPEG", quality=95)
     save("jpeg", "cmyk.jpg", Image.fromarray(rgb).convert("CMYK"), "JPEG", quality=95)
     save("png", "rgb.png", Image.fromarray(rgb), "PNG")
-    save("png", "sixteen.png", Image.fromarray((rgb[..., 1].astype(np.uint16) * 257)), "PNG")
+    save("png", "sixteen.png", Image.fromarray(rgb[..., 1].astype(np.uint16) * 257), "PNG")
     rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
     rgba[:3, :3, 3] = 0  # a transparent corner
     save("png", "rgba.png", Image.fromarray(rgba), "PNG")

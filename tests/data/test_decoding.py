@@ -12,12 +12,12 @@ import zlib
 import keras
 import numpy as np
 import pytest
-from conftest import write_image_folder
 from PIL import Image
 
 from cnnzoo.data import image_folder, load_image
 from cnnzoo.data.decoding import PILLOW, SkippedFiles, routes
 from cnnzoo.data.images import read_header
+from conftest import write_image_folder
 
 
 def photo(h, w, seed=0):
@@ -86,7 +86,7 @@ def test_the_variants_tensorflow_reads_differently_go_to_pillow_and_match_it_exa
     root = tmp_path / "odd"
     (root / "a").mkdir(parents=True)
     Image.fromarray(rgb).convert("CMYK").save(root / "a" / "cmyk.jpg", quality=95)
-    Image.fromarray((rgb[..., 0].astype(np.uint16) * 257)).save(root / "a" / "sixteen.png")
+    Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(root / "a" / "sixteen.png")
     rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
     rgba[:9, :9, 3] = 0
     Image.fromarray(rgba).save(root / "a" / "rgba.png")

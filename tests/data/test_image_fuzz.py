@@ -158,7 +158,7 @@ def test_image_folder_uses_or_skips_every_file_and_an_epoch_runs(fuzzed, caplog,
         seen = {}
         for name, ds in (("train", data.train), ("validation", data.validation)):
             n = 0
-            for x, y in ds:
+            for x, _y in ds:
                 x = x.numpy()
                 assert x.dtype == np.float32 and x.shape[1:] == (16, 16, 3)
                 assert np.all((x >= 0) & (x <= 255))

@@ -9,13 +9,13 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import write_image_folder
 from PIL import Image
 
 import cnnzoo
 from cnnzoo import data
 from cnnzoo.data import pipeline
 from cnnzoo.errors import ConfigError, DataError, DataNotFoundError, DataWarning
+from conftest import write_image_folder
 
 SIZE = 12
 

@@ -5,8 +5,8 @@ import pytest
 
 import cnnzoo
 from cnnzoo import data
-from cnnzoo.errors import ConfigError, DataError, DataNotFoundError
 from cnnzoo.deploy.inference import Prediction, load_images, predictor
+from cnnzoo.errors import ConfigError, DataError, DataNotFoundError
 from conftest import write_image_folder
 
 SIZE = 12

@@ -4,11 +4,11 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import PYTHON, REPO
 
 from cnnzoo.errors import ConfigError, DataError
 from cnnzoo.explain import convolution
 from cnnzoo.explain.convolution import convolve, correlate, kernel, kernels
+from conftest import PYTHON, REPO
 
 
 def _reference_2d(image, w, mode):
@@ -134,7 +134,7 @@ def test_sobel_finds_edges_on_a_real_photo():
 
 def test_named_kernels():
     assert set(kernels) == {"box", "sobel_x", "sobel_y", "edge", "blur", "blur5", "sharpen"}
-    for name, w in kernels.items():
+    for w in kernels.values():
         assert w.ndim == 2 and not w.flags.writeable
     for name in ("box", "blur", "blur5", "sharpen"):
         assert kernels[name].sum() == pytest.approx(1.0)  # these keep the brightness

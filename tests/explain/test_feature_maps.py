@@ -78,7 +78,9 @@ def test_nested_backbone_maps(mobilenet):
     image = _photo((96, 96))
     maps = feature_maps(mobilenet, image)
     convs_and_pools = [
-        l.name for l in backbone.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
+        layer.name
+        for layer in backbone.layers
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
     ]
     assert list(maps) == convs_and_pools and len(maps) == 52
     for name, arr in maps.items():

@@ -4,11 +4,11 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import PYTHON, REPO
 
 from cnnzoo.errors import ConfigError
 from cnnzoo.explain.receptive import ReceptiveField, receptive_fields
 from cnnzoo.zoo import registry, stats
+from conftest import PYTHON, REPO
 
 CNN_ENTRIES = [n for n in registry.list_models() if registry.spec(n).kind == "cnn"]
 

@@ -21,9 +21,8 @@ import numpy as np
 import pytest
 
 import cnnzoo
-from conftest import PYTHON, REPO, write_image_folder
-
 from cnnzoo.utils.locks import LOCK_NAME
+from conftest import PYTHON, REPO, write_image_folder
 
 SIZE = 16  # tiny_vgg's two valid-padded blocks need at least 16x16
 
@@ -100,7 +99,7 @@ def _two_workers(script, *args, timeout=180):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-    for rc, stdout, stderr in outputs:
+    for rc, _, stderr in outputs:
         assert rc == 0, stderr[-4000:]
     return [_result(stdout) for _, stdout, _ in outputs]
 

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 import cnnzoo
-from cnnzoo.finetuning import freezing, stages as stages_lib
 from cnnzoo.errors import ConfigError, DataError
+from cnnzoo.finetuning import freezing
+from cnnzoo.finetuning import stages as stages_lib
 from cnnzoo.finetuning.stages import Stage
 from conftest import PYTHON, REPO, brightness_blobs, write_image_folder
 

@@ -12,7 +12,8 @@ import pytest
 
 import cnnzoo
 from cnnzoo.errors import ConfigError
-from cnnzoo.finetuning import freezing, lr_finder, schedules, stages as stages_lib
+from cnnzoo.finetuning import freezing, lr_finder, schedules
+from cnnzoo.finetuning import stages as stages_lib
 from cnnzoo.finetuning.stages import Stage
 from cnnzoo.zoo.config import OPTIMIZERS
 from conftest import brightness_blobs, crash_at, write_image_folder

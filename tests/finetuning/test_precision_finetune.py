@@ -145,7 +145,7 @@ def test_steps_per_execution_keeps_epochs_checkpoints_and_history(tmp_path, cach
         state = __import__("json").loads((tmp_path / str(per_call) / "state.json").read_text())
         assert [len(state["history"][k]) for k in ("1", "2")] == [2, 3]  # one checkpoint record per epoch
     base, base_epochs = runs[1]
-    for per_call, (result, epochs) in runs.items():
+    for result, epochs in runs.values():
         assert epochs == base_epochs == [0, 1, 0, 1, 2]
         for a, b in zip(result.stages, base.stages):
             assert {k: len(v) for k, v in a.history.items()} == {k: len(v) for k, v in b.history.items()}

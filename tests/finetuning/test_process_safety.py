@@ -10,11 +10,11 @@ import time
 
 import numpy as np
 import pytest
-from conftest import PYTHON, REPO
 
 import cnnzoo
 from cnnzoo.finetuning import freezing
 from cnnzoo.utils.locks import LOCK_NAME
+from conftest import PYTHON, REPO
 
 _RUN = """
 import os, sys, time, numpy as np, keras, cnnzoo

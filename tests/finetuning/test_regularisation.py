@@ -250,10 +250,10 @@ def test_tta_is_the_mean_of_the_image_and_its_mirror(tmp_path):
     from PIL import Image
 
     Image.fromarray(x[0].astype("uint8")).save(tmp_path / "a.png")
-    from cnnzoo.cli.app import main
-
     import contextlib
     import io
+
+    from cnnzoo.cli.app import main
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

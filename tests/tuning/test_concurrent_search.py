@@ -4,9 +4,8 @@ import os
 import subprocess
 import time
 
-from conftest import PYTHON, REPO
-
 from cnnzoo.tuning.records import read_runs
+from conftest import PYTHON, REPO
 
 _SEARCH = """
 import sys, time, keras, cnnzoo

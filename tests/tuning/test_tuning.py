@@ -13,12 +13,12 @@ from pathlib import Path
 import keras_tuner as kt
 import numpy as np
 import pytest
-from conftest import PYTHON, REPO
 
 import cnnzoo
-from cnnzoo.zoo import config, registry
 from cnnzoo.errors import ConfigError, DataError
 from cnnzoo.tuning.records import RUNS_DIR, read_runs
+from cnnzoo.zoo import config, registry
+from conftest import PYTHON, REPO
 
 SPEC_ENTRIES = [n for n in cnnzoo.list_models() if registry.entry(n).spec is not None]
 

@@ -4,12 +4,11 @@ import os
 import signal
 import subprocess
 
-
 import pytest
-from conftest import PYTHON, REPO
 
 import cnnzoo
 from cnnzoo.utils.locks import LOCK_NAME, RunLock
+from conftest import PYTHON, REPO
 
 _HOLD = (
     "import sys, time\n"

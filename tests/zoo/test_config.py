@@ -3,8 +3,8 @@
 import pytest
 
 import cnnzoo
-from cnnzoo.zoo import config, config_writer
 from cnnzoo.errors import ConfigError
+from cnnzoo.zoo import config, config_writer
 
 MINIMAL = """
 name = "tiny"

@@ -14,10 +14,10 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import REPO
 
 import cnnzoo
 from cnnzoo.zoo import config, stats
+from conftest import REPO
 
 try:
     import tomllib

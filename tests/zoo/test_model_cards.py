@@ -2,9 +2,8 @@
 
 import subprocess
 
-from conftest import PYTHON, REPO
-
 from cnnzoo.zoo import cards, registry
+from conftest import PYTHON, REPO
 
 CARDS = REPO / "docs" / "models"
 

@@ -15,9 +15,9 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import PYTHON, REPO
 
 from cnnzoo.zoo import registry, stats
+from conftest import PYTHON, REPO
 
 CNN_ENTRIES = [n for n in registry.list_models() if registry.spec(n).kind == "cnn"]
 
@@ -106,11 +106,10 @@ def probe_spec(spec, shape, linear=True):
 
 def gradient_regions(spec, seed=0):
     """{layer: ((row lo, row hi), (col lo, col hi)) of the nonzero gradient of its centre unit, channel 0}."""
+    import keras
     import tensorflow as tf
 
     from cnnzoo.zoo.builders import build
-
-    import keras
 
     keras.utils.set_random_seed(seed)
     model = build(spec)

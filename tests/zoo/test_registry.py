@@ -4,12 +4,12 @@ import subprocess
 import textwrap
 
 import pytest
+from test_config import MINIMAL
 
 import cnnzoo
-from cnnzoo.zoo import registry
 from cnnzoo.errors import ConfigError, DuplicateModelError, UnknownModelError
+from cnnzoo.zoo import registry
 from conftest import PYTHON, REPO
-from test_config import MINIMAL
 
 
 def test_unknown_name_is_a_keyerror_with_the_closest_names():

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import cnnzoo
-from cnnzoo.zoo import config, config_writer, registry, weights
 from cnnzoo.errors import UnknownWeightsError, WeightsDownloadError, WeightsError, WeightsNotFoundError
+from cnnzoo.zoo import config, config_writer, registry, weights
 
 # ----------------------------------------------------------------- fixtures
 
