@@ -6,6 +6,8 @@
 - `mixing`: MixUp and CutMix on one-hot batches;
 - `datasets`: the built-in UCI digits (`digits`, `digits_folder`);
 - `augment`: `default_augmentation`, `augment="auto"` and what `augment=` may be;
+- `options`: `DataOptions`, the batch size, validation split and augmentation every workflow
+  shares (their defaults are written there only);
 - `split`: the one stratified, seeded train/validation split;
 - `arrays`: image arrays checked, split, fitted to a model's input and fed by index;
 - `pipeline`: `prepare`, the one path from any accepted `data` to the
@@ -19,11 +21,13 @@ from cnnzoo.data.augment import augmentation_layers, default_augmentation
 from cnnzoo.data.datasets import DIGIT_CLASSES, Arrays, digits, digits_folder, resize_images
 from cnnzoo.data.folders import DEFAULT_IMAGE_SIZE, ImageFolder, image_folder
 from cnnzoo.data.images import IMAGE_EXTENSIONS, check_image, convert_image, load_image, resize_array, to_channels
+from cnnzoo.data.options import DataOptions
 from cnnzoo.data.pipeline import Inputs, input_shape_for, prepare, settle_classes
 from cnnzoo.data.split import stratified_split
 
 __all__ = [
     "Arrays",
+    "DataOptions",
     "ImageFolder",
     "Inputs",
     "digits",

@@ -26,6 +26,7 @@ from cnnzoo.data import arrays as arrays_lib
 from cnnzoo.data.augment import augmentation_layers
 from cnnzoo.data.datasets import Arrays
 from cnnzoo.data.folders import ImageFolder, image_folder
+from cnnzoo.data.options import DataOptions
 from cnnzoo.errors import ConfigError, DataError, DataNotFoundError
 from cnnzoo.utils.checks import check_fraction, check_int, is_int
 
@@ -81,9 +82,9 @@ def prepare(
     data,
     input_shape=None,
     *,
-    validation_split=0.2,
+    validation_split=DataOptions.validation_split,
     seed=0,
-    batch_size=32,
+    batch_size=DataOptions.batch_size,
     augment=False,
     class_names=None,
     cache_budget=None,
