@@ -1,6 +1,6 @@
 """Which model a fine-tuning run trains, and whether its backbone holds learned weights.
 
-`resolve_model` turns `finetune`'s `model_or_name` (a zoo name, a saved
+`resolve_model` turns `finetune`'s `model` (a zoo name, a saved
 `.keras` file or a `keras.Model`) into the model to train under the asked
 precision policy, and says whether it is pretrained (see
 `holds_learned_weights`).
@@ -19,34 +19,30 @@ __all__ = ["resolve_model", "given_model", "holds_learned_weights"]
 log = logging.getLogger("cnnzoo.finetuning")
 
 
-def resolve_model(model_or_name, data, input_shape, weights, pretrained, strategy, dtype=None):
+def resolve_model(model, data, input_shape, weights, pretrained, strategy, dtype=None):
     """The model `finetune` trains (under `dtype`), and whether its backbone is pretrained."""
-    model, pretrained = given_model(model_or_name, data, input_shape, weights, pretrained, strategy, dtype)
+    model, pretrained = given_model(model, data, input_shape, weights, pretrained, strategy, dtype)
     return with_dtype(model, dtype), pretrained  # the same model when it has that policy already
 
 
-def given_model(model_or_name, data, input_shape, weights, pretrained, strategy, dtype):
-    """`model_or_name` as a `keras.Model` (built, loaded or cloned into `strategy`'s scope) and `pretrained`."""
+def given_model(model, data, input_shape, weights, pretrained, strategy, dtype):
+    """`model` as a `keras.Model` (built, loaded or cloned into `strategy`'s scope) and `pretrained`."""
     import keras
 
-    if isinstance(model_or_name, os.PathLike) or (isinstance(model_or_name, str) and model_or_name.endswith(".keras")):
+    if isinstance(model, os.PathLike) or (isinstance(model, str) and model.endswith(".keras")):
         from cnnzoo.zoo.builders import load
 
-        model_or_name = load(
-            model_or_name
-        )  # a saved zoo model: fine-tune it further (its optimizer tells if it trained)
-    elif isinstance(model_or_name, str):
+        model = load(model)  # a saved zoo model: fine-tune it further (its optimizer tells if it trained)
+    elif isinstance(model, str):
         from cnnzoo.zoo.builders import get
 
         shape = data_pipeline.input_shape_for(data, input_shape)  # None: the entry's default
-        model = get(model_or_name, input_shape=shape, weights=weights, compile=False, dtype=dtype)
+        model = get(model, input_shape=shape, weights=weights, compile=False, dtype=dtype)
         return model, (weights is not None) if pretrained is None else bool(pretrained)
-    if not isinstance(model_or_name, keras.Model):
+    if not isinstance(model, keras.Model):
         raise ConfigError(
-            f"`model_or_name` must be a zoo model name, a saved .keras model or a keras.Model. "
-            f"Received: model_or_name={model_or_name!r}."
+            f"`model` must be a zoo model name, a saved .keras model or a keras.Model. Received: model={model!r}."
         )
-    model = model_or_name
     if input_shape is not None and tuple(input_shape) != tuple(model.inputs[0].shape[1:]):
         raise ConfigError(
             f"`input_shape` must match the given model's input {tuple(model.inputs[0].shape[1:])}, "

@@ -200,7 +200,7 @@ def compile_stage(model, stage, parts, steps_per_epoch, *, rate=None, steps_per_
         rate: the peak rate when `stage.learning_rate` is `"auto"` (found).
         steps_per_execution: int.
         **options: passed to `compile_model` (`loss`, `metrics`,
-            `ema_momentum`: the regularisation of `finetuning.regularize`).
+            `ema_momentum`: the regularisation of `finetuning.regularisation`).
 
     Returns:
         `model`, compiled.

@@ -385,7 +385,7 @@ def test_dataset_pair_and_errors(tmp_path):
         cnnzoo.finetune(tiny(), 3, out=tmp_path / "bad", verbose=0)
     with pytest.raises(ConfigError, match=r"`num_classes` must equal the number of classes"):
         cnnzoo.finetune(tiny(), (train, val), class_names=["a", "b", "c"], num_classes=4, out=tmp_path / "bad")
-    with pytest.raises(ConfigError, match=r"`model_or_name`.*Received"):
+    with pytest.raises(ConfigError, match=r"`model`.*Received"):
         cnnzoo.finetune(42, (x, y), out=tmp_path / "bad")
     with pytest.raises(cnnzoo.errors.DataNotFoundError):
         cnnzoo.finetune(tiny(), tmp_path / "no_such_folder", out=tmp_path / "bad")

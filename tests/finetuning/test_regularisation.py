@@ -49,7 +49,7 @@ def plain_cross_entropy(model, x, y):
 def test_loss_and_accuracy_take_integer_labels_and_distributions():
     import keras
 
-    from cnnzoo.finetuning.regularize import cross_entropy, label_accuracy
+    from cnnzoo.finetuning.regularisation import cross_entropy, label_accuracy
 
     probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]], "float32")
     labels = np.array([0, 1])
