@@ -51,7 +51,7 @@ class DuplicateModelError(ConfigError):
 
 
 class PluginError(ConfigError):
-    """A model plugin (an entry point of the `cnnzoo.models` group) failed to load or is malformed."""
+    """A model plugin (an entry point of the `"cnnzoo.models"` group) failed to load or is malformed."""
 
 
 class RunLockedError(CnnzooError, ValueError):

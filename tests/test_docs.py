@@ -7,19 +7,28 @@ must resolve: the longest importable module prefix is imported, the rest is look
 (`tests/tuning/test_tuning.py::test_x`, `cnnzoo/zoo/config.py`) and every relative link must
 exist. A name in quotes (`"cnnzoo.models"`, an entry-point group) is a string, not a name.
 
+The package's own docstrings are held to the same rule: each subpackage's `__init__` docstring
+names every module of the package in backticks, and every `cnnzoo.*` name in a docstring or a
+comment under cnnzoo/ resolves, with the current module path (not a 0.1 alias).
+
 Only the modules the docs name are imported, once, in this process: TensorFlow is loaded only
 because some of them (`cnnzoo.zoo.builders`, ...) need it.
 """
 
+import ast
 import importlib
 import importlib.util
+import io
 import re
+import tokenize
 
 import pytest
 
 from conftest import REPO
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+PACKAGE = REPO / "cnnzoo"
+SUBPACKAGES = sorted(p.parent for p in PACKAGE.glob("*/__init__.py"))
 
 _FENCE = re.compile(r"^ *(```|~~~)[^\n]*\n.*?^ *\1 *$", re.M | re.S)
 _SPAN = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)", re.S)
@@ -190,3 +199,106 @@ def test_resolve_reports_what_is_missing():
         resolve("cnnzoo.training_data.prepare")
     with pytest.raises(LookupError, match="has no attribute `no_such_name`"):
         resolve("cnnzoo.zoo.registry.no_such_name")
+
+
+def source_names(source):
+    """(line, name) for each `cnnzoo.*` name in the docstrings and comments of Python source.
+
+    Docstrings are those of the module, its classes and its functions (read with `ast`); other
+    string literals (error messages, ...) are not read. A quoted name is a string, as in the docs.
+    """
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        first = node.body[0] if node.body else None
+        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+            doc = first.value
+            found += [(doc.lineno + doc.value.count("\n", 0, m.start()), m.group(0)) for m in _NAME.finditer(doc.value)]
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            found += [(tok.start[0], m.group(0)) for m in _NAME.finditer(tok.string)]
+    return sorted(found)
+
+
+def _source_found():
+    """Sorted unique (file, first line, name) over every module of cnnzoo/."""
+    first_line = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(REPO).as_posix()
+        for line, name in source_names(path.read_text(encoding="utf-8")):
+            first_line[(rel, name)] = min(first_line.get((rel, name), line), line)
+    return sorted((rel, line, name) for (rel, name), line in first_line.items())
+
+
+SOURCE_NAMES = _source_found()
+
+
+def package_modules(package):
+    """The modules of a package directory (every .py file but `__init__`), sorted."""
+    return sorted(p.stem for p in package.glob("*.py") if p.name != "__init__.py")
+
+
+@pytest.mark.parametrize("package", SUBPACKAGES, ids=lambda p: p.name)
+def test_package_docstring_names_every_module(package):
+    tree = ast.parse((package / "__init__.py").read_text(encoding="utf-8"))
+    doc = ast.get_docstring(tree) or ""
+    named = {code.strip() for _, code in code_spans(doc)}
+    missing = [m for m in package_modules(package) if m not in named]
+    assert not missing, (
+        f"the docstring of cnnzoo/{package.name}/__init__.py does not name its modules {missing}: add a line "
+        f"like '- `{missing[0]}`: what it holds' for each (docs/architecture.md lists where things live)."
+    )
+
+
+@pytest.mark.parametrize("case", SOURCE_NAMES, ids=_id)
+def test_docstring_name_resolves(case):
+    path, line, name = case
+    try:
+        resolve(name)
+    except LookupError as e:
+        pytest.fail(
+            f"{path}:{line} names `{name}`, which does not resolve: {e}. Write the current module path "
+            f"(docs/architecture.md lists where things live), or quote it if it is a string (an entry-point group)."
+        )
+
+
+def test_docstrings_use_the_current_module_paths():
+    import cnnzoo
+
+    old = [
+        f"{path}:{line} names `{name}`: write `{cnnzoo._LAZY[name.split('.')[1]]}"
+        f"{name[len('cnnzoo.') + len(name.split('.')[1]) :]}`"
+        for path, line, name in SOURCE_NAMES
+        if name.split(".")[1] in OLD_MODULE_ALIASES
+    ]
+    assert not old, "docstrings or comments under cnnzoo/ use cnnzoo 0.1 module paths:\n" + "\n".join(old)
+
+
+def test_the_source_extraction_finds_docstrings_and_comments():
+    """Guards `source_names`: docstrings at every level and comments are read, other strings are not."""
+    sample = (
+        '"""Module: `cnnzoo.get` and cnnzoo.zoo.stats."""\n'
+        "\n"
+        "class A:\n"
+        '    """Uses cnnzoo.data.prepare; the `\\"cnnzoo.models\\"` group is a string."""\n'
+        "\n"
+        "    def f(self):\n"
+        '        """Line one.\n'
+        "\n"
+        '        >>> cnnzoo.zoo.builders.build(cnnzoo.spec("lenet5"))\n'
+        '        """\n'
+        '        return "cnnzoo.not_a_docstring"  # see cnnzoo.finetuning.freezing\n'
+    )
+    assert source_names(sample) == [
+        (1, "cnnzoo.get"),
+        (1, "cnnzoo.zoo.stats"),
+        (4, "cnnzoo.data.prepare"),
+        (9, "cnnzoo.spec"),
+        (9, "cnnzoo.zoo.builders.build"),
+        (11, "cnnzoo.finetuning.freezing"),
+    ]
+    files = {path for path, _, _ in SOURCE_NAMES}
+    assert len(files) > 20, f"only {len(files)} files under cnnzoo/ name a cnnzoo name: is the source read?"
+    assert len(SUBPACKAGES) >= 9 and {"zoo", "data", "finetuning"} <= {p.name for p in SUBPACKAGES}
+    assert "memory" in package_modules(PACKAGE / "data") and "__init__" not in package_modules(PACKAGE / "data")

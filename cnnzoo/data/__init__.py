@@ -3,6 +3,7 @@
 - `images`: one image file -> pixels (`check_image`, `load_image`, `convert_image`, resizing);
 - `folders`: `image_folder`, `<path>/<class>/<image>` -> tf.data pipelines;
 - `decoding`: headers checked cheaply, TensorFlow decoding in parallel, files that fail reported;
+- `memory`: the decoded-image cache budget and cache mode (`plan_cache`), and each worker's shard of the files;
 - `mixing`: MixUp and CutMix on one-hot batches;
 - `datasets`: the built-in UCI digits (`digits`, `digits_folder`);
 - `augment`: `default_augmentation`, `augment="auto"` and what `augment=` may be;

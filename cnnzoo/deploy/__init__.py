@@ -1,10 +1,14 @@
-"""Taking a model out of training: fast in-process prediction (`cnnzoo.predict`).
+"""Taking a model out of training: fast prediction (`cnnzoo.predict`), export, and serving over HTTP.
 
-- `inference`: `predict`, `Prediction`, `predictor` (a cached compiled forward pass).
+- `inference`: `predict`, `Prediction`, `predictor` (a cached compiled forward pass);
 - `export`: `cnnzoo.export` (ONNX, LiteRT, SavedModel, OpenVINO; int8/float16), `ExportResult`, `verify`;
 - `verify`: the verification images and the comparison with the Keras model;
 - `runtimes`: exported files in their own runtimes (`open_runtime`, `Runtime`);
-- `exported_cache`: a `.keras` model's ONNX/LiteRT export cached beside it (`predict(runtime=...)`).
+- `exported_cache`: a `.keras` model's ONNX/LiteRT export cached beside it (`predict(runtime=...)`);
+- `serve`: `cnnzoo serve`'s ASGI app (`create_app`, `serve`): the page, `/predict`, `/explain`, `/health`, `/info`;
+- `serve_batch`: `Batcher`, concurrent requests batched into one forward pass;
+- `serve_inputs`: an upload (raw body or multipart `file`) -> image pixels, or a 4xx with the reason;
+- `page.html` (package data): the page `serve` answers at `/`, plain HTML and JS.
 
 Importing this package imports no TensorFlow.
 """

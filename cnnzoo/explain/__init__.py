@@ -8,10 +8,12 @@
 - `filter_images`: `filters` (first-layer kernels as tiles, deeper filters by
   activation maximisation);
 - `gradcam`: `grad_cam` (where the model looked) and `overlay`;
-- `receptive`: `receptive_fields` (no TensorFlow); `translation`:
-  `translation_experiment`;
+- `receptive`: `receptive_fields` (no TensorFlow);
+- `translation`: `translation_experiment`;
 - `taps`: the machinery that reaches layers inside `ConvBlock`s and nested
-  backbones.
+  backbones;
+- `inputs`: images taken as `cnnzoo.predict` takes them (paths, PIL images,
+  arrays), as a batch at the model's input size or at their own size.
 
 Importing this package never imports TensorFlow; each name loads its module on
 first use (PEP 562).

@@ -1,16 +1,19 @@
 """Fine-tuning: `cnnzoo.finetune(model_or_name, data)`, staged, resumable, BatchNorm-aware.
 
 - `run`: `finetune` itself;
+- `models`: the model a run trains (a zoo name, a `.keras` file or a `keras.Model`) and whether it is pretrained;
 - `stages`: `Stage`, stages as data, `auto_stages`;
 - `schedules`: a stage's learning-rate schedule (cosine, one-cycle) and per-unit rates;
 - `lr_finder`: `cnnzoo.find_lr`, the learning-rate sweep (and `learning_rate="auto"`);
+- `regularize`: `Regularisation`: label smoothing, MixUp/CutMix targets and the loss that takes them, weight EMA;
 - `freezing`: backbone units, `trainable`, the BatchNorm policy, head replacement;
 - `batchnorm`: BatchNorm statistics that converge within a stage (precise BN),
   and the warning for a run that ends near chance;
 - `features`: the feature cache of frozen stages;
 - `checkpoints`: the run directory, its state file and epoch checkpoints;
 - `results`: `FinetuneResult`, `StageResult`, `evaluate`;
-- `plots`: the learning curve and the confusion matrix.
+- `plots`: the learning curve and the confusion matrix;
+- `explained`: `gradcam.png`, Grad-CAM of a few validation images the model got right and wrong.
 
 (The package is not called `finetune`: a submodule import would then replace
 the function `cnnzoo.finetune` with the package.) Importing it imports no TensorFlow.

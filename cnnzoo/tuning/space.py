@@ -45,7 +45,7 @@ class CnnzooHyperModel(kt.HyperModel):
 
     Build it with `cnnzoo.hypermodel(name, ...)`. `build(hp)` declares every
     searched value with the entry's own value as default and returns a model
-    built by `cnnzoo.builders.build` and compiled like `cnnzoo.get`.
+    built by `cnnzoo.zoo.builders.build` and compiled like `cnnzoo.get`.
 
     Args:
         name: a zoo model name with a config (not a code-built entry).

@@ -3,7 +3,11 @@
 - `files`: atomic file writes (a crash leaves the old file or the new one, never half of one);
 - `plotting`: headless figures with matplotlib's object API (the caller's backend is never switched);
 - `checks`: argument checks whose errors name the argument, the rule and what was received;
+- `extras`: `require`, an optional dependency imported, or an error naming the extra that installs it;
+- `locks`: `RunLock`, one process at a time in a run or search directory (an OS file lock);
+- `seeding`: `seeded`, a seeded block that restores the caller's Python, NumPy, TensorFlow and Keras random state;
+- `text`: `human`, counts formatted for the CLI tables and the model cards;
 - `renames`: old keyword names kept working for one release, with a `DeprecationWarning` naming the new one.
 
-Nothing here imports TensorFlow or Keras.
+Nothing here imports TensorFlow or Keras on import (`seeding` imports them when given a seed).
 """

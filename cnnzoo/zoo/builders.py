@@ -55,7 +55,7 @@ def backbone_model(spec, input_shape=None):
 
     Example:
 
-    >>> backbone_model(cnnzoo.registry.spec("efficientnetb0_classifier")).output.shape
+    >>> backbone_model(cnnzoo.spec("efficientnetb0_classifier")).output.shape
     (None, 7, 7, 1280)
     """
     app = getattr(keras.applications, spec.backbone.application, None)
@@ -96,7 +96,7 @@ def build(spec, weights=None, dtype=None):
 
     Example:
 
-    >>> model = build(cnnzoo.registry.spec("lenet5"))
+    >>> model = build(cnnzoo.spec("lenet5"))
     >>> model.count_params()
     61706
     """
@@ -170,7 +170,7 @@ def load_weights_into(model, path):
 
 
 def load_named_weights(model, spec, name):
-    """Loads the weights an entry declares under `name` (fetched and verified by `cnnzoo.weights`).
+    """Loads the weights an entry declares under `name` (fetched and verified by `cnnzoo.zoo.weights`).
 
     A `target = "backbone"` source (ImageNet weights of a keras.applications
     backbone) goes into `model.get_layer("backbone")`; a `"model"` source into
@@ -423,7 +423,7 @@ def model_flops(model):
     """Forward FLOPs per image of a built Keras model (2 per multiply-accumulate).
 
     Counts Conv2D, DepthwiseConv2D, SeparableConv2D and Dense layers, nested
-    models included; the same convention as `cnnzoo.stats`.
+    models included; the same convention as `cnnzoo.zoo.stats`.
 
     Example:
 

@@ -6,7 +6,7 @@ Sources, all checked for clashing names:
    and in `$CNNZOO_HOME/configs` (default `~/.cnnzoo/configs`, where
    `cnnzoo.register_best` writes);
 3. functions decorated with `@cnnzoo.register("name")`;
-4. the `cnnzoo.models` entry-point group of installed packages. An entry point
+4. the `"cnnzoo.models"` entry-point group of installed packages. An entry point
    names a builder function, a `ModelSpec`, a config dict or a `.toml` path; it
    is imported only when that model is asked for, never to list the zoo.
 
@@ -255,7 +255,7 @@ def spec(name):
 
     Example:
 
-    >>> cnnzoo.registry.spec("lenet5").input_shape
+    >>> cnnzoo.spec("lenet5").input_shape
     (32, 32, 1)
     """
     e = entry(name)

@@ -122,7 +122,7 @@ def layer_stats(spec, input_shape=None, num_classes=None):
 
     Example:
 
-    >>> [s.name for s in layer_stats(cnnzoo.registry.spec("lenet5"))][:2]  # doctest: +SKIP
+    >>> [s.name for s in layer_stats(cnnzoo.spec("lenet5"))][:2]  # doctest: +SKIP
     ['block1_conv1', 'block1_pool']
     """
     h, w, c = input_shape or spec.input_shape

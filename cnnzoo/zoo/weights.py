@@ -1,7 +1,7 @@
 """Weight sources: the named weights of zoo entries, fetched, hash-checked and cached.
 
 An entry declares named weights in its TOML as `[weights.NAME]` (see
-`cnnzoo.zoo.config.WeightsSource`): a `file` shipped inside cnnzoo, or a `url`
+`cnnzoo.zoo.config_sections.WeightsSource`): a `file` shipped inside cnnzoo, or a `url`
 with its `sha256` (or the `md5` upstream publishes). This module only finds,
 fetches and verifies the file; `cnnzoo.get(name, weights=NAME)` (the builders)
 loads it into the model.
@@ -50,7 +50,7 @@ def names(spec):
 
     Example:
 
-    >>> cnnzoo.weights.names(cnnzoo.spec("digits_cnn"))
+    >>> cnnzoo.zoo.weights.names(cnnzoo.spec("digits_cnn"))
     ['digits']
     """
     return sorted(spec.weights)
@@ -68,7 +68,7 @@ def file_hash(path, algorithm="sha256"):
 
     Example:
 
-    >>> cnnzoo.weights.file_hash("model.weights.h5")  # doctest: +SKIP
+    >>> cnnzoo.zoo.weights.file_hash("model.weights.h5")  # doctest: +SKIP
     '3f2a...'
     """
     digest = hashlib.new(algorithm)
@@ -121,7 +121,7 @@ def resolve(source, model_name=""):
 
     Example:
 
-    >>> cnnzoo.weights.resolve(cnnzoo.spec("digits_cnn").weights["digits"])  # doctest: +SKIP
+    >>> cnnzoo.zoo.weights.resolve(cnnzoo.spec("digits_cnn").weights["digits"])  # doctest: +SKIP
     PosixPath('.../cnnzoo/pretrained/digits_cnn_digits.weights.h5')
     """
     label = _label(source, model_name)
@@ -250,7 +250,7 @@ def named_source(spec, name):
 
     Example:
 
-    >>> cnnzoo.weights.named_source(cnnzoo.spec("digits_cnn"), "digits").target
+    >>> cnnzoo.zoo.weights.named_source(cnnzoo.spec("digits_cnn"), "digits").target
     'model'
     """
     source = spec.weights.get(name)
