@@ -1,6 +1,6 @@
 """`DataOptions`: the data options every workflow shares, and the only place their defaults are written.
 
-`cnnzoo.finetune`, `cnnzoo.find_lr`, `cnnzoo.tune`,
+`cnnzoo.finetune` (through `cnnzoo.Recipe`), `cnnzoo.find_lr`, `cnnzoo.tune`,
 `cnnzoo.data.prepare` and the CLI take `batch_size`, `validation_split` and
 `augment` with these meanings and these defaults. Importing it imports no
 TensorFlow.
