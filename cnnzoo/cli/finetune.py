@@ -9,17 +9,32 @@ __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser):
-    from cnnzoo.cli.args import parse_shape
+    import argparse
 
+    from cnnzoo.cli.args import parse_shape
+    from cnnzoo.finetuning.recipe import Recipe
+
+    # Recipe options default to SUPPRESS: only the flags given reach `finetune`, where they override --recipe
+    # (or the Recipe defaults, shown in the help from the dataclass: the only place they are written).
+    unset = argparse.SUPPRESS
     parser.add_argument("name", help="zoo model name (see `cnnzoo list`), or a saved .keras model to fine-tune further")
     parser.add_argument("data_dir", help="image folder: DATA_DIR/<class>/<image>")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs of every stage (default: from --stages)")
     parser.add_argument(
-        "--stages", default="auto", help="'auto' (from the dataset size) or e.g. 'head:5:1e-3,top2:3:1e-4,all:2:1e-5'"
+        "--recipe",
+        default=None,
+        metavar="RECIPE_JSON",
+        help="repeat a run: the recipe.json a run wrote (flags given as well override its options)",
+    )
+    parser.add_argument("--epochs", type=int, default=unset, help="epochs of every stage (default: from --stages)")
+    parser.add_argument(
+        "--stages",
+        default=unset,
+        help=f"{Recipe.stages!r} (from the dataset size; the default) or e.g. 'head:5:1e-3,top2:3:1e-4,all:2:1e-5'",
     )
     parser.add_argument(
         "--lr",
-        default=None,
+        dest="learning_rate",
+        default=unset,
         metavar="RATE",
         help="learning rate of every stage: a number, LO..HI (per-unit: lowest trained unit LO, "
         "head HI) or 'auto' (the LR finder's suggestion, found per stage)",
@@ -32,38 +47,48 @@ def add_arguments(parser):
         help="model input, e.g. 96x96x3 (default: the zoo entry's)",
     )
     parser.add_argument("--weights", default=None, help="weights for a model built by name (e.g. imagenet, or a file)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--validation-split", type=float, default=0.2)
+    parser.add_argument("--batch-size", type=int, default=unset, help=f"default {Recipe.batch_size}")
+    parser.add_argument("--validation-split", type=float, default=unset, help=f"default {Recipe.validation_split}")
     parser.add_argument(
         "--augment",
         nargs="?",
         const=True,
-        default="auto",
+        default=unset,
         type=_augment,
         metavar="auto",
-        help="default `auto`: a set picked from the data size, without flips (docs/finetune.md, "
+        help=f"default {Recipe.augment!r}: a set picked from the data size, without flips (docs/finetune.md, "
         "Regularisation); `--augment` alone: random flips, rotations, zooms, contrast",
     )
-    parser.add_argument("--no-augment", dest="augment", action="store_false", help="train on the images as they are")
-    parser.add_argument("--label-smoothing", type=float, default=0.1, help="default 0.1; 0 turns it off")
-    parser.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA", help="MixUp alpha, e.g. 0.2 (default 0)")
-    parser.add_argument("--cutmix", type=float, default=0.0, metavar="ALPHA", help="CutMix alpha, e.g. 1.0 (default 0)")
+    parser.add_argument(
+        "--no-augment", dest="augment", action="store_false", default=unset, help="train on the images as they are"
+    )
+    parser.add_argument(
+        "--label-smoothing", type=float, default=unset, help=f"default {Recipe.label_smoothing}; 0 turns it off"
+    )
+    parser.add_argument(
+        "--mixup", type=float, default=unset, metavar="ALPHA", help=f"MixUp alpha, e.g. 0.2 (default {Recipe.mixup})"
+    )
+    parser.add_argument(
+        "--cutmix", type=float, default=unset, metavar="ALPHA", help=f"CutMix alpha, e.g. 1.0 (default {Recipe.cutmix})"
+    )
     parser.add_argument(
         "--ema",
         nargs="?",
         const=True,
-        default=False,
+        default=unset,
         type=float,
         metavar="MOMENTUM",
         help="validate and save a moving average of the weights (momentum from the stage length, "
-        "or the one given, e.g. 0.99)",
+        f"or the one given, e.g. 0.99; default {Recipe.ema})",
     )
     parser.add_argument(
         "--no-feature-cache",
-        action="store_true",
+        dest="cache_features",
+        action="store_false",
+        default=unset,
         help="train frozen stages through the backbone instead of on cached features",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=unset, help=f"default {Recipe.seed}")
     parser.add_argument("--out", default=None, help="run directory (default: runs/finetune/NAME)")
     parser.add_argument("--restart", action="store_true", help="start over instead of resuming the run in --out")
     parser.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
@@ -98,29 +123,21 @@ def _run(args):
     from pathlib import Path
 
     from cnnzoo.finetuning import run as transfer
+    from cnnzoo.finetuning.recipe import Recipe
 
     model = Path(args.name) if Path(args.name).is_file() else args.name
     start = time.perf_counter()
+    given = {name: getattr(args, name) for name in Recipe.field_names() if hasattr(args, name)}
     result = transfer.finetune(
         model,
         args.data_dir,
-        stages=args.stages,
-        epochs=args.epochs,
         input_shape=args.input_shape,
         weights=args.weights,
-        batch_size=args.batch_size,
-        validation_split=args.validation_split,
-        augment=args.augment,
-        label_smoothing=args.label_smoothing,
-        mixup=args.mixup,
-        cutmix=args.cutmix,
-        ema=args.ema,
-        cache_features=False if args.no_feature_cache else "auto",
-        seed=args.seed,
         out=args.out,
         resume=not args.restart,
         verbose=2 if args.quiet else "auto",
-        learning_rate=args.lr,
+        recipe=args.recipe,
+        **given,  # the recipe flags given: they override --recipe's options
     )
     print(
         f"\n{result.model.name} fine-tuned on {args.data_dir} ({len(result.class_names)} classes) "

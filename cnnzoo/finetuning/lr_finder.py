@@ -1,4 +1,4 @@
-"""The learning-rate finder: `cnnzoo.find_lr(model_or_name, data)`.
+"""The learning-rate finder: `cnnzoo.find_lr(model, data)`.
 
 An exponential sweep (Smith 2015, as fastai's `lr_find`): train one batch at
 each of `steps` rates from `start` to `end`, record the loss, smooth it (an
@@ -23,10 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnnzoo import _compat
+from cnnzoo.data.options import DataOptions
 from cnnzoo.errors import ConfigError
 from cnnzoo.finetuning import freezing, schedules
 from cnnzoo.finetuning.stages import Stage, as_stages
 from cnnzoo.utils.checks import is_number
+from cnnzoo.utils.renames import renamed_arguments
 from cnnzoo.utils.seeding import seeded
 
 __all__ = ["find_lr", "LRFinderResult", "sweep", "valley", "stage_rate", "plot_sweep"]
@@ -58,8 +60,9 @@ class LRFinderResult:
     plot: Path = None
 
 
+@renamed_arguments(model_or_name="model", plot="out")
 def find_lr(
-    model_or_name,
+    model,
     data,
     *,
     stage=None,
@@ -67,14 +70,14 @@ def find_lr(
     end=10.0,
     steps=100,
     diverge=4.0,
-    plot=None,
+    out=None,
     num_classes=None,
     input_shape=None,
     weights=None,
     pretrained=None,
     class_names=None,
-    batch_size=32,
-    validation_split=0.2,
+    batch_size=DataOptions.batch_size,
+    validation_split=DataOptions.validation_split,
     augment=False,
     dtype=None,
     seed=0,
@@ -82,8 +85,8 @@ def find_lr(
     """Sweeps the learning rate exponentially and suggests one (fastai's `lr_find`).
 
     Args:
-        model_or_name: as in `cnnzoo.finetune`: a zoo name, a zoo `keras.Model`
-            or a saved `.keras` path. A head with another class count than the
+        model: as in `cnnzoo.finetune`: a zoo name, a zoo `keras.Model`
+            or a saved `.keras` path (`model_or_name=` until cnnzoo 0.3). A head with another class count than the
             data's is replaced for the sweep (as `finetune` does); a given model
             is left as it was.
         data: anything `cnnzoo.finetune` accepts; the sweep uses its training
@@ -97,10 +100,13 @@ def find_lr(
         start, end: the first and last rate, `0 < start < end <= 10`.
         steps: int >= 10, batches in the sweep (the data repeats as needed).
         diverge: stop once the smoothed loss exceeds this times its minimum.
-        plot: optional path of a PNG of loss against rate (log scale), the
-            suggestion marked.
+        out: optional path of a PNG of loss against rate (log scale), the
+            suggestion marked (`plot=` until cnnzoo 0.3).
         num_classes, input_shape, weights, pretrained, class_names,
-        batch_size, validation_split, augment, dtype: as in `cnnzoo.finetune`.
+        batch_size, validation_split, dtype: as in `cnnzoo.finetune` (the
+            defaults of `cnnzoo.data.DataOptions`).
+        augment: as in `cnnzoo.finetune`, but False by default: the sweep
+            reads the images as they are, one batch per rate.
         seed: int, for the model, split and shuffling; the caller's random
             state is restored afterwards.
 
@@ -109,7 +115,7 @@ def find_lr(
 
     Example:
 
-    >>> found = cnnzoo.find_lr("digits_cnn", cnnzoo.data.digits(), input_shape=(32, 32, 1), plot="lr.png")
+    >>> found = cnnzoo.find_lr("digits_cnn", cnnzoo.data.digits(), input_shape=(32, 32, 1), out="lr.png")
     >>> found.suggestion  # doctest: +SKIP
     0.0021
     """
@@ -127,7 +133,7 @@ def find_lr(
         raise ConfigError(f"`diverge` must be a number > 1. Received: diverge={diverge!r}.")
     policy = check_dtype(dtype)
     with seeded(seed):
-        model, pretrained = resolve_model(model_or_name, data, input_shape, weights, pretrained, None, policy)
+        model, pretrained = resolve_model(model, data, input_shape, weights, pretrained, None, policy)
         shape = tuple(model.inputs[0].shape[1:])
         inputs = data_pipeline.prepare(
             data,
@@ -158,7 +164,7 @@ def find_lr(
                 layer.trainable = value
     smooth = smoothed(raw)
     suggestion = valley(rates, smooth)
-    path = plot_sweep(rates, smooth, suggestion, plot) if plot is not None else None
+    path = plot_sweep(rates, smooth, suggestion, out) if out is not None else None
     log.info("learning-rate finder (%s, %d steps): suggests %.3g", plan.name, len(rates), suggestion)
     return LRFinderResult(tuple(rates), tuple(smooth), tuple(raw), suggestion, plan, path)
 

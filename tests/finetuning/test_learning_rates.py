@@ -183,7 +183,7 @@ def test_find_lr_sweeps_suggests_plots_and_leaves_the_model_and_random_state(tmp
     expected = (random.random(), np.random.rand())
     random.seed(7)
     np.random.seed(7)
-    found = cnnzoo.find_lr(model, blobs(96), steps=40, start=1e-6, end=10.0, plot=tmp_path / "lr.png", batch_size=8)
+    found = cnnzoo.find_lr(model, blobs(96), steps=40, start=1e-6, end=10.0, out=tmp_path / "lr.png", batch_size=8)
     assert (random.random(), np.random.rand()) == expected
     rates = np.array(found.learning_rates)
     assert rates[0] == pytest.approx(1e-6) and np.all(np.diff(rates) > 0) and len(found.losses) == len(rates)
