@@ -9,14 +9,10 @@ __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser):
-    import argparse
-
     from cnnzoo.cli.args import parse_shape
-    from cnnzoo.finetuning.recipe import Recipe
 
     # Recipe options default to SUPPRESS: only the flags given reach `finetune`, where they override --recipe
     # (or the Recipe defaults, shown in the help from the dataclass: the only place they are written).
-    unset = argparse.SUPPRESS
     parser.add_argument("name", help="zoo model name (see `cnnzoo list`), or a saved .keras model to fine-tune further")
     parser.add_argument("data_dir", help="image folder: DATA_DIR/<class>/<image>")
     parser.add_argument(
@@ -25,6 +21,27 @@ def add_arguments(parser):
         metavar="RECIPE_JSON",
         help="repeat a run: the recipe.json a run wrote (flags given as well override its options)",
     )
+    parser.add_argument(
+        "--input-shape",
+        type=parse_shape,
+        default=None,
+        metavar="HxWxC",
+        help="model input, e.g. 96x96x3 (default: the zoo entry's)",
+    )
+    parser.add_argument("--weights", default=None, help="weights for a model built by name (e.g. imagenet, or a file)")
+    _add_recipe_arguments(parser)
+    parser.add_argument("--out", default=None, help="run directory (default: runs/finetune/NAME)")
+    parser.add_argument("--restart", action="store_true", help="start over instead of resuming the run in --out")
+    parser.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
+
+
+def _add_recipe_arguments(parser):
+    """The flags that are `Recipe` options; SUPPRESS keeps the ones not given out of the namespace."""
+    import argparse
+
+    from cnnzoo.finetuning.recipe import Recipe
+
+    unset = argparse.SUPPRESS
     parser.add_argument("--epochs", type=int, default=unset, help="epochs of every stage (default: from --stages)")
     parser.add_argument(
         "--stages",
@@ -39,14 +56,6 @@ def add_arguments(parser):
         help="learning rate of every stage: a number, LO..HI (per-unit: lowest trained unit LO, "
         "head HI) or 'auto' (the LR finder's suggestion, found per stage)",
     )
-    parser.add_argument(
-        "--input-shape",
-        type=parse_shape,
-        default=None,
-        metavar="HxWxC",
-        help="model input, e.g. 96x96x3 (default: the zoo entry's)",
-    )
-    parser.add_argument("--weights", default=None, help="weights for a model built by name (e.g. imagenet, or a file)")
     parser.add_argument("--batch-size", type=int, default=unset, help=f"default {Recipe.batch_size}")
     parser.add_argument("--validation-split", type=float, default=unset, help=f"default {Recipe.validation_split}")
     parser.add_argument(
@@ -89,9 +98,6 @@ def add_arguments(parser):
         help="train frozen stages through the backbone instead of on cached features",
     )
     parser.add_argument("--seed", type=int, default=unset, help=f"default {Recipe.seed}")
-    parser.add_argument("--out", default=None, help="run directory (default: runs/finetune/NAME)")
-    parser.add_argument("--restart", action="store_true", help="start over instead of resuming the run in --out")
-    parser.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
 
 
 def _augment(text):

@@ -169,6 +169,7 @@ def finetune(
     >>> again = cnnzoo.finetune("bird_classifier", "photos/birds", recipe="runs/birds/recipe.json",
     ...                         out="runs/birds-again")  # the same run, repeated from its recipe
     """
+    # long: the signature, one keyword a line as ruff writes it, is 33 of the lines; the body is 40.
     # The keywords that are `Recipe` fields arrive merged into `recipe` (`recipe_keywords`): read them there.
     per_call = _steps_per_execution(recipe.steps_per_execution, callbacks, strategy)
     writer = _is_chief(strategy)
