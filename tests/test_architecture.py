@@ -79,6 +79,7 @@ def test_importing_cnnzoo_and_its_light_parts_loads_no_tensorflow():
         "import cnnzoo.zoo, cnnzoo.data, cnnzoo.finetuning, cnnzoo.tuning, cnnzoo.deploy, cnnzoo.cli, cnnzoo.utils\n"
         "import cnnzoo.zoo.config, cnnzoo.zoo.registry, cnnzoo.zoo.stats, cnnzoo.zoo.config_writer\n"
         "import cnnzoo.cli.app, cnnzoo.cli.listing, cnnzoo.cli.info; cnnzoo.cli.app.build_parser()\n"
+        "cnnzoo.Recipe(stages='head:1:1e-3', mixup=0.1).to_json(); cnnzoo.data.DataOptions()\n"
         "heavy = sorted(m for m in ('tensorflow', 'keras', 'keras_tuner') if m in sys.modules)\n"
         "assert not heavy, heavy\n"
     )
