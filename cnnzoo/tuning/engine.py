@@ -342,22 +342,8 @@ class _Hyperband(_TunerMixin, kt.Hyperband):
 
 @dataclass(frozen=True)
 class TunerOptions:
-    """How `make_tuner` sets up a search, apart from the hypermodel (what `cnnzoo.tune` was given).
-
-    Attributes:
-        kind: "hyperband", "random" or "bayesian".
-        objective: the metric to optimise, e.g. "val_accuracy".
-        max_trials: int, the most trials (Hyperband: None runs one full iteration).
-        max_epochs: int, epochs per trial (Hyperband: for the longest trials).
-        directory: where the keras-tuner project lives.
-        project_name: the project's folder in `directory`.
-        overwrite: bool; start afresh instead of resuming.
-        seed: int for the oracle (None: keras-tuner draws one).
-        factor: Hyperband's reduction factor.
-        executions_per_trial: int, trainings averaged per trial.
-        max_consecutive_failed_trials: int, failures in a row that end the search.
-        heartbeat_timeout: seconds without a heartbeat after which a worker counts as dead.
-    """
+    """How `make_tuner` sets up a search besides the hypermodel: `cnnzoo.tune`'s arguments of the same
+    names (`kind` is its `tuner`, `directory` its `out`; `seed=None` lets keras-tuner draw the oracle's)."""
 
     kind: str
     objective: str
@@ -374,13 +360,8 @@ class TunerOptions:
 
 
 def make_tuner(hypermodel, options, on_trial=None):
-    """Builds a cnnzoo keras-tuner tuner.
-
-    Args:
-        hypermodel: a `CnnzooHyperModel`.
-        options: a `TunerOptions`.
-        on_trial: optional callable receiving a `TrialRecord` after each trial this process ran.
-    """
+    """A cnnzoo keras-tuner tuner of a `CnnzooHyperModel`, set up by `options` (a `TunerOptions`);
+    `on_trial`, if given, receives a `TrialRecord` after each trial this process ran."""
     o = options
     project_dir = Path(o.directory) / o.project_name
     common = dict(
