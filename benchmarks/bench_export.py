@@ -148,7 +148,7 @@ The fastest `cnnzoo.predict` path per model, against the goals of issue 10:
 
 ### int8 and float16: size and accuracy (digits_cnn, 360 held-out digits)
 
-`cnnzoo.export(model, path, fmt, quantize=...)` with the shipped digits_cnn weights, calibrated on
+`cnnzoo.export(model, out, fmt, quantize=...)` with the shipped digits_cnn weights, calibrated on
 the digits training split, verified on the held-out split (accuracy goal: int8 within 1 point of float32).
 
 | format | quantize | size | Keras accuracy | exported accuracy | change (points) | top-1 agreement | max abs diff |

@@ -102,12 +102,12 @@ def main():
             tuner="random",
             max_trials=TRIALS,
             max_epochs=MAX_EPOCHS,
-            directory=tmp,
+            out=tmp,
             overwrite=True,
             seed=0,
             batch_size=BATCH,
             early_stopping=PATIENCE,
-            progress=progress,
+            verbose=progress,
         )
         search_s = result.seconds
         trial0 = tuning._load_trial_model(

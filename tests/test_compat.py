@@ -71,7 +71,8 @@ def test_keras_tuner_internals_behave_as_relied_on(tmp_path):
     assert {"RUNNING", "IDLE", "STOPPED", "COMPLETED"} <= set(vars(trial_module.TrialStatus))
     with pytest.raises(ValueError, match="`name` must be one of"):
         _compat.kt_module("engine.nonexistent")
-    tuner = engine.make_tuner("random", cnnzoo.hypermodel("digits_cnn"), "val_accuracy", 2, 1, tmp_path, "p", True)
+    options = engine.TunerOptions("random", "val_accuracy", 2, 1, tmp_path, "p", True, seed=None)
+    tuner = engine.make_tuner(cnnzoo.hypermodel("digits_cnn"), options)
     assert str(_compat.checkpoint_path(tuner, "00")).endswith("checkpoint.weights.h5")
     assert not _compat.is_worker_tuner(tuner)
     trial = tuner.oracle.create_trial("tuner0")

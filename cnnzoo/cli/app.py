@@ -30,20 +30,28 @@ COMMANDS = {
 }
 
 
-def build_parser():
-    """The `cnnzoo` argument parser; building it imports no TensorFlow."""
+def build_parser(command=None):
+    """The `cnnzoo` argument parser; building it imports no TensorFlow.
+
+    Args:
+        command: None for every command's arguments, or the one command whose
+            arguments are added (`main` passes the command it runs: the others'
+            defaults, read from the library's signatures, are not imported).
+    """
     parser = argparse.ArgumentParser(prog="cnnzoo", description="A Keras 3 zoo of classic CNNs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text)
         p.set_defaults(command_module=module)
-        importlib.import_module(module).add_arguments(p)
+        if command is None or command == name:
+            importlib.import_module(module).add_arguments(p)
     return parser
 
 
 def main(argv=None):
     """Runs the `cnnzoo` command line; returns the exit status."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
     args = parser.parse_args(argv)
     try:
         return importlib.import_module(args.command_module).run(args)

@@ -7,22 +7,29 @@ in its own runtime, no TensorFlow needed for the first two); `--runtime onnx`
 or `litert` runs a `.keras` model through its cached export.
 """
 
+from cnnzoo.cli.args import defaults_of
+
 __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser):
+    from cnnzoo.deploy.inference import RUNTIMES, predict
+
+    default = defaults_of(predict)
     parser.add_argument(
         "model",
         help="a saved .keras model (e.g. from `cnnzoo finetune`), or an exported .onnx, "
         ".tflite or SavedModel directory (`cnnzoo export`)",
     )
     parser.add_argument("images", nargs="+", help="image files, or directories of them")
-    parser.add_argument("--top-k", type=int, default=1, help="labels to show per image (default 1)")
+    parser.add_argument(
+        "--top-k", type=int, default=default["top_k"], help="labels to show per image (default %(default)s)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
     parser.add_argument(
         "--runtime",
-        choices=("tensorflow", "onnx", "litert"),
-        default=None,
+        choices=RUNTIMES,
+        default=default["runtime"],
         help="for a .keras model: run it through its ONNX or LiteRT export, cached beside it",
     )
     parser.add_argument(

@@ -6,31 +6,43 @@ top-k labels; `GET /` is a page to drop photos on; `GET /health`, `GET /info`;
 forward passes (`--max-batch`, `--max-delay-ms`). Needs the `serve` extra.
 """
 
+from cnnzoo.cli.args import defaults_of
+
 __all__ = ["add_arguments", "run", "gradcam_explainer", "build_app"]
 
 
 def add_arguments(parser):
+    from cnnzoo.deploy.serve import create_app, serve
+
+    app, server = defaults_of(create_app), defaults_of(serve)
     parser.add_argument("model", help="a saved .keras model (e.g. from `cnnzoo finetune`)")
     parser.add_argument(
         "--host",
-        default="127.0.0.1",
-        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)",
+        default=server["host"],
+        help="address to listen on (default %(default)s: this machine only; 0.0.0.0 opens it to the network)",
     )
-    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    parser.add_argument("--top-k", type=int, default=5, help="labels per answer (default 5, or the number of classes)")
+    parser.add_argument("--port", type=int, default=server["port"], help="port (default %(default)s)")
+    parser.add_argument(
+        "--top-k",
+        type=int,
+        default=app["top_k"],
+        help="labels per answer (default %(default)s, or the number of classes)",
+    )
     parser.add_argument(
         "--max-batch",
         type=int,
-        default=32,
-        help="most concurrent images per forward pass (default 32; 1 turns batching off)",
+        default=app["max_batch"],
+        help="most concurrent images per forward pass (default %(default)s; 1 turns batching off)",
     )
     parser.add_argument(
         "--max-delay-ms",
         type=float,
-        default=2.0,
-        help="longest wait for more requests to batch with the first (default 2 ms)",
+        default=app["max_delay_ms"],
+        help="longest wait for more requests to batch with the first (default %(default)s ms)",
     )
-    parser.add_argument("--max-upload-mb", type=float, default=10.0, help="largest upload in MiB (default 10)")
+    parser.add_argument(
+        "--max-upload-mb", type=float, default=app["max_upload_mb"], help="largest upload in MiB (default %(default)s)"
+    )
     parser.add_argument("--no-explain", action="store_true", help="turn off the Grad-CAM overlay (/explain)")
 
 
@@ -41,18 +53,17 @@ def gradcam_explainer(model, image, class_name=None):
     return overlay(image, grad_cam(model, image, class_index=class_name))
 
 
-def build_app(model, top_k=5, max_batch=32, max_delay_ms=2.0, max_upload_mb=10.0, explain=True):
-    """`cnnzoo.deploy.serve.create_app` with the Grad-CAM explainer wired in (what `cnnzoo serve` runs)."""
+def build_app(model, *, explain=True, **options):
+    """`cnnzoo.deploy.serve.create_app` with the Grad-CAM explainer wired in (what `cnnzoo serve` runs).
+
+    Args:
+        model: what `create_app` serves.
+        explain: bool; draw Grad-CAM overlays at `/explain`.
+        **options: `create_app`'s `top_k`, `max_batch`, `max_delay_ms`, `max_upload_mb` (its defaults).
+    """
     from cnnzoo.deploy.serve import create_app
 
-    return create_app(
-        model,
-        top_k=top_k,
-        max_batch=max_batch,
-        max_delay_ms=max_delay_ms,
-        max_upload_mb=max_upload_mb,
-        explain=gradcam_explainer if explain else None,
-    )
+    return create_app(model, explain=gradcam_explainer if explain else None, **options)
 
 
 def run(args):

@@ -11,19 +11,31 @@ import json
 import sys
 from pathlib import Path
 
+from cnnzoo.cli.args import defaults_of
+
 __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser):
+    from cnnzoo.data import DataOptions
+    from cnnzoo.tuning.api import TUNERS, tune
+
+    default = defaults_of(tune)
     parser.add_argument("name", help="zoo model to search (see `cnnzoo list`)")
     parser.add_argument(
         "data_dir",
         metavar="DATA_DIR",
         help="image folder (one sub-folder per class), or `digits` for the built-in UCI digits",
     )
-    parser.add_argument("--tuner", choices=("hyperband", "random", "bayesian"), default="hyperband")
-    parser.add_argument("--max-trials", type=int, default=10, metavar="N")
-    parser.add_argument("--max-epochs", type=int, default=10, metavar="N", help="epochs per trial (default 10)")
+    parser.add_argument("--tuner", choices=TUNERS, default=default["tuner"])
+    parser.add_argument("--max-trials", type=int, default=default["max_trials"], metavar="N")
+    parser.add_argument(
+        "--max-epochs",
+        type=int,
+        default=default["max_epochs"],
+        metavar="N",
+        help="epochs per trial (default %(default)s)",
+    )
     parser.add_argument(
         "--out",
         default="runs/tune",
@@ -37,10 +49,10 @@ def add_arguments(parser):
         metavar="PX",
         help="square side images are resized to (default: the entry's input size)",
     )
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--validation-split", type=float, default=0.2)
-    parser.add_argument("--objective", default="val_accuracy")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=DataOptions.batch_size)
+    parser.add_argument("--validation-split", type=float, default=DataOptions.validation_split)
+    parser.add_argument("--objective", default=default["objective"])
+    parser.add_argument("--seed", type=int, default=default["seed"])
     parser.add_argument("--save-as", default=None, metavar="NAME", help="name of the new config (default NAME_tuned)")
     parser.add_argument(
         "--register",
@@ -71,7 +83,6 @@ def _data(args, spec):
 
 
 def run(args):
-    import cnnzoo
     from cnnzoo.tuning import api as tuning
     from cnnzoo.zoo import registry
 
@@ -79,43 +90,23 @@ def run(args):
     data, input_shape = _data(args, spec)
     out = Path(args.out)
     stream = sys.stderr if args.json else sys.stdout
-
-    def progress(record):
-        score = "failed" if record.score is None else f"{args.objective}={record.score:.4f}"
-        values = " ".join(
-            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.hyperparameters.items()
-        )
-        print(
-            f"trial {record.trial_id}: {score}  epochs={record.epochs}  {record.seconds or 0:.1f}s  {values}",
-            file=stream,
-            flush=True,
-        )
-
     result = tuning.tune(
         args.name,
         data,
         tuner=args.tuner,
         max_trials=args.max_trials,
         max_epochs=args.max_epochs,
-        directory=out / "search",
+        out=out / "search",
         objective=args.objective,
         overwrite=args.overwrite,
         input_shape=input_shape,
         batch_size=args.batch_size,
         seed=args.seed,
-        progress=progress,
+        verbose=lambda record: print(record.line(args.objective), file=stream, flush=True),
         validation_split=args.validation_split,
     )
     plot = result.plot(out / f"{args.name}_scores.png")
-    model_path = config_path = None
-    if result.best_model is not None:
-        new_name = args.save_as or f"{args.name}_tuned"
-        model_path = out / f"{new_name}.keras"
-        result.best_model.save(model_path)
-        directory = None if args.register else out
-        config_path = cnnzoo.register_best(
-            result, new_name, directory=directory, overwrite=True if not args.register else args.overwrite
-        )
+    model_path, config_path = _save_winner(args, result, out)
     if args.json:
         print(
             json.dumps(
@@ -130,6 +121,26 @@ def run(args):
             )
         )
         return 0 if result.best_trial else 1
+    return _print_summary(args, result, plot, model_path, config_path)
+
+
+def _save_winner(args, result, out):
+    """Saves the best model (`.keras`) and registers its config; `(model path, config path)`, or Nones."""
+    import cnnzoo
+
+    if result.best_model is None:
+        return None, None
+    new_name = args.save_as or f"{args.name}_tuned"
+    model_path = out / f"{new_name}.keras"
+    result.best_model.save(model_path)
+    config_path = cnnzoo.register_best(
+        result, new_name, out=None if args.register else out, overwrite=True if not args.register else args.overwrite
+    )
+    return model_path, config_path
+
+
+def _print_summary(args, result, plot, model_path, config_path):
+    """Prints the table and what was written; returns the exit status."""
     print(
         f"\n{args.name}: {args.tuner} search, {len(result.trials)} trials in {result.directory} "
         f"({result.seconds:.0f} s this run)\n"

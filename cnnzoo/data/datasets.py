@@ -13,6 +13,7 @@ import numpy as np
 
 from cnnzoo.data.images import resize_array
 from cnnzoo.errors import DataError
+from cnnzoo.utils.renames import renamed_arguments
 
 __all__ = ["Arrays", "DIGIT_CLASSES", "digits", "digits_folder", "resize_images"]
 
@@ -73,17 +74,20 @@ def resize_images(images, size):
     return np.stack([resize_array(img, size) for img in images]).astype(np.uint8)
 
 
-def digits_folder(directory, seed=0, test_size=0.2):
+@renamed_arguments(directory="out")
+def digits_folder(out, seed=0, test_size=0.2):
     """Writes the UCI digits as an image folder of 8x8 grayscale PNGs.
 
     The split is the one `digits(test_size, seed)` makes, so a model trained
     from the folder can be compared with one trained from the arrays. Files
-    are `<directory>/train/<class>/<index>.png` and `<directory>/test/...`,
+    are `<out>/train/<class>/<index>.png` and `<out>/test/...`,
     where `<index>` is the row in `x_train`/`x_test`. Writing again into the
     same directory is allowed (the files are rewritten).
 
     Args:
-        directory: str or `Path`; created if missing.
+        out: the directory to write into, a str or `Path`; created if missing
+            (was `directory`, still accepted until cnnzoo 0.3 with a
+            `DeprecationWarning`).
         seed: int, split seed (as in `digits`).
         test_size: float, fraction held out (as in `digits`).
 
@@ -97,7 +101,7 @@ def digits_folder(directory, seed=0, test_size=0.2):
     """
     from PIL import Image
 
-    root = Path(directory).expanduser()
+    root = Path(out).expanduser()
     d = digits(test_size=test_size, seed=seed)
     plan = {}
     for split, x, y in (("train", d.x_train, d.y_train), ("test", d.x_test, d.y_test)):
@@ -109,9 +113,9 @@ def digits_folder(directory, seed=0, test_size=0.2):
     foreign = sorted(existing - plan.keys())
     if foreign:
         raise DataError(
-            f"`directory` must be empty or hold only files written by `digits_folder` with the "
+            f"`out` must be empty or hold only files written by `digits_folder` with the "
             f"same `seed` and `test_size`; {len(foreign)} other files are there, e.g. "
-            f"{str(foreign[0])!r}. Received: directory={str(root)!r}. Use a new directory."
+            f"{str(foreign[0])!r}. Received: out={str(root)!r}. Use a new directory."
         )
     for path, image in plan.items():
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ from cnnzoo.deploy.verify import Comparison, check, compare, tolerance_for, veri
 from cnnzoo.errors import ConfigError, ExportError
 from cnnzoo.utils.extras import require
 from cnnzoo.utils.files import atomic_save, atomic_save_dir
+from cnnzoo.utils.renames import renamed_arguments
 
 __all__ = ["export", "ExportResult", "verify", "QUANTIZATIONS"]
 
@@ -113,16 +114,18 @@ def _kb(n):
     return f"{n / 2**20:.2f} MB" if n >= 2**20 else f"{n / 1024:.1f} KB"
 
 
-def export(model_or_path, path, format=None, *, verify_with=None, quantize=None, tolerance=None):
+@renamed_arguments(model_or_path="model", path="out")
+def export(model, out, format=None, *, verify_with=None, quantize=None, tolerance=None):
     """Exports a model for another runtime, runs the file there and checks it against Keras.
 
     Args:
-        model_or_path: a `keras.Model` (a zoo model: raw 0-255 images in) or
-            the path of a `.keras` file.
-        path: where to write: a `.onnx` or `.tflite` file, or a directory for
-            `"savedmodel"` and `"openvino"`.
+        model: a `keras.Model` (a zoo model: raw 0-255 images in) or the path
+            of a `.keras` file (was `model_or_path`, still accepted until cnnzoo
+            0.3 with a `DeprecationWarning`).
+        out: where to write: a `.onnx` or `.tflite` file, or a directory for
+            `"savedmodel"` and `"openvino"` (was `path`).
         format: `"onnx"`, `"litert"`, `"savedmodel"` or `"openvino"` (needs the
-            `openvino` package); by default found from the suffix of `path`.
+            `openvino` package); by default found from the suffix of `out`.
         verify_with: images to check (and calibrate) on: a folder (files in
             sub-folders named like the model's classes count for accuracy), a
             list of image files or an array of 0-255 images. Default: the
@@ -141,7 +144,7 @@ def export(model_or_path, path, format=None, *, verify_with=None, quantize=None,
 
     Raises:
         ExportError: the exported model disagrees beyond `tolerance`; nothing
-            is left at `path` (a file there before is kept).
+            is left at `out` (a file there before is kept).
         MissingExtraError: the format's converter or runtime is not installed.
 
     Example:
@@ -151,12 +154,12 @@ def export(model_or_path, path, format=None, *, verify_with=None, quantize=None,
     (True, 1.0)
     """
     start = time.perf_counter()
-    path = Path(path).expanduser()
+    path = Path(out).expanduser()
     format = _check_format(format, path)
     _check_quantize(quantize, format)
     tolerance = tolerance_for(tolerance, quantize)
     _require(format)
-    model = _model(model_or_path)
+    model = _model(model)
     from cnnzoo.zoo.precision import dtype_of, with_dtype
 
     if dtype_of(model) != "float32":  # runtimes have no bfloat16/float16 convolutions on CPU: export float32
@@ -177,7 +180,7 @@ def export(model_or_path, path, format=None, *, verify_with=None, quantize=None,
         if exported.class_names != names:
             raise ExportError(
                 f"The exported file lost the class names: {exported.class_names[:5]} instead of "
-                f"{names[:5]}. Received: path={str(path)!r}."
+                f"{names[:5]}. Received: out={str(path)!r}."
             )
         done["comparison"] = c = compare(reference, exported(images.x), images.labels)
         check(c, tolerance, quantize, _NAMES[format], path)
@@ -230,23 +233,23 @@ def _check_format(format, path):
         format = next((f for f, suffix in SUFFIXES.items() if path.suffix.lower() == suffix), None)
         if format is None:
             raise ConfigError(
-                f"`format` must be given when `path` does not end in .onnx or .tflite: one of "
-                f"{', '.join(FORMATS)}. Received: path={str(path)!r}, format=None."
+                f"`format` must be given when `out` does not end in .onnx or .tflite: one of "
+                f"{', '.join(FORMATS)}. Received: out={str(path)!r}, format=None."
             )
     if format not in FORMATS:
         raise ConfigError(f"`format` must be one of {', '.join(FORMATS)}. Received: format={format!r}.")
     if format in SUFFIXES and path.suffix.lower() != SUFFIXES[format]:
-        raise ConfigError(f"`path` must end in {SUFFIXES[format]} for format={format!r}. Received: path={str(path)!r}.")
+        raise ConfigError(f"`out` must end in {SUFFIXES[format]} for format={format!r}. Received: out={str(path)!r}.")
     if format not in SUFFIXES and path.is_file():
         raise ConfigError(
-            f"`path` must be a directory (or a new name) for format={format!r}: it is written as a "
-            f"directory. Received: path={str(path)!r} (an existing file)."
+            f"`out` must be a directory (or a new name) for format={format!r}: it is written as a "
+            f"directory. Received: out={str(path)!r} (an existing file)."
         )
     if format not in SUFFIXES and path.is_dir() and any(path.iterdir()) and format_of(path) != format:
         # the export replaces the directory: never one that holds something else
         raise ConfigError(
-            f"`path` must be a new or empty directory, or an earlier {format} export, for "
-            f"format={format!r}: the export replaces it. Received: path={str(path)!r} (a directory "
+            f"`out` must be a new or empty directory, or an earlier {format} export, for "
+            f"format={format!r}: the export replaces it. Received: out={str(path)!r} (a directory "
             f"holding other files)."
         )
     return format
@@ -272,18 +275,17 @@ def _require(format):
         require_openvino("Exporting to OpenVINO")
 
 
-def _model(model_or_path):
+def _model(model):
     from cnnzoo.zoo.builders import as_model
 
-    return as_model(model_or_path, "model_or_path")
+    return as_model(model, "model")
 
 
 def _input_shape(model):
     shape = tuple(model.inputs[0].shape)
     if len(shape) != 4 or shape[3] not in (1, 3) or None in shape[1:]:
         raise ConfigError(
-            f"`model_or_path` must take fixed-size images [batch, height, width, 1 or 3]. "
-            f"Received: model input shape {shape}."
+            f"`model` must take fixed-size images [batch, height, width, 1 or 3]. Received: model input shape {shape}."
         )
     return (int(shape[1]), int(shape[2])), int(shape[3])
 

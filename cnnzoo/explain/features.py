@@ -9,6 +9,7 @@ from cnnzoo.errors import ConfigError
 from cnnzoo.explain import taps as _taps
 from cnnzoo.explain.inputs import model_batch, resolve_model
 from cnnzoo.utils.checks import check_int
+from cnnzoo.utils.renames import renamed_arguments
 
 __all__ = ["feature_maps", "plot_feature_maps"]
 
@@ -66,16 +67,18 @@ def feature_maps(model, image, layers=None):
     return out
 
 
-def plot_feature_maps(maps, out_dir, max_channels=64):
+@renamed_arguments(out_dir="out")
+def plot_feature_maps(maps, out, max_channels=64):
     """Writes one PNG grid per layer: each channel of the feature map as a small gray image.
 
     Args:
         maps: what `feature_maps` returns (for a batch, the first image is drawn).
-        out_dir: the directory to write into (created if missing).
+        out: the directory to write into (created if missing). Was `out_dir`
+            (still accepted until cnnzoo 0.3, with a `DeprecationWarning`).
         max_channels: int, most channels drawn per layer (the first ones).
 
     Returns:
-        A dict `{layer name: Path of its PNG}` (`<out_dir>/<layer name>.png`).
+        A dict `{layer name: Path of its PNG}` (`<out>/<layer name>.png`).
 
     Example:
 
@@ -90,7 +93,7 @@ def plot_feature_maps(maps, out_dir, max_channels=64):
             f"`maps` must be the non-empty dict that `feature_maps` returns. "
             f"Received: maps of type {type(maps).__name__}."
         )
-    out_dir = Path(out_dir)
+    out = Path(out)
     written = {}
     for name, arr in maps.items():
         arr = np.asarray(arr, np.float32)
@@ -108,7 +111,7 @@ def plot_feature_maps(maps, out_dir, max_channels=64):
             ax.set_title(str(c), fontsize=7)
         shown = f"{n} of {arr.shape[-1]} channels" if n < arr.shape[-1] else f"{n} channels"
         fig.suptitle(f"{name}: {arr.shape[0]}x{arr.shape[1]}, {shown}", fontsize=10)
-        written[name] = save_png(fig, out_dir / f"{_safe(name)}.png")
+        written[name] = save_png(fig, out / f"{_safe(name)}.png")
     return written
 
 

@@ -10,19 +10,22 @@ keras.applications backbones included.
 """
 
 from cnnzoo.errors import ConfigError
+from cnnzoo.utils.renames import renamed_arguments
 from cnnzoo.zoo import config, registry, stats
 from cnnzoo.zoo.stats import UNKNOWN, ReceptiveField, receptive_step
 
 __all__ = ["receptive_fields", "ReceptiveField"]
 
 
-def receptive_fields(name_or_model, input_shape=None):
+@renamed_arguments(name_or_model="model")
+def receptive_fields(model, input_shape=None):
     """The receptive field of every layer: size and jump (stride) in input pixels.
 
     Args:
-        name_or_model: a zoo model name, a `ModelSpec`, or a built
-            `keras.Model` (a zoo model, one loaded from a `.keras` file, or a
-            plain Keras CNN).
+        model: a zoo model name, a `ModelSpec`, or a built `keras.Model` (a
+            zoo model, one loaded from a `.keras` file, or a plain Keras CNN).
+            Was `name_or_model` (still accepted until cnnzoo 0.3, with a
+            `DeprecationWarning`).
         input_shape: optional (height, width, channels) for a name or spec;
             sizes and jumps do not depend on it, the starts of "same"-padded
             strided layers do.
@@ -44,20 +47,20 @@ def receptive_fields(name_or_model, input_shape=None):
     >>> fields["block5_conv3"].size, fields["block5_pool"].size
     (196, 212)
     """
-    if isinstance(name_or_model, str):
-        return stats.receptive_fields(registry.spec(name_or_model), input_shape)
-    if isinstance(name_or_model, config.ModelSpec):
-        return stats.receptive_fields(name_or_model, input_shape)
-    if hasattr(name_or_model, "layers") and hasattr(name_or_model, "inputs"):
+    if isinstance(model, str):
+        return stats.receptive_fields(registry.spec(model), input_shape)
+    if isinstance(model, config.ModelSpec):
+        return stats.receptive_fields(model, input_shape)
+    if hasattr(model, "layers") and hasattr(model, "inputs"):
         if input_shape is not None:
             raise ConfigError(
                 f"`input_shape` applies to a model name or spec; a built model has its own "
-                f"({tuple(name_or_model.inputs[0].shape[1:])}). Received: input_shape={input_shape!r}."
+                f"({tuple(model.inputs[0].shape[1:])}). Received: input_shape={input_shape!r}."
             )
-        return _from_model(name_or_model)
+        return _from_model(model)
     raise ConfigError(
-        f"`name_or_model` must be a zoo model name, a ModelSpec or a built keras.Model. "
-        f"Received: {type(name_or_model).__name__} {name_or_model!r:.80}."
+        f"`model` must be a zoo model name, a ModelSpec or a built keras.Model. "
+        f"Received: {type(model).__name__} {model!r:.80}."
     )
 
 
@@ -86,8 +89,7 @@ def _from_model(model):
     shape = tuple(model.inputs[0].shape)
     if len(shape) != 4:
         raise ConfigError(
-            f"`name_or_model` must take images (batch, height, width, channels). "
-            f"Received: a model with input shape {shape}."
+            f"`model` must take images (batch, height, width, channels). Received: a model with input shape {shape}."
         )
     out = {}
     _walk(model, ReceptiveField(1, 1, (0.0, 0.0)), shape[1:3], max(shape[1:3]), out, "")

@@ -1,9 +1,12 @@
 """Hyperparameter search over a zoo entry's `[search]` table with keras-tuner.
 
 `hypermodel(name)` turns the table into a keras-tuner `HyperModel` (see
-`cnnzoo.tuning.space` for the names, defaults and rules); `tune(name, data)`
+`cnnzoo.tuning.space` for the names, defaults and rules); `tune(model, data)`
 runs a resumable, optionally distributed search and returns a `TuneResult`;
 `register_best(result, "my_net")` writes the winner as a zoo config.
+
+Importing this module imports neither TensorFlow nor keras-tuner (the `cnnzoo
+tune` parser reads `tune`'s defaults from its signature); `tune` imports them.
 
 Example:
 
@@ -13,40 +16,58 @@ Example:
 >>> model = cnnzoo.get("my_digits_net")
 """
 
+import importlib
 import logging
 import time
 from pathlib import Path
 
 from cnnzoo import _compat
+from cnnzoo.data import DataOptions
 from cnnzoo.data import pipeline as data_pipeline
 from cnnzoo.errors import ConfigError
 from cnnzoo.tuning.records import TrialRecord, TuneResult, collect
-from cnnzoo.tuning.space import CnnzooHyperModel, hypermodel
 from cnnzoo.utils.checks import check_int
 from cnnzoo.utils.files import atomic_write_text
 from cnnzoo.utils.locks import RunLock
+from cnnzoo.utils.renames import renamed_arguments
 from cnnzoo.utils.seeding import seeded
 from cnnzoo.zoo import config, config_writer, registry
-from cnnzoo.zoo.precision import check_dtype
 
-__all__ = ["hypermodel", "tune", "register_best", "CnnzooHyperModel", "TuneResult", "TrialRecord", "TUNERS"]
+__all__ = [  # noqa: F822 (`hypermodel` and `CnnzooHyperModel` come from `__getattr__`)
+    "hypermodel",
+    "tune",
+    "register_best",
+    "CnnzooHyperModel",
+    "TuneResult",
+    "TrialRecord",
+    "TUNERS",
+]
 
 log = logging.getLogger("cnnzoo.tuning")
 
 TUNERS = ("hyperband", "random", "bayesian")
 OBJECTIVES = ("val_accuracy", "val_loss", "accuracy", "loss")  # what builders.compile_model reports
+VERBOSE = ("auto", 0, 1, 2)  # Keras's values; a callable is taken too (see `tune`)
+
+
+def __getattr__(name):
+    # `hypermodel` and `CnnzooHyperModel` live in `space`, which imports keras-tuner: loaded on first use
+    if name in ("hypermodel", "CnnzooHyperModel"):
+        return getattr(importlib.import_module("cnnzoo.tuning.space"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ------------------------------------------------------------------------ tune
 
 
+@renamed_arguments(name="model", directory="out", progress="verbose")
 def tune(
-    name,
+    model,
     data,
     tuner="hyperband",
     max_trials=10,
     max_epochs=10,
-    directory=None,
+    out=None,
     objective="val_accuracy",
     overwrite=False,
     *,
@@ -54,15 +75,15 @@ def tune(
     num_classes=None,
     input_shape=None,
     search=None,
-    batch_size=32,
-    validation_split=0.2,
+    batch_size=DataOptions.batch_size,
+    validation_split=DataOptions.validation_split,
     early_stopping=3,
     factor=3,
-    seed=None,
+    seed=0,
     executions_per_trial=1,
     max_consecutive_failed_trials=3,
     heartbeat_timeout=60.0,
-    progress=None,
+    verbose=0,
     callbacks=(),
     load_best=True,
     dtype=None,
@@ -72,14 +93,18 @@ def tune(
 
     Trial 0 is the zoo entry itself (all defaults); each trial trains with
     early stopping and the Keras session is cleared between trials. A second
-    call with the same `directory` and `overwrite=False` resumes: finished
-    trials are kept, an interrupted one runs again, and `max_trials` may grow.
-    With keras-tuner's `KERASTUNER_TUNER_ID`, `KERASTUNER_ORACLE_IP` and
+    call with the same `out` and `overwrite=False` resumes: finished trials
+    are kept, an interrupted one runs again, and `max_trials` may grow. With
+    keras-tuner's `KERASTUNER_TUNER_ID`, `KERASTUNER_ORACLE_IP` and
     `KERASTUNER_ORACLE_PORT` set, the same call runs as the chief or a worker
-    of a distributed search sharing `directory` (see docs/tuning.md).
+    of a distributed search sharing `out` (see docs/tuning.md).
 
     Args:
-        name: a zoo model name.
+        model: a zoo model name (see `cnnzoo.list_models()`) whose entry has a
+            config: the search runs over that entry's `[search]` table (its
+            layer counts, widths and training values), so a built
+            `keras.Model` or a `.keras` file, which has no such table, is not
+            taken. Was `name`.
         data: anything `cnnzoo.data.prepare` accepts (as `cnnzoo.finetune`
             does): an image-folder path, an `ImageFolder`, (x, y) arrays (split
             per class by `validation_split` and `seed`), a `cnnzoo.data.Arrays`
@@ -90,32 +115,42 @@ def tune(
         max_trials: int, the most trials to run (for Hyperband a cap on its
             brackets; None runs one full Hyperband iteration).
         max_epochs: int, epochs per trial (Hyperband: for the longest trials).
-        directory: where the project lives; default `$CNNZOO_HOME/tuning`. One
-            search per project at a time: a second process is refused with
-            `RunLockedError` (the chief and workers of a distributed search
-            share it).
+        out: the directory the search project lives in (`out/project_name`);
+            default `$CNNZOO_HOME/tuning`. One search per project at a time: a
+            second process is refused with `RunLockedError` (the chief and
+            workers of a distributed search share it). Was `directory`.
         objective: the metric to optimise: "val_accuracy" (default), "val_loss",
             "accuracy" or "loss".
         overwrite: bool; start afresh instead of resuming.
-        project_name: default `name`.
+        project_name: default the model name.
         num_classes: default from the data (class names, else largest label
             + 1), else the entry's.
         input_shape: default the shape the data fixes (an `ImageFolder`'s, a
             dataset's), else the entry's.
         search: dict overriding the entry's `[search]` table key by key.
-        batch_size: int, for arrays and image directories.
+        batch_size: int, for arrays and image directories (default
+            `cnnzoo.data.DataOptions.batch_size`).
         validation_split: float in (0, 1), the held-out share of each class
-            of (x, y) arrays and image directories.
+            of (x, y) arrays and image directories (default
+            `cnnzoo.data.DataOptions.validation_split`).
         early_stopping: int patience in epochs on the objective; 0 disables.
         factor: Hyperband's reduction factor.
-        seed: int, for the oracle, the split and Keras (the split uses 0 when None);
-            the caller's random state is restored afterwards.
+        seed: int (default 0), for the oracle's proposals, the split, the
+            shuffling and the weights (`keras.utils.set_random_seed`): the same
+            call repeats its search. None draws the oracle's seed and the
+            weights afresh each call (the split still uses 0). The caller's
+            random state is restored afterwards.
         executions_per_trial: int, trainings averaged per trial.
         max_consecutive_failed_trials: int, failures in a row that end the search.
         heartbeat_timeout: seconds without a heartbeat after which a
             distributed worker counts as dead and its trial moves on.
-        progress: optional callable receiving a `TrialRecord` after each
-            trial this process ran.
+        verbose: what this process reports after each trial it ran, with
+            Keras's values: 0 (default) nothing; 1, 2 or "auto" one line on
+            stdout (`TrialRecord.line`: trial id, score, epochs, seconds,
+            hyperparameters; a search has no progress bar, so 1 and 2 are the
+            same); or a callable receiving the `TrialRecord` (what the
+            former `progress` keyword took; its None is 0). Trials train
+            silently either way.
         callbacks: Keras callbacks added to every trial's `fit` (after the
             early stopping).
         load_best: bool; rebuild the best model and load its weights.
@@ -124,6 +159,10 @@ def tune(
         **fixed: pinned hyperparameters and config overrides, as in
             `cnnzoo.hypermodel`.
 
+    The keywords `name`, `directory` and `progress` (the former names of
+    `model`, `out` and `verbose`) still work until cnnzoo 0.3, with a
+    `DeprecationWarning`.
+
     Returns:
         A `TuneResult`: `trials` (hyperparameters, score, epochs, seconds),
         `table()`, `best_hyperparameters`, `best_spec`, `best_model`.
@@ -131,10 +170,37 @@ def tune(
     Example:
 
     >>> digits = cnnzoo.data.digits()
-    >>> result = cnnzoo.tune("digits_cnn", digits, tuner="random", max_trials=8, max_epochs=4)
+    >>> result = cnnzoo.tune("digits_cnn", digits, tuner="random", max_trials=8, max_epochs=4, verbose=1)
     >>> result.best_model.evaluate(digits.x_test, digits.y_test)
     """
-    from cnnzoo.tuning import distributed
+    from cnnzoo.tuning.engine import TunerOptions
+
+    _check_arguments(tuner, max_trials, max_epochs, batch_size, early_stopping, executions_per_trial, objective, dtype)
+    on_trial = _on_trial(verbose, objective)
+    entry = registry.spec(model)  # unknown names fail before any data work
+    inputs, input_shape = _inputs(data, input_shape, entry, validation_split, seed, batch_size, fixed)
+    hm = _hypermodel_for(model, entry, inputs, num_classes, input_shape, search, dtype, fixed)
+    options = TunerOptions(
+        kind=tuner,
+        objective=objective,
+        max_trials=max_trials,
+        max_epochs=max_epochs,
+        directory=Path(out) if out is not None else registry.home() / "tuning",
+        project_name=project_name or model,
+        overwrite=overwrite,
+        seed=seed,
+        factor=factor,
+        executions_per_trial=executions_per_trial,
+        max_consecutive_failed_trials=max_consecutive_failed_trials,
+        heartbeat_timeout=heartbeat_timeout,
+    )
+    with seeded(seed), _lock(options):
+        return _search(model, hm, inputs, options, on_trial, list(callbacks), early_stopping, load_best)
+
+
+def _check_arguments(tuner, max_trials, max_epochs, batch_size, early_stopping, executions_per_trial, objective, dtype):
+    """Raises `ConfigError` for a bad search argument, before any data work."""
+    from cnnzoo.zoo.precision import check_dtype  # imports Keras
 
     if tuner not in TUNERS:
         raise ConfigError(f"`tuner` must be one of {', '.join(TUNERS)}. Received: tuner={tuner!r}.")
@@ -149,7 +215,10 @@ def tune(
             f"Received: objective={objective!r}."
         )
     check_dtype(dtype)
-    entry = registry.spec(name)  # unknown names fail before any data work
+
+
+def _inputs(data, input_shape, entry, validation_split, seed, batch_size, fixed):
+    """`(inputs, input_shape)`: the data's train and validation pipelines, and the input they are sized to."""
     input_shape = data_pipeline.input_shape_for(data, input_shape, entry.input_shape)
     inputs = data_pipeline.prepare(
         data,
@@ -159,91 +228,64 @@ def tune(
         batch_size=batch_size,
         class_names=fixed.get("class_names"),
     )
+    return inputs, input_shape
+
+
+def _lock(options):
+    """The lock of the search's project: one search at a time, the processes of a distributed one together."""
+    from cnnzoo.tuning import distributed
+
+    return RunLock(
+        options.directory,
+        f"search of `{options.project_name}`",
+        argument="out",
+        shared=distributed.is_chief() or distributed.is_worker(),
+        name=f".{options.project_name}.cnnzoo.lock",
+    )
+
+
+def _on_trial(verbose, objective):
+    """The per-trial callback `verbose` asks for: None (0), a line on stdout (1, 2, "auto"), or `verbose` itself."""
+    if callable(verbose):
+        return verbose
+    if verbose is not None and (isinstance(verbose, bool) or verbose not in VERBOSE):
+        raise ConfigError(
+            f"`verbose` must be 0, 1, 2, 'auto' (Keras's values) or a callable receiving a TrialRecord. "
+            f"Received: verbose={verbose!r}."
+        )
+    if verbose is None or verbose == 0:  # None: the former `progress=None`
+        return None
+    return lambda record: print(record.line(objective), flush=True)
+
+
+def _hypermodel_for(model, entry, inputs, num_classes, input_shape, search, dtype, fixed):
+    """The `CnnzooHyperModel` of the entry, with the classes the data settles (adds them to `fixed`)."""
+    from cnnzoo.tuning.space import CnnzooHyperModel
+
     num_classes, names = data_pipeline.settle_classes(inputs, num_classes, fixed.get("class_names"), entry.num_classes)
     if inputs.class_names and "class_names" not in fixed:
         fixed["class_names"] = list(names)
-    hm = CnnzooHyperModel(name, num_classes=num_classes, input_shape=input_shape, search=search, dtype=dtype, **fixed)
-    directory = Path(directory) if directory is not None else registry.home() / "tuning"
-    project_name = project_name or name
-    cooperating = distributed.is_chief() or distributed.is_worker()  # the processes of one search share it
-    lock = RunLock(
-        directory,
-        f"search of `{project_name}`",
-        argument="directory",
-        shared=cooperating,
-        name=f".{project_name}.cnnzoo.lock",
+    return CnnzooHyperModel(
+        model, num_classes=num_classes, input_shape=input_shape, search=search, dtype=dtype, **fixed
     )
-    with seeded(seed), lock:
-        return _search(
-            name,
-            tuner,
-            hm,
-            inputs,
-            objective,
-            max_trials,
-            max_epochs,
-            directory,
-            project_name,
-            overwrite,
-            seed,
-            factor,
-            executions_per_trial,
-            max_consecutive_failed_trials,
-            heartbeat_timeout,
-            progress,
-            list(callbacks),
-            early_stopping,
-            load_best,
-        )
 
 
-def _search(
-    name,
-    tuner,
-    hm,
-    inputs,
-    objective,
-    max_trials,
-    max_epochs,
-    directory,
-    project_name,
-    overwrite,
-    seed,
-    factor,
-    executions_per_trial,
-    max_consecutive_failed_trials,
-    heartbeat_timeout,
-    progress,
-    callbacks,
-    early_stopping,
-    load_best,
-):
+def _search(name, hm, inputs, options, on_trial, callbacks, early_stopping, load_best):
     """Runs (or serves, as the chief) the search in a locked, seeded block; returns the `TuneResult`."""
+    import dataclasses
+
     import keras
 
     from cnnzoo.tuning import distributed, engine
 
     if distributed.is_worker():
-        overwrite = False  # only the chief may wipe the shared directory
-    kt_tuner = engine.make_tuner(
-        tuner,
-        hm,
-        objective,
-        max_trials,
-        max_epochs,
-        directory,
-        project_name,
-        overwrite,
-        seed=seed,
-        factor=factor,
-        executions_per_trial=executions_per_trial,
-        max_consecutive_failed_trials=max_consecutive_failed_trials,
-        heartbeat_timeout=heartbeat_timeout,
-        progress=progress,
-    )
+        options = dataclasses.replace(options, overwrite=False)  # only the chief may wipe the shared directory
+    kt_tuner = engine.make_tuner(hm, options, on_trial=on_trial)
     direction = kt_tuner.oracle.objective.direction
     if early_stopping:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=objective, patience=early_stopping, mode=direction))
+        callbacks.append(
+            keras.callbacks.EarlyStopping(monitor=options.objective, patience=early_stopping, mode=direction)
+        )
     start = time.perf_counter()
     if distributed.is_chief():
         kt_tuner.oracle.verbose = 0  # keras-tuner's per-trial printout; progress is reported by the workers
@@ -254,7 +296,7 @@ def _search(
             inputs.train,
             validation_data=inputs.validation,
             shuffle=False,
-            epochs=max_epochs,
+            epochs=options.max_epochs,
             callbacks=callbacks,
             verbose=0,
         )
@@ -262,14 +304,19 @@ def _search(
     project_dir = Path(kt_tuner.project_dir)
     result = TuneResult(
         name=name,
-        tuner=tuner,
-        objective=objective,
+        tuner=options.kind,
+        objective=options.objective,
         direction=direction,
         directory=project_dir,
         trials=collect(project_dir),
         seconds=seconds,
         hypermodel=hm,
     )
+    return _with_best(result, project_dir, hm, load_best)
+
+
+def _with_best(result, project_dir, hm, load_best):
+    """Fills in the result's best trial, its hyperparameters and spec, and (with `load_best`) its model."""
     ranked = [t for t in result.ranked() if t.score is not None]
     if ranked:
         trial_module = _compat.kt_module("engine.trial")
@@ -299,16 +346,19 @@ def _load_trial_model(project_dir, trial_id, spec, dtype=None):
 # --------------------------------------------------------------- register_best
 
 
-def register_best(result, name, directory=None, overwrite=False, description=None):
+@renamed_arguments(directory="out")
+def register_best(result, name, out=None, overwrite=False, description=None):
     """Writes the best trial of a search as a new zoo config.
 
     Args:
         result: a `TuneResult` from `cnnzoo.tune`.
         name: lower_snake_case name for the new entry; must be free.
-        directory: where to write `NAME.toml`; default `$CNNZOO_HOME/configs`,
-            which the registry scans (another directory must be on
-            `CNNZOO_CONFIG_PATH` for `cnnzoo.get(name)` to find it).
-        overwrite: bool; replace an existing `NAME.toml` in `directory`.
+        out: the directory to write `NAME.toml` into; default
+            `$CNNZOO_HOME/configs`, which the registry scans (another directory
+            must be on `CNNZOO_CONFIG_PATH` for `cnnzoo.get(name)` to find it).
+            Was `directory` (still accepted until cnnzoo 0.3, with a
+            `DeprecationWarning`).
+        overwrite: bool; replace an existing `NAME.toml` in `out`.
         description: one line; default names the search and its score.
 
     Returns:
@@ -329,7 +379,7 @@ def register_best(result, name, directory=None, overwrite=False, description=Non
         raise ConfigError(
             f"`name` must be lower_snake_case (a-z, 0-9, _; starting with a letter). Received: name={name!r}."
         )
-    directory = Path(directory) if directory is not None else registry.home() / "configs"
+    directory = Path(out) if out is not None else registry.home() / "configs"
     path = directory / f"{name}.toml"
     if path.exists() and not overwrite:
         raise ConfigError(

@@ -18,6 +18,7 @@ import gc
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -31,7 +32,7 @@ dist_utils = _compat.kt_module("distribute.utils")
 kt_tuner_utils = _compat.kt_module("engine.tuner_utils")
 trial_module = _compat.kt_module("engine.trial")
 
-__all__ = ["make_tuner"]
+__all__ = ["make_tuner", "TunerOptions"]
 
 log = logging.getLogger("cnnzoo.tuning")
 
@@ -139,8 +140,8 @@ class _HyperbandOracle(_OracleMixin, kt.oracles.HyperbandOracle):
 
 
 class _TunerMixin:
-    def __init__(self, *args, progress=None, heartbeat_timeout=60.0, **kwargs):
-        self.cnnzoo_progress = progress
+    def __init__(self, *args, on_trial=None, heartbeat_timeout=60.0, **kwargs):
+        self.cnnzoo_on_trial = on_trial
         self.cnnzoo_heartbeat_timeout = heartbeat_timeout
         self._cnnzoo_heartbeat = None
         self._cnnzoo_frozen = False
@@ -244,10 +245,10 @@ class _TunerMixin:
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
         keras.backend.clear_session()  # with its garbage collection: this trial's models and graphs go now
-        if self.cnnzoo_progress is not None:
+        if self.cnnzoo_on_trial is not None:
             ended = self.oracle.get_trial(trial.trial_id)
             runs = [r for r in read_runs(self.project_dir) if r["trial_id"] == trial.trial_id]
-            self.cnnzoo_progress(records.record_of(ended, runs))
+            self.cnnzoo_on_trial(records.record_of(ended, runs))
 
     def search(self, *args, **kwargs):
         # keras-tuner calls on_search_end only when the search loop ends normally; a trial or callback
@@ -339,54 +340,60 @@ class _Hyperband(_TunerMixin, kt.Hyperband):
         return tuning_space.prebuild(model, spec)
 
 
-def make_tuner(
-    kind,
-    hypermodel,
-    objective,
-    max_trials,
-    max_epochs,
-    directory,
-    project_name,
-    overwrite,
-    seed=None,
-    factor=3,
-    executions_per_trial=1,
-    max_consecutive_failed_trials=3,
-    heartbeat_timeout=60.0,
-    progress=None,
-):
-    """Builds a cnnzoo keras-tuner tuner of `kind` ("hyperband", "random" or "bayesian")."""
-    project_dir = Path(directory) / project_name
+@dataclass(frozen=True)
+class TunerOptions:
+    """How `make_tuner` sets up a search besides the hypermodel: `cnnzoo.tune`'s arguments of the same
+    names (`kind` is its `tuner`, `directory` its `out`; `seed=None` lets keras-tuner draw the oracle's)."""
+
+    kind: str
+    objective: str
+    max_trials: object
+    max_epochs: int
+    directory: object
+    project_name: str
+    overwrite: bool = False
+    seed: object = 0
+    factor: int = 3
+    executions_per_trial: int = 1
+    max_consecutive_failed_trials: int = 3
+    heartbeat_timeout: float = 60.0
+
+
+def make_tuner(hypermodel, options, on_trial=None):
+    """A cnnzoo keras-tuner tuner of a `CnnzooHyperModel`, set up by `options` (a `TunerOptions`);
+    `on_trial`, if given, receives a `TrialRecord` after each trial this process ran."""
+    o = options
+    project_dir = Path(o.directory) / o.project_name
     common = dict(
-        objective=objective,
-        seed=seed,
+        objective=o.objective,
+        seed=o.seed,
         hypermodel=hypermodel,
         heartbeats=project_dir / distributed.HEARTBEATS_DIR,
-        heartbeat_timeout=heartbeat_timeout,
-        max_consecutive_failed_trials=max_consecutive_failed_trials,
+        heartbeat_timeout=o.heartbeat_timeout,
+        max_consecutive_failed_trials=o.max_consecutive_failed_trials,
     )
-    if kind == "hyperband":
+    if o.kind == "hyperband":
         # With max_trials, run Hyperband iterations until that many trials (one iteration of a small
         # max_epochs may hold only 2 trials); without, run one full iteration.
         oracle = _HyperbandOracle(
-            max_epochs=max_epochs, factor=factor, hyperband_iterations=None if max_trials else 1, **common
+            max_epochs=o.max_epochs, factor=o.factor, hyperband_iterations=None if o.max_trials else 1, **common
         )
-        oracle.max_trials = max_trials  # keras-tuner's Oracle honours it; HyperbandOracle does not take it
+        oracle.max_trials = o.max_trials  # keras-tuner's Oracle honours it; HyperbandOracle does not take it
         tuner_cls = _Hyperband
-    elif kind == "random":
-        oracle, tuner_cls = _RandomOracle(max_trials=max_trials, **common), _Tuner
+    elif o.kind == "random":
+        oracle, tuner_cls = _RandomOracle(max_trials=o.max_trials, **common), _Tuner
     else:
-        oracle, tuner_cls = _BayesianOracle(max_trials=max_trials, **common), _Tuner
+        oracle, tuner_cls = _BayesianOracle(max_trials=o.max_trials, **common), _Tuner
     with _logged_stdout():
         return tuner_cls(
             oracle=oracle,
             hypermodel=hypermodel,
-            directory=str(directory),
-            project_name=project_name,
-            overwrite=overwrite,
-            executions_per_trial=executions_per_trial,
-            progress=progress,
-            heartbeat_timeout=heartbeat_timeout,
+            directory=str(o.directory),
+            project_name=o.project_name,
+            overwrite=o.overwrite,
+            executions_per_trial=o.executions_per_trial,
+            on_trial=on_trial,
+            heartbeat_timeout=o.heartbeat_timeout,
         )
 
 

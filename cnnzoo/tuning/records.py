@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cnnzoo.utils.files import atomic_write_json
+from cnnzoo.utils.renames import renamed_arguments
 
 __all__ = ["TrialRecord", "TuneResult", "record_of", "collect", "plot_scores", "read_runs", "write_run", "RUNS_DIR"]
 
@@ -65,6 +66,18 @@ class TrialRecord:
 
     def to_dict(self):
         return dataclasses.asdict(self)
+
+    def line(self, objective="score"):
+        """One line for a progress display: id, score (named `objective`), epochs, seconds, hyperparameters.
+
+        Example:
+
+        >>> print(record.line("val_accuracy"))  # doctest: +SKIP
+        trial 01: val_accuracy=0.9375  epochs=2  1.3s  conv_blocks=2 filters_1=32 learning_rate=0.001
+        """
+        score = "failed" if self.score is None else f"{objective}={self.score:.4f}"
+        values = " ".join(f"{k}={_fmt(v)}" for k, v in self.hyperparameters.items())
+        return f"trial {self.trial_id}: {score}  epochs={self.epochs}  {self.seconds or 0:.1f}s  {values}"
 
 
 def record_of(trial, runs=()):
@@ -209,9 +222,10 @@ class TuneResult:
             "trials": [t.to_dict() for t in self.ranked()],
         }
 
-    def plot(self, path):
-        """Writes a PNG of the score against each searched value; returns its path."""
-        return plot_scores(self, path)
+    @renamed_arguments(path="out")
+    def plot(self, out):
+        """Writes a PNG of the score against each searched value to the file `out` (was `path`); returns its path."""
+        return plot_scores(self, out)
 
 
 def _fmt(v):
@@ -220,12 +234,13 @@ def _fmt(v):
     return str(v)
 
 
-def plot_scores(result, path):
+@renamed_arguments(path="out")
+def plot_scores(result, out):
     """One panel per searched hyperparameter: trial score against its value.
 
     Args:
         result: a `TuneResult`.
-        path: where to write the PNG.
+        out: the PNG file to write (was `path`).
 
     Returns:
         The `Path` written.
@@ -265,4 +280,4 @@ def plot_scores(result, path):
         ax.axis("off")
     fig.suptitle(f"{result.name}: {result.tuner} search, {len(done)} scored trials (best in red)")
     fig.tight_layout()
-    return save_png(fig, path, dpi=90)
+    return save_png(fig, out, dpi=90)

@@ -60,3 +60,55 @@ def test_import_list_and_info_never_load_tensorflow():
     proc = subprocess.run([PYTHON, "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"{len(cnnzoo.list_models())} []"
+
+
+def test_command_defaults_are_the_library_defaults():
+    import inspect
+
+    from cnnzoo.cli.app import build_parser
+    from cnnzoo.deploy import inference, serve
+
+    parser = build_parser()
+
+    def parsed(*argv):
+        return vars(parser.parse_args(list(argv)))
+
+    def defaults(fn):
+        return {k: p.default for k, p in inspect.signature(fn).parameters.items()}
+
+    tune, library = parsed("tune", "digits_cnn", "digits"), defaults(cnnzoo.tune)
+    for key in ("tuner", "max_trials", "max_epochs", "objective", "seed", "batch_size", "validation_split"):
+        assert tune[key] == library[key], key
+    assert (tune["batch_size"], tune["validation_split"]) == (
+        cnnzoo.data.DataOptions.batch_size,
+        cnnzoo.data.DataOptions.validation_split,
+    )
+    export, library = parsed("export", "m.keras", "m.onnx"), defaults(cnnzoo.export)
+    assert (export["format"], export["quantize"], export["tolerance"], export["images"]) == (
+        library["format"],
+        library["quantize"],
+        library["tolerance"],
+        library["verify_with"],
+    )
+    predict, library = parsed("predict", "m.keras", "a.png"), defaults(inference.predict)
+    assert (predict["top_k"], predict["runtime"], predict["tta"]) == (
+        library["top_k"],
+        library["runtime"],
+        library["tta"],
+    )
+    served, app, server = parsed("serve", "m.keras"), defaults(serve.create_app), defaults(serve.serve)
+    assert (served["host"], served["port"]) == (server["host"], server["port"])
+    for key in ("top_k", "max_batch", "max_delay_ms", "max_upload_mb"):
+        assert served[key] == app[key], key
+
+
+def test_a_command_builds_only_its_own_arguments():
+    script = (
+        "import sys, io, contextlib, cnnzoo.cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    cnnzoo.cli.main(['list'])\n"
+        "print(sorted(m for m in ('numpy', 'cnnzoo.deploy.export', 'cnnzoo.tuning.api') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([PYTHON, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"  # the other commands' defaults were not imported

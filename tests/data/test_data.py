@@ -371,6 +371,13 @@ def test_digits_folder_matches_the_digits_arrays(tmp_path):
         data.digits_folder(tmp_path / "digits")
 
 
+def test_digits_folder_old_directory_keyword_warns_naming_out_and_still_works(tmp_path):
+    with pytest.warns(DeprecationWarning, match=r"`digits_folder\(directory=\.\.\.\)` is deprecated.*use `out=`"):
+        train_dir, test_dir = data.digits_folder(directory=tmp_path / "digits")
+    assert (train_dir, test_dir) == (tmp_path / "digits" / "train", tmp_path / "digits" / "test")
+    assert len(list(train_dir.rglob("*.png"))) == 1437 and len(list(test_dir.rglob("*.png"))) == 360
+
+
 def test_training_from_the_digits_folder(tmp_path):
     import keras
 

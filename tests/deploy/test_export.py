@@ -129,23 +129,33 @@ def test_a_tampered_file_fails_verification(model, exports, folder, tmp_path):
 
 def test_bad_arguments_are_config_errors(model, tmp_path):
     cases = [
-        dict(path=tmp_path / "x.onnx", format="litert"),
-        dict(path=tmp_path / "x", format=None),
-        dict(path=tmp_path / "x.onnx", format="tensorrt"),
-        dict(path=tmp_path / "x.onnx", quantize="float16"),
-        dict(path=tmp_path / "x", format="savedmodel", quantize="int8"),
-        dict(path=tmp_path / "x.onnx", quantize="int4"),
-        dict(path=tmp_path / "x.onnx", tolerance=-1),
+        dict(out=tmp_path / "x.onnx", format="litert"),
+        dict(out=tmp_path / "x", format=None),
+        dict(out=tmp_path / "x.onnx", format="tensorrt"),
+        dict(out=tmp_path / "x.onnx", quantize="float16"),
+        dict(out=tmp_path / "x", format="savedmodel", quantize="int8"),
+        dict(out=tmp_path / "x.onnx", quantize="int4"),
+        dict(out=tmp_path / "x.onnx", tolerance=-1),
     ]
     for case in cases:
         with pytest.raises(ConfigError, match=r"Received:"):
-            cnnzoo.export(model, case.pop("path"), case.pop("format", None), **case)
+            cnnzoo.export(model, case.pop("out"), case.pop("format", None), **case)
     assert list(tmp_path.iterdir()) == []
     (tmp_path / "project").mkdir()
     (tmp_path / "project" / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match="the export replaces it"):  # never a directory holding other files
         cnnzoo.export(model, tmp_path / "project", "savedmodel")
     assert (tmp_path / "project" / "notes.txt").read_text() == "mine"
+
+
+def test_the_old_keyword_names_warn_naming_the_new_ones_and_still_work(model, folder, tmp_path):
+    target = tmp_path / "birds.onnx"
+    with pytest.warns(DeprecationWarning) as caught:
+        result = cnnzoo.export(model_or_path=model, path=target, verify_with=folder)
+    messages = [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)]
+    assert any("`export(model_or_path=...)` is deprecated" in m and "use `model=`" in m for m in messages)
+    assert any("`export(path=...)` is deprecated" in m and "use `out=`" in m for m in messages)
+    assert result.path == target and result.format == "onnx" and result.top1_agreement == 1.0
 
 
 def test_an_earlier_savedmodel_export_is_replaced(model, folder, tmp_path):

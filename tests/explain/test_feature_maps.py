@@ -106,6 +106,13 @@ def test_plot_feature_maps_writes_one_png_per_layer(tiny, tmp_path):
     assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == ["block1_conv1.png", "block2_pool.png"]
 
 
+def test_plot_feature_maps_old_out_dir_warns_naming_out_and_still_works(tmp_path):
+    maps = {"conv": np.arange(2 * 2 * 3, dtype="float32").reshape(2, 2, 3)}  # no model needed
+    with pytest.warns(DeprecationWarning, match=r"`plot_feature_maps\(out_dir=\.\.\.\)` is deprecated.*use `out=`"):
+        written = plot_feature_maps(maps, out_dir=tmp_path / "maps")
+    assert written == {"conv": tmp_path / "maps" / "conv.png"} and written["conv"].is_file()
+
+
 def test_first_layer_filters_are_the_kernels(tiny, tmp_path):
     tiles = filters(tiny, out=tmp_path / "first.png")
     kernel = tiny.get_layer("block1").steps[0].get_weights()[0]  # [3, 3, 3, 10]

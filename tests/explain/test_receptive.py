@@ -32,10 +32,17 @@ def test_by_name_and_spec_without_tensorflow():
 
 
 def test_wrong_arguments_say_what_they_take():
-    with pytest.raises(ConfigError, match="`name_or_model` must be"):
+    with pytest.raises(ConfigError, match="`model` must be"):
         receptive_fields(3)
     with pytest.raises(KeyError, match="lenet5"):
         receptive_fields("lenet")
+
+
+def test_the_old_name_or_model_keyword_warns_naming_model_and_still_works():
+    with pytest.warns(
+        DeprecationWarning, match=r"`receptive_fields\(name_or_model=\.\.\.\)` is deprecated.*use `model=`"
+    ):
+        assert receptive_fields(name_or_model="lenet5") == receptive_fields("lenet5")
 
 
 @pytest.mark.parametrize("name", CNN_ENTRIES)

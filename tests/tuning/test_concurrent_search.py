@@ -16,7 +16,7 @@ class Slow(keras.callbacks.Callback):
 d = cnnzoo.data.digits(seed=0)
 try:
     result = cnnzoo.tune("digits_cnn", (d.x_train[:160], d.y_train[:160]), tuner="random", max_trials=3, max_epochs=2,
-                         directory=directory, seed=0, early_stopping=0, overwrite=overwrite, callbacks=[Slow()])
+                         out=directory, seed=0, early_stopping=0, overwrite=overwrite, callbacks=[Slow()])
 except cnnzoo.RunLockedError as e:
     print("LOCKED", e, flush=True)
     sys.exit(3)
@@ -50,7 +50,7 @@ def test_a_second_search_in_the_same_directory_is_refused(tmp_path, reliability)
             timeout=120,
         )
         assert second.returncode == 3, second.stderr[-3000:]
-        assert "`directory` is in use" in second.stdout and f"process {first.pid}" in second.stdout
+        assert "`out` is in use" in second.stdout and f"process {first.pid}" in second.stdout
         stdout, stderr = first.communicate(timeout=240)
     finally:
         if first.poll() is None:

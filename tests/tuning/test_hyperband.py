@@ -19,7 +19,7 @@ def test_hyperband_trials_continue_earlier_ones_and_the_best_model_loads(tmp_pat
         max_trials=4,
         max_epochs=3,
         factor=3,
-        directory=tmp_path,
+        out=tmp_path,
         seed=0,
         early_stopping=0,
         batch_size=32,

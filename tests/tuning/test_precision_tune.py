@@ -21,14 +21,14 @@ def test_tune_with_dtype_runs_a_trial_and_returns_a_mixed_best_model(tmp_path):
     d = cnnzoo.data.digits(seed=0)
     data = (d.x_train[:120], d.y_train[:120], d.x_test[:60], d.y_test[:60])
     with pytest.raises(ConfigError, match="`dtype`"):
-        cnnzoo.tune("digits_cnn", data, tuner="random", directory=tmp_path / "bad", dtype="bf16")
+        cnnzoo.tune("digits_cnn", data, tuner="random", out=tmp_path / "bad", dtype="bf16")
     result = cnnzoo.tune(
         "digits_cnn",
         data,
         tuner="random",
         max_trials=1,
         max_epochs=1,
-        directory=tmp_path,
+        out=tmp_path,
         seed=0,
         dtype="mixed_bfloat16",
     )

@@ -61,17 +61,19 @@ def test_a_fit_that_raises_through_the_search_restores_gc_and_stops_the_heartbea
     x, y, xv, yv = _digits()
     hm = cnnzoo.hypermodel("digits_cnn")
     tuner = engine.make_tuner(
-        "random",
         hm,
-        "val_accuracy",
-        3,
-        1,
-        tmp_path,
-        "p",
-        True,
-        seed=0,
-        max_consecutive_failed_trials=1,
-        heartbeat_timeout=1.2,
+        engine.TunerOptions(
+            "random",
+            "val_accuracy",
+            3,
+            1,
+            tmp_path,
+            "p",
+            True,
+            seed=0,
+            max_consecutive_failed_trials=1,
+            heartbeat_timeout=1.2,
+        ),
     )
     _as_worker(monkeypatch)
     boom = _RaiseAtEpochEnd(RuntimeError("callback failed"))
@@ -85,7 +87,7 @@ def test_a_worker_whose_trial_raised_stops_beating_and_its_trial_goes_to_another
     hm = cnnzoo.hypermodel("digits_cnn")
     timeout = 1.2
     tuner = engine.make_tuner(
-        "random", hm, "val_accuracy", 3, 1, tmp_path, "p", True, seed=0, heartbeat_timeout=timeout
+        hm, engine.TunerOptions("random", "val_accuracy", 3, 1, tmp_path, "p", True, seed=0, heartbeat_timeout=timeout)
     )
     _as_worker(monkeypatch, "tuner0")
     boom = _RaiseAtEpochEnd(_Abort())
@@ -118,10 +120,10 @@ def test_tune_whose_progress_callback_raises_restores_the_process(tmp_path, clea
             tuner="random",
             max_trials=2,
             max_epochs=1,
-            directory=tmp_path,
+            out=tmp_path,
             seed=0,
             early_stopping=0,
-            progress=progress,
+            verbose=progress,
         )
     assert len(calls) == 1 and calls[0][1] > 0
 
@@ -132,7 +134,8 @@ def test_a_search_keeps_a_freeze_the_caller_made(tmp_path, monkeypatch):
     try:
         before = gc.get_freeze_count()
         tuner = engine.make_tuner(
-            "random", cnnzoo.hypermodel("digits_cnn"), "val_accuracy", 1, 1, tmp_path, "p", True, seed=0
+            cnnzoo.hypermodel("digits_cnn"),
+            engine.TunerOptions("random", "val_accuracy", 1, 1, tmp_path, "p", True, seed=0),
         )
         tuner.search(x, y, validation_data=(xv, yv), epochs=1, batch_size=32, verbose=0)
         assert gc.get_freeze_count() > before // 2  # cnnzoo did not unfreeze what it did not freeze

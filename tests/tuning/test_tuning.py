@@ -159,7 +159,8 @@ def test_oracle_proposes_the_defaults_first_and_only_models_that_fit(tmp_path):
     from cnnzoo.tuning import engine as tuning_engine
 
     hm = cnnzoo.hypermodel("tiny_vgg", input_shape=(32, 32, 3))  # valid padding: deep trials vanish
-    tuner = tuning_engine.make_tuner("random", hm, "val_accuracy", 40, 1, tmp_path, "p", True, seed=0)
+    options = tuning_engine.TunerOptions("random", "val_accuracy", 40, 1, tmp_path, "p", True, seed=0)
+    tuner = tuning_engine.make_tuner(hm, options)
     proposals = [tuner.oracle.create_trial(f"tuner{i}").hyperparameters.values for i in range(40)]
     plain = kt.oracles.RandomSearchOracle("val_accuracy", max_trials=40, seed=0)
     plain.hyperparameters = tuner.oracle.hyperparameters.copy()
@@ -206,20 +207,85 @@ def test_backbone_entries_search_only_the_head_and_training():
 def test_tune_rejects_bad_arguments_before_any_search(tmp_path):
     x, y, _, _ = _digits(40)
     with pytest.raises(ConfigError, match="`tuner`"):
-        cnnzoo.tune("digits_cnn", (x, y), tuner="grid", directory=tmp_path)
+        cnnzoo.tune("digits_cnn", (x, y), tuner="grid", out=tmp_path)
     with pytest.raises(ConfigError, match="`max_trials`"):
-        cnnzoo.tune("digits_cnn", (x, y), tuner="random", max_trials=0, directory=tmp_path)
+        cnnzoo.tune("digits_cnn", (x, y), tuner="random", max_trials=0, out=tmp_path)
     with pytest.raises(ConfigError, match="`objective`"):
-        cnnzoo.tune("digits_cnn", (x, y), tuner="random", objective="val_auc", directory=tmp_path)
+        cnnzoo.tune("digits_cnn", (x, y), tuner="random", objective="val_auc", out=tmp_path)
     with pytest.raises(DataError, match="one-hot"):
-        cnnzoo.tune("digits_cnn", (x, np.eye(10)[y]), tuner="random", directory=tmp_path)
+        cnnzoo.tune("digits_cnn", (x, np.eye(10)[y]), tuner="random", out=tmp_path)
     with pytest.raises(DataError, match="one label per image"):
-        cnnzoo.tune("digits_cnn", (x, y[:-1]), tuner="random", directory=tmp_path)
+        cnnzoo.tune("digits_cnn", (x, y[:-1]), tuner="random", out=tmp_path)
     with pytest.raises(cnnzoo.errors.DataNotFoundError, match="does not exist"):  # as finetune: a FileNotFoundError
-        cnnzoo.tune("digits_cnn", str(tmp_path / "nowhere"), directory=tmp_path)
+        cnnzoo.tune("digits_cnn", str(tmp_path / "nowhere"), out=tmp_path)
     with pytest.raises(cnnzoo.UnknownModelError):
-        cnnzoo.tune("digits_cnnn", (x, y), directory=tmp_path)
+        cnnzoo.tune("digits_cnnn", (x, y), out=tmp_path)
+    for verbose in ("loud", True, 3, [1]):
+        with pytest.raises(ConfigError, match="`verbose` must be 0, 1, 2, 'auto'"):
+            cnnzoo.tune("digits_cnn", (x, y), tuner="random", out=tmp_path, verbose=verbose)
     assert not list(tmp_path.iterdir())  # nothing was started
+
+
+def test_tune_defaults_seed_0_verbose_0_and_the_data_options():
+    import inspect
+
+    defaults = {k: p.default for k, p in inspect.signature(cnnzoo.tune).parameters.items()}
+    assert defaults["seed"] == 0 and defaults["verbose"] == 0
+    assert defaults["batch_size"] == cnnzoo.data.DataOptions.batch_size
+    assert defaults["validation_split"] == cnnzoo.data.DataOptions.validation_split
+
+
+def test_verbose_1_2_and_auto_print_one_line_per_trial(capsys):
+    from cnnzoo.tuning import api
+    from cnnzoo.tuning.records import TrialRecord
+
+    record = TrialRecord("01", "COMPLETED", {"conv_blocks": 2, "learning_rate": 0.00123}, 0.9375, 2, 1.25)
+    assert api._on_trial(0, "val_accuracy") is None and api._on_trial(None, "val_accuracy") is None  # progress=None
+    assert api._on_trial(print, "val_accuracy") is print  # a callable gets each TrialRecord
+    for verbose in (1, 2, "auto"):
+        api._on_trial(verbose, "val_accuracy")(record)
+    line = "trial 01: val_accuracy=0.9375  epochs=2  1.2s  conv_blocks=2 learning_rate=0.00123"
+    assert capsys.readouterr().out.splitlines() == [line] * 3 and record.line("val_accuracy") == line
+
+
+def test_old_keyword_names_of_tune_warn_naming_the_new_ones_and_still_work(tmp_path):
+    x, y, xv, yv = _digits(40)
+    seen = []
+    with pytest.warns(DeprecationWarning) as caught:
+        result = cnnzoo.tune(
+            name="digits_cnn",
+            data=(x, y, xv[:20], yv[:20]),
+            tuner="random",
+            max_trials=1,
+            max_epochs=1,
+            directory=tmp_path,
+            progress=seen.append,
+            early_stopping=0,
+            load_best=False,
+        )
+    messages = [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)]
+    for old, new in (("name", "model"), ("directory", "out"), ("progress", "verbose")):
+        assert any(f"`tune({old}=...)` is deprecated" in m and f"use `{new}=`" in m for m in messages), old
+    assert result.name == "digits_cnn" and result.directory == tmp_path / "digits_cnn"
+    assert [t.trial_id for t in seen] == [t.trial_id for t in result.trials] and len(seen) == 1
+
+
+def test_the_default_seed_repeats_a_search(tmp_path):
+    x, y, xv, yv = _digits(40)
+    proposals = []
+    for run in ("first", "second"):
+        result = cnnzoo.tune(
+            "digits_cnn",
+            (x, y, xv[:20], yv[:20]),
+            tuner="random",
+            max_trials=2,
+            max_epochs=1,
+            out=tmp_path / run,
+            early_stopping=0,
+            load_best=False,
+        )
+        proposals.append([t.hyperparameters for t in result.trials])
+    assert len(proposals[0]) == 2 and proposals[0] == proposals[1]  # the random draw of trial 1 too
 
 
 # ---------------------------------------------------------------- a real search
@@ -239,10 +305,10 @@ def searched(tmp_path_factory):
             tuner="random",
             max_trials=3,
             max_epochs=2,
-            directory=directory,
+            out=directory,
             seed=3,
             batch_size=32,
-            progress=seen.append,
+            verbose=seen.append,
         )
     return result, seen, (xv, yv), [str(w.message) for w in caught]
 
@@ -309,6 +375,16 @@ def test_register_best_round_trip(searched, isolated_home):
         cnnzoo.register_best(result, "My Net")
 
 
+def test_old_directory_and_path_keywords_of_the_results_warn_and_still_work(searched, tmp_path):
+    result, _, _, _ = searched
+    with pytest.warns(DeprecationWarning, match=r"`register_best\(directory=\.\.\.\)` is deprecated.*use `out=`"):
+        path = cnnzoo.register_best(result, "old_keyword_net", directory=tmp_path)
+    assert path == tmp_path / "old_keyword_net.toml" and config.load(path).name == "old_keyword_net"
+    with pytest.warns(DeprecationWarning, match=r"`plot\(path=\.\.\.\)` is deprecated.*use `out=`"):
+        png = result.plot(path=tmp_path / "scores.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_bayesian_search_on_val_loss(tmp_path):
     x, y, xv, yv = _digits(120)
     result = cnnzoo.tune(
@@ -318,7 +394,7 @@ def test_bayesian_search_on_val_loss(tmp_path):
         max_trials=2,
         max_epochs=1,
         objective="val_loss",
-        directory=tmp_path,
+        out=tmp_path,
         seed=0,
         search={"conv_blocks": [1, 2]},
         load_best=False,
@@ -337,7 +413,7 @@ _SEARCH_SCRIPT = textwrap.dedent("""
     d = cnnzoo.data.digits(seed=0)
     n = int(sys.argv[3])
     result = cnnzoo.tune("digits_cnn", (d.x_train[:n], d.y_train[:n]), tuner=sys.argv[2], max_trials=int(sys.argv[4]),
-                         max_epochs=int(sys.argv[5]), directory=sys.argv[1], seed=1, early_stopping=0,
+                         max_epochs=int(sys.argv[5]), out=sys.argv[1], seed=1, early_stopping=0,
                          heartbeat_timeout=3.0)
     print("DONE", [(t.trial_id, t.status) for t in result.trials], result.best_model is not None, flush=True)
 """)
@@ -404,7 +480,7 @@ def test_resume_after_a_killed_search_skips_finished_trials(tmp_path, reliabilit
         tuner="random",
         max_trials=4,
         max_epochs=3,
-        directory=directory,
+        out=directory,
         seed=1,
         early_stopping=0,
     )
@@ -470,7 +546,7 @@ def test_tune_reads_an_image_directory(image_folder, tmp_path):
         max_trials=1,
         max_epochs=1,
         input_shape=(12, 12, 3),
-        directory=tmp_path,
+        out=tmp_path,
         batch_size=4,
         validation_split=0.25,
         seed=0,
