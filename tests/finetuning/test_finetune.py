@@ -19,44 +19,8 @@ from cnnzoo.errors import ConfigError, DataError
 from cnnzoo.finetuning import freezing
 from cnnzoo.finetuning import stages as stages_lib
 from cnnzoo.finetuning.stages import Stage
-from conftest import PYTHON, REPO, brightness_blobs, write_image_folder
-
-SIZE = 12
-
-
-def tiny(num_classes=3, block_dropout=0.2, dropout=0.5, batch_norm=True):
-    """A two-block zoo CNN (BatchNorm in each block, Dropout in the second)."""
-    return cnnzoo.get(
-        "bird_classifier",
-        num_classes=num_classes,
-        input_shape=(SIZE, SIZE, 3),
-        compile=False,
-        blocks=[
-            {"filters": 4, "batch_norm": batch_norm},
-            {"filters": 8, "batch_norm": batch_norm, "dropout": block_dropout},
-        ],
-        dense=[8],
-        dropout=dropout,
-    )
-
-
-def blobs(n=48, classes=3, seed=0):
-    return brightness_blobs(n, classes, seed, SIZE)
-
-
-def pretrain_batchnorm(model, seed=0):
-    """Gives every BatchNormalization non-trivial moving statistics, as a pretrained backbone has, and
-    marks the model pretrained (as `cnnzoo.get(..., weights=...)` does)."""
-    rng = np.random.default_rng(seed)
-    for bn in freezing.batchnorm_layers(model):
-        bn.moving_mean.assign(rng.normal(0, 0.5, bn.moving_mean.shape))
-        bn.moving_variance.assign(rng.uniform(0.5, 2.0, bn.moving_variance.shape))
-    model.get_layer("head").pretrained = True
-
-
-def bn_stats(model):
-    return [v.numpy() for bn in freezing.batchnorm_layers(model) for v in (bn.moving_mean, bn.moving_variance)]
-
+from conftest import PYTHON, REPO, write_image_folder
+from finetune_helpers import SIZE, blobs, bn_stats, pretrain_batchnorm, tiny
 
 # ------------------------------------------------------------------ stages as data
 
