@@ -5,6 +5,7 @@ TensorFlow check, which imports the light modules in a fresh process.
 """
 
 import ast
+import re
 import subprocess
 
 import pytest
@@ -182,3 +183,17 @@ def test_tests_mirror_the_layout():
     parts = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     tested = {p.name for p in (REPO / "tests").iterdir() if p.is_dir() and list(p.glob("test_*.py"))}
     assert parts - {"utils", "pretrained"} <= tested, sorted(parts - tested)
+
+
+def test_every_test_file_has_a_row_in_the_tests_table():
+    """docs/architecture.md, "## Tests": one row per tests/**/test_*.py, naming what of cnnzoo it tests."""
+    text = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
+    assert "\n## Tests\n" in text, "docs/architecture.md has no '## Tests' section"
+    section = text.split("\n## Tests\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(tests/[^`]+)` \|", section, re.M)
+    files = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "tests").rglob("test_*.py"))
+    missing = [f for f in files if f not in rows]
+    assert not missing, "add a row to the table in docs/architecture.md, '## Tests', for:\n" + "\n".join(missing)
+    stale = sorted(set(rows) - set(files))
+    assert not stale, "rows of docs/architecture.md, '## Tests', for test files that do not exist:\n" + "\n".join(stale)
+    assert len(rows) == len(set(rows)), "a test file has two rows"

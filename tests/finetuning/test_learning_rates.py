@@ -1,4 +1,5 @@
 """Learning rates (issue 11, item 2): one-cycle, per-unit rates, the LR finder, `learning_rate="auto"`.
+(Rates, ranges and schedules written in a `Stage` are tested with the stages, in test_stages.py.)
 
 Real TensorFlow training of tiny zoo CNNs on tiny images; the plot is a real PNG read back with Pillow.
 """
@@ -13,7 +14,6 @@ import pytest
 import cnnzoo
 from cnnzoo.errors import ConfigError
 from cnnzoo.finetuning import freezing, lr_finder, schedules
-from cnnzoo.finetuning import stages as stages_lib
 from cnnzoo.finetuning.stages import Stage
 from cnnzoo.zoo.config import OPTIMIZERS
 from conftest import brightness_blobs, crash_at, write_image_folder
@@ -36,35 +36,6 @@ def tiny(num_classes=3, blocks=3, batch_norm=True, dtype=None):
 
 def blobs(n=48, classes=3, seed=0):
     return brightness_blobs(n, classes, seed, SIZE)
-
-
-# ------------------------------------------------------------------ stages as data
-
-
-def test_rates_schedules_and_ranges_as_data():
-    assert Stage.parse("head:5:1e-3") == Stage(0, 5, 1e-3)  # the old syntax reads as before
-    assert Stage.parse("top2:3") == Stage(2, 3, 1e-4)
-    assert Stage.parse("all:5:1e-5..1e-3") == Stage("all", 5, (1e-5, 1e-3))
-    assert Stage.parse("all:5:auto:one_cycle") == Stage("all", 5, "auto", "one_cycle")
-    assert Stage.parse("head:4:one_cycle") == Stage(0, 4, 1e-3, "one_cycle")
-    assert Stage("all", 5, [1e-5, 1e-3]) == Stage("all", 5, slice(1e-5, 1e-3)) == Stage("all", 5, "1e-5..1e-3")
-    assert stages_lib.as_stages({"unfreeze": "all", "learning_rate": [1e-5, 1e-3]})[0].learning_rate == (1e-5, 1e-3)
-    assert str(Stage("all", 5, (1e-5, 1e-3))) == "all:5:1e-05..0.001" and str(Stage(0, 2, "auto")) == "head:2:auto"
-    for stage in (Stage("all", 5, (1e-5, 1e-3)), Stage(1, 2, "auto"), Stage(0, 3, 3e-4)):
-        assert Stage.parse(str(stage)) == stage
-    assert Stage("all", 1, (1e-5, 1e-3)).peak_rate == 1e-3 and Stage(0, 1, "auto").peak_rate is None
-    assert [str(s) for s in stages_lib.override("head:5:1e-3,all:2:1e-5", 3, "auto")] == ["head:3:auto", "all:3:auto"]
-    json.dumps(Stage("all", 5, (1e-5, 1e-3)).to_dict())  # stages stay data
-    with pytest.raises(
-        ConfigError, match=r"`learning_rate` must be .*lo <= hi.*Received: learning_rate=\(0.1, 0.001\)"
-    ):
-        Stage("all", 1, (0.1, 1e-3))
-    with pytest.raises(ConfigError, match=r"Received: learning_rate='fast'"):
-        Stage(learning_rate="fast")
-    with pytest.raises(ConfigError, match=r"learning rate of a stage.*Received: stage='all:2:1e-3..x'"):
-        Stage.parse("all:2:1e-3..x")
-    with pytest.raises(ConfigError, match=r"`learning_rate` must be.*Received: learning_rate=0"):
-        cnnzoo.finetune("digits_cnn", blobs(), learning_rate=0)
 
 
 def test_one_cycle_warms_up_then_anneals():
