@@ -2,6 +2,8 @@
 
 - `images`: one image file -> pixels (`check_image`, `load_image`, `convert_image`, resizing);
 - `folders`: `image_folder`, `<path>/<class>/<image>` -> tf.data pipelines;
+- `folder_files`: an image folder's files listed and checked (headers, Pillow);
+- `folder_dataset`: an image folder's tf.data pipeline (decoded, cached, shuffled, batched);
 - `decoding`: headers checked cheaply, TensorFlow decoding in parallel, files that fail reported;
 - `mixing`: MixUp and CutMix on one-hot batches;
 - `datasets`: the built-in UCI digits (`digits`, `digits_folder`);
