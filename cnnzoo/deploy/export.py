@@ -273,7 +273,7 @@ def _require(format):
 
 
 def _model(model_or_path):
-    from cnnzoo.zoo.builders import as_model
+    from cnnzoo.zoo.loading import as_model
 
     return as_model(model_or_path, "model_or_path")
 

@@ -5,7 +5,8 @@
 - `registry`: name -> spec or builder (built-in configs, config paths, `@register`, plugins);
 - `stats`: parameters, FLOPs and shapes by arithmetic (what `cnnzoo info` shows);
 - `layers`: the serializable `cnnzoo>` Keras layers;
-- `builders`: `get`, `build`, `load`, the compile recipe;
+- `builders`: `get`, `build`, the compile recipe;
+- `loading`: `load` (a `.keras` file, in safe mode), `as_model`, weights files into a model;
 - `weights`: named weights files, fetched, hash-checked and cached.
 
 `config`, `registry` and `stats` never import TensorFlow; importing this package imports none of the others.
