@@ -1,6 +1,8 @@
 """The zoo: architectures as data, and the code that builds them.
 
-- `config`: zoo TOML files -> validated, frozen `ModelSpec`s (every default lives there);
+- `config`: zoo TOML files -> validated, frozen `ModelSpec`s;
+- `config_tables`, `config_sections`: the tables of a config (every default lives there and in `config`);
+- `config_rules`: the value checks behind every config error;
 - `config_writer`: a `ModelSpec` back to TOML;
 - `registry`: name -> spec or builder (built-in configs, config paths, `@register`, plugins);
 - `stats`: parameters, FLOPs and shapes by arithmetic (what `cnnzoo info` shows);

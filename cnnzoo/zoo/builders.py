@@ -14,6 +14,7 @@ import keras
 
 from cnnzoo.errors import ConfigError
 from cnnzoo.zoo import config, registry, stats
+from cnnzoo.zoo.config_tables import Train
 from cnnzoo.zoo.layers import ClassifierHead, ConvBlock, Preprocess
 from cnnzoo.zoo.loading import load, load_named_weights, load_weights_into
 from cnnzoo.zoo.precision import DTYPES, check_dtype, dtype_of, policy_scope, with_dtype
@@ -145,7 +146,7 @@ def make_optimizer(name="adam", learning_rate=1e-3, **options):
     """A Keras optimizer by zoo name (`"adam"`, `"adamw"`, `"sgd"`, `"rmsprop"`, `"nadam"`).
 
     Args:
-        name: str, one of `cnnzoo.zoo.config.OPTIMIZERS`.
+        name: str, one of `cnnzoo.zoo.config_tables.OPTIMIZERS`.
         learning_rate: float or a `keras.optimizers.schedules.LearningRateSchedule`.
         **options: more optimizer arguments, e.g. `use_ema=True, ema_momentum=0.99`.
 
@@ -183,7 +184,7 @@ def compile_model(
 
     Args:
         model: a `keras.Model`.
-        train: a `config.Train` (optimizer, learning_rate); default `config.Train()`.
+        train: a `Train` (optimizer, learning_rate); default `Train()`.
         optimizer: optional optimizer name replacing `train.optimizer`.
         learning_rate: optional float or schedule replacing `train.learning_rate`.
         jit_compile: passed to `model.compile` (`"auto"`: Keras decides; XLA is
@@ -208,7 +209,7 @@ def compile_model(
 
     >>> compile_model(cnnzoo.get("lenet5", compile=False))  # doctest: +SKIP
     """
-    train = train or config.Train()
+    train = train or Train()
     rate = train.learning_rate if learning_rate is None else learning_rate
     ema = {} if ema_momentum is None else {"use_ema": True, "ema_momentum": float(ema_momentum)}
     opt = make_optimizer(optimizer or train.optimizer, rate, **ema)

@@ -7,7 +7,7 @@ is installed (`cnnzoo.load(path)`), safe mode included: no Lambda layers.
 import keras
 from keras import layers, ops
 
-from cnnzoo.zoo.config import Block
+from cnnzoo.zoo.config_tables import Block
 
 __all__ = ["Preprocess", "ConvBlock", "ClassifierHead", "class_names_of", "pretrained_of"]
 
