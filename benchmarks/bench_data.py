@@ -5,7 +5,7 @@ pictures near the model's size (3,000 at 100-200 px, read at 128x128: decoding i
 per-image overhead shows) and photos larger than it (1,000 at 320-480 px, read at 128x128: the
 JPEG is decoded at a reduced scale, as Pillow's draft mode). Each round times, in one process and
 interleaved, Keras' reader, cnnzoo's, and (where git has a different one) cnnzoo's reader at
-`--old-ref` (`git show REF:cnnzoo/data/folders.py` and `decoding.py`): the first epoch (building the
+`--old-ref` (`git show REF:cnnzoo/data/folders.py` and the reader modules beside it, `READER`): the first epoch (building the
 dataset, then one pass) and a later epoch (one more pass: cnnzoo reads its memory cache, Keras
 decodes again). Medians over the rounds, wall time and process CPU time (all threads); the CPU time
 is the steadier measure on a busy machine. The first epoch's minor page faults are counted too:
@@ -36,6 +36,9 @@ from _report import machine, write_section  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 SETS = {"small": (3000, (100, 200)), "photos": (1000, (320, 480))}
 CLASSES, SIZE, BATCH = 5, 128, 32
+# cnnzoo's folder reader, each module after those it imports (`folder_files` and `folder_dataset` were split
+# out of `folders`; an older ref has none: it is read without them)
+READER = ("decoding", "folder_files", "folder_dataset", "folders")
 
 
 def write_jpegs(root, count, sides, seed=0):
@@ -71,7 +74,7 @@ def old_reader(ref):
         except (OSError, subprocess.CalledProcessError):
             return None
 
-    sources = {name: show(f"cnnzoo/data/{name}.py") for name in ("folders", "decoding")}
+    sources = {name: show(f"cnnzoo/data/{name}.py") for name in READER}
     if sources["folders"] is None or all(
         source is None or source == (REPO / "cnnzoo" / "data" / f"{name}.py").read_text()
         for name, source in sources.items()
@@ -88,11 +91,16 @@ def old_reader(ref):
         spec.loader.exec_module(module)
         return module
 
-    folders = sources["folders"]
-    if sources["decoding"] is not None:  # the reader's own decoding module, not today's
-        load("cnnzoo_old_decoding", sources["decoding"])
-        folders = folders.replace("from cnnzoo.data.decoding import", "from cnnzoo_old_decoding import")
-    return load("cnnzoo_old_folders", folders).image_folder
+    loaded = []  # the reader's own modules, not today's: each imports the old ones loaded before it
+    for name in READER:
+        source = sources[name]
+        if source is None:
+            continue
+        for earlier in loaded:
+            source = source.replace(f"from cnnzoo.data.{earlier} import", f"from cnnzoo_old_{earlier} import")
+        module = load(f"cnnzoo_old_{name}", source)
+        loaded.append(name)
+    return module.image_folder
 
 
 def revision(ref):

@@ -3,7 +3,7 @@
 The public API. Importing cnnzoo is cheap and never imports TensorFlow: the
 functions that build models load Keras on first use (PEP 562 `__getattr__`).
 The parts live in subpackages (docs/architecture.md): `zoo` (configs,
-registry, layers, builders, weights), `data`, `finetuning`, `tuning`,
+registry, layers, builders, loading, weights), `data`, `finetuning`, `tuning`,
 `deploy` and `cli`.
 
 Example:
@@ -44,7 +44,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "get": "cnnzoo.zoo.builders",
     "build": "cnnzoo.zoo.builders",
-    "load": "cnnzoo.zoo.builders",
+    "load": "cnnzoo.zoo.loading",
     "finetune": "cnnzoo.finetuning.run",
     "Stage": "cnnzoo.finetuning.stages",
     "Recipe": "cnnzoo.finetuning.recipe",

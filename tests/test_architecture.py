@@ -14,6 +14,18 @@ from conftest import PYTHON, REPO
 
 PACKAGE = REPO / "cnnzoo"
 MAX_LINES = 425  # "split a module past ~400 lines" (DESIGN.md)
+MAX_FUNCTION_LINES = 60  # from the `def` line to the last, without the docstring
+LONG = "# long:"  # a comment in a function's own body that says why it reads better long exempts it
+MAX_PARAMETERS = 10  # self/cls, *args and **kwargs not counted
+
+# Functions that take more parameters, each with why: public entry points whose keywords are the API.
+MANY_PARAMETERS = {
+    "cnnzoo.finetuning.run.finetune": "public API: cnnzoo.finetune, its keywords are the fields of cnnzoo.Recipe",
+    "cnnzoo.finetuning.lr_finder.find_lr": "public API: cnnzoo.find_lr, the training keywords of cnnzoo.finetune",
+    "cnnzoo.tuning.api.tune": "public API: cnnzoo.tune, its keywords mirror cnnzoo.finetune and the CLI",
+    "cnnzoo.data.folders.image_folder": "public API: mirrors keras.utils.image_dataset_from_directory",
+    "cnnzoo.zoo.layers.ConvBlock.__init__": "a Keras layer: its arguments are its get_config, one per Block field",
+}
 
 # Which parts each part may import (besides itself). Arrows point one way:
 # base (errors, utils, _compat) -> zoo -> data -> workflows (finetuning, tuning, deploy) -> cli.
@@ -197,3 +209,90 @@ def test_every_test_file_has_a_row_in_the_tests_table():
     stale = sorted(set(rows) - set(files))
     assert not stale, "rows of docs/architecture.md, '## Tests', for test files that do not exist:\n" + "\n".join(stale)
     assert len(rows) == len(set(rows)), "a test file has two rows"
+
+
+def _functions(tree):
+    """(qualified name, node, lines of the functions nested in it) for every function and method of a module."""
+    found = []
+
+    def visit(node, prefix):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                nested = {
+                    line
+                    for sub in ast.walk(child)
+                    if sub is not child and isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                    for line in range(sub.lineno, sub.end_lineno + 1)
+                }
+                found.append((f"{prefix}.{child.name}", child, nested))
+                visit(child, f"{prefix}.{child.name}")
+            elif isinstance(child, ast.ClassDef):
+                visit(child, f"{prefix}.{child.name}")
+            else:
+                visit(child, prefix)
+
+    visit(tree, "")
+    return found
+
+
+def _length(node):
+    """Lines from the `def` line to the last, without the docstring."""
+    lines = node.end_lineno - node.lineno + 1
+    first = node.body[0]
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+        lines -= first.end_lineno - first.lineno + 1
+    return lines
+
+
+def _parameters(node):
+    args = node.args
+    names = [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs]
+    return names[1:] if names[:1] in (["self"], ["cls"]) else names
+
+
+PARTS = sorted({_part(module) for module in MODULES})
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_no_function_is_too_long(part):
+    """Every function and method is at most 60 lines without its docstring, unless its own body (not a
+    function nested in it) has a `# long: <reason>` comment."""
+    wrong = []
+    for module, path in MODULES.items():
+        if _part(module) != part:
+            continue
+        source = path.read_text()
+        text = source.splitlines()
+        for name, node, nested in _functions(ast.parse(source)):
+            own = [text[i - 1] for i in range(node.lineno, node.end_lineno + 1) if i not in nested]
+            if _length(node) > MAX_FUNCTION_LINES and not any(LONG in line for line in own):
+                wrong.append(f"{path.relative_to(REPO)}:{node.lineno} {module}{name}: {_length(node)} lines")
+    assert not wrong, (
+        f"functions longer than {MAX_FUNCTION_LINES} lines without their docstring: split them into named "
+        f"parts, or say why one reads better long with a `{LONG} <reason>` comment in its body:\n" + "\n".join(wrong)
+    )
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_no_function_takes_too_many_parameters(part):
+    """At most 10 parameters (self/cls, *args and **kwargs not counted), except the public entry points of
+    MANY_PARAMETERS: a helper takes an options object (a frozen dataclass) instead."""
+    wrong = []
+    for module, path in MODULES.items():
+        if _part(module) != part:
+            continue
+        for name, node, _ in _functions(ast.parse(path.read_text())):
+            count = len(_parameters(node))
+            if count > MAX_PARAMETERS and f"{module}{name}" not in MANY_PARAMETERS:
+                wrong.append(f"{path.relative_to(REPO)}:{node.lineno} {module}{name}: {count} parameters")
+    assert not wrong, (
+        f"functions taking more than {MAX_PARAMETERS} parameters: pass a frozen dataclass or an options "
+        f"object instead (public entry points go in MANY_PARAMETERS, with the reason):\n" + "\n".join(wrong)
+    )
+
+
+def test_the_parameter_allowlist_names_existing_functions():
+    defined = {
+        f"{module}{name}" for module, path in MODULES.items() for name, _, _ in _functions(ast.parse(path.read_text()))
+    }
+    assert not set(MANY_PARAMETERS) - defined, sorted(set(MANY_PARAMETERS) - defined)

@@ -71,6 +71,20 @@ def _add_recipe_arguments(parser):
     parser.add_argument(
         "--no-augment", dest="augment", action="store_false", default=unset, help="train on the images as they are"
     )
+    _add_regularisation_arguments(parser, unset)
+    parser.add_argument(
+        "--no-feature-cache",
+        dest="cache_features",
+        action="store_false",
+        default=unset,
+        help="train frozen stages through the backbone instead of on cached features",
+    )
+    parser.add_argument("--seed", type=int, default=unset, help=f"default {Recipe.seed}")
+
+
+def _add_regularisation_arguments(parser, unset):
+    from cnnzoo.finetuning.recipe import Recipe
+
     parser.add_argument(
         "--label-smoothing", type=float, default=unset, help=f"default {Recipe.label_smoothing}; 0 turns it off"
     )
@@ -90,14 +104,6 @@ def _add_recipe_arguments(parser):
         help="validate and save a moving average of the weights (momentum from the stage length, "
         f"or the one given, e.g. 0.99; default {Recipe.ema})",
     )
-    parser.add_argument(
-        "--no-feature-cache",
-        dest="cache_features",
-        action="store_false",
-        default=unset,
-        help="train frozen stages through the backbone instead of on cached features",
-    )
-    parser.add_argument("--seed", type=int, default=unset, help=f"default {Recipe.seed}")
 
 
 def _augment(text):

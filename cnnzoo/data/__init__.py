@@ -2,6 +2,8 @@
 
 - `images`: one image file -> pixels (`check_image`, `load_image`, `convert_image`, resizing);
 - `folders`: `image_folder`, `<path>/<class>/<image>` -> tf.data pipelines;
+- `folder_files`: an image folder's files listed and checked (headers, Pillow);
+- `folder_dataset`: an image folder's tf.data pipeline (decoded, cached, shuffled, batched);
 - `decoding`: headers checked cheaply, TensorFlow decoding in parallel, files that fail reported;
 - `memory`: the decoded-image cache budget and cache mode (`plan_cache`), and each worker's shard of the files;
 - `mixing`: MixUp and CutMix on one-hot batches;
@@ -13,7 +15,8 @@
 - `arrays`: image arrays checked, split, fitted to a model's input and fed by index;
 - `pipeline`: `prepare`, the one path from any accepted `data` to the
   train/validation pipelines that `cnnzoo.finetune` and `cnnzoo.tune` train on,
-  `input_shape_for` (the model input for some data) and `settle_classes`.
+  `input_shape_for` (the model input for some data) and `settle_classes`;
+- `inputs`: `Inputs`, what `prepare` returns, built from a folder, arrays or datasets.
 
 Importing this package never imports TensorFlow.
 """
@@ -22,8 +25,9 @@ from cnnzoo.data.augment import augmentation_layers, default_augmentation
 from cnnzoo.data.datasets import DIGIT_CLASSES, Arrays, digits, digits_folder, resize_images
 from cnnzoo.data.folders import DEFAULT_IMAGE_SIZE, ImageFolder, image_folder
 from cnnzoo.data.images import IMAGE_EXTENSIONS, check_image, convert_image, load_image, resize_array, to_channels
+from cnnzoo.data.inputs import Inputs
 from cnnzoo.data.options import DataOptions
-from cnnzoo.data.pipeline import Inputs, input_shape_for, prepare, settle_classes
+from cnnzoo.data.pipeline import input_shape_for, prepare, settle_classes
 from cnnzoo.data.split import stratified_split
 
 __all__ = [

@@ -117,40 +117,101 @@ def decoded_images(
     share one table of decoded files, so they should run one at a time (as `fit` runs its epochs)."""
     import tensorflow as tf
 
-    no_autograph = tf.autograph.experimental.do_not_convert  # plain graph code: converting it only costs time
-
     n = len(files)
-    h, w = image_size
-    paths = tf.constant([str(f) for f in files])
-    label_table = tf.constant(list(labels) + [0], tf.int32)  # one extra entry for a part's end sentinel
-    route_table = tf.constant(list(routes), tf.int32)
-    blank = np.zeros((h, w, channels), np.uint8)
-    log = logging.getLogger("cnnzoo")
+    decoder = _Decoder(files, labels, routes, image_size, channels, interpolation, skipped, in_order)
+    if shuffle_seed is None:
+        ds = decoder.epoch(tf.range(n, dtype=tf.int64))
+    else:  # a new order each epoch, from one seeded random number per epoch
 
-    def pillow(indices):
+        def shuffled(key):
+            keys = tf.random.stateless_uniform([n], seed=tf.stack([key, tf.constant(shuffle_seed, tf.int64)]))
+            return decoder.epoch(tf.cast(tf.argsort(keys), tf.int64))
+
+        ds = tf.data.Dataset.random(seed=shuffle_seed, rerandomize_each_iteration=True).take(1).flat_map(shuffled)
+    return ds.apply(tf.data.experimental.assert_cardinality(n))
+
+
+def _no_autograph(fn):
+    """`fn` kept out of AutoGraph: plain graph code, which converting only slows down."""
+    import tensorflow as tf
+
+    return tf.autograph.experimental.do_not_convert(fn)
+
+
+class _Decoder:
+    """The parts of `decoded_images`: one parallel map per route, merged back in file order.
+
+    `epoch(order)` is one pass over `order` (int64 file indices). Each TensorFlow route decodes its
+    files in parallel; with `in_order` a scan over batches of positions finds the files that failed
+    (`_fill`), else a hash table per route marks the decoded ones (`_failures_last`). Pillow reads
+    what TensorFlow cannot (`_pillow`), and a file neither can read becomes a blank image.
+    """
+
+    def __init__(self, files, labels, routes, image_size, channels, interpolation, skipped, in_order):
+        import tensorflow as tf
+
+        self.files, self.image_size, self.channels = files, image_size, channels
+        self.interpolation, self.skipped, self.in_order = interpolation, skipped, in_order
+        self.n = len(files)
+        self.h, self.w = image_size
+        self.paths = tf.constant([str(f) for f in files])
+        self.label_table = tf.constant(list(labels) + [0], tf.int32)  # one extra entry for a part's end sentinel
+        self.route_table = tf.constant(list(routes), tf.int32)
+        self.blank = np.zeros((self.h, self.w, channels), np.uint8)
+        self.used = sorted(set(routes))
+        self.seen = (  # per TensorFlow route, the files decoded in this pass (`_failures_last`)
+            {}
+            if in_order
+            else {
+                route: tf.lookup.experimental.MutableHashTable(tf.int64, tf.int32, 0)
+                for route in self.used
+                if route != PILLOW
+            }
+        )
+
+    def epoch(self, order):
+        """The images of `order` (int64 [n] file indices): one part per route, merged back in this order."""
+        import tensorflow as tf
+
+        if len(self.used) == 1:
+            return self._part(self.used[0], order)
+        route_of = tf.gather(self.route_table, order)
+        parts = [self._part(route, tf.boolean_mask(order, tf.equal(route_of, route))) for route in self.used]
+        choice = tf.searchsorted(tf.constant(self.used, tf.int32), route_of)
+        choices = tf.data.Dataset.from_tensor_slices(tf.cast(choice, tf.int64))
+        return tf.data.Dataset.choose_from_datasets(parts, choices)
+
+    def _pillow(self, indices):
+        """uint8 [len(indices), h, w, channels]: the files read by Pillow (NumPy, in `tf.numpy_function`)."""
         images = []
         for i in indices.tolist():
-            path = str(files[i])
+            path = str(self.files[i])
             try:
-                images.append(load_image(path, image_size, channels, interpolation))
+                images.append(load_image(path, self.image_size, self.channels, self.interpolation))
             except (DataError, OSError) as e:
                 reason = f"failed to decode while training ({e})"
-                if skipped.add(path, reason):
-                    log.warning(
+                if self.skipped.add(path, reason):
+                    logging.getLogger("cnnzoo").warning(
                         "%s could not be decoded during training (%s). A blank image stands in for it; "
                         "it is listed in the ImageFolder's `skipped`.",
                         path,
                         e,
                     )
-                images.append(blank)
-        return np.stack(images) if images else np.zeros((0, h, w, channels), np.uint8)
+                images.append(self.blank)
+        return np.stack(images) if images else np.zeros((0, self.h, self.w, self.channels), np.uint8)
 
-    def with_pillow(indices):
-        images = tf.numpy_function(pillow, [indices], tf.uint8, stateful=False)
-        return tf.ensure_shape(images, (None, h, w, channels))
+    def _with_pillow(self, indices):
+        import tensorflow as tf
 
-    def with_tensorflow(route):
+        images = tf.numpy_function(self._pillow, [indices], tf.uint8, stateful=False)
+        return tf.ensure_shape(images, (None, self.h, self.w, self.channels))
+
+    def _with_tensorflow(self, route):
+        """The TensorFlow decoder of one route: file index -> uint8 [h, w, channels]."""
+        import tensorflow as tf
+
         decoder, antialias = (*_SCALES, "PNG")[route // 2], bool(route % 2)
+        h, w, channels, paths = self.h, self.w, self.channels, self.paths
 
         def decode(index):
             data = tf.io.read_file(paths[index])
@@ -169,8 +230,11 @@ def decoded_images(
 
         return decode
 
-    def fill(prev, positions, images, order, end):
-        # positions prev+1 .. positions[-1] are due; the ones missing failed in TensorFlow: Pillow reads them
+    def _fill(self, prev, positions, images, order, end):
+        """The images of positions prev+1 .. positions[-1] and their labels: the ones missing failed in
+        TensorFlow, and Pillow reads them; the end sentinel is dropped."""
+        import tensorflow as tf
+
         start = prev + 1
         count = positions[-1] + 1 - start
         offsets = tf.cast(positions - start, tf.int32)
@@ -178,14 +242,14 @@ def decoded_images(
         def gaps():
             present = tf.scatter_nd(offsets[:, None], tf.ones_like(offsets), [tf.cast(count, tf.int32)])
             missing = tf.cast(tf.where(present == 0)[:, 0], tf.int32)
-            again = with_pillow(tf.gather(order, tf.cast(missing, tf.int64) + start))
+            again = self._with_pillow(tf.gather(order, tf.cast(missing, tf.int64) + start))
             return tf.dynamic_stitch([offsets, missing], [images, again])
 
         def whole():
             return images
 
         images = tf.cond(tf.shape(positions, tf.int64)[0] < count, gaps, whole)
-        labels = tf.gather(label_table, tf.gather(order, tf.range(start, start + count)))
+        labels = tf.gather(self.label_table, tf.gather(order, tf.range(start, start + count)))
 
         def but_sentinel():  # the end sentinel is no image
             return images[:-1], labels[:-1]
@@ -195,36 +259,44 @@ def decoded_images(
 
         return tf.cond(positions[-1] == end, but_sentinel, all_of_them)
 
-    def read(index):  # one file with Pillow (a blank image if it cannot either)
-        return with_pillow(index[None])[0], label_table[index]
+    def _read(self, index):  # one file with Pillow (a blank image if it cannot either)
+        return self._with_pillow(index[None])[0], self.label_table[index]
 
-    def part(route, order):
+    def _part(self, route, order):
         """The images of one route, `order` (int64 file indices) in order; every file gives one image."""
+        import tensorflow as tf
+
         m = tf.size(order, tf.int64)
         if route == PILLOW:
             return tf.data.Dataset.from_tensor_slices(order).map(
-                no_autograph(read), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+                _no_autograph(self._read), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
             )
-        if not in_order:
-            return failures_last(route, order, seen[route])
-        decode = with_tensorflow(route)
+        if not self.in_order:
+            return self._failures_last(route, order, self.seen[route])
+        decode = self._with_tensorflow(route)
+        h, w, channels = self.h, self.w, self.channels
+        padded = tf.concat([order, [self.n]], 0)
 
         def tagged(q):  # the image and its position in `order`
             return q, tf.ensure_shape(decode(order[q]), (h, w, channels))
 
         def check(prev, batch):
-            return batch[0][-1], fill(prev, *batch, padded, m)
+            return batch[0][-1], self._fill(prev, *batch, padded, m)
 
-        ds = tf.data.Dataset.range(m).map(no_autograph(tagged), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        ds = ds.ignore_errors()  # a failed decode drops its image; `fill` sees the gap
-        ds = ds.concatenate(tf.data.Dataset.from_tensors((m, tf.constant(blank))))  # the end sentinel
-        padded = tf.concat([order, [n]], 0)
-        return ds.batch(_GAP_BATCH).scan(tf.constant(-1, tf.int64), no_autograph(check)).unbatch()
+        ds = tf.data.Dataset.range(m).map(
+            _no_autograph(tagged), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
+        ds = ds.ignore_errors()  # a failed decode drops its image; `_fill` sees the gap
+        ds = ds.concatenate(tf.data.Dataset.from_tensors((m, tf.constant(self.blank))))  # the end sentinel
+        return ds.batch(_GAP_BATCH).scan(tf.constant(-1, tf.int64), _no_autograph(check)).unbatch()
 
-    def failures_last(route, order, decoded):
-        """`part` without the gap check: each file TensorFlow decodes is marked in `decoded` (a hash table
+    def _failures_last(self, route, order, decoded):
+        """`_part` without the gap check: each file TensorFlow decodes is marked in `decoded` (a hash table
         of file indices); after the last one, Pillow reads the unmarked ones and the marks are cleared."""
-        decode = with_tensorflow(route)
+        import tensorflow as tf
+
+        decode = self._with_tensorflow(route)
+        label_table = self.label_table
 
         def marked(q):
             index = order[q]
@@ -239,39 +311,10 @@ def decoded_images(
             with tf.control_dependencies([missing]):
                 clear = decoded.remove(order)
             with tf.control_dependencies([clear]):
-                images = with_pillow(missing)
+                images = self._with_pillow(missing)
             return tf.data.Dataset.from_tensor_slices((images, tf.gather(label_table, missing)))
 
         ds = tf.data.Dataset.range(tf.size(order, tf.int64)).map(
-            no_autograph(marked), deterministic=True, num_parallel_calls=tf.data.AUTOTUNE
+            _no_autograph(marked), deterministic=True, num_parallel_calls=tf.data.AUTOTUNE
         )
-        return ds.ignore_errors().concatenate(tf.data.Dataset.range(1).flat_map(no_autograph(failed)))
-
-    used = sorted(set(routes))
-    seen = (
-        {}
-        if in_order
-        else {
-            route: tf.lookup.experimental.MutableHashTable(tf.int64, tf.int32, 0) for route in used if route != PILLOW
-        }
-    )
-
-    def epoch(order):  # int64 [n] file indices; one part per route, merged back in this order
-        if len(used) == 1:
-            return part(used[0], order)
-        route_of = tf.gather(route_table, order)
-        parts = [part(route, tf.boolean_mask(order, tf.equal(route_of, route))) for route in used]
-        choice = tf.searchsorted(tf.constant(used, tf.int32), route_of)
-        choices = tf.data.Dataset.from_tensor_slices(tf.cast(choice, tf.int64))
-        return tf.data.Dataset.choose_from_datasets(parts, choices)
-
-    if shuffle_seed is None:
-        ds = epoch(tf.range(n, dtype=tf.int64))
-    else:  # a new order each epoch, from one seeded random number per epoch
-
-        def shuffled(key):
-            keys = tf.random.stateless_uniform([n], seed=tf.stack([key, tf.constant(shuffle_seed, tf.int64)]))
-            return epoch(tf.cast(tf.argsort(keys), tf.int64))
-
-        ds = tf.data.Dataset.random(seed=shuffle_seed, rerandomize_each_iteration=True).take(1).flat_map(shuffled)
-    return ds.apply(tf.data.experimental.assert_cardinality(n))
+        return ds.ignore_errors().concatenate(tf.data.Dataset.range(1).flat_map(_no_autograph(failed)))

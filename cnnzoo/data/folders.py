@@ -6,34 +6,32 @@ JPEGs and PNGs, Pillow for the rest: `cnnzoo.data.decoding`), resizes, caches,
 shuffles, batches and prefetches. The in-memory cache is bounded
 (`cnnzoo.data.memory`): beyond its budget images are cached to files or decoded
 every epoch. Images stay raw 0-255 floats: zoo models rescale inside
-(`Preprocess`). TensorFlow and Keras are imported inside the functions that
-need them.
+(`Preprocess`). The files are listed and checked by `cnnzoo.data.folder_files`
+and the tf.data pipelines built by `cnnzoo.data.folder_dataset`; this module
+checks the arguments, splits the files and returns the `ImageFolder`.
+TensorFlow and Keras are imported inside the functions that need them.
 """
 
-import concurrent.futures
-import hashlib
 import logging
 import os
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
-
-import numpy as np
 
 from cnnzoo.data.augment import augmentation_layers
-from cnnzoo.data.decoding import SkippedFiles, decoded_images
+from cnnzoo.data.decoding import SkippedFiles
 from cnnzoo.data.decoding import routes as decode_routes
-from cnnzoo.data.images import IMAGE_EXTENSIONS, INTERPOLATIONS, check_channels, check_image, read_header
+from cnnzoo.data.folder_dataset import DatasetSettings, folder_dataset
+from cnnzoo.data.folder_files import check_classes, check_files, check_root, list_files
+from cnnzoo.data.images import INTERPOLATIONS, check_channels
 from cnnzoo.data.memory import cache_budget as _resolve_budget
 from cnnzoo.data.memory import plan_cache, shard_files
 from cnnzoo.data.split import stratified_split
-from cnnzoo.errors import DataError, DataNotFoundError, DataWarning
+from cnnzoo.errors import DataError, DataWarning
 from cnnzoo.utils.checks import check_fraction, check_int, is_int
 
 __all__ = ["ImageFolder", "image_folder", "DEFAULT_IMAGE_SIZE"]
 
 DEFAULT_IMAGE_SIZE = (224, 224)
-_SHUFFLE_BYTES = 512 * 2**20  # the shuffle buffer holds at most this much decoded image data
 
 
 @dataclass(frozen=True)
@@ -183,65 +181,28 @@ def image_folder(
     image_size, channels = _check_args(
         image_size, batch_size, validation_split, seed, channels, cache, interpolation, max_pixels, check, class_names
     )
-    if cache is True:
-        _resolve_budget(cache_budget)  # a bad budget fails before any file is read
-    index, count = (0, 1) if shard is None else _check_shard(shard)
-    root = _check_root(path)
-    classes, files, labels, skipped = _list_files(root, class_names)
-    files, labels, headers, bad = _check_files(files, labels, max_pixels, check == "full")
-    skipped = tuple(sorted(skipped + bad))
-    route = dict(zip(files, decode_routes(headers, image_size, interpolation)))
-    _check_classes(root, classes, labels, skipped)
-    train_idx, val_idx, stratified = stratified_split(labels, len(classes), validation_split, seed, shuffle)
-    layers = augmentation_layers(augment, seed, num_train=len(train_idx))
+    index, count = _check_memory(cache, cache_budget, shard)
+    root, classes, files, labels, skipped, route = _listing(
+        path, class_names, max_pixels, check, image_size, interpolation
+    )
+    train_files, train_labels, val_files, val_labels, stratified = _split(
+        files, labels, len(classes), validation_split, seed, shuffle
+    )
+    layers = augmentation_layers(augment, seed, num_train=len(train_files))
     if skipped:
-        shown = "\n".join(f"  {p}: {reason}" for p, reason in skipped[:10])
-        more = f"\n  ... and {len(skipped) - 10} more" if len(skipped) > 10 else ""
-        warnings.warn(
-            f"image_folder skipped {len(skipped)} of {len(skipped) + len(files)} files in "
-            f"{str(root)!r} (the rest are used; all are listed in the result's `skipped`):\n"
-            f"{shown}{more}",
-            DataWarning,
-            stacklevel=2,
-        )
-    train_files, train_labels = tuple(files[i] for i in train_idx), tuple(labels[i] for i in train_idx)
-    val_files, val_labels = tuple(files[i] for i in val_idx), tuple(labels[i] for i in val_idx)
+        _warn_skipped(root, skipped, len(files))
     mine = shard_files(zip(train_files, train_labels), index, count)
-    plan = plan_cache(
-        cache, (len(mine) + len(val_files)) * image_size[0] * image_size[1] * channels, cache_budget, cache_dir
-    )
-    logging.getLogger("cnnzoo").info(
-        "image_folder %s: cache %s (%s)%s",
-        root,
-        plan.mode,
-        plan.reason,
-        f"; worker {index} of {count} reads {len(mine)} of {len(train_files)} training files" if count > 1 else "",
-    )
+    decoded_bytes = (len(mine) + len(val_files)) * image_size[0] * image_size[1] * channels
+    plan = plan_cache(cache, decoded_bytes, cache_budget, cache_dir)
+    worker = f"; worker {index} of {count} reads {len(mine)} of {len(train_files)} training files" if count > 1 else ""
+    logging.getLogger("cnnzoo").info("image_folder %s: cache %s (%s)%s", root, plan.mode, plan.reason, worker)
     found = SkippedFiles(skipped)
-    common = dict(
-        image_size=image_size,
-        channels=channels,
-        interpolation=interpolation,
-        batch_size=batch_size,
-        plan=plan,
-        seed=seed,
-        tag="" if count == 1 else f"-w{index}of{count}",
-        route=route,
-        skipped=found,
-    )
-    train = _dataset(
-        tuple(f for f, _ in mine),
-        tuple(y for _, y in mine),
-        "train",
-        shuffle=shuffle,
-        augment=layers,
-        sharded=count > 1,
-        **common,
-    )
-    validation = _dataset(val_files, val_labels, "validation", **common) if val_files else None
+    tag = "" if count == 1 else f"-w{index}of{count}"
+    settings = DatasetSettings(image_size, channels, interpolation, batch_size, plan, seed, route, found, tag)
+    mine_files, mine_labels = tuple(f for f, _ in mine), tuple(y for _, y in mine)
     return ImageFolder(
-        train=train,
-        validation=validation,
+        train=folder_dataset(mine_files, mine_labels, "train", settings, shuffle, layers, sharded=count > 1),
+        validation=folder_dataset(val_files, val_labels, "validation", settings) if val_files else None,
         class_names=tuple(classes),
         image_size=image_size,
         channels=channels,
@@ -259,6 +220,46 @@ def image_folder(
         cache_dir=plan.directory,
         shard=(index, count),
     )
+
+
+def _listing(path, class_names, max_pixels, check, image_size, interpolation):
+    """`(root, classes, files, labels, skipped, route)`: the folder's readable images, the files left
+    out (sorted) and each image's decoding route; a clear error for a missing folder or an empty class."""
+    root = check_root(path)
+    classes, files, labels, skipped = list_files(root, class_names)
+    files, labels, headers, bad = check_files(files, labels, max_pixels, check == "full")
+    skipped = tuple(sorted(skipped + bad))
+    route = dict(zip(files, decode_routes(headers, image_size, interpolation)))
+    check_classes(root, classes, labels, skipped)
+    return root, classes, files, labels, skipped, route
+
+
+def _split(files, labels, num_classes, validation_split, seed, shuffle):
+    """`(train_files, train_labels, val_files, val_labels, stratified)`, the files split per class."""
+    train_idx, val_idx, stratified = stratified_split(labels, num_classes, validation_split, seed, shuffle)
+    train_files, train_labels = tuple(files[i] for i in train_idx), tuple(labels[i] for i in train_idx)
+    val_files, val_labels = tuple(files[i] for i in val_idx), tuple(labels[i] for i in val_idx)
+    return train_files, train_labels, val_files, val_labels, stratified
+
+
+def _warn_skipped(root, skipped, used):
+    """One `DataWarning` for the caller of `image_folder`, showing the first ten files left out."""
+    shown = "\n".join(f"  {p}: {reason}" for p, reason in skipped[:10])
+    more = f"\n  ... and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+    warnings.warn(
+        f"image_folder skipped {len(skipped)} of {len(skipped) + used} files in "
+        f"{str(root)!r} (the rest are used; all are listed in the result's `skipped`):\n"
+        f"{shown}{more}",
+        DataWarning,
+        stacklevel=3,  # the caller of image_folder
+    )
+
+
+def _check_memory(cache, cache_budget, shard):
+    """`(index, count)` of `shard`; a bad cache budget or shard fails before any file is read."""
+    if cache is True:
+        _resolve_budget(cache_budget)
+    return (0, 1) if shard is None else _check_shard(shard)
 
 
 def _check_shard(shard):
@@ -328,160 +329,3 @@ def _check_args(
             f"`class_names` must be a list of distinct folder names. Received: class_names={class_names!r}."
         )
     return (int(size[0]), int(size[1])), int(channels)
-
-
-def _check_root(path):
-    if not isinstance(path, (str, os.PathLike)):
-        raise DataError(f"`path` must be a folder path (str or Path). Received: path={path!r}.")
-    root = Path(path).expanduser()
-    if not root.exists():
-        raise DataNotFoundError(
-            f"`path` must be an existing folder of class sub-folders "
-            f"(`<path>/<class>/<image>`). Received: path={str(root)!r}, which does not exist."
-        )
-    if not root.is_dir():
-        raise DataError(
-            f"`path` must be a folder of class sub-folders, not a file. Received: path={str(root)!r}. "
-            f"Pass its parent folder, or use `cnnzoo.data.load_image` for one image."
-        )
-    return root
-
-
-def _list_files(root, class_names):
-    folders = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not folders:
-        raise DataError(
-            f"`path` must hold one sub-folder per class (`<path>/<class>/<image>`); "
-            f"{str(root)!r} has none. Received: path={str(root)!r}."
-        )
-    if class_names is not None and set(class_names) != set(folders):
-        raise DataError(
-            f"`class_names` must name exactly the sub-folders of {str(root)!r}: missing folders "
-            f"{sorted(set(class_names) - set(folders))}, unlisted folders "
-            f"{sorted(set(folders) - set(class_names))}. Received: class_names={list(class_names)!r}."
-        )
-    classes = list(class_names) if class_names is not None else folders
-    skipped = [
-        (str(p), "not inside a class folder")
-        for p in sorted(root.iterdir())
-        if p.is_file() and not p.name.startswith(".")
-    ]
-    files, labels = [], []
-    for label, name in enumerate(classes):
-        for dirpath, dirnames, filenames in os.walk(root / name):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for fname in sorted(filenames):
-                p = os.path.join(dirpath, fname)
-                if fname.startswith("."):
-                    continue
-                if os.path.splitext(fname)[1].lower() not in IMAGE_EXTENSIONS:
-                    skipped.append(
-                        (
-                            p,
-                            f"extension {os.path.splitext(fname)[1] or '(none)'!r} is not an image "
-                            f"type cnnzoo reads ({', '.join(IMAGE_EXTENSIONS)})",
-                        )
-                    )
-                    continue
-                files.append(p)
-                labels.append(label)
-    return classes, files, labels, skipped
-
-
-def _check_files(files, labels, max_pixels, full):
-    from PIL import Image
-
-    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels  # looked up once, not per file
-    headers = [read_header(f, limit) for f in files]  # plain JPEGs and PNGs: one or two reads each, no decoding
-    slow = [i for i, header in enumerate(headers) if header is None or full]
-    workers = min(32, 4 * (os.cpu_count() or 1))
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:  # Pillow and file I/O release the GIL
-        found = dict(zip(slow, pool.map(lambda i: check_image(files[i], max_pixels, full), slow)))
-    good = [i for i in range(len(files)) if found.get(i) is None]
-    bad = [(files[i], found[i]) for i in slow if found[i] is not None]
-    return [files[i] for i in good], [labels[i] for i in good], [headers[i] for i in good], bad
-
-
-def _check_classes(root, classes, labels, skipped):
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(classes))
-    empty = [c for c, n in zip(classes, counts) if n == 0]
-    if not empty:
-        return
-    reasons = "; ".join(f"{p}: {r}" for p, r in skipped[:3])
-    raise DataError(
-        f"`path` must hold at least one readable image per class folder; {empty} in {str(root)!r} "
-        f"hold none{' (skipped files: ' + reasons + ')' if reasons else ''}. Add images, or remove "
-        f"the folder. Received: path={str(root)!r}."
-    )
-
-
-def _dataset(
-    files,
-    labels,
-    subset,
-    image_size,
-    channels,
-    interpolation,
-    batch_size,
-    plan,
-    seed,
-    route,
-    skipped,
-    shuffle=False,
-    augment=(),
-    sharded=False,
-    tag="",
-):
-    import tensorflow as tf
-
-    h, w = image_size
-    routes = [route[f] for f in files]
-    per_image = h * w * channels
-    shuffle_bytes = _SHUFFLE_BYTES
-    order_seed = None
-    if shuffle and plan.mode != "memory":  # shuffle the files before decoding, so little decoded data waits
-        order_seed = seed
-        # streamed: every epoch is shuffled already; cache files: mixed again in a buffer within a quarter budget
-        shuffle_bytes = 0 if plan.mode == "none" else min(_SHUFFLE_BYTES, (plan.budget or _SHUFFLE_BYTES * 4) // 4)
-    ds = decoded_images(
-        files, labels, routes, image_size, channels, interpolation, skipped, order_seed, in_order=not shuffle
-    )
-    if plan.mode == "memory":
-        ds = ds.cache()
-    elif plan.mode == "files":
-        plan.directory.mkdir(parents=True, exist_ok=True)
-        fingerprint = _fingerprint(files, labels, image_size, channels, interpolation)
-        ds = ds.cache(str(plan.directory / f"{subset}{tag}-{fingerprint}"))
-    if shuffle and shuffle_bytes:
-        buffer = int(max(batch_size, min(len(files), shuffle_bytes // per_image)))
-        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-
-    def to_float(x, y):  # a named function: AutoGraph cannot always find a lambda's source
-        return tf.cast(x, tf.float32), y
-
-    ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
-    if augment:
-
-        def apply(x, y):
-            for layer in augment:
-                x = layer(x, training=True)
-            return x, y
-
-        ds = ds.map(apply)  # one batch at a time: the layers' seed state advances in batch order (repeatable)
-    if sharded:  # this worker's files only: Keras must not shard again. Each global batch of this worker's
-        # dataset takes `count` steps (tf.distribute rebatches it), so its batch count is left unknown and
-        # Keras reads it to the end (all shards are the same size: the workers end together).
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-        ds = ds.filter(lambda x, y: True).with_options(options)
-    return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def _fingerprint(files, labels, image_size, channels, interpolation):
-    """A short hash of what a cache holds: files (with size and mtime), labels and decoding settings."""
-    digest = hashlib.sha256(repr((image_size, channels, interpolation, "decoding-2")).encode())
-    for f, y in zip(files, labels):
-        st = os.stat(f)
-        digest.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\0{y}\n".encode())
-    return digest.hexdigest()[:16]

@@ -9,73 +9,28 @@ record (its `x_train`/`y_train`; `x_test` is left for testing),
 datasets yielding `(images 0-255, integer labels)`. Arrays are split per
 class by `seed` (`stratified_split`, as folders are), converted and resized
 to the model's input as image files are, and fed by index (`data.arrays`).
-Every form must come with validation images. Also here: `input_shape_for`
-(which input shape a model for `data` gets) and `settle_classes` (the class
-count and names). TensorFlow is imported only when a pipeline is built.
+Every form must come with validation images: `Inputs` and how each form
+becomes one are in `cnnzoo.data.inputs`. Also here: `input_shape_for` (which
+input shape a model for `data` gets) and `settle_classes` (the class count and
+names). TensorFlow is imported only when a pipeline is built.
 """
 
-import math
 import os
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from cnnzoo.data import arrays as arrays_lib
-from cnnzoo.data.augment import augmentation_layers
 from cnnzoo.data.datasets import Arrays
 from cnnzoo.data.folders import ImageFolder, image_folder
+from cnnzoo.data.inputs import from_arrays, from_datasets, from_folder, is_dataset, no_validation
 from cnnzoo.data.options import DataOptions
 from cnnzoo.errors import ConfigError, DataError, DataNotFoundError
 from cnnzoo.utils.checks import check_fraction, check_int, is_int
 
-__all__ = ["Inputs", "prepare", "input_shape_for", "settle_classes", "ACCEPTED"]
+__all__ = ["prepare", "input_shape_for", "settle_classes", "ACCEPTED"]
 
 ACCEPTED = (
     "an image-folder path, a cnnzoo.data.ImageFolder, (x, y) arrays, a cnnzoo.data.Arrays record such as "
     "cnnzoo.data.digits(), (x, y, x_val, y_val), or a (train_ds, val_ds) pair of batched tf.data datasets"
 )
-
-
-@dataclass
-class Inputs:
-    """Training and validation pipelines, whatever form the data came in.
-
-    Attributes:
-        train: dataset of shuffled (possibly augmented) `(images, labels)`
-            batches: float32 images 0-255 `[batch, *input_shape]`, int32 labels.
-        validation: dataset of validation batches, in a fixed order.
-        plain_train: dataset of the same training images without augmentation
-            (any order), for the feature cache; None when unknown.
-        class_names: tuple of str, or None when the data does not say.
-        num_train: int, training images.
-        num_validation: int.
-        batch_size: int.
-        augmented: bool, whether `train` is augmented (or may be: a user dataset).
-        skipped: tuple of `(path, reason)`.
-        source: short description for a run's fingerprint.
-        num_labels: largest label + 1, when the data says (arrays); else None.
-        input_shape: `(height, width, channels)` of the images, or None when a
-            dataset does not fix it.
-    """
-
-    train: object
-    validation: object
-    plain_train: object
-    class_names: tuple
-    num_train: int
-    num_validation: int
-    batch_size: int
-    augmented: bool
-    skipped: tuple
-    source: str
-    num_labels: int = None
-    input_shape: tuple = None
-
-    @property
-    def steps_per_epoch(self):
-        return max(1, math.ceil(self.num_train / self.batch_size))
 
 
 def prepare(
@@ -141,41 +96,27 @@ def prepare(
         class_names=class_names,
     )
     if isinstance(data, (str, os.PathLike)):
-        return _from_path(
-            data,
-            input_shape,
-            validation_split,
-            seed,
-            batch_size,
-            augment,
-            class_names,
-            dict(cache_budget=cache_budget, cache_dir=cache_dir, shard=shard),
-        )
+        return _from_path(data, dict(cache_budget=cache_budget, cache_dir=cache_dir, shard=shard), **arrays)
     if isinstance(data, ImageFolder):
-        return _from_folder(data, input_shape)
+        return from_folder(data, input_shape)
     if isinstance(data, Arrays):
-        return _from_arrays(
+        return from_arrays(
             data.x_train,
             data.y_train,
             None,
             None,
             **{**arrays, "class_names": class_names or tuple(data.class_names or ()) or None},
         )
-    if _is_dataset(data):
+    if is_dataset(data):
         raise DataError(
             f"`data` as tf.data must be a (train_ds, val_ds) pair: both workflows score on held-out "
             f"images. Received: data=<one {type(data).__name__}>. Pass (train_ds, val_ds)."
         )
-    if isinstance(data, (tuple, list)) and len(data) == 2 and _is_dataset(data[0]):
-        return _from_datasets(data[0], data[1], input_shape, class_names)
-    if isinstance(data, (tuple, list)) and len(data) in (2, 4) and not any(_is_dataset(d) for d in data):
-        return _from_arrays(*data, *(None, None)[: 4 - len(data)], **arrays)
-    kinds = (
-        f"({', '.join(type(d).__name__ for d in data)})"
-        if isinstance(data, (tuple, list))
-        else f"of type {type(data).__name__}"
-    )
-    raise DataError(f"`data` must be {ACCEPTED}. Received: data {kinds}.")
+    if isinstance(data, (tuple, list)) and len(data) == 2 and is_dataset(data[0]):
+        return from_datasets(data[0], data[1], input_shape, class_names)
+    if isinstance(data, (tuple, list)) and len(data) in (2, 4) and not any(is_dataset(d) for d in data):
+        return from_arrays(*data, *(None, None)[: 4 - len(data)], **arrays)
+    raise _not_accepted(data)
 
 
 def input_shape_for(data, input_shape=None, default=None):
@@ -198,16 +139,20 @@ def input_shape_for(data, input_shape=None, default=None):
         return tuple(int(d) for d in shape)
     if isinstance(data, ImageFolder):
         return tuple(data.input_shape)
-    if isinstance(data, (tuple, list)) and len(data) == 2 and _is_dataset(data[0]):
+    if isinstance(data, (tuple, list)) and len(data) == 2 and is_dataset(data[0]):
         spec = data[0].element_spec
         if isinstance(spec, tuple) and len(spec) == 2 and spec[0].shape.rank == 4 and None not in spec[0].shape[1:]:
             return tuple(int(d) for d in spec[0].shape[1:])
     return None if default is None else tuple(int(d) for d in default)
 
 
-def _is_dataset(obj):
-    tf = sys.modules.get("tensorflow")  # no TensorFlow loaded: not a dataset (and none is loaded to check)
-    return tf is not None and isinstance(obj, tf.data.Dataset)
+def _not_accepted(data):
+    kinds = (
+        f"({', '.join(type(d).__name__ for d in data)})"
+        if isinstance(data, (tuple, list))
+        else f"of type {type(data).__name__}"
+    )
+    return DataError(f"`data` must be {ACCEPTED}. Received: data {kinds}.")
 
 
 def _check_names(class_names):
@@ -226,16 +171,8 @@ def _check_names(class_names):
     return tuple(class_names)
 
 
-def _no_validation(what):
-    return DataError(
-        f"`validation_split` must be > 0 when `data` brings no validation images: fine-tuning and "
-        f"search both score on held-out images. Received: validation_split=0 with {what}. Pass "
-        f"validation_split=0.2 (a seeded share of each class), or pass validation images "
-        f"((x, y, x_val, y_val) or (train_ds, val_ds))."
-    )
-
-
-def _from_path(path, input_shape, validation_split, seed, batch_size, augment, class_names, memory):
+def _from_path(path, memory, *, input_shape, validation_split, seed, batch_size, augment, class_names):
+    """`Inputs` of a folder path, read with `image_folder` at `input_shape` (`memory`: its cache and shard)."""
     if not Path(path).expanduser().exists():
         raise DataNotFoundError(
             f"`data` must be {ACCEPTED}; as a path, an existing folder of class sub-folders "
@@ -243,7 +180,7 @@ def _from_path(path, input_shape, validation_split, seed, batch_size, augment, c
             f"Check the path."
         )
     if validation_split == 0:
-        raise _no_validation(f"the image folder {str(path)!r}")
+        raise no_validation(f"the image folder {str(path)!r}")
     shape = {} if input_shape is None else {"image_size": input_shape[:2], "channels": input_shape[2]}
     folder = image_folder(
         path,
@@ -255,135 +192,7 @@ def _from_path(path, input_shape, validation_split, seed, batch_size, augment, c
         **shape,
         **memory,
     )
-    return _from_folder(folder, input_shape)
-
-
-def _from_folder(folder, input_shape):
-    if input_shape is not None and tuple(folder.input_shape) != tuple(input_shape):
-        h, w, c = input_shape
-        fh, fw, fc = folder.input_shape
-        raise DataError(
-            f"`data` must match the model input {h}x{w}x{c}. Received: an ImageFolder of "
-            f"{fh}x{fw}x{fc} images. Pass the folder path instead (it is read at the model's size), "
-            f"or build it with image_size=({h}, {w}), channels={c}."
-        )
-    if folder.validation is None:
-        raise DataError(
-            f"`data` must include validation images, and this ImageFolder was read with "
-            f"validation_split=0. Received: {folder!r}. Read it with validation_split > 0, e.g. "
-            f"cnnzoo.data.image_folder(path, validation_split=0.2)."
-        )
-    # an augmented folder has no plain copy of its training set; a worker's shard is no whole training set
-    plain = None if folder.augment or tuple(folder.shard)[1] > 1 else folder.train
-    return Inputs(
-        folder.train,
-        folder.validation,
-        plain,
-        tuple(folder.class_names),
-        folder.num_train,
-        folder.num_validation,
-        folder.batch_size,
-        bool(folder.augment),
-        folder.skipped,  # grows in epoch 1
-        f"folder:{Path(folder.path).resolve()}",
-        input_shape=tuple(folder.input_shape),
-    )
-
-
-def _from_arrays(x, y, x_val, y_val, *, input_shape, validation_split, seed, batch_size, augment, class_names):
-    x, y = arrays_lib.check_arrays(x, y, "data")
-    if x_val is None and y_val is None:
-        if validation_split == 0:
-            raise _no_validation(f"(x, y) arrays of {len(x)} images")
-        train_idx, val_idx = arrays_lib.split_arrays(y, validation_split, seed)
-        x_val, y_val = x, y
-    else:
-        x_val, y_val = arrays_lib.check_arrays(x_val, y_val, "validation data")
-        train_idx, val_idx = np.arange(len(x)), np.arange(len(x_val))
-    if input_shape is None:  # the arrays' own size; 4 channels (RGBA) become RGB
-        input_shape = (*x.shape[1:3], 3 if x.shape[-1] == 4 else x.shape[-1])
-    own_validation = x_val is x
-    x = arrays_lib.fit_up_front(x, input_shape)
-    x_val = x if own_validation else arrays_lib.fit_up_front(x_val, input_shape)
-    layers = augmentation_layers(augment, seed, num_train=len(train_idx))
-    common = dict(input_shape=input_shape, batch_size=batch_size)
-    train = arrays_lib.array_dataset(x, y, train_idx, shuffle=True, seed=seed, layers=layers, **common)
-    validation = arrays_lib.array_dataset(x_val, y_val, val_idx, **common)
-    plain = arrays_lib.array_dataset(x, y, train_idx, **common)
-    num_labels = int(max(y.max(), y_val.max())) + 1
-    source = f"arrays:{x.shape}:{int(y.sum())}:{len(val_idx)}:{int(y_val[val_idx].sum())}"
-    return Inputs(
-        train,
-        validation,
-        plain,
-        class_names,
-        len(train_idx),
-        len(val_idx),
-        batch_size,
-        bool(layers),
-        (),
-        source,
-        num_labels,
-        tuple(input_shape),
-    )
-
-
-def _from_datasets(train, validation, input_shape, class_names):
-    if not _is_dataset(validation):
-        raise DataError(
-            f"`data` must be (train_ds, val_ds) with both tf.data datasets: both workflows score on "
-            f"held-out images. Received: val_ds of type {type(validation).__name__}. Pass a "
-            f"validation dataset of the same form."
-        )
-    for which, ds in (("train_ds", train), ("val_ds", validation)):
-        spec = ds.element_spec
-        if not (isinstance(spec, tuple) and len(spec) == 2 and spec[0].shape.rank == 4):
-            raise DataError(
-                f"`data` datasets must yield (images [B, H, W, C], labels [B]) batches. "
-                f"Received: {which} with element_spec={spec!r}. Batch the dataset with `.batch(n)`."
-            )
-        shape = tuple(spec[0].shape[1:])
-        if input_shape is not None and None not in shape and shape != tuple(input_shape):
-            raise DataError(
-                f"`data` datasets must yield images of the model's input shape {tuple(input_shape)}. "
-                f"Received: {which} of {shape} images. Resize them in the dataset, or build the "
-                f"model for {shape} (leave `input_shape` out)."
-            )
-    batch_size, num_train = _size(train)
-    num_val = _size(validation)[1]
-    return Inputs(
-        train,
-        validation,
-        train,
-        class_names,
-        num_train,
-        num_val,
-        batch_size,
-        True,
-        (),
-        f"datasets:{num_train}:{num_val}",
-        input_shape=input_shape,
-    )
-
-
-def _size(ds):
-    """(batch size, number of images) of a batched dataset, reading it once if its length is unknown."""
-    batches = int(ds.cardinality())
-    if batches > 0:  # known length: read one batch; the last batch may be smaller (close enough for schedules)
-        for images, _ in ds.take(1):
-            return int(images.shape[0]), batches * int(images.shape[0])
-    batch = None
-    total = 0
-    for images, _ in ds:
-        n = int(images.shape[0])
-        batch = batch or n
-        total += n
-    if not total:
-        raise DataError(
-            "`data` datasets must not be empty. Received: a dataset with 0 images. Check how the "
-            "dataset is built (a filter or take that leaves nothing)."
-        )
-    return batch, total
+    return from_folder(folder, input_shape)
 
 
 def settle_classes(inputs, num_classes, class_names, head_classes):

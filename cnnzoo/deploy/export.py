@@ -276,7 +276,7 @@ def _require(format):
 
 
 def _model(model):
-    from cnnzoo.zoo.builders import as_model
+    from cnnzoo.zoo.loading import as_model
 
     return as_model(model, "model")
 

@@ -217,7 +217,7 @@ _LOADED = {}
 
 
 def _load(path):
-    from cnnzoo.zoo.builders import load
+    from cnnzoo.zoo.loading import load
 
     path = Path(path).expanduser()
     if not path.is_file():

@@ -108,9 +108,7 @@ def create_app(model, top_k=5, max_batch=32, max_delay_ms=2.0, max_upload_mb=10.
     except MissingExtraError:
         require("multipart", "serve", "cnnzoo serve (multipart uploads)")
     from starlette.applications import Starlette
-    from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
-    from starlette.responses import HTMLResponse, JSONResponse, Response
     from starlette.routing import Route
 
     from cnnzoo.deploy.serve_batch import Batcher
@@ -123,36 +121,72 @@ def create_app(model, top_k=5, max_batch=32, max_delay_ms=2.0, max_upload_mb=10.
         raise ConfigError(
             f"`max_upload_mb` must be a number above 0 and at most 1024. Received: max_upload_mb={max_upload_mb!r}."
         )
-    limit = int(max_upload_mb * 2**20)
     forward(np.zeros((1, *size, channels), np.float32))  # traced now, not on the first request
     batcher = Batcher(forward, max_batch=max_batch, max_delay_ms=max_delay_ms)
-    explain_lock = threading.Lock()  # one Grad-CAM at a time: each holds a gradient tape of the model
-    counts = {"requests": 0, "rejected": 0, "failed": 0}
-    started = time.time()
-    page = page_html()
+    service = _Service(model, names, size, channels, facts, top_k, int(max_upload_mb * 2**20), explain, batcher)
+    routes = [
+        Route("/", service.index, methods=["GET"]),
+        Route("/health", service.health, methods=["GET"]),
+        Route("/info", service.info, methods=["GET"]),
+        Route("/predict", service.counted(service.predict), methods=["POST"]),
+        Route("/explain", service.counted(service.explain_route), methods=["POST"]),
+    ]
+    app = Starlette(routes=routes, lifespan=service.lifespan, exception_handlers={HTTPException: _http_error})
+    app.state.batcher = batcher
+    app.state.model = model if model is not None else forward
+    return app
 
-    def asked_top_k(request):
+
+async def _http_error(request, exc):
+    from starlette.responses import JSONResponse
+
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+
+class _Service:
+    """What one app made by `create_app` serves: its routes' handlers and the counts they keep.
+
+    `model` is the Keras model (None for an exported one); `names`, `size` and
+    `channels` describe its input and output; `facts` goes into `/info`; `limit`
+    is the largest upload in bytes; `explain` draws Grad-CAM (or is None);
+    `batcher` runs the forward passes.
+    """
+
+    def __init__(self, model, names, size, channels, facts, top_k, limit, explain, batcher):
+        self.model, self.names, self.size, self.channels, self.facts = model, names, size, channels, facts
+        self.top_k, self.limit, self.explain, self.batcher = top_k, limit, explain, batcher
+        self.explain_lock = threading.Lock()  # one Grad-CAM at a time: each holds a gradient tape of the model
+        self.counts = {"requests": 0, "rejected": 0, "failed": 0}
+        self.started = time.time()
+        self.page = page_html()
+
+    def asked_top_k(self, request):
         raw = request.query_params.get("top_k")
         if raw is None:
-            return top_k
-        if not raw.isdigit() or not 1 <= int(raw) <= len(names):
+            return self.top_k
+        if not raw.isdigit() or not 1 <= int(raw) <= len(self.names):
             raise Problem(
-                400, f"`top_k` must be an integer from 1 to {len(names)} (the number of classes); got top_k={raw!r}"
+                400,
+                f"`top_k` must be an integer from 1 to {len(self.names)} (the number of classes); got top_k={raw!r}",
             )
         return int(raw)
 
-    async def predict(request):
-        k = asked_top_k(request)
-        body, filename = await read_upload(request, limit)
-        x = await run_in_threadpool(decode_image, body, size, channels)
-        probs = await batcher.submit(x.astype(np.float32))
+    async def predict(self, request):
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import JSONResponse
+
+        k = self.asked_top_k(request)
+        body, filename = await read_upload(request, self.limit)
+        x = await run_in_threadpool(decode_image, body, self.size, self.channels)
+        probs = await self.batcher.submit(x.astype(np.float32))
         order = np.argsort(-probs, kind="stable")[:k]  # as cnnzoo.predict orders them
-        pairs = [{"label": names[j], "probability": float(probs[j])} for j in order]
+        pairs = [{"label": self.names[j], "probability": float(probs[j])} for j in order]
         return JSONResponse(
             {"source": filename, "label": pairs[0]["label"], "probability": pairs[0]["probability"], "top_k": pairs}
         )
 
-    def draw(body, class_name):
+    def draw(self, body, class_name):
+        """The PNG bytes of the explanation of the uploaded photo (scaled down to `EXPLAIN_MAX_SIDE`)."""
         from PIL import Image
 
         rgb = decode_image(body, None, 3)
@@ -163,21 +197,25 @@ def create_app(model, top_k=5, max_batch=32, max_delay_ms=2.0, max_upload_mb=10.
                 (max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR
             )
             rgb = np.asarray(small)
-        with explain_lock:
-            picture = np.asarray(explain(model, rgb, class_name), np.uint8)
+        with self.explain_lock:
+            picture = np.asarray(self.explain(self.model, rgb, class_name), np.uint8)
         import io
 
         buffer = io.BytesIO()
         Image.fromarray(picture).save(buffer, "PNG")
         return buffer.getvalue()
 
-    async def explain_route(request):
-        if explain is None:
+    async def explain_route(self, request):
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import Response
+
+        if self.explain is None:
             raise Problem(
                 501,
                 "this server has no explainer: Grad-CAM needs a .keras model, and `cnnzoo serve` "
                 "(or `create_app(explain=...)`) to pass one",
             )
+        names = self.names
         class_name = request.query_params.get("class")
         if class_name is not None and class_name not in names:
             raise Problem(
@@ -185,34 +223,46 @@ def create_app(model, top_k=5, max_batch=32, max_delay_ms=2.0, max_upload_mb=10.
                 f"`class` must be one of the model's classes {names[:10]}"
                 f"{' ...' if len(names) > 10 else ''}; got class={class_name!r}",
             )
-        body, _ = await read_upload(request, limit)
-        png = await run_in_threadpool(draw, body, class_name)
+        body, _ = await read_upload(request, self.limit)
+        png = await run_in_threadpool(self.draw, body, class_name)
         return Response(png, media_type="image/png")
 
-    def statistics():
-        return {**counts, "uptime_s": round(time.time() - started, 1), **batcher.stats()}
+    def statistics(self):
+        return {**self.counts, "uptime_s": round(time.time() - self.started, 1), **self.batcher.stats()}
 
-    async def health(request):
-        return JSONResponse({"status": "ok", **statistics()})
+    async def health(self, request):
+        from starlette.responses import JSONResponse
 
-    async def info(request):
+        return JSONResponse({"status": "ok", **self.statistics()})
+
+    async def info(self, request):
+        from starlette.responses import JSONResponse
+
         return JSONResponse(
             {
-                **facts,
-                "input_shape": [size[0], size[1], channels],
-                "classes": names,
-                "num_classes": len(names),
-                "top_k": top_k,
-                "max_upload_bytes": limit,
-                "explain": explain is not None,
-                "stats": statistics(),
+                **self.facts,
+                "input_shape": [self.size[0], self.size[1], self.channels],
+                "classes": self.names,
+                "num_classes": len(self.names),
+                "top_k": self.top_k,
+                "max_upload_bytes": self.limit,
+                "explain": self.explain is not None,
+                "stats": self.statistics(),
             }
         )
 
-    async def index(request):
-        return HTMLResponse(page)
+    async def index(self, request):
+        from starlette.responses import HTMLResponse
 
-    def counted(handler):
+        return HTMLResponse(self.page)
+
+    def counted(self, handler):
+        """`handler`, counted: a `Problem` becomes its 4xx JSON, any other failure a 500 with the reason."""
+        from starlette.exceptions import HTTPException
+        from starlette.responses import JSONResponse
+
+        counts = self.counts
+
         async def wrapped(request):
             counts["requests"] += 1
             try:
@@ -230,28 +280,13 @@ def create_app(model, top_k=5, max_batch=32, max_delay_ms=2.0, max_upload_mb=10.
 
         return wrapped
 
-    async def http_error(request, exc):
-        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
-
     @contextlib.asynccontextmanager
-    async def lifespan(app):
-        await batcher.start()
+    async def lifespan(self, app):
+        await self.batcher.start()
         try:
             yield
         finally:
-            await batcher.stop()
-
-    routes = [
-        Route("/", index, methods=["GET"]),
-        Route("/health", health, methods=["GET"]),
-        Route("/info", info, methods=["GET"]),
-        Route("/predict", counted(predict), methods=["POST"]),
-        Route("/explain", counted(explain_route), methods=["POST"]),
-    ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
-    app.state.batcher = batcher
-    app.state.model = model if model is not None else forward
-    return app
+            await self.batcher.stop()
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ __all__ = ["model_batch", "original", "resolve_model", "save_rgb_png"]
 
 def resolve_model(model):
     """A `keras.Model`, loading a `.keras` path (`cnnzoo.load`, compile=False)."""
-    from cnnzoo.zoo.builders import as_model
+    from cnnzoo.zoo.loading import as_model
 
     return as_model(model, "model", error=DataError)
 

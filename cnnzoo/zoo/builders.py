@@ -2,30 +2,29 @@
 
 `get(name, ...)` is the public entry: it looks the name up in the registry,
 applies validated overrides, builds a Functional model with explicit layer
-names and compiles it with the spec's defaults.
+names and compiles it with the spec's defaults (`compile_model`, the one
+compile recipe). Loading saved models and weights files is
+`cnnzoo.zoo.loading`.
 """
 
 import math
-import warnings
 from pathlib import Path
 
 import keras
 
-from cnnzoo.errors import ConfigError, DataNotFoundError, UnsafeModelError, WeightsError, WeightsNotFoundError
+from cnnzoo.errors import ConfigError
 from cnnzoo.zoo import config, registry, stats
-from cnnzoo.zoo import weights as weights_lib
+from cnnzoo.zoo.config_tables import Train
 from cnnzoo.zoo.layers import ClassifierHead, ConvBlock, Preprocess
+from cnnzoo.zoo.loading import load, load_named_weights, load_weights_into
 from cnnzoo.zoo.precision import DTYPES, check_dtype, dtype_of, policy_scope, with_dtype
 
 __all__ = [
     "get",
     "build",
-    "load",
-    "as_model",
+    "load",  # defined in cnnzoo.zoo.loading, and importable from here too (cnnzoo.finetuning imports it so)
     "compile_model",
     "make_optimizer",
-    "load_named_weights",
-    "load_weights_into",
     "model_flops",
     "backbone_model",
     "check_dtype",
@@ -143,72 +142,11 @@ def build(spec, weights=None, dtype=None):
     return model
 
 
-def load_weights_into(model, path):
-    """Loads weights from a `.weights.h5` or `.keras` file into `model`.
-
-    Raises `WeightsNotFoundError` for a missing file and `WeightsError` when
-    the file's shapes do not match, naming both.
-    """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise WeightsNotFoundError(
-            f"`weights` must be None, a registered weights name or an existing "
-            f".weights.h5/.keras file. Received: weights={str(path)!r} (no such file)."
-        )
-    try:
-        if path.name.endswith(".keras"):
-            source = load(path, compile=False)
-            model.set_weights(source.get_weights())
-        else:
-            model.load_weights(path)
-    except (ValueError, KeyError) as e:
-        raise WeightsError(
-            f"`weights` file {str(path)!r} does not match `{model.name}` "
-            f"({model.count_params():,} parameters): {e}. Build the model with the "
-            f"same num_classes/input_shape/overrides as when the weights were saved."
-        ) from e
-
-
-def load_named_weights(model, spec, name):
-    """Loads the weights an entry declares under `name` (fetched and verified by `cnnzoo.zoo.weights`).
-
-    A `target = "backbone"` source (ImageNet weights of a keras.applications
-    backbone) goes into `model.get_layer("backbone")`; a `"model"` source into
-    the whole model.
-
-    Args:
-        model: the `keras.Model` built from `spec`.
-        spec: its `ModelSpec`.
-        name: str, a key of `spec.weights` (e.g. `"digits"`, `"imagenet"`).
-
-    Returns:
-        The `Path` of the file that was loaded.
-
-    Example:
-
-    >>> model = cnnzoo.get("digits_cnn", weights="digits")  # calls load_named_weights(model, spec, "digits")
-    """
-    source = weights_lib.named_source(spec, name)
-    path = weights_lib.resolve(source, spec.name)
-    target = model
-    if source.target == "backbone":
-        try:
-            target = model.get_layer("backbone")
-        except ValueError:
-            raise WeightsError(
-                f"`weights={name!r}` of `{spec.name}` holds backbone weights, and the model has no "
-                f"layer named `backbone`. Build it with `cnnzoo.get({spec.name!r})`. "
-                f"Received: weights={name!r}."
-            ) from None
-    load_weights_into(target, path)
-    return path
-
-
 def make_optimizer(name="adam", learning_rate=1e-3, **options):
     """A Keras optimizer by zoo name (`"adam"`, `"adamw"`, `"sgd"`, `"rmsprop"`, `"nadam"`).
 
     Args:
-        name: str, one of `cnnzoo.zoo.config.OPTIMIZERS`.
+        name: str, one of `cnnzoo.zoo.config_tables.OPTIMIZERS`.
         learning_rate: float or a `keras.optimizers.schedules.LearningRateSchedule`.
         **options: more optimizer arguments, e.g. `use_ema=True, ema_momentum=0.99`.
 
@@ -246,7 +184,7 @@ def compile_model(
 
     Args:
         model: a `keras.Model`.
-        train: a `config.Train` (optimizer, learning_rate); default `config.Train()`.
+        train: a `Train` (optimizer, learning_rate); default `Train()`.
         optimizer: optional optimizer name replacing `train.optimizer`.
         learning_rate: optional float or schedule replacing `train.learning_rate`.
         jit_compile: passed to `model.compile` (`"auto"`: Keras decides; XLA is
@@ -271,7 +209,7 @@ def compile_model(
 
     >>> compile_model(cnnzoo.get("lenet5", compile=False))  # doctest: +SKIP
     """
-    train = train or config.Train()
+    train = train or Train()
     rate = train.learning_rate if learning_rate is None else learning_rate
     ema = {} if ema_momentum is None else {"use_ema": True, "ema_momentum": float(ema_momentum)}
     opt = make_optimizer(optimizer or train.optimizer, rate, **ema)
@@ -348,75 +286,6 @@ def get(name, num_classes=None, input_shape=None, weights=None, compile=True, dt
 def _looks_like_path(value):
     s = str(value)
     return s.endswith((".h5", ".keras")) or "/" in s or "\\" in s or Path(s).exists()
-
-
-def load(path, compile=True):
-    """Loads a `.keras` model saved from a zoo model, in Keras safe mode.
-
-    Args:
-        path: str or `Path` of a `.keras` file.
-        compile: bool; restore the optimizer and compile state as saved.
-
-    Returns:
-        The `keras.Model`.
-
-    Example:
-
-    >>> model.save("birds.keras"); model = cnnzoo.load("birds.keras")  # doctest: +SKIP
-    """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise WeightsNotFoundError(f"`path` must be an existing .keras file. Received: path={str(path)!r}.")
-    with warnings.catch_warnings():
-        # A model saved before its first training step has an unbuilt optimizer (2 scalar
-        # variables; 4 with mixed_float16's loss scaling); Keras warns about that harmless case, which every
-        # fresh `get()` hits.
-        warnings.filterwarnings(
-            "ignore", message=r"Skipping variable loading for optimizer .* saved optimizer has [24] variables"
-        )
-        try:
-            return keras.saving.load_model(path, compile=compile, safe_mode=True)
-        except ValueError as e:
-            if "safe_mode" not in str(e):
-                raise
-            raise UnsafeModelError(
-                f"`path` holds Python code (e.g. a Lambda layer), and cnnzoo loads models in Keras safe mode: it "
-                f"never runs code from a model file. Rebuild the model from cnnzoo's layers (they serialize "
-                f"without code), or, only if you trust whoever made the file, load it with "
-                f"keras.saving.load_model(path, safe_mode=False). Received: path={str(path)!r}."
-            ) from e
-
-
-def as_model(model_or_path, argument="model", error=ConfigError):
-    """A `keras.Model`, loading a `.keras` path in safe mode (uncompiled); clear errors otherwise.
-
-    Args:
-        model_or_path: a `keras.Model`, or the str/`Path` of a `.keras` file.
-        argument: the caller's argument name, for messages.
-        error: the `cnnzoo.errors` class raised for an object that is neither.
-
-    Returns:
-        The `keras.Model`.
-
-    Example:
-
-    >>> as_model("runs/birds/bird_classifier.keras").name  # doctest: +SKIP
-    'bird_classifier'
-    """
-    if isinstance(model_or_path, (str, Path)):
-        path = Path(model_or_path).expanduser()
-        if not path.is_file():
-            raise DataNotFoundError(
-                f"`{argument}` must be a keras.Model or an existing .keras file. "
-                f"Received: {argument}={str(path)!r} (no such file)."
-            )
-        return load(path, compile=False)
-    if not isinstance(model_or_path, keras.Model):
-        raise error(
-            f"`{argument}` must be a keras.Model or the path of a .keras file. Received: an object of "
-            f"type {type(model_or_path).__name__}."
-        )
-    return model_or_path
 
 
 def model_flops(model):

@@ -68,19 +68,6 @@ def render(name):
     """The Markdown card of one entry."""
     info = registry.info(name)
     spec = registry.spec(name)
-    last = _last_spatial(info)
-    if last is None or last["receptive_field"]["size"] is None:
-        field = (
-            (
-                f"unknown for the {spec.backbone.application} backbone from its config "
-                f"(`cnnzoo.explain.receptive_fields` reads a built model)"
-            )
-            if spec.backbone
-            else "-"
-        )
-    else:
-        f = last["receptive_field"]
-        field = f"{f['size']} px at `{last['name']}` (jump {f['jump']} px)"
     lines = [
         f"# {name}",
         "",
@@ -102,7 +89,7 @@ def render(name):
         f"| classes | {info.num_classes}" + (f": {', '.join(spec.class_names)}" if spec.class_names else "") + " |",
         f"| parameters | {info.params:,} |",
         f"| forward FLOPs / image | {info.flops:,} ({human(info.flops)}) |",
-        f"| receptive field | {field} |",
+        f"| receptive field | {_receptive_field(info, spec)} |",
         f"| config | [zoo_configs/{name}.toml]({_REPO}/zoo_configs/{name}.toml) |",
         "",
         "```python",
@@ -110,6 +97,29 @@ def render(name):
         "",
         f'model = cnnzoo.get("{name}")' + ("  # random weights; named weights below" if spec.weights else ""),
         "```",
+    ]
+    lines += _layers_section(info) + _search_section(info) + _weights_section(name, spec)
+    return "\n".join(lines) + "\n"
+
+
+def _receptive_field(info, spec):
+    """The summary table's receptive field: the last spatial layer's, or why it is unknown."""
+    last = _last_spatial(info)
+    if last is None or last["receptive_field"]["size"] is None:
+        return (
+            (
+                f"unknown for the {spec.backbone.application} backbone from its config "
+                f"(`cnnzoo.explain.receptive_fields` reads a built model)"
+            )
+            if spec.backbone
+            else "-"
+        )
+    f = last["receptive_field"]
+    return f"{f['size']} px at `{last['name']}` (jump {f['jump']} px)"
+
+
+def _layers_section(info):
+    lines = [
         "",
         "## Layers",
         "",
@@ -125,33 +135,38 @@ def render(name):
             f"| `{r['name']}` | {r['kind']} | {_shape(r['output_shape'])} | {r['params']:,} | "
             f"{human(r['flops'])} | {size} | {jump} |"
         )
-    lines += ["", "## Search space", ""]
-    if info.search:
-        lines += [
-            "The `[search]` table (`cnnzoo.tune`); each default equals the config's value.",
-            "",
-            "| hyperparameter | values |",
-            "|---|---|",
-        ]
-        lines += [f"| `{k}` | {_cell(_search_value(v))} |" for k, v in info.search.items()]
-    else:
-        lines.append("None: the entry has no `[search]` table.")
-    lines += ["", "## Weights", ""]
-    if spec.weights:
-        lines += [
-            f'`cnnzoo.get("{name}", weights=NAME)`:',
-            "",
-            "| name | loads into | what | measured accuracy |",
-            "|---|---|---|---|",
-        ]
-        for wname, w in spec.weights.items():
-            lines.append(
-                f"| `{wname}` | {'the backbone' if w.target == 'backbone' else 'the whole model'} | "
-                f"{_cell(w.description) or '-'} | {_cell(w.accuracy) or 'not measured by cnnzoo'} |"
-            )
-    else:
-        lines.append("No named weights: the model starts from random weights (or your own file, `weights=PATH`).")
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _search_section(info):
+    lines = ["", "## Search space", ""]
+    if not info.search:
+        return lines + ["None: the entry has no `[search]` table."]
+    lines += [
+        "The `[search]` table (`cnnzoo.tune`); each default equals the config's value.",
+        "",
+        "| hyperparameter | values |",
+        "|---|---|",
+    ]
+    return lines + [f"| `{k}` | {_cell(_search_value(v))} |" for k, v in info.search.items()]
+
+
+def _weights_section(name, spec):
+    lines = ["", "## Weights", ""]
+    if not spec.weights:
+        return lines + ["No named weights: the model starts from random weights (or your own file, `weights=PATH`)."]
+    lines += [
+        f'`cnnzoo.get("{name}", weights=NAME)`:',
+        "",
+        "| name | loads into | what | measured accuracy |",
+        "|---|---|---|---|",
+    ]
+    for wname, w in spec.weights.items():
+        lines.append(
+            f"| `{wname}` | {'the backbone' if w.target == 'backbone' else 'the whole model'} | "
+            f"{_cell(w.description) or '-'} | {_cell(w.accuracy) or 'not measured by cnnzoo'} |"
+        )
+    return lines
 
 
 def render_index():

@@ -1,8 +1,12 @@
 """Zoo configs: TOML files read and validated into frozen dataclasses.
 
 A config is pure data (see `zoo_configs/*.toml`). This module knows the
-schema, every default (each one lives here and nowhere else), and how to
-apply overrides; it never imports TensorFlow or Keras.
+schema, the defaults of a `ModelSpec`, and how to apply overrides; it never
+imports TensorFlow or Keras. The tables of a config have their dataclasses
+(with every other default) and their parsing beside it: `[[blocks]]`,
+`[head]`, `[backbone]` and `[train]` in `cnnzoo.zoo.config_tables`, `[search]`
+and `[weights]` in `cnnzoo.zoo.config_sections`; this module exports those
+dataclasses as its own (`config.Block`, `config.SearchParam`, ...).
 """
 
 import dataclasses
@@ -13,19 +17,20 @@ from pathlib import Path
 import tomllib
 
 from cnnzoo.errors import ConfigError, closest
-from cnnzoo.zoo.config_rules import (
-    MAX_CONVS,
-    MAX_SIZE,
-    check_bool,
-    check_choice,
-    check_float,
-    check_int,
-    check_keys,
-    check_str,
-    fail,
-    where,
-)
+from cnnzoo.zoo.config_rules import MAX_SIZE, check_choice, check_int, check_keys, check_str, fail, where
 from cnnzoo.zoo.config_sections import SearchParam, WeightsSource, parse_search_param, parse_weights
+from cnnzoo.zoo.config_tables import (
+    ACTIVATIONS,
+    OPTIMIZERS,
+    Backbone,
+    Block,
+    Head,
+    Train,
+    parse_backbone,
+    parse_block,
+    parse_head,
+    parse_train,
+)
 
 __all__ = [
     "Block",
@@ -42,29 +47,11 @@ __all__ = [
     "to_dict",
     "PREPROCESSING",
     "ACTIVATIONS",
+    "OPTIMIZERS",
     "OVERRIDE_KEYS",
 ]
 
 PREPROCESSING = ("none", "rescale_0_1", "rescale_-1_1", "caffe", "torch")
-ACTIVATIONS = (
-    "relu",
-    "relu6",
-    "leaky_relu",
-    "elu",
-    "selu",
-    "gelu",
-    "swish",
-    "silu",
-    "mish",
-    "tanh",
-    "sigmoid",
-    "softplus",
-    "linear",
-)
-POOLS = ("max", "avg", "none")
-PADDINGS = ("same", "valid")
-HEAD_POOLING = ("flatten", "avg", "max")
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam")
 SEARCH_KEYS = (
     "conv_blocks",
     "filters",
@@ -78,58 +65,6 @@ SEARCH_KEYS = (
     "optimizer",
 )
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-
-
-@dataclass(frozen=True)
-class Block:
-    """A conv block: `len(filters)` convolutions, then an optional pooling."""
-
-    filters: tuple = (32,)
-    kernel_size: int = 3
-    strides: int = 1
-    padding: str = "same"
-    activation: str = "relu"
-    batch_norm: bool = False
-    bn_momentum: float = 0.9  # Keras' 0.99 leaves small-data models unusable for the first epochs
-    pool: str = "max"
-    pool_size: int = 2
-    pool_strides: int = 0  # 0 means "equal to pool_size"
-    pool_padding: str = "valid"
-    dropout: float = 0.0
-
-    @property
-    def convs(self):
-        return len(self.filters)
-
-
-@dataclass(frozen=True)
-class Head:
-    """The classifier: pooling or flatten, hidden dense layers, softmax."""
-
-    pooling: str = "flatten"
-    dense: tuple = ()
-    dropout: float = 0.0
-    activation: str = "relu"
-
-
-@dataclass(frozen=True)
-class Backbone:
-    """A `keras.applications` feature extractor used in place of `blocks`."""
-
-    application: str = ""
-    kwargs: dict = field(default_factory=dict)
-    params: int = 0  # cached parameter count (include_top=False)
-    flops: int = 0  # cached forward FLOPs per image at the entry's input_shape
-    channels: int = 0  # cached channels of the feature map it returns
-    reduction: int = 32  # input side / feature-map side
-
-
-@dataclass(frozen=True)
-class Train:
-    """Compile defaults used by `cnnzoo.get(..., compile=True)`."""
-
-    optimizer: str = "adam"
-    learning_rate: float = 1e-3
 
 
 @dataclass(frozen=True)
@@ -161,84 +96,6 @@ class ModelSpec:
 
 
 # ---------------------------------------------------------------- validation
-
-
-def _parse_block(table, i, source):
-    key = f"blocks[{i}]"
-    check_keys(table, {f.name for f in dataclasses.fields(Block)} | {"convs"}, key, source)
-    d = Block()
-    filters = table.get("filters", list(d.filters))
-    convs = table.get("convs")
-    if isinstance(filters, list):
-        if not filters:
-            fail(where(source), f"{key}.filters", "must not be empty", filters)
-        filters = tuple(check_int(f, f"{key}.filters", source) for f in filters)
-        if convs is not None and check_int(convs, f"{key}.convs", source, hi=MAX_CONVS) != len(filters):
-            fail(where(source), f"{key}.convs", f"must equal the length of `filters` ({len(filters)})", convs)
-    else:
-        n = 1 if convs is None else check_int(convs, f"{key}.convs", source, hi=MAX_CONVS)
-        filters = (check_int(filters, f"{key}.filters", source),) * n
-    return Block(
-        filters=filters,
-        kernel_size=check_int(table.get("kernel_size", d.kernel_size), f"{key}.kernel_size", source, hi=MAX_SIZE),
-        strides=check_int(table.get("strides", d.strides), f"{key}.strides", source, hi=MAX_SIZE),
-        padding=check_choice(table.get("padding", d.padding), f"{key}.padding", source, PADDINGS),
-        activation=check_choice(table.get("activation", d.activation), f"{key}.activation", source, ACTIVATIONS),
-        batch_norm=check_bool(table.get("batch_norm", d.batch_norm), f"{key}.batch_norm", source),
-        bn_momentum=check_float(
-            table.get("bn_momentum", d.bn_momentum), f"{key}.bn_momentum", source, 0.0, 1.0, hi_open=True
-        ),
-        pool=check_choice(table.get("pool", d.pool), f"{key}.pool", source, POOLS),
-        pool_size=check_int(table.get("pool_size", d.pool_size), f"{key}.pool_size", source, hi=MAX_SIZE),
-        pool_strides=check_int(
-            table.get("pool_strides", d.pool_strides), f"{key}.pool_strides", source, lo=0, hi=MAX_SIZE
-        ),
-        pool_padding=check_choice(table.get("pool_padding", d.pool_padding), f"{key}.pool_padding", source, PADDINGS),
-        dropout=check_float(table.get("dropout", d.dropout), f"{key}.dropout", source, 0.0, 1.0, hi_open=True),
-    )
-
-
-def _parse_head(table, source):
-    check_keys(table, {f.name for f in dataclasses.fields(Head)}, "head", source)
-    d = Head()
-    dense = table.get("dense", list(d.dense))
-    if not isinstance(dense, (list, tuple)):
-        fail(where(source), "head.dense", "must be a list of positive integers (one per hidden layer)", dense)
-    return Head(
-        pooling=check_choice(table.get("pooling", d.pooling), "head.pooling", source, HEAD_POOLING),
-        dense=tuple(check_int(u, "head.dense", source) for u in dense),
-        dropout=check_float(table.get("dropout", d.dropout), "head.dropout", source, 0.0, 1.0, hi_open=True),
-        activation=check_choice(table.get("activation", d.activation), "head.activation", source, ACTIVATIONS),
-    )
-
-
-def _parse_backbone(table, source):
-    check_keys(table, {f.name for f in dataclasses.fields(Backbone)}, "backbone", source)
-    app = check_str(table.get("application", ""), "backbone.application", source)
-    if not re.match(r"^[A-Z][A-Za-z0-9]*$", app):
-        fail(where(source), "backbone.application", "must name a keras.applications model, e.g. 'MobileNetV2'", app)
-    kwargs = table.get("kwargs", {})
-    if not isinstance(kwargs, dict):
-        fail(where(source), "backbone.kwargs", "must be a table of keyword arguments", kwargs)
-    return Backbone(
-        application=app,
-        kwargs=dict(kwargs),
-        params=check_int(table.get("params", 0), "backbone.params", source, lo=0),
-        flops=check_int(table.get("flops", 0), "backbone.flops", source, lo=0),
-        channels=check_int(table.get("channels", 0), "backbone.channels", source, lo=0),
-        reduction=check_int(table.get("reduction", 32), "backbone.reduction", source, lo=1),
-    )
-
-
-def _parse_train(table, source):
-    check_keys(table, {f.name for f in dataclasses.fields(Train)}, "train", source)
-    d = Train()
-    return Train(
-        optimizer=check_choice(table.get("optimizer", d.optimizer), "train.optimizer", source, OPTIMIZERS),
-        learning_rate=check_float(
-            table.get("learning_rate", d.learning_rate), "train.learning_rate", source, 0.0, 10.0
-        ),
-    )
 
 
 def _table(raw, key, source):
@@ -291,7 +148,7 @@ def parse(raw, source="<memory>"):
     blocks = raw.get("blocks", [])
     if not isinstance(blocks, (list, tuple)):
         fail(where(source), "blocks", "must be an array of tables ([[blocks]])", blocks)
-    backbone = _parse_backbone(raw["backbone"], source) if "backbone" in raw else None
+    backbone = parse_backbone(raw["backbone"], source) if "backbone" in raw else None
     if bool(blocks) == (backbone is not None):
         raise ConfigError(
             f"A config needs exactly one of `blocks` and `backbone`{where(source)}. "
@@ -307,10 +164,10 @@ def parse(raw, source="<memory>"):
         num_classes=num_classes,
         class_names=tuple(class_names),
         preprocessing=check_choice(raw.get("preprocessing", "rescale_0_1"), "preprocessing", source, PREPROCESSING),
-        blocks=tuple(_parse_block(b, i, source) for i, b in enumerate(blocks)),
+        blocks=tuple(parse_block(b, i, source) for i, b in enumerate(blocks)),
         backbone=backbone,
-        head=_parse_head(raw.get("head", {}), source),
-        train=_parse_train(raw.get("train", {}), source),
+        head=parse_head(raw.get("head", {}), source),
+        train=parse_train(raw.get("train", {}), source),
         search={k: parse_search_param(k, v, source) for k, v in search.items()},
         weights={k: parse_weights(k, v, source) for k, v in _table(raw, "weights", source).items()},
         source=source,
@@ -473,6 +330,3 @@ def apply_overrides(spec, overrides):
     if len(raw.get("class_names", [])) not in (0, raw["num_classes"]):
         raw.pop("class_names")  # a new class count drops the old labels
     return parse(raw, f"{spec.source} with overrides {sorted(overrides)}")
-
-
-# -------------------------------------------------------------- TOML writing

@@ -7,7 +7,7 @@ is installed (`cnnzoo.load(path)`), safe mode included: no Lambda layers.
 import keras
 from keras import layers, ops
 
-from cnnzoo.zoo.config import Block
+from cnnzoo.zoo.config_tables import Block
 
 __all__ = ["Preprocess", "ConvBlock", "ClassifierHead", "class_names_of", "pretrained_of"]
 
@@ -149,8 +149,13 @@ class ConvBlock(_Steps):
         self.pool_strides = int(pool_strides)
         self.pool_padding = pool_padding
         self.dropout = float(dropout)
-        prefix, dt = self.name, self.dtype_policy  # sub-layers share this layer's precision policy
         self.steps = []
+        self._add_steps()
+
+    def _add_steps(self):
+        """The sub-layers, in order: each convolution (with BatchNorm and activation), pooling, dropout."""
+        prefix, dt = self.name, self.dtype_policy  # sub-layers share this layer's precision policy
+        padding, activation, pool = self.padding, self.activation, self.pool
         for j, f in enumerate(self.filters, 1):
             self.steps.append(
                 layers.Conv2D(
@@ -175,7 +180,7 @@ class ConvBlock(_Steps):
                 cls(
                     self.pool_size,
                     strides=self.pool_strides or self.pool_size,
-                    padding=pool_padding,
+                    padding=self.pool_padding,
                     name=f"{prefix}_pool",
                     dtype=dt,
                 )

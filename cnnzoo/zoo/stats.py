@@ -139,59 +139,64 @@ def layer_stats(spec, input_shape=None, num_classes=None):
     rf = ReceptiveField(1, 1, (0.0, 0.0))
     if spec.backbone is not None:
         rf = UNKNOWN
-        bb = spec.backbone
-        h, w = math.ceil(h / bb.reduction), math.ceil(w / bb.reduction)
-        area = (h0 * w0) / (spec.input_shape[0] * spec.input_shape[1])
-        rows.append(
-            LayerStat("backbone", bb.application, (h, w, bb.channels), bb.params, int(round(bb.flops * area)), rf)
-        )
-        c = bb.channels
+        rows.append(_backbone_stat(spec, h0, w0))
+        h, w, c = rows[-1].output_shape
     for i, b in enumerate(spec.blocks, 1):
-        for j, f in enumerate(b.filters, 1):
-            s = b.strides if j == 1 else 1
-            rf = receptive_step(rf, (h, w), b.kernel_size, s, b.padding)
-            h, w = _out(h, b.kernel_size, s, b.padding), _out(w, b.kernel_size, s, b.padding)
-            if h < 1 or w < 1:
-                too_small(f"block{i}_conv{j}")
-            k2 = b.kernel_size * b.kernel_size
-            bias = 0 if b.batch_norm else f  # a conv followed by BatchNorm has no bias
-            rows.append(
-                LayerStat(f"block{i}_conv{j}", "Conv2D", (h, w, f), k2 * c * f + bias, 2 * k2 * c * f * h * w, rf)
-            )
-            c = f
-            if b.batch_norm:
-                rows.append(LayerStat(f"block{i}_bn{j}", "BatchNormalization", (h, w, c), 4 * c, 0, rf))
-        if b.pool != "none":
-            ps = b.pool_strides or b.pool_size
-            rf = receptive_step(rf, (h, w), b.pool_size, ps, b.pool_padding)
-            h, w = _out(h, b.pool_size, ps, b.pool_padding), _out(w, b.pool_size, ps, b.pool_padding)
-            if h < 1 or w < 1:
-                too_small(f"block{i}_pool")
-            rows.append(
-                LayerStat(
-                    f"block{i}_pool", "MaxPooling2D" if b.pool == "max" else "AveragePooling2D", (h, w, c), 0, 0, rf
-                )
-            )
+        (h, w, c), rf = _block_stats(rows, i, b, (h, w, c), rf, too_small)
     whole = ReceptiveField(max(h0, w0))  # from here on, every unit sees the whole input
-    if spec.head.pooling == "flatten":
+    rows += _head_stats(spec.head, (h, w, c), num_classes, whole)
+    return rows
+
+
+def _backbone_stat(spec, h, w):
+    """The `LayerStat` of a backbone, from its cached counts (FLOPs scaled by the input's area)."""
+    bb = spec.backbone
+    area = (h * w) / (spec.input_shape[0] * spec.input_shape[1])
+    shape = (math.ceil(h / bb.reduction), math.ceil(w / bb.reduction), bb.channels)
+    return LayerStat("backbone", bb.application, shape, bb.params, int(round(bb.flops * area)), UNKNOWN)
+
+
+def _block_stats(rows, i, b, shape, rf, too_small):
+    """Appends the rows of block `i` (`b`, a `Block`) to `rows`; returns its output shape and receptive field.
+    `too_small(layer)` raises where the feature map vanishes."""
+    h, w, c = shape
+    for j, f in enumerate(b.filters, 1):
+        s = b.strides if j == 1 else 1
+        rf = receptive_step(rf, (h, w), b.kernel_size, s, b.padding)
+        h, w = _out(h, b.kernel_size, s, b.padding), _out(w, b.kernel_size, s, b.padding)
+        if h < 1 or w < 1:
+            too_small(f"block{i}_conv{j}")
+        k2 = b.kernel_size * b.kernel_size
+        bias = 0 if b.batch_norm else f  # a conv followed by BatchNorm has no bias
+        rows.append(LayerStat(f"block{i}_conv{j}", "Conv2D", (h, w, f), k2 * c * f + bias, 2 * k2 * c * f * h * w, rf))
+        c = f
+        if b.batch_norm:
+            rows.append(LayerStat(f"block{i}_bn{j}", "BatchNormalization", (h, w, c), 4 * c, 0, rf))
+    if b.pool != "none":
+        ps = b.pool_strides or b.pool_size
+        rf = receptive_step(rf, (h, w), b.pool_size, ps, b.pool_padding)
+        h, w = _out(h, b.pool_size, ps, b.pool_padding), _out(w, b.pool_size, ps, b.pool_padding)
+        if h < 1 or w < 1:
+            too_small(f"block{i}_pool")
+        kind = "MaxPooling2D" if b.pool == "max" else "AveragePooling2D"
+        rows.append(LayerStat(f"block{i}_pool", kind, (h, w, c), 0, 0, rf))
+    return (h, w, c), rf
+
+
+def _head_stats(head, shape, num_classes, whole):
+    """The rows of the head: flatten or global pooling, the hidden dense layers, the predictions."""
+    h, w, c = shape
+    if head.pooling == "flatten":
         features = h * w * c
-        rows.append(LayerStat("flatten", "Flatten", (features,), 0, 0, whole))
+        rows = [LayerStat("flatten", "Flatten", (features,), 0, 0, whole)]
     else:
         features = c
-        rows.append(LayerStat(f"global_{spec.head.pooling}_pool", "GlobalPooling2D", (c,), 0, 0, whole))
-    for i, units in enumerate(spec.head.dense, 1):
+        rows = [LayerStat(f"global_{head.pooling}_pool", "GlobalPooling2D", (c,), 0, 0, whole)]
+    for i, units in enumerate(head.dense, 1):
         rows.append(LayerStat(f"fc{i}", "Dense", (units,), features * units + units, 2 * features * units, whole))
         features = units
-    rows.append(
-        LayerStat(
-            "predictions",
-            "Dense",
-            (num_classes,),
-            features * num_classes + num_classes,
-            2 * features * num_classes,
-            whole,
-        )
-    )
+    params, flops = features * num_classes + num_classes, 2 * features * num_classes
+    rows.append(LayerStat("predictions", "Dense", (num_classes,), params, flops, whole))
     return rows
 
 

@@ -1,0 +1,196 @@
+"""The `[[blocks]]`, `[head]`, `[backbone]` and `[train]` tables of a zoo config: their dataclasses and parsing.
+
+`Block`, `Head`, `Backbone` and `Train` hold every default of an architecture
+and of its compile settings (each written here and nowhere else); the values
+they may take are the constants below. `cnnzoo.zoo.config` reads a config's
+tables with the `parse_*` functions here and exports the dataclasses as its
+own; the `[search]` and `[weights]` tables are in `cnnzoo.zoo.config_sections`.
+No TensorFlow or Keras here.
+"""
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+
+from cnnzoo.zoo.config_rules import (
+    MAX_CONVS,
+    MAX_SIZE,
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_keys,
+    check_str,
+    fail,
+    where,
+)
+
+__all__ = [
+    "Block",
+    "Head",
+    "Backbone",
+    "Train",
+    "parse_block",
+    "parse_head",
+    "parse_backbone",
+    "parse_train",
+    "ACTIVATIONS",
+    "POOLS",
+    "PADDINGS",
+    "HEAD_POOLING",
+    "OPTIMIZERS",
+]
+
+ACTIVATIONS = (
+    "relu",
+    "relu6",
+    "leaky_relu",
+    "elu",
+    "selu",
+    "gelu",
+    "swish",
+    "silu",
+    "mish",
+    "tanh",
+    "sigmoid",
+    "softplus",
+    "linear",
+)
+POOLS = ("max", "avg", "none")
+PADDINGS = ("same", "valid")
+HEAD_POOLING = ("flatten", "avg", "max")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam")
+
+
+@dataclass(frozen=True)
+class Block:
+    """A conv block: `len(filters)` convolutions, then an optional pooling."""
+
+    filters: tuple = (32,)
+    kernel_size: int = 3
+    strides: int = 1
+    padding: str = "same"
+    activation: str = "relu"
+    batch_norm: bool = False
+    bn_momentum: float = 0.9  # Keras' 0.99 leaves small-data models unusable for the first epochs
+    pool: str = "max"
+    pool_size: int = 2
+    pool_strides: int = 0  # 0 means "equal to pool_size"
+    pool_padding: str = "valid"
+    dropout: float = 0.0
+
+    @property
+    def convs(self):
+        return len(self.filters)
+
+
+@dataclass(frozen=True)
+class Head:
+    """The classifier: pooling or flatten, hidden dense layers, softmax."""
+
+    pooling: str = "flatten"
+    dense: tuple = ()
+    dropout: float = 0.0
+    activation: str = "relu"
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A `keras.applications` feature extractor used in place of `blocks`."""
+
+    application: str = ""
+    kwargs: dict = field(default_factory=dict)
+    params: int = 0  # cached parameter count (include_top=False)
+    flops: int = 0  # cached forward FLOPs per image at the entry's input_shape
+    channels: int = 0  # cached channels of the feature map it returns
+    reduction: int = 32  # input side / feature-map side
+
+
+@dataclass(frozen=True)
+class Train:
+    """Compile defaults used by `cnnzoo.get(..., compile=True)`."""
+
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+
+
+def parse_block(table, i, source):
+    """The `Block` of `[[blocks]]` table number `i` (from 0), validated; `filters` may be one int and `convs`."""
+    key = f"blocks[{i}]"
+    check_keys(table, {f.name for f in dataclasses.fields(Block)} | {"convs"}, key, source)
+    d = Block()
+    filters = table.get("filters", list(d.filters))
+    convs = table.get("convs")
+    if isinstance(filters, list):
+        if not filters:
+            fail(where(source), f"{key}.filters", "must not be empty", filters)
+        filters = tuple(check_int(f, f"{key}.filters", source) for f in filters)
+        if convs is not None and check_int(convs, f"{key}.convs", source, hi=MAX_CONVS) != len(filters):
+            fail(where(source), f"{key}.convs", f"must equal the length of `filters` ({len(filters)})", convs)
+    else:
+        n = 1 if convs is None else check_int(convs, f"{key}.convs", source, hi=MAX_CONVS)
+        filters = (check_int(filters, f"{key}.filters", source),) * n
+    return Block(
+        filters=filters,
+        kernel_size=check_int(table.get("kernel_size", d.kernel_size), f"{key}.kernel_size", source, hi=MAX_SIZE),
+        strides=check_int(table.get("strides", d.strides), f"{key}.strides", source, hi=MAX_SIZE),
+        padding=check_choice(table.get("padding", d.padding), f"{key}.padding", source, PADDINGS),
+        activation=check_choice(table.get("activation", d.activation), f"{key}.activation", source, ACTIVATIONS),
+        batch_norm=check_bool(table.get("batch_norm", d.batch_norm), f"{key}.batch_norm", source),
+        bn_momentum=check_float(
+            table.get("bn_momentum", d.bn_momentum), f"{key}.bn_momentum", source, 0.0, 1.0, hi_open=True
+        ),
+        pool=check_choice(table.get("pool", d.pool), f"{key}.pool", source, POOLS),
+        pool_size=check_int(table.get("pool_size", d.pool_size), f"{key}.pool_size", source, hi=MAX_SIZE),
+        pool_strides=check_int(
+            table.get("pool_strides", d.pool_strides), f"{key}.pool_strides", source, lo=0, hi=MAX_SIZE
+        ),
+        pool_padding=check_choice(table.get("pool_padding", d.pool_padding), f"{key}.pool_padding", source, PADDINGS),
+        dropout=check_float(table.get("dropout", d.dropout), f"{key}.dropout", source, 0.0, 1.0, hi_open=True),
+    )
+
+
+def parse_head(table, source):
+    """The `Head` of the `[head]` table, validated."""
+    check_keys(table, {f.name for f in dataclasses.fields(Head)}, "head", source)
+    d = Head()
+    dense = table.get("dense", list(d.dense))
+    if not isinstance(dense, (list, tuple)):
+        fail(where(source), "head.dense", "must be a list of positive integers (one per hidden layer)", dense)
+    return Head(
+        pooling=check_choice(table.get("pooling", d.pooling), "head.pooling", source, HEAD_POOLING),
+        dense=tuple(check_int(u, "head.dense", source) for u in dense),
+        dropout=check_float(table.get("dropout", d.dropout), "head.dropout", source, 0.0, 1.0, hi_open=True),
+        activation=check_choice(table.get("activation", d.activation), "head.activation", source, ACTIVATIONS),
+    )
+
+
+def parse_backbone(table, source):
+    """The `Backbone` of the `[backbone]` table, validated."""
+    check_keys(table, {f.name for f in dataclasses.fields(Backbone)}, "backbone", source)
+    app = check_str(table.get("application", ""), "backbone.application", source)
+    if not re.match(r"^[A-Z][A-Za-z0-9]*$", app):
+        fail(where(source), "backbone.application", "must name a keras.applications model, e.g. 'MobileNetV2'", app)
+    kwargs = table.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        fail(where(source), "backbone.kwargs", "must be a table of keyword arguments", kwargs)
+    return Backbone(
+        application=app,
+        kwargs=dict(kwargs),
+        params=check_int(table.get("params", 0), "backbone.params", source, lo=0),
+        flops=check_int(table.get("flops", 0), "backbone.flops", source, lo=0),
+        channels=check_int(table.get("channels", 0), "backbone.channels", source, lo=0),
+        reduction=check_int(table.get("reduction", 32), "backbone.reduction", source, lo=1),
+    )
+
+
+def parse_train(table, source):
+    """The `Train` of the `[train]` table, validated."""
+    check_keys(table, {f.name for f in dataclasses.fields(Train)}, "train", source)
+    d = Train()
+    return Train(
+        optimizer=check_choice(table.get("optimizer", d.optimizer), "train.optimizer", source, OPTIMIZERS),
+        learning_rate=check_float(
+            table.get("learning_rate", d.learning_rate), "train.learning_rate", source, 0.0, 10.0
+        ),
+    )
