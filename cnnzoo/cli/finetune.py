@@ -5,14 +5,14 @@ accuracy, the saved model and the plots in the run directory. Rerunning the
 same command after a crash resumes it.
 """
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "run", "given_recipe_options"]
 
 
 def add_arguments(parser):
     from cnnzoo.cli.args import parse_shape
 
-    # Recipe options default to SUPPRESS: only the flags given reach `finetune`, where they override --recipe
-    # (or the Recipe defaults, shown in the help from the dataclass: the only place they are written).
+    # Recipe options take their defaults from the dataclass (the only place they are written); the flags given
+    # are recorded (`given_recipe_options`), and only they reach `finetune`, where they override --recipe.
     parser.add_argument("name", help="zoo model name (see `cnnzoo list`), or a saved .keras model to fine-tune further")
     parser.add_argument("data_dir", help="image folder: DATA_DIR/<class>/<image>")
     parser.add_argument(
@@ -36,74 +36,91 @@ def add_arguments(parser):
 
 
 def _add_recipe_arguments(parser):
-    """The flags that are `Recipe` options; SUPPRESS keeps the ones not given out of the namespace."""
-    import argparse
-
+    """The flags that are `Recipe` options, with its defaults; each records that it was given."""
     from cnnzoo.finetuning.recipe import Recipe
 
-    unset = argparse.SUPPRESS
-    parser.add_argument("--epochs", type=int, default=unset, help="epochs of every stage (default: from --stages)")
+    parser = _RecipeFlags(parser)
+    parser.add_argument("--epochs", type=int, help="epochs of every stage (default: from --stages)")
     parser.add_argument(
         "--stages",
-        default=unset,
         help=f"{Recipe.stages!r} (from the dataset size; the default) or e.g. 'head:5:1e-3,top2:3:1e-4,all:2:1e-5'",
     )
     parser.add_argument(
         "--lr",
         dest="learning_rate",
-        default=unset,
         metavar="RATE",
         help="learning rate of every stage: a number, LO..HI (per-unit: lowest trained unit LO, "
         "head HI) or 'auto' (the LR finder's suggestion, found per stage)",
     )
-    parser.add_argument("--batch-size", type=int, default=unset, help=f"default {Recipe.batch_size}")
-    parser.add_argument("--validation-split", type=float, default=unset, help=f"default {Recipe.validation_split}")
+    parser.add_argument("--batch-size", type=int, help=f"default {Recipe.batch_size}")
+    parser.add_argument("--validation-split", type=float, help=f"default {Recipe.validation_split}")
     parser.add_argument(
         "--augment",
         nargs="?",
         const=True,
-        default=unset,
         type=_augment,
         metavar="auto",
         help=f"default {Recipe.augment!r}: a set picked from the data size, without flips (docs/finetune.md, "
         "Regularisation); `--augment` alone: random flips, rotations, zooms, contrast",
     )
-    parser.add_argument(
-        "--no-augment", dest="augment", action="store_false", default=unset, help="train on the images as they are"
-    )
-    _add_regularisation_arguments(parser, unset)
+    parser.add_argument("--no-augment", dest="augment", action="store_false", help="train on the images as they are")
+    _add_regularisation_arguments(parser)
     parser.add_argument(
         "--no-feature-cache",
         dest="cache_features",
         action="store_false",
-        default=unset,
         help="train frozen stages through the backbone instead of on cached features",
     )
-    parser.add_argument("--seed", type=int, default=unset, help=f"default {Recipe.seed}")
+    parser.add_argument("--seed", type=int, help=f"default {Recipe.seed}")
 
 
-def _add_regularisation_arguments(parser, unset):
+def _add_regularisation_arguments(parser):
     from cnnzoo.finetuning.recipe import Recipe
 
+    parser.add_argument("--label-smoothing", type=float, help=f"default {Recipe.label_smoothing}; 0 turns it off")
+    parser.add_argument("--mixup", type=float, metavar="ALPHA", help=f"MixUp alpha, e.g. 0.2 (default {Recipe.mixup})")
     parser.add_argument(
-        "--label-smoothing", type=float, default=unset, help=f"default {Recipe.label_smoothing}; 0 turns it off"
-    )
-    parser.add_argument(
-        "--mixup", type=float, default=unset, metavar="ALPHA", help=f"MixUp alpha, e.g. 0.2 (default {Recipe.mixup})"
-    )
-    parser.add_argument(
-        "--cutmix", type=float, default=unset, metavar="ALPHA", help=f"CutMix alpha, e.g. 1.0 (default {Recipe.cutmix})"
+        "--cutmix", type=float, metavar="ALPHA", help=f"CutMix alpha, e.g. 1.0 (default {Recipe.cutmix})"
     )
     parser.add_argument(
         "--ema",
         nargs="?",
         const=True,
-        default=unset,
         type=float,
         metavar="MOMENTUM",
         help="validate and save a moving average of the weights (momentum from the stage length, "
         f"or the one given, e.g. 0.99; default {Recipe.ema})",
     )
+
+
+class _RecipeFlags:
+    """Adds arguments whose dest is a `Recipe` field: default from `Recipe`, and a record when given."""
+
+    def __init__(self, parser):
+        self.parser = parser
+
+    def add_argument(self, *args, **kwargs):
+        from cnnzoo.finetuning.recipe import Recipe
+
+        action = self.parser.add_argument(*args, **kwargs)
+        action.default = getattr(Recipe, action.dest)
+        base = type(action)
+
+        def record(self, parser, namespace, values, option_string=None):
+            given = set(getattr(namespace, GIVEN, ())) | {self.dest}
+            setattr(namespace, GIVEN, given)
+            base.__call__(self, parser, namespace, values, option_string)
+
+        action.__class__ = type(f"Recorded{base.__name__}", (base,), {"__call__": record})
+        return action
+
+
+GIVEN = "recipe_flags_given"  # the namespace attribute: the Recipe fields whose flags were given
+
+
+def given_recipe_options(args):
+    """`{field: value}` for the `Recipe` flags given on the command line (not their defaults)."""
+    return {name: getattr(args, name) for name in sorted(getattr(args, GIVEN, ()))}
 
 
 def _augment(text):
@@ -135,11 +152,10 @@ def _run(args):
     from pathlib import Path
 
     from cnnzoo.finetuning import run as transfer
-    from cnnzoo.finetuning.recipe import Recipe
 
     model = Path(args.name) if Path(args.name).is_file() else args.name
     start = time.perf_counter()
-    given = {name: getattr(args, name) for name in Recipe.field_names() if hasattr(args, name)}
+    given = given_recipe_options(args)
     result = transfer.finetune(
         model,
         args.data_dir,

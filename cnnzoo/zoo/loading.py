@@ -14,6 +14,7 @@ from pathlib import Path
 import keras
 
 from cnnzoo.errors import ConfigError, DataNotFoundError, UnsafeModelError, WeightsError, WeightsNotFoundError
+from cnnzoo.zoo import layers  # noqa: F401  (registers the cnnzoo> layers: a .keras file names them)
 from cnnzoo.zoo import weights as weights_lib
 
 __all__ = ["load", "as_model", "load_weights_into", "load_named_weights"]

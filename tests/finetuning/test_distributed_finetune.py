@@ -121,7 +121,11 @@ def test_multi_worker_mirrored_strategy_with_tf_config(tmp_path):
     # The chief wrote the run directory; worker 1 wrote nothing competing in it.
     model_path = out / "tiny_vgg.keras"
     assert chief["model_path"] == other["model_path"] == str(model_path)
-    assert sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME) == ["state.json", "tiny_vgg.keras"]
+    assert sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME) == [
+        "recipe.json",
+        "state.json",
+        "tiny_vgg.keras",
+    ]
     state = json.loads((out / "state.json").read_text())
     assert state["finished"] and state["stages_done"] == [1]
     assert [r["val_accuracy"] for r in state["history"]["1"]] == chief["history"]["1:all"]["val_accuracy"]

@@ -217,7 +217,12 @@ def test_kill_9_during_checkpoint_and_final_saves_resumes_without_half_written_f
     assert unreadable_seen == [], unreadable_seen
     assert max(lost) <= 1 and lost[-1] == 0, (lost, kills)  # at most the interrupted epoch, per kill
     assert partials(out) == [] and unreadable_files(out) == []
-    assert sorted(p.name for p in out.iterdir()) == [".cnnzoo.lock", "bird_classifier.keras", "state.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".cnnzoo.lock",
+        "bird_classifier.keras",
+        "recipe.json",
+        "state.json",
+    ]
     state = json.loads((out / "state.json").read_text())
     assert state["finished"] and [len(state["history"][k]) for k in ("1", "2")] == [2, 3]
     assert cnnzoo.load(out / "bird_classifier.keras").name == "bird_classifier"
@@ -351,7 +356,7 @@ def test_disk_full_during_saves_is_a_clear_error_and_keeps_the_previous_checkpoi
     last = report["last"]
     assert last["resumed"] and last["epochs"] == 4 and last["model_new"], last
     assert last["begun"] == [0, 1, 0, 1, 1, 2, 2, 3], last  # run A; then each failure at an epoch end re-runs it
-    assert last["left"] == [".cnnzoo.lock", "bird_classifier.keras", "state.json"], last
+    assert last["left"] == [".cnnzoo.lock", "bird_classifier.keras", "recipe.json", "state.json"], last
     reliability.record(
         "disk full (RLIMIT_FSIZE) while saving the run state, a checkpoint, the final model",
         saves_failed=3,

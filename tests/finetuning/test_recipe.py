@@ -225,10 +225,13 @@ def test_cli_repeats_a_run_from_its_recipe_json(tmp_path):
 
 def test_cli_passes_only_the_recipe_flags_given():
     from cnnzoo.cli.app import build_parser
+    from cnnzoo.cli.finetune import given_recipe_options
 
     def recipe_flags(*argv):
         args = build_parser().parse_args(["finetune", "m", "d", *argv])
-        return {name: getattr(args, name) for name in Recipe.field_names() if hasattr(args, name)}
+        shown = {name: getattr(args, name) for name in Recipe.field_names() if hasattr(args, name)}
+        assert shown == {name: getattr(Recipe(), name) for name in shown} | given_recipe_options(args)
+        return given_recipe_options(args)
 
     assert recipe_flags() == {}
     assert recipe_flags("--no-augment", "--no-feature-cache", "--lr", "auto") == {

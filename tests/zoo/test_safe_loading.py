@@ -30,3 +30,15 @@ def test_a_model_file_with_python_code_is_refused_and_the_code_never_runs(tmp_pa
     assert not ran.exists()
     assert isinstance(cnnzoo.UnsafeModelError("x"), ValueError)
     reliability.record("model files holding Python code (Lambda layers)", files=2, refused=refused, code_run=0)
+
+
+def test_load_registers_the_cnnzoo_layers_itself(tmp_path):
+    """`cnnzoo.zoo.loading.load` in a fresh process, nothing else of cnnzoo imported first (as `cnnzoo export` runs)."""
+    import subprocess
+
+    from conftest import PYTHON, REPO
+
+    cnnzoo.get("digits_cnn", compile=False).save(tmp_path / "m.keras")
+    code = f"from cnnzoo.zoo.loading import load; print(load({str(tmp_path / 'm.keras')!r}).name)"
+    done = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "digits_cnn", done.stderr[-2000:]
