@@ -311,7 +311,7 @@ def test_finetune_and_tune_train_and_validate_on_exactly_the_same_images(tmp_pat
         max_trials=1,
         max_epochs=1,
         seed=5,
-        directory=tmp_path / "search",
+        out=tmp_path / "search",
         early_stopping=0,
     )
     tuned_inputs = seen.pop()
@@ -346,7 +346,7 @@ def test_both_workflows_build_the_model_at_the_shape_an_image_folder_fixes(tmp_p
     root = write_image_folder(tmp_path / "images", per_class=6, size=(SIZE, SIZE))
     folder = quiet(data.image_folder, root, image_size=SIZE, validation_split=0.25, batch_size=4)
     tuned = cnnzoo.tune(
-        "digits_cnn", folder, tuner="random", max_trials=1, max_epochs=1, seed=0, directory=tmp_path / "search"
+        "digits_cnn", folder, tuner="random", max_trials=1, max_epochs=1, seed=0, out=tmp_path / "search"
     )
     fitted = cnnzoo.finetune("digits_cnn", folder, stages=["all:1:1e-3"], out=tmp_path / "run", verbose=0, plots=False)
     assert tuned.best_model.input_shape == fitted.model.input_shape == (None, SIZE, SIZE, 3)
@@ -357,7 +357,7 @@ def test_both_workflows_build_the_model_at_the_shape_an_image_folder_fixes(tmp_p
             (np.zeros((9, 8, 8)), np.arange(9) % 3),
             tuner="random",
             validation_split=0,
-            directory=tmp_path / "never",
+            out=tmp_path / "never",
         ),
         lambda: cnnzoo.finetune(
             "digits_cnn", (np.zeros((9, 8, 8)), np.arange(9) % 3), validation_split=0, out=tmp_path / "never"

@@ -118,7 +118,7 @@ def test_finetune_and_tune_leave_the_callers_random_state_alone(tmp_path):
             tuner="random",
             max_trials=1,
             max_epochs=1,
-            directory=tmp_path / "tune",
+            out=tmp_path / "tune",
             seed=3,
             load_best=False,
         ),
