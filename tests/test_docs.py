@@ -117,15 +117,20 @@ def test_dotted_name_resolves(case):
 OLD_MODULE_ALIASES = ("config", "registry", "stats", "builders", "inference", "stages", "freezing")
 
 
-def test_docs_use_the_current_module_paths():
+def _old_paths(names):
+    """`where:line names ...: write ...` for each (where, line, name) that uses a cnnzoo 0.1 module path."""
     import cnnzoo
 
-    old = [
-        f"{doc}:{line} names `{name}`: write `{cnnzoo._LAZY[name.split('.')[1]]}"
+    return [
+        f"{where}:{line} names `{name}`: write `{cnnzoo._LAZY[name.split('.')[1]]}"
         f"{name[len('cnnzoo.') + len(name.split('.')[1]) :]}`"
-        for doc, line, name in NAMES
+        for where, line, name in names
         if name.split(".")[1] in OLD_MODULE_ALIASES
     ]
+
+
+def test_docs_use_the_current_module_paths():
+    old = _old_paths(NAMES)
     assert not old, "the docs use cnnzoo 0.1 module paths:\n" + "\n".join(old)
 
 
@@ -264,14 +269,7 @@ def test_docstring_name_resolves(case):
 
 
 def test_docstrings_use_the_current_module_paths():
-    import cnnzoo
-
-    old = [
-        f"{path}:{line} names `{name}`: write `{cnnzoo._LAZY[name.split('.')[1]]}"
-        f"{name[len('cnnzoo.') + len(name.split('.')[1]) :]}`"
-        for path, line, name in SOURCE_NAMES
-        if name.split(".")[1] in OLD_MODULE_ALIASES
-    ]
+    old = _old_paths(SOURCE_NAMES)
     assert not old, "docstrings or comments under cnnzoo/ use cnnzoo 0.1 module paths:\n" + "\n".join(old)
 
 
