@@ -14,6 +14,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test,export,serve]"
 	touch $(STAMP)
 
+# The JAX and PyTorch backends, for the backend matrix of `make test` only (`make demo` needs neither).
+BACKENDS_STAMP := $(VENV)/.installed-backends
+
+$(BACKENDS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[jax,torch]"
+	touch $(BACKENDS_STAMP)
+
 install: $(STAMP)
 
 demo: $(STAMP)
@@ -28,7 +35,7 @@ format: $(STAMP)
 	$(BIN)/ruff format cnnzoo tests benchmarks
 	$(BIN)/ruff check --fix cnnzoo tests benchmarks
 
-test: lint
+test: lint $(BACKENDS_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=20
 
 bench: $(STAMP)

@@ -17,6 +17,7 @@ Example:
 import importlib
 
 from cnnzoo.errors import (  # noqa: F401  (cheap, no TensorFlow)
+    BackendError,
     CnnzooError,
     ConfigError,
     DataError,
@@ -95,6 +96,7 @@ __all__ = [
     "explain",
     "layers",
     "weights",
+    "BackendError",
     "CnnzooError",
     "ConfigError",
     "DataError",

@@ -18,6 +18,7 @@ __all__ = [
     "DiskFullError",
     "UnsafeModelError",
     "MissingExtraError",
+    "BackendError",
     "ExportError",
     "DataError",
     "DataNotFoundError",
@@ -75,6 +76,11 @@ class DiskFullError(CnnzooError, OSError):
 
 class MissingExtraError(CnnzooError, ImportError):
     """An optional dependency is missing; the message names the cnnzoo extra that installs it."""
+
+
+class BackendError(ConfigError):
+    """A feature that the Keras backend in use (`KERAS_BACKEND`) does not support; the message names the ones
+    that do, or the alternative on this backend."""
 
 
 class ExportError(CnnzooError, ValueError):

@@ -12,6 +12,37 @@ import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
+OTHER_BACKENDS = ("jax", "torch")  # the backend matrix: the rest of the suite runs on TensorFlow
+
+
+def on_backend(backend, code, cwd=None, timeout=420):
+    """Runs Python `code` in a subprocess under `KERAS_BACKEND=backend`; returns its last stdout line as JSON.
+
+    The code can `from conftest import ...` (tests/ is on its path). A failure shows the subprocess's stderr.
+    """
+    import json
+    import subprocess
+    import textwrap
+
+    path = os.pathsep.join(p for p in (str(REPO / "tests"), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": path}
+    done = subprocess.run(
+        [PYTHON, "-c", textwrap.dedent(code)], cwd=cwd or REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, f"under KERAS_BACKEND={backend}:\n{done.stderr[-4000:]}"
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(params=OTHER_BACKENDS)
+def other_backend(request):
+    """Each Keras backend besides TensorFlow; its library must be installed (`make test` installs both)."""
+    import importlib.util
+
+    if importlib.util.find_spec(request.param) is None:
+        pytest.fail(
+            f"the {request.param} backend is not installed: pip install -e '.[{request.param}]' (make test does)"
+        )
+    return request.param
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,50 @@
+"""What must differ per Keras backend, one small module per concern, one function per backend.
+
+As Keras's own `keras/src/backend/<name>/`, each concern module here defines
+`_tensorflow`, `_jax` and `_torch` implementations and one public function
+that picks the one for the backend Keras runs on (`dispatch`). Workflows
+call those public functions and never test the backend name themselves.
+
+- `__init__`: `name` (the backend Keras runs on) and `dispatch`.
+
+Importing this package imports no TensorFlow, Keras or backend library.
+"""
+
+from cnnzoo.errors import BackendError
+
+__all__ = ["name", "dispatch", "BACKENDS"]
+
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def name():
+    """The Keras backend in use: `"tensorflow"`, `"jax"` or `"torch"` (`KERAS_BACKEND`, or Keras's config)."""
+    import keras
+
+    return keras.config.backend()
+
+
+def dispatch(what, **implementations):
+    """The implementation of `what` for the backend Keras runs on.
+
+    Args:
+        what: what the caller does, for the error (e.g. `"compiled inference"`).
+        **implementations: `tensorflow=fn, jax=fn, torch=fn`; a backend left
+            out has no implementation of `what`.
+
+    Returns:
+        The function for `name()`.
+
+    Example:
+
+    >>> forward = dispatch("compiled inference", tensorflow=_tensorflow, jax=_jax, torch=_torch)  # doctest: +SKIP
+    """
+    backend = name()
+    found = implementations.get(backend)
+    if found is None:
+        supported = ", ".join(sorted(implementations))
+        raise BackendError(
+            f"{what} is not available on the Keras backend {backend!r}; it runs on {supported}. "
+            f"Received: KERAS_BACKEND={backend!r}. Set KERAS_BACKEND to one of them before Keras is imported."
+        )
+    return found
