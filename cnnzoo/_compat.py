@@ -118,7 +118,7 @@ def multi_worker_build_fix(model):
     """
     import tensorflow as tf
 
-    strategy = model.distribute_strategy
+    strategy = getattr(model, "distribute_strategy", None)  # TensorFlow-backend models only
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return model
     _patch_scalar_reduce()

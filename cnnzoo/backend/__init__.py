@@ -5,7 +5,8 @@ As Keras's own `keras/src/backend/<name>/`, each concern module here defines
 that picks the one for the backend Keras runs on (`dispatch`). Workflows
 call those public functions and never test the backend name themselves.
 
-- `__init__`: `name` (the backend Keras runs on) and `dispatch`.
+- `__init__`: `name` (the backend Keras runs on) and `dispatch`;
+- `training`: `jit_compile`, `steps_per_execution_limit`, `host_batch`, `check_strategy`.
 
 Importing this package imports no TensorFlow, Keras or backend library.
 """

@@ -202,7 +202,9 @@ def sweep(model, parts, stage, train, *, start=1e-7, end=10.0, steps=100, diverg
     Returns:
         `(rates, losses)`: lists, as far as the sweep went.
     """
-    import numpy as np
+    import keras
+
+    from cnnzoo.backend import training as training_backend
 
     run = Stage(stage.unfreeze, 1, _scaled(stage, start), "constant", stage.optimizer)
     saved = model.get_weights()
@@ -216,8 +218,8 @@ def sweep(model, parts, stage, train, *, start=1e-7, end=10.0, steps=100, diverg
             for i in range(steps):
                 rate = start * factor**i
                 model.optimizer.learning_rate = rate
-                x, y = next(batches)
-                loss = float(np.asarray(model.train_on_batch(x, y, return_dict=True)["loss"]))
+                x, y = training_backend.host_batch(next(batches))  # tf.data tensors, as this backend takes them
+                loss = float(keras.ops.convert_to_numpy(model.train_on_batch(x, y, return_dict=True)["loss"]))
                 rates.append(rate)
                 losses.append(loss)
                 average = SMOOTHING * average + (1 - SMOOTHING) * loss

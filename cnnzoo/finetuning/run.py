@@ -21,8 +21,11 @@ import contextlib
 import logging
 from pathlib import Path
 
+from cnnzoo import backend
+from cnnzoo.backend import training as training_backend
 from cnnzoo.data import pipeline as data_pipeline
 from cnnzoo.data.memory import worker_shard
+from cnnzoo.errors import BackendError
 from cnnzoo.finetuning import checkpoints, freezing
 from cnnzoo.finetuning.models import resolve_model
 from cnnzoo.finetuning.recipe import RECIPE_FILE, Recipe, recipe_keywords
@@ -171,6 +174,7 @@ def finetune(
     """
     # long: the signature, one keyword a line as ruff writes it, is 33 of the lines; the body is 40.
     # The keywords that are `Recipe` fields arrive merged into `recipe` (`recipe_keywords`): read them there.
+    training_backend.check_strategy(strategy)  # tf.distribute: TensorFlow only
     per_call = _steps_per_execution(recipe.steps_per_execution, callbacks, strategy)
     writer = _is_chief(strategy)
     with seeded(recipe.seed), contextlib.ExitStack() as held:
@@ -250,15 +254,23 @@ def _fingerprint(model, names, inputs, recipe):
 
 
 def _steps_per_execution(value, callbacks, strategy):
-    """`steps_per_execution="auto"` resolved: 8, or 1 with per-batch callbacks or a strategy."""
+    """`steps_per_execution="auto"` resolved: 8, or 1 with per-batch callbacks or a strategy, at most what the
+    backend allows."""
     import keras
 
+    limit = training_backend.steps_per_execution_limit()  # PyTorch: 1
     if value != "auto":
+        if limit is not None and value > limit:
+            raise BackendError(
+                f"`steps_per_execution` must be at most {limit} on the Keras backend {backend.name()!r}. "
+                f"Received: steps_per_execution={value}. Leave it 'auto' (it picks what the backend allows)."
+            )
         return value  # an int >= 1, checked by `Recipe`
     base = keras.callbacks.Callback
     hooks = ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end")
     per_batch = any(getattr(type(c), h, None) is not getattr(base, h) for c in callbacks for h in hooks)
-    return 1 if per_batch or strategy is not None else AUTO_STEPS_PER_EXECUTION
+    chosen = 1 if per_batch or strategy is not None else AUTO_STEPS_PER_EXECUTION
+    return chosen if limit is None else min(chosen, limit)
 
 
 def _is_chief(strategy):

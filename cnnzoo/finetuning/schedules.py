@@ -209,16 +209,17 @@ def compile_stage(model, stage, parts, steps_per_epoch, *, rate=None, steps_per_
 
     >>> compile_stage(freezing.stage_model(parts), Stage("all", 3, (1e-5, 1e-3)), parts, 40)  # doctest: +SKIP
     """
+    from cnnzoo.backend import training as training_backend
     from cnnzoo.zoo.builders import compile_model
 
     compile_model(
         model,
         optimizer=stage.optimizer,
         learning_rate=learning_rate_schedule(stage, steps_per_epoch, rate),
-        jit_compile=False,
+        jit_compile=training_backend.jit_compile(),  # TensorFlow: off (XLA is slower on CPU); JAX: on
         steps_per_execution=steps_per_execution,
         **options,
-    )  # XLA is slower on CPU
+    )
     trainable = {id(v) for v in model.trainable_weights}
     scales = [(v, f) for v, f in unit_scales(parts, stage) if id(v) in trainable]
     if scales and any(f != 1.0 for _, f in scales):

@@ -1,0 +1,71 @@
+"""Training settings that differ per Keras backend: compilation, steps per call, batches, distribution.
+
+- `jit_compile()`: what a fine-tuning stage passes to `model.compile`.
+  TensorFlow: False (XLA measured slower on CPU for these models,
+  docs/benchmarks.md); JAX: True (a JAX train step runs jit-compiled, 1.5x
+  faster than uncompiled, issue 16); PyTorch: False (eager; `torch.compile`
+  is not used for training).
+- `steps_per_execution_limit()`: the most batches one compiled call may take
+  (PyTorch: 1, Keras refuses more; else None, no limit).
+- `host_batch(x)`: a batch from a tf.data pipeline as `train_on_batch` takes it
+  (TensorFlow: as is; JAX and PyTorch: NumPy).
+- `check_strategy(strategy)`: `tf.distribute` strategies run on TensorFlow
+  only; elsewhere a `BackendError` names the Keras alternative.
+"""
+
+from cnnzoo.backend import dispatch
+from cnnzoo.errors import BackendError
+
+__all__ = ["jit_compile", "steps_per_execution_limit", "host_batch", "check_strategy"]
+
+
+def jit_compile():
+    """`jit_compile` for a training stage's `compile` on this backend (see the module docstring)."""
+    return dispatch("training", tensorflow=lambda: False, jax=lambda: True, torch=lambda: False)()
+
+
+def steps_per_execution_limit():
+    """The most batches per compiled training call on this backend, or None for no limit."""
+    return dispatch("training", tensorflow=lambda: None, jax=lambda: None, torch=lambda: 1)()
+
+
+def host_batch(x):
+    """`x` (a tensor from a tf.data pipeline, or a tuple of them) as this backend's `train_on_batch` takes it."""
+    return dispatch("training", tensorflow=_as_is, jax=_numpy, torch=_numpy)(x)
+
+
+def check_strategy(strategy):
+    """Raises `BackendError` unless `strategy` (a `tf.distribute` strategy) is None or runs on this backend."""
+    if strategy is not None:
+        dispatch("training", tensorflow=_as_is, jax=_no_strategy_jax, torch=_no_strategy_torch)(strategy)
+    return strategy
+
+
+def _as_is(x):
+    return x
+
+
+def _numpy(x):
+    import numpy as np
+
+    if isinstance(x, (tuple, list)):
+        return type(x)(_numpy(v) for v in x)
+    return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
+
+
+def _no_strategy_jax(strategy):
+    raise BackendError(
+        "`strategy` takes a tf.distribute strategy, which runs on the TensorFlow backend only. "
+        f"Received: strategy={type(strategy).__name__} with KERAS_BACKEND='jax'. On JAX, set a Keras "
+        "distribution instead (keras.distribution.set_distribution(keras.distribution.DataParallel())) "
+        "and call finetune without `strategy`, or set KERAS_BACKEND=tensorflow."
+    )
+
+
+def _no_strategy_torch(strategy):
+    raise BackendError(
+        "`strategy` takes a tf.distribute strategy, which runs on the TensorFlow backend only. "
+        f"Received: strategy={type(strategy).__name__} with KERAS_BACKEND='torch'. Keras has no multi-device "
+        "training for PyTorch that cnnzoo drives; set KERAS_BACKEND=tensorflow (or jax with "
+        "keras.distribution.DataParallel)."
+    )
