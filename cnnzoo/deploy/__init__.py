@@ -2,6 +2,7 @@
 
 - `inference`: `predict`, `Prediction`, `predictor` (a cached compiled forward pass);
 - `export`: `cnnzoo.export` (ONNX, LiteRT, SavedModel, OpenVINO; int8/float16), `ExportResult`, `verify`;
+- `export_process`: `cnnzoo.export` from the JAX or PyTorch backend, run by a TensorFlow-backend process;
 - `verify`: the verification images and the comparison with the Keras model;
 - `runtimes`: exported files in their own runtimes (`open_runtime`, `Runtime`);
 - `exported_cache`: a `.keras` model's ONNX/LiteRT export cached beside it (`predict(runtime=...)`);

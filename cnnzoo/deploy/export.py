@@ -17,6 +17,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from cnnzoo.backend.export import converters_in_process
+from cnnzoo.deploy.export_process import export_in_tensorflow
 from cnnzoo.deploy.runtimes import (
     FORMATS,
     LABELS_FILE,
@@ -121,7 +123,9 @@ def export(model, out, format=None, *, verify_with=None, quantize=None, toleranc
     Args:
         model: a `keras.Model` (a zoo model: raw 0-255 images in) or the path
             of a `.keras` file (was `model_or_path`, still accepted until cnnzoo
-            0.3 with a `DeprecationWarning`).
+            0.3 with a `DeprecationWarning`). On the JAX and PyTorch backends
+            the same weights are exported by a TensorFlow-backend process
+            (`cnnzoo.deploy.export_process`): the same, verified file.
         out: where to write: a `.onnx` or `.tflite` file, or a directory for
             `"savedmodel"` and `"openvino"` (was `path`).
         format: `"onnx"`, `"litert"`, `"savedmodel"` or `"openvino"` (needs the
@@ -157,6 +161,8 @@ def export(model, out, format=None, *, verify_with=None, quantize=None, toleranc
     path = Path(out).expanduser()
     format = _check_format(format, path)
     _check_quantize(quantize, format)
+    if not converters_in_process():  # JAX, PyTorch: the same weights, exported on the TensorFlow backend
+        return export_in_tensorflow(model, path, format, verify_with, quantize, tolerance)
     tolerance = tolerance_for(tolerance, quantize)
     _require(format)
     model = _model(model)
