@@ -6,7 +6,8 @@ that picks the one for the backend Keras runs on (`dispatch`). Workflows
 call those public functions and never test the backend name themselves.
 
 - `__init__`: `name` (the backend Keras runs on) and `dispatch`;
-- `training`: `jit_compile`, `steps_per_execution_limit`, `host_batch`, `check_strategy`;
+- `training`: `jit_compile`, `steps_per_execution_limit`, `host_batch`, `check_strategy`,
+  `check_distributed_search`;
 - `export`: `converters_in_process` (where `cnnzoo.export` runs its converters).
 
 Importing this package imports no TensorFlow, Keras or backend library.

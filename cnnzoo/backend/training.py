@@ -11,12 +11,15 @@
   (TensorFlow: as is; JAX and PyTorch: NumPy).
 - `check_strategy(strategy)`: `tf.distribute` strategies run on TensorFlow
   only; elsewhere a `BackendError` names the Keras alternative.
+- `check_distributed_search()`: keras-tuner's chief/worker search (its
+  `KERASTUNER_*` variables) runs on TensorFlow only (keras-tuner's
+  distribution layer is TensorFlow's gRPC).
 """
 
 from cnnzoo.backend import dispatch
 from cnnzoo.errors import BackendError
 
-__all__ = ["jit_compile", "steps_per_execution_limit", "host_batch", "check_strategy"]
+__all__ = ["jit_compile", "steps_per_execution_limit", "host_batch", "check_strategy", "check_distributed_search"]
 
 
 def jit_compile():
@@ -39,6 +42,21 @@ def check_strategy(strategy):
     if strategy is not None:
         dispatch("training", tensorflow=_as_is, jax=_no_strategy_jax, torch=_no_strategy_torch)(strategy)
     return strategy
+
+
+def check_distributed_search():
+    """Raises `BackendError` where keras-tuner's distributed (chief/worker) search cannot run."""
+    dispatch("training", tensorflow=_as_is, jax=_no_distributed_search, torch=_no_distributed_search)(None)
+
+
+def _no_distributed_search(_):
+    from cnnzoo.backend import name
+
+    raise BackendError(
+        "A distributed search (the KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT "
+        f"variables are set) runs on the TensorFlow backend only. Received: KERAS_BACKEND={name()!r}. Run the "
+        "chief and the workers with KERAS_BACKEND=tensorflow, or unset those variables to search in one process."
+    )
 
 
 def _as_is(x):

@@ -276,8 +276,11 @@ def _search(name, hm, inputs, options, on_trial, callbacks, early_stopping, load
 
     import keras
 
+    from cnnzoo.backend import training as training_backend
     from cnnzoo.tuning import distributed, engine
 
+    if distributed.is_chief() or distributed.is_worker():
+        training_backend.check_distributed_search()  # keras-tuner's chief/worker mode: TensorFlow only
     if distributed.is_worker():
         options = dataclasses.replace(options, overwrite=False)  # only the chief may wipe the shared directory
     kt_tuner = engine.make_tuner(hm, options, on_trial=on_trial)
