@@ -74,9 +74,9 @@ def _numpy(x):
 def _no_strategy_jax(strategy):
     raise BackendError(
         "`strategy` takes a tf.distribute strategy, which runs on the TensorFlow backend only. "
-        f"Received: strategy={type(strategy).__name__} with KERAS_BACKEND='jax'. On JAX, set a Keras "
-        "distribution instead (keras.distribution.set_distribution(keras.distribution.DataParallel())) "
-        "and call finetune without `strategy`, or set KERAS_BACKEND=tensorflow."
+        f"Received: strategy={type(strategy).__name__} with KERAS_BACKEND='jax'. Set KERAS_BACKEND=tensorflow "
+        "for multi-device fine-tuning; on JAX, Keras's own keras.distribution.DataParallel needs every batch "
+        "divisible by the device count, which cnnzoo's pipelines do not guarantee yet."
     )
 
 
