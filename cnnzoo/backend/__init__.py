@@ -6,6 +6,7 @@ that picks the one for the backend Keras runs on (`dispatch`). Workflows
 call those public functions and never test the backend name themselves.
 
 - `__init__`: `name` (the backend Keras runs on) and `dispatch`.
+- `inference`: `compiled_forward`, a model's compiled inference call (numpy in, numpy out).
 
 Importing this package imports no TensorFlow, Keras or backend library.
 """
