@@ -3,7 +3,7 @@
 Side by side in one run, interleaved round by round so that load from other
 jobs on the machine hits both alike. Also shown: the bare compiled call that
 `cnnzoo.predict` wraps, the same call with XLA (`jit_compile=True`, which
-decides `cnnzoo.deploy.inference.JIT_COMPILE`), and a prediction from a PNG file
+decides `cnnzoo.backend.inference.JIT_COMPILE`), and a prediction from a PNG file
 (decode + resize included).
 
 Run: `.venv/bin/python benchmarks/bench_predict.py` (writes its section of docs/benchmarks.md).
@@ -91,7 +91,7 @@ builds a data adapter, callbacks and a step loop on every call.
 {chr(10).join(rows)}
 
 XLA on CPU is not faster for these convolutions (and compiles slowly), so `cnnzoo.predict` runs the
-plain graph (`cnnzoo.deploy.inference.JIT_COMPILE = False`). `cnnzoo.predict` adds well under a millisecond
+plain graph (`cnnzoo.backend.inference.JIT_COMPILE = False`). `cnnzoo.predict` adds well under a millisecond
 to the bare compiled call (input checks, class names, top-k). At 224x224 the forward pass itself
 (the "floor" row) is a large share of `model.predict`'s time, so there the ratio is bounded by
 compute, not by overhead, and lands near the 0.15 goal on either side depending on machine load.

@@ -8,7 +8,8 @@ call those public functions and never test the backend name themselves.
 - `__init__`: `name` (the backend Keras runs on) and `dispatch`;
 - `training`: `jit_compile`, `steps_per_execution_limit`, `host_batch`, `check_strategy`,
   `check_distributed_search`;
-- `export`: `converters_in_process` (where `cnnzoo.export` runs its converters).
+- `export`: `converters_in_process` (where `cnnzoo.export` runs its converters);
+- `inference`: `compiled_forward`, a model's compiled inference call (numpy in, numpy out).
 
 Importing this package imports no TensorFlow, Keras or backend library.
 """

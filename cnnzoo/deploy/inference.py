@@ -2,9 +2,11 @@
 
 `model.predict` builds a data adapter, a progress callback and a step loop on
 every call: about 45 ms for one image on a 2-core CPU, most of it overhead.
-`predict` calls a `tf.function` of the model, traced once (any batch size)
-and cached per model, so a single image costs about as much as the forward
-pass itself.
+`predict` calls the model's compiled forward pass
+(`cnnzoo.backend.inference.compiled_forward`: a `tf.function` traced once for
+any batch size on TensorFlow, `jax.jit` on JAX, an `inference_mode` call on
+PyTorch), cached per model, so a single image costs about as much as the
+forward pass itself.
 """
 
 import weakref
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnzoo.backend.inference import compiled_forward
 from cnnzoo.data.images import resize_array, to_channels
 from cnnzoo.deploy.runtimes import Runtime, format_of, open_runtime
 from cnnzoo.errors import ConfigError, DataError, DataNotFoundError
@@ -23,9 +26,6 @@ __all__ = ["Prediction", "predict", "load_images", "predictor", "flip_averaged",
 RUNTIMES = ("tensorflow", "onnx", "litert")  # `runtime=` choices for a .keras model
 
 MAX_BATCH = 32
-# XLA on CPU: measured in benchmarks/bench_predict.py; `False` was as fast or faster
-# (and the first call compiles in a fraction of the time), so the plain graph is used.
-JIT_COMPILE = False
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def predict(model, images, top_k=1, batch_size=MAX_BATCH, runtime=None, tta=Fals
         top_k: int, how many (label, probability) pairs to keep per image.
         batch_size: int, most images run through the model at once.
         runtime: for a `.keras` path, None or `"tensorflow"` (the compiled
-            Keras call), `"onnx"` or `"litert"`: the model is exported once
+            Keras call, on the Keras backend in use), `"onnx"` or `"litert"`: the model is exported once
             (verified, see `cnnzoo.export`) and cached beside it as
             `NAME.keras.onnx` / `NAME.keras.tflite`, exported again when the
             `.keras` file changes. For an exported file, None or its own format.
@@ -155,18 +155,10 @@ def _open(path):
 
 
 class _Predictor:
-    """A model's forward pass as one `tf.function` traced for any batch size."""
+    """A model's compiled forward pass (`compiled_forward`), run `batch_size` images at a time."""
 
     def __init__(self, model):
-        import tensorflow as tf
-
-        ref = weakref.ref(model)  # the cache must not keep the model alive
-        shape = [None, *model.inputs[0].shape[1:]]
-        self.fn = tf.function(
-            lambda x: ref()(x, training=False),
-            jit_compile=JIT_COMPILE,
-            input_signature=[tf.TensorSpec(shape, tf.float32)],
-        )
+        self.fn = compiled_forward(model)  # holds a weak reference: the cache must not keep the model alive
 
     def __call__(self, batch, batch_size=MAX_BATCH):
         batch = np.asarray(batch, np.float32)

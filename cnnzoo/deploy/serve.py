@@ -72,7 +72,9 @@ def _load_model(model):
         raise ConfigError(
             f"`model` must take fixed-size images [batch, height, width, 1 or 3]. Received: model input shape {shape}."
         )
-    facts = {"model": model.name, "file": source, "parameters": int(model.count_params()), "runtime": "tensorflow"}
+    from cnnzoo.backend import name as backend_name
+
+    facts = {"model": model.name, "file": source, "parameters": int(model.count_params()), "runtime": backend_name()}
     return model, predictor(model), list(class_names_of(model)), (int(shape[1]), int(shape[2])), int(shape[3]), facts
 
 

@@ -12,6 +12,8 @@ import time
 
 import numpy as np
 
+from cnnzoo.backend.inference import compiled_forward
+
 __all__ = ["feature_cache_ok", "cached_head_model", "CACHE_LIMIT_BYTES"]
 
 log = logging.getLogger("cnnzoo.finetuning")
@@ -39,12 +41,12 @@ def cached_head_model(parts, inputs, seed):
     import tensorflow as tf
 
     extractor = keras.Model(parts.model.inputs, parts.head.input)
-    run = tf.function(lambda x: extractor(x, training=False), reduce_retracing=True)
+    run = compiled_forward(extractor)  # holds it weakly: `extractor` lives until this function returns
 
     def features(ds):
         feats, labels = [], []
         for x, y in ds:
-            feats.append(run(x).numpy())
+            feats.append(run(np.asarray(x, np.float32)))
             labels.append(np.asarray(y))
         return np.concatenate(feats), np.concatenate(labels)
 

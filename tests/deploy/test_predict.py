@@ -86,7 +86,7 @@ def test_saved_model_path_and_compiled_call_is_cached(model, tmp_path, folder):
     assert predictor(model) is predictor(model)
     x = np.random.default_rng(0).uniform(0, 255, (40, SIZE, SIZE, 3)).astype("float32")
     np.testing.assert_allclose(predictor(model)(x, batch_size=16), model.predict(x, verbose=0), atol=1e-5)
-    assert predictor(model).fn.experimental_get_tracing_count() == 1  # one trace for every batch size
+    assert predictor(model).fn.compiled.experimental_get_tracing_count() == 1  # one trace for every batch size
 
 
 def test_model_without_class_names_gets_indices():
