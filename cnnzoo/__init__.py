@@ -143,6 +143,44 @@ class _RegisterLayersAfterKeras:
         return spec
 
 
+class _TritonBeforeTensorFlow:
+    """Under `KERAS_BACKEND=torch`, loads PyTorch's triton just before TensorFlow.
+
+    triton and TensorFlow each link their own LLVM, and loading triton after TensorFlow crashes the
+    process (`import tensorflow; import triton` segfaults; PythonOT/POT#839 works around the same). On the
+    PyTorch backend cnnzoo still uses TensorFlow (tf.data), and PyTorch loads triton lazily, so the first
+    cnnzoo call that reads data could otherwise kill the process.
+    """
+
+    def find_spec(self, fullname, path=None, target=None):
+        import sys
+
+        if fullname != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        if _configured_backend() == "torch" and "triton" not in sys.modules:
+            import importlib.util
+
+            if importlib.util.find_spec("triton") is not None:
+                importlib.import_module("triton")
+        return None  # the usual finders import TensorFlow
+
+
+def _configured_backend():
+    """The Keras backend a process will use, read as Keras reads it (`KERAS_BACKEND`, then keras.json)."""
+    import json
+    import os
+    from pathlib import Path
+
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
+    try:
+        return json.loads((home / "keras.json").read_text()).get("backend")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _register_layers_with_keras():
     import sys
 
@@ -150,6 +188,8 @@ def _register_layers_with_keras():
         importlib.import_module("cnnzoo.zoo.layers")
     elif not any(isinstance(f, _RegisterLayersAfterKeras) for f in sys.meta_path):
         sys.meta_path.insert(0, _RegisterLayersAfterKeras())
+    if "tensorflow" not in sys.modules and not any(isinstance(f, _TritonBeforeTensorFlow) for f in sys.meta_path):
+        sys.meta_path.insert(0, _TritonBeforeTensorFlow())
 
 
 _register_layers_with_keras()

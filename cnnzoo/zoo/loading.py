@@ -45,7 +45,7 @@ def load(path, compile=True):
             "ignore", message=r"Skipping variable loading for optimizer .* saved optimizer has [24] variables"
         )
         try:
-            return keras.saving.load_model(path, compile=compile, safe_mode=True)
+            return keras.saving.load_model(path, compile=compile, safe_mode=True, custom_objects=_optimizers())
         except ValueError as e:
             if "safe_mode" not in str(e):
                 raise
@@ -55,6 +55,23 @@ def load(path, compile=True):
                 f"without code), or, only if you trust whoever made the file, load it with "
                 f"keras.saving.load_model(path, safe_mode=False). Received: path={str(path)!r}."
             ) from e
+
+
+def _optimizers():
+    """The optimizers a zoo model is compiled with, by the names a saved file gives them, as this backend's classes.
+
+    A model compiled on PyTorch saves its optimizer as `keras.src.backend.torch.optimizers.torch_adam.Adam`;
+    Keras on another backend imports that module, hence PyTorch, to read it (with TensorFlow loaded, importing
+    PyTorch's triton crashes the process). Keras looks the registered name up in `custom_objects` first, so the
+    public classes given here are used on every backend: the file's optimizer state loads as it was saved.
+    """
+    return {
+        "Adam": keras.optimizers.Adam,
+        "AdamW": keras.optimizers.AdamW,
+        "SGD": keras.optimizers.SGD,
+        "RMSprop": keras.optimizers.RMSprop,
+        "Nadam": keras.optimizers.Nadam,
+    }
 
 
 def as_model(model_or_path, argument="model", error=ConfigError):
