@@ -6,6 +6,9 @@ that picks the one for the backend Keras runs on (`dispatch`). Workflows
 call those public functions and never test the backend name themselves.
 
 - `__init__`: `name` (the backend Keras runs on) and `dispatch`.
+- `gradients`: `feature_map_and_gradient`, the gradient of a model's scores
+  with respect to a feature map inside it or its input (Grad-CAM, filters):
+  a `GradientTape`, PyTorch autograd, or `jax.vjp` through a zero offset.
 
 Importing this package imports no TensorFlow, Keras or backend library.
 """
