@@ -6,15 +6,19 @@ Keras graph only knows the top-level layers, so a `keras.Model(inputs,
 layer.output)` cannot reach `block1_conv1` inside a `ConvBlock`. `run` executes
 the chain eagerly instead, step by step through each block's sub-layers (their
 public `steps`) and through a nested model with a sub-model of its own graph,
-keeping the tensors asked for. Everything it returns is differentiable
-(Grad-CAM, activation maximisation): with respect to the input, under a
-TensorFlow `GradientTape` or PyTorch autograd; with respect to a captured map
-as a function argument (JAX) through `offsets`, which adds a (zero) tensor to
-that layer's output before the layers after it read it (inside a nested
-backbone too: a copy of its graph, sharing its layers, adds it).
-A model that is not a chain is read through its graph: its top-level layers only.
+keeping the tensors asked for. A model that is not a chain is read through its
+graph: its top-level layers only.
+
+Everything `run` returns is differentiable (Grad-CAM, activation maximisation;
+`cnnzoo.backend.gradients`): with respect to the input, under a TensorFlow
+`GradientTape` or PyTorch autograd; with respect to a captured map as a
+function argument (JAX) through `offsets`, which adds a (zero) tensor to that
+layer's output before the layers after it read it. Inside a graph (a nested
+backbone, a model that is not a chain) a copy of the graph, sharing its layers,
+adds it.
 """
 
+import threading
 import weakref
 from dataclasses import dataclass
 
@@ -335,8 +339,8 @@ def _submodel(plan, model, names, with_output, shifted=()):
     return plan.submodels[key]
 
 
-class _Slot:
-    """What a `_shift` layer adds while a call runs: a tensor, or None (nothing)."""
+class _Slot(threading.local):
+    """What a `_shift` layer adds while a call runs in this thread: a tensor, or None (nothing)."""
 
     value = None
 

@@ -1,9 +1,10 @@
 """Grad-CAM, feature maps and filters on JAX and PyTorch agree with TensorFlow's, on the same weights.
 
-`cnnzoo/backend/gradients.py` through the explain workflows. Two models are
+`cnnzoo/backend/gradients.py` through the explain workflows. Three models are
 built and saved as `.keras` files here, under TensorFlow: a zoo chain
-(`ConvBlock`s with BatchNormalization) and a `keras.applications` backbone
-nested in a zoo model (MobileNetV3-Small, random weights, offline).
+(`ConvBlock`s with BatchNormalization), a `keras.applications` backbone
+nested in a zoo model (MobileNetV3-Small, random weights, offline) and a
+small model that is not a chain.
 TensorFlow's Grad-CAM heatmaps, feature maps and filters are the reference;
 one subprocess per other backend loads the same files and computes the same
 things (`explained`, below, runs in both), then runs `cnnzoo explain`.
@@ -23,7 +24,20 @@ from conftest import on_backend
 INNER = "expanded_conv_1_project_bn"
 
 
-def explained(chain, backbone, images):
+def branching_model():
+    """A model that is not a chain: `c1` feeds both `c2` and the `add` after it (read through its graph)."""
+    import keras
+
+    inputs = keras.Input((24, 24, 3))
+    c1 = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c1")(
+        keras.layers.Rescaling(1 / 255)(inputs)
+    )
+    c2 = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c2")(c1)
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Add(name="add")([c1, c2]))
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(pooled), name="branching")
+
+
+def explained(chain, backbone, branching, images):
     """Everything compared across backends, as a dict of float32 arrays (the same code on each backend)."""
     from cnnzoo.explain import feature_maps, filters, grad_cam
 
@@ -32,6 +46,7 @@ def explained(chain, backbone, images):
         "gradcam/chain/class 1": grad_cam(chain, images, class_index=1),
         "gradcam/backbone": grad_cam(backbone, images),  # default layer: inside the nested backbone
         "gradcam/backbone/inner": grad_cam(backbone, images[0], layer=INNER),
+        "gradcam/branching/c1": grad_cam(branching, images, layer="c1"),
         "filters/chain/kernels": filters(chain),
         "filters/chain/block2_conv2": filters(chain, "block2_conv2", max_filters=3, steps=2),
         "filters/backbone/inner": filters(backbone, "expanded_conv_1_project", max_filters=2, steps=2),
@@ -40,12 +55,13 @@ def explained(chain, backbone, images):
         got[f"feature_maps/chain/{name}"] = fmap
     for name, fmap in feature_maps(backbone, images[0], layers=["conv_bn", INNER, "activation_17"]).items():
         got[f"feature_maps/backbone/{name}"] = fmap
+    got["feature_maps/branching/add"] = feature_maps(branching, images, layers=["add"])["add"]
     return {key: np.asarray(value, np.float32) for key, value in got.items()}
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """`(folder, TensorFlow's answers)`: the folder holds `chain.keras`, `backbone.keras`, `images.npy`, `image.png`."""
+    """`(folder, TensorFlow's answers)`: the folder holds the three `.keras` models, `images.npy`, `image.png`."""
     import keras
     from PIL import Image
 
@@ -54,12 +70,13 @@ def reference(tmp_path_factory):
     blocks = [{"filters": f, "convs": 2, "batch_norm": True} for f in (8, 16)]
     chain = cnnzoo.get("bird_classifier", num_classes=3, input_shape=(32, 32, 3), blocks=blocks, dense=[16])
     backbone = cnnzoo.get("mobilenetv3small_classifier", input_shape=(64, 64, 3), num_classes=3, compile=False)
-    chain.save(root / "chain.keras")
-    backbone.save(root / "backbone.keras")
+    branching = branching_model()
+    for name, model in (("chain", chain), ("backbone", backbone), ("branching", branching)):
+        model.save(root / f"{name}.keras")
     images = np.random.default_rng(0).integers(0, 256, (2, 48, 40, 3)).astype(np.uint8)  # resized for each model
     np.save(root / "images.npy", images)
     Image.fromarray(images[0]).save(root / "image.png")
-    answers = explained(chain, backbone, images)
+    answers = explained(chain, backbone, branching, images)
     for key in [k for k in answers if k.startswith("gradcam/")]:  # none is blank: a real comparison
         assert np.allclose(answers[key].max(axis=(-2, -1)), 1.0), key
     return root, answers
@@ -86,9 +103,8 @@ def other(request, reference):
         from test_gradients import explained
 
         root = {str(root)!r}
-        chain = cnnzoo.load(root + "/chain.keras", compile=False)
-        backbone = cnnzoo.load(root + "/backbone.keras", compile=False)
-        np.savez(root + "/{request.param}.npz", **explained(chain, backbone, np.load(root + "/images.npy")))
+        models = [cnnzoo.load(f"{{root}}/{{name}}.keras", compile=False) for name in ("chain", "backbone", "branching")]
+        np.savez(root + "/{request.param}.npz", **explained(*models, np.load(root + "/images.npy")))
         from cnnzoo.cli.app import main
         try:  # `cnnzoo explain`, as the command line runs it
             argv = ["explain", root + "/chain.keras", root + "/image.png", "--out", root + "/cli_{request.param}"]
