@@ -9,7 +9,10 @@ call those public functions and never test the backend name themselves.
 - `training`: `jit_compile`, `steps_per_execution_limit`, `host_batch`, `check_strategy`,
   `check_distributed_search`;
 - `export`: `converters_in_process` (where `cnnzoo.export` runs its converters);
-- `inference`: `compiled_forward`, a model's compiled inference call (numpy in, numpy out).
+- `inference`: `compiled_forward`, a model's compiled inference call (numpy in, numpy out);
+- `gradients`: `feature_map_and_gradient`, the gradient of a model's scores
+  with respect to a feature map inside it or its input (Grad-CAM, filters):
+  a `GradientTape`, PyTorch autograd, or `jax.vjp` through a zero offset.
 
 Importing this package imports no TensorFlow, Keras or backend library.
 """

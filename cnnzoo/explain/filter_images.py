@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnzoo.backend.gradients import feature_map_and_gradient
 from cnnzoo.errors import ConfigError
 from cnnzoo.explain import taps as _taps
 from cnnzoo.explain.inputs import resolve_model
@@ -122,28 +123,30 @@ def _linear_source(model, name):
 
 
 def _maximise(model, name, chosen, steps, step_size, seed):
-    import tensorflow as tf
+    from keras import ops
 
     size, channels = _taps.input_size(model)
     before, conv = _linear_source(model, name)
     rng = np.random.default_rng(seed)
-    x = tf.Variable(128.0 + rng.uniform(-20.0, 20.0, (len(chosen), *size, channels)).astype(np.float32))
-    picks = tf.constant(chosen, tf.int32)
+    images = 128.0 + rng.uniform(-20.0, 20.0, (len(chosen), *size, channels)).astype(np.float32)
+    picks = np.asarray(chosen, np.int32)[:, None]
+
+    def forward(x, offset):  # the "tensor" differentiated is the input itself
+        x = x if offset is None else x + offset
+        if conv is None:
+            captured, _ = _taps.run(model, x, [name], stop=True)
+            act = ops.cast(captured[name], "float32")  # [n, h, w, c]
+        else:  # before its ReLU: a filter that is silent on the noise still gets a gradient
+            captured, _ = _taps.run(model, x, [before], stop=True)
+            act = conv.convolution_op(ops.cast(captured[before], conv.kernel.dtype), conv.kernel)
+            act = act + conv.bias if conv.use_bias else act
+        # each image's own filter: its mean activation, one score per image
+        return x, ops.take_along_axis(ops.mean(ops.cast(act, "float32"), axis=(1, 2)), picks, axis=1)
+
     for _ in range(steps):
-        with tf.GradientTape() as tape:
-            if conv is None:
-                captured, _ = _taps.run(model, x, [name], stop=True)
-                act = tf.cast(captured[name], tf.float32)  # [n, h, w, c]
-            else:  # before its ReLU: a filter that is silent on the noise still gets a gradient
-                captured, _ = _taps.run(model, x, [before], stop=True)
-                act = conv.convolution_op(tf.cast(captured[before], conv.kernel.dtype), conv.kernel)
-                act = act + conv.bias if conv.use_bias else act
-            per_image = tf.reduce_mean(tf.gather(act, picks[:, None], axis=3, batch_dims=1), axis=(1, 2, 3))
-            loss = tf.reduce_sum(per_image)
-        grad = tape.gradient(loss, x)
-        std = tf.math.reduce_std(grad, axis=(1, 2, 3), keepdims=True)
-        x.assign(tf.clip_by_value(x + step_size * grad / (std + 1e-8), 0.0, 255.0))
-    images = x.numpy()
+        _, grad, _ = feature_map_and_gradient(forward, images, images.shape)
+        std = grad.std(axis=(1, 2, 3), keepdims=True)
+        images = np.clip(images + step_size * grad / (std + 1e-8), 0.0, 255.0).astype(np.float32)
     # show the pattern, not the gray start: centre on the mean, +-3 standard deviations fill [0, 1]
     mean = images.mean(axis=(1, 2, 3), keepdims=True)
     std = images.std(axis=(1, 2, 3), keepdims=True)

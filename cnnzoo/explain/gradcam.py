@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnzoo.backend.gradients import feature_map_and_gradient
 from cnnzoo.errors import ConfigError, DataError
 from cnnzoo.explain import taps as _taps
 from cnnzoo.explain.inputs import model_batch, original, resolve_model, save_rgb_png
@@ -47,28 +48,25 @@ def grad_cam(model, image, class_index=None, layer=None, out=None):
     >>> heat.shape, float(heat.max())  # doctest: +SKIP
     ((480, 640), 1.0)
     """
-    import tensorflow as tf
-
     model = resolve_model(model)
     tap = _taps.default_gradcam_layer(model) if layer is None else _taps.find(model, layer, "layer")
     batch, single = model_batch(model, image)
     stacked = not single and (isinstance(image, np.ndarray) or hasattr(image, "numpy"))
     items = [image] if single else list(np.asarray(image)) if stacked else list(image)
-    x = tf.constant(batch)
-    with tf.GradientTape() as tape:
-        tape.watch(x)  # records every op, frozen (non-trainable) layers included
-        captured, scores = _taps.run(model, x, [tap.name], logits=True)
-        scores = tf.cast(scores, tf.float32)
-        if scores.shape.rank != 2:
+
+    def forward(x, offset):
+        offsets = None if offset is None else {tap.name: offset}
+        captured, scores = _taps.run(model, x, [tap.name], logits=True, offsets=offsets)
+        return captured[tap.name], scores
+
+    def choose(scores):
+        if scores.ndim != 2:
             raise ConfigError(
-                f"`model` must output class scores [batch, classes]. "
-                f"Received: model output shape {tuple(scores.shape)}."
+                f"`model` must output class scores [batch, classes]. Received: model output shape {scores.shape}."
             )
-        chosen = _class_indices(model, class_index, np.asarray(scores), int(scores.shape[-1]))
-        score = tf.reduce_sum(tf.gather(scores, chosen, axis=1, batch_dims=1))
-    fmap = captured[tap.name]
-    grads = tape.gradient(score, fmap)
-    fmap, grads = np.asarray(tf.cast(fmap, tf.float32)), np.asarray(tf.cast(grads, tf.float32))
+        return _class_indices(model, class_index, scores, int(scores.shape[-1]))
+
+    fmap, grads, _ = feature_map_and_gradient(forward, batch, (len(batch), *tap.shape), choose)
     weights = grads.mean(axis=(1, 2), keepdims=True)
     cams = np.maximum((weights * fmap).sum(axis=-1), 0.0)
     peaks = cams.max(axis=(1, 2), keepdims=True)

@@ -6,11 +6,19 @@ Keras graph only knows the top-level layers, so a `keras.Model(inputs,
 layer.output)` cannot reach `block1_conv1` inside a `ConvBlock`. `run` executes
 the chain eagerly instead, step by step through each block's sub-layers (their
 public `steps`) and through a nested model with a sub-model of its own graph,
-keeping the tensors asked for. Under a `tf.GradientTape` that watches the input,
-everything it returns is differentiable (Grad-CAM, activation maximisation).
-A model that is not a chain is read through its graph: its top-level layers only.
+keeping the tensors asked for. A model that is not a chain is read through its
+graph: its top-level layers only.
+
+Everything `run` returns is differentiable (Grad-CAM, activation maximisation;
+`cnnzoo.backend.gradients`): with respect to the input, under a TensorFlow
+`GradientTape` or PyTorch autograd; with respect to a captured map as a
+function argument (JAX) through `offsets`, which adds a (zero) tensor to that
+layer's output before the layers after it read it. Inside a graph (a nested
+backbone, a model that is not a chain) a copy of the graph, sharing its layers,
+adds it.
 """
 
+import threading
 import weakref
 from dataclasses import dataclass
 
@@ -218,7 +226,7 @@ def input_size(model):
     return (int(shape[1]), int(shape[2])), int(shape[3])
 
 
-def run(model, x, capture, stop=False, logits=False):
+def run(model, x, capture, stop=False, logits=False, offsets=None):
     """Runs `model` on `x` eagerly (inference mode), keeping the outputs of the layers in `capture`.
 
     Args:
@@ -228,6 +236,9 @@ def run(model, x, capture, stop=False, logits=False):
         stop: stop as soon as every captured layer has run (the output is then None).
         logits: when the model ends in a softmax (a `Dense` with a softmax
             activation, or a softmax `Activation`), return the scores before it.
+        offsets: optional dict name -> tensor, for names in `capture`: added to
+            that layer's output (cast to its dtype) before the captured value
+            is kept and the next layer reads it.
 
     Returns:
         `(captured, output)`: a dict name -> tensor, and the model's output.
@@ -238,6 +249,7 @@ def run(model, x, capture, stop=False, logits=False):
     """
     plan = _plan(model)
     wanted = {name: find(model, name, "layers") for name in capture}
+    offsets = dict(offsets or {})
     captured = {}
     if plan.chain is None:  # read through the graph: top-level layers only
         names = list(wanted)
@@ -247,8 +259,7 @@ def run(model, x, capture, stop=False, logits=False):
                 f"`layers` must be top-level layers for `{model.name}`, which is not a chain of "
                 f"layers (its nested layers cannot be reached). Received: layers={nested!r}."
             )
-        outs = _submodel(plan, model, tuple(names), with_output=not stop)(x, training=False)
-        outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+        outs = _call_submodel(plan, model, tuple(names), not stop, offsets, x)
         captured = dict(zip(names, outs))
         return captured, (None if stop else outs[-1])
     by_parent = {}
@@ -261,22 +272,28 @@ def run(model, x, capture, stop=False, logits=False):
                 pre = _pre_softmax(step, x) if logits and layer is last and step is layer.steps[-1] else None
                 x = pre if pre is not None else step(x, training=False)
                 if step.name in wanted and wanted[step.name].layer is step:
-                    captured[step.name] = x
+                    x = captured[step.name] = _shifted(x, offsets.get(step.name))
                 if stop and len(captured) == len(wanted):
                     return captured, None
         elif how == "nested" and layer.name in by_parent and any(wanted[n].parent for n in by_parent[layer.name]):
             inner = tuple(n for n in by_parent[layer.name] if wanted[n].parent == layer.name)
-            outs = _submodel(plan, layer, inner, with_output=True)(x, training=False)
+            outs = _call_submodel(plan, layer, inner, True, offsets, x)
             captured.update(zip(inner, outs[:-1]))
             x = outs[-1]
         else:
             pre = _pre_softmax(layer, x) if logits and layer is last else None
             x = pre if pre is not None else layer(x, training=False)
         if layer.name in wanted and wanted[layer.name].layer is layer:
-            captured[layer.name] = x
+            x = captured[layer.name] = _shifted(x, offsets.get(layer.name))
         if stop and len(captured) == len(wanted):
             return captured, None
     return captured, x
+
+
+def _shifted(x, offset):
+    from keras import ops
+
+    return x if offset is None else x + ops.cast(offset, x.dtype)
 
 
 def _pre_softmax(layer, x):
@@ -293,16 +310,73 @@ def _pre_softmax(layer, x):
     return None
 
 
-def _submodel(plan, model, names, with_output):
+def _call_submodel(plan, model, names, with_output, offsets, x):
+    """The outputs of `names` (then the model's own output, `with_output`), offsets added inside the graph."""
+    shifted = tuple(n for n in names if n in offsets)
+    submodel, slots = _submodel(plan, model, names, with_output, shifted)
+    for n in shifted:
+        slots[n].value = offsets[n]
+    try:
+        outs = submodel(x, training=False)
+    finally:
+        for slot in slots.values():
+            slot.value = None  # no tensor (nor JAX tracer) outlives the call
+    return list(outs) if isinstance(outs, (list, tuple)) else [outs]
+
+
+def _submodel(plan, model, names, with_output, shifted=()):
+    """`(keras.Model, slots)`: `model`'s graph up to `names`; with `shifted`, a copy that adds `slots[name].value`."""
     import keras
 
-    key = (model.name, names, with_output)
+    key = (model.name, names, with_output, shifted)
     if key not in plan.submodels:
-        outputs = [model.get_layer(n).output for n in names] + (list(model.outputs) if with_output else [])
-        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs  # called on one tensor
-        plan.submodels[key] = keras.Model(inputs, outputs)
+        if shifted:
+            plan.submodels[key] = _shifting_submodel(model, names, with_output, shifted)
+        else:
+            outputs = [model.get_layer(n).output for n in names] + (list(model.outputs) if with_output else [])
+            inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs  # called on one tensor
+            plan.submodels[key] = keras.Model(inputs, outputs), {}
     return plan.submodels[key]
 
 
+class _Slot(threading.local):
+    """What a `_shift` layer adds while a call runs in this thread: a tensor, or None (nothing)."""
+
+    value = None
+
+
+def _shifting_submodel(model, names, with_output, shifted):
+    """A copy of `model`'s graph, sharing its layers, where each layer in `shifted` is followed by an added slot."""
+    import keras
+
+    slots = {n: _Slot() for n in shifted}
+    reached = {}
+
+    def call(layer, *args, **kwargs):
+        out = layer(*args, **kwargs)
+        if layer.name in slots:
+            out = _shift(slots[layer.name])(out)
+        reached.setdefault(layer.name, out)  # a shared layer: its first call, as `get_layer(name).output`
+        return out
+
+    copy = keras.models.clone_model(model, clone_function=lambda layer: layer, call_function=call)
+    outputs = [reached[n] for n in names] + (list(copy.outputs) if with_output else [])
+    return keras.Model(copy.inputs[0] if len(copy.inputs) == 1 else copy.inputs, outputs), slots
+
+
+def _shift(slot):
+    """A weightless layer adding `slot.value` (cast to its input's dtype) when one is set."""
+    import keras
+
+    class Shift(keras.layers.Layer):
+        def call(self, x):
+            return _shifted(x, slot.value)
+
+    return Shift()
+
+
 def to_numpy(tensor):
-    return np.asarray(tensor.numpy() if hasattr(tensor, "numpy") else tensor)
+    """A tensor of any Keras backend (gradient-tracking ones too) as a NumPy array."""
+    from keras import ops
+
+    return np.asarray(ops.convert_to_numpy(tensor))

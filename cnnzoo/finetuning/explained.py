@@ -40,20 +40,22 @@ def gradcam_examples(model, dataset, class_names, path, count=8, limit=512):
     >>> gradcam_examples(result.model, validation, result.class_names, "runs/birds/gradcam.png")  # doctest: +SKIP
     {'gradcam': PosixPath('runs/birds/gradcam.png')}
     """
+    from keras import ops
+
     from cnnzoo.deploy.inference import predictor
     from cnnzoo.explain.gradcam import grad_cam, overlay
 
     xs, ys, seen = [], [], 0
-    for x, y in dataset:
-        xs.append(np.asarray(x, np.float32))
-        ys.append(np.asarray(y, np.int64).reshape(-1))
+    for x, y in dataset:  # batches of any backend's tensors (or NumPy), as NumPy
+        xs.append(np.asarray(ops.convert_to_numpy(x), np.float32))
+        ys.append(np.asarray(ops.convert_to_numpy(y), np.int64).reshape(-1))
         seen += len(ys[-1])
         if seen >= limit:
             break
     if not seen:
         return {}
     x, y = np.concatenate(xs)[:limit], np.concatenate(ys)[:limit]
-    probs = predictor(model)(x)
+    probs = np.asarray(ops.convert_to_numpy(predictor(model)(x)), np.float32)
     predicted = np.argmax(probs, axis=1)
     right, wrong = pick_examples(predicted, y, count)
     chosen = np.concatenate([right, wrong]).astype(int)
