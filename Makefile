@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test,export,serve]"
 	touch $(STAMP)
 
-# The JAX and PyTorch backends, for the backend matrix of `make test` only (`make demo` needs neither).
+# The JAX and PyTorch backends, for the backend matrix of `make test` and bench_backends_predict in
+# `make bench` (`make demo` needs neither).
 BACKENDS_STAMP := $(VENV)/.installed-backends
 
 $(BACKENDS_STAMP): $(STAMP)
@@ -38,7 +39,7 @@ format: $(STAMP)
 test: lint $(BACKENDS_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=20
 
-bench: $(STAMP)
+bench: $(STAMP) $(BACKENDS_STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
 # cnnzoo against fastai (docs/benchmarks.md): torch (CPU build), fastai and timm live in their own

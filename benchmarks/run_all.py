@@ -1,8 +1,9 @@
 """Runs every benchmark script in turn (`make bench`); each writes its section of docs/benchmarks.md.
 
-The scripts: bench_core, bench_data (reading a JPEG folder vs `image_dataset_from_directory`),
-bench_defaults (finetune's defaults against the RBF SVM), bench_finetune, bench_memory (peak RSS with and
-without a cache budget), bench_predict, bench_tuning (every `bench_*.py` here, in name order), except
+The scripts: bench_backends_predict (cnnzoo.predict's forward pass on TensorFlow, JAX and PyTorch),
+bench_core, bench_data (reading a JPEG folder vs `image_dataset_from_directory`), bench_defaults
+(finetune's defaults against the RBF SVM), bench_finetune, bench_memory (peak RSS with and without a
+cache budget), bench_predict, bench_tuning (every `bench_*.py` here, in name order), except
 bench_fastai, which needs the fastai venv: `make bench-fastai`.
 
 Benchmarks are not tests: they print ratios measured side by side and assert nothing.
