@@ -162,7 +162,9 @@ def export(model, out, format=None, *, verify_with=None, quantize=None, toleranc
     format = _check_format(format, path)
     _check_quantize(quantize, format)
     if not converters_in_process():  # JAX, PyTorch: the same weights, exported on the TensorFlow backend
-        return export_in_tensorflow(model, path, format, verify_with, quantize, tolerance)
+        done = export_in_tensorflow(model, path, format, verify_with, quantize, tolerance)
+        fields = {k: v for k, v in done.items() if k in ExportResult.__dataclass_fields__}
+        return ExportResult(**{**fields, "path": Path(fields["path"]), "class_names": tuple(fields["class_names"])})
     tolerance = tolerance_for(tolerance, quantize)
     _require(format)
     model = _model(model)

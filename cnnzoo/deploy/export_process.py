@@ -20,13 +20,19 @@ from cnnzoo import errors
 
 __all__ = ["export_in_tensorflow"]
 
-_CHILD = "import sys; from cnnzoo.deploy.export_process import run_child; run_child(sys.argv[1])"
+# The child runs `cnnzoo.deploy.export.export`; named in this string, not imported here (export imports this module).
+_CHILD = (
+    "import sys; from cnnzoo.deploy.export import export; "
+    "from cnnzoo.deploy.export_process import run_child; run_child(sys.argv[1], export)"
+)
 
 
 def export_in_tensorflow(model, out, format, verify_with=None, quantize=None, tolerance=None):
-    """`cnnzoo.export(model, out, ...)` run by a child process on the TensorFlow backend; returns its result."""
-    from cnnzoo.deploy.export import ExportResult
+    """`cnnzoo.export(model, out, ...)` run by a child process on the TensorFlow backend.
 
+    Returns:
+        The child's `ExportResult.to_dict()` (`cnnzoo.deploy.export` makes it an `ExportResult` again).
+    """
     with tempfile.TemporaryDirectory(prefix="cnnzoo-export-") as tmp:
         if isinstance(model, (str, os.PathLike)):
             source = str(Path(model).expanduser().resolve())
@@ -53,9 +59,7 @@ def export_in_tensorflow(model, out, format, verify_with=None, quantize=None, to
         raise (error if isinstance(error, type) and issubclass(error, errors.CnnzooError) else errors.ExportError)(
             message
         )
-    fields = {k: v for k, v in answer["result"].items() if k in ExportResult.__dataclass_fields__}
-    fields.update(path=Path(fields["path"]), class_names=tuple(fields["class_names"]))
-    return ExportResult(**fields)
+    return answer["result"]
 
 
 def _answer(done):
@@ -69,10 +73,8 @@ def _answer(done):
         ) from None
 
 
-def run_child(request):
-    """The child's side: export as asked (JSON), print `{"result": ...}` or `{"error": [class, message]}`."""
-    from cnnzoo.deploy.export import export
-
+def run_child(request, export):
+    """The child's side: `export` as asked (JSON), print `{"result": ...}` or `{"error": [class, message]}`."""
     request = json.loads(request)
     images = request.pop("images") or {}
     verify_with = np.load(images["npy"]) if "npy" in images else images.get("files") or images.get("path")

@@ -40,6 +40,7 @@ def branching_model():
 def explained(chain, backbone, branching, images):
     """Everything compared across backends, as a dict of float32 arrays (the same code on each backend)."""
     from cnnzoo.explain import feature_maps, filters, grad_cam
+    from cnnzoo.explain.taps import default_gradcam_layer
 
     got = {
         "gradcam/chain": grad_cam(chain, images),  # default layer: the last ConvBlock's activation
@@ -53,7 +54,8 @@ def explained(chain, backbone, branching, images):
     }
     for name, fmap in feature_maps(chain, images).items():
         got[f"feature_maps/chain/{name}"] = fmap
-    for name, fmap in feature_maps(backbone, images[0], layers=["conv_bn", INNER, "activation_17"]).items():
+    last = default_gradcam_layer(backbone).name  # an auto-named activation: its name depends on the process
+    for name, fmap in feature_maps(backbone, images[0], layers=["conv_bn", INNER, last]).items():
         got[f"feature_maps/backbone/{name}"] = fmap
     got["feature_maps/branching/add"] = feature_maps(branching, images, layers=["add"])["add"]
     return {key: np.asarray(value, np.float32) for key, value in got.items()}
