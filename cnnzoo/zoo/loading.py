@@ -60,7 +60,7 @@ def load(path, compile=True):
 def _optimizers():
     """The optimizers a zoo model is compiled with, by the names a saved file gives them, as this backend's classes.
 
-    A model compiled on PyTorch saves its optimizer as `keras.src.backend.torch.optimizers.torch_adam.Adam`;
+    A model compiled on PyTorch saves its optimizer as the class in Keras's private PyTorch optimizer module;
     Keras on another backend imports that module, hence PyTorch, to read it (with TensorFlow loaded, importing
     PyTorch's triton crashes the process). Keras looks the registered name up in `custom_objects` first, so the
     public classes given here are used on every backend: the file's optimizer state loads as it was saved.
