@@ -33,16 +33,19 @@ def on_backend(backend, code, cwd=None, timeout=420):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def require_backend(name):
+    """Fails (not skips) when the `name` backend's library is missing: `make test` installs it."""
+    import importlib.util
+
+    if importlib.util.find_spec(name) is None:
+        pytest.fail(f"the {name} backend is not installed: pip install -e '.[{name}]' (make test does)")
+    return name
+
+
 @pytest.fixture(params=OTHER_BACKENDS)
 def other_backend(request):
     """Each Keras backend besides TensorFlow; its library must be installed (`make test` installs both)."""
-    import importlib.util
-
-    if importlib.util.find_spec(request.param) is None:
-        pytest.fail(
-            f"the {request.param} backend is not installed: pip install -e '.[{request.param}]' (make test does)"
-        )
-    return request.param
+    return require_backend(request.param)
 
 
 @pytest.fixture(autouse=True)

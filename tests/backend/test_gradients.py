@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import cnnzoo
-from conftest import on_backend
+from conftest import on_backend, require_backend
 
 # inside the backbone, it feeds both the next block and that block's residual `add`: a gradient through both
 INNER = "expanded_conv_1_project_bn"
@@ -87,12 +87,7 @@ def reference(tmp_path_factory):
 @pytest.fixture(scope="module", params=("jax", "torch"))
 def other(request, reference):
     """`(backend, its answers, what the CLI did)`: one subprocess per backend for every check."""
-    import importlib.util
-
-    if importlib.util.find_spec(request.param) is None:
-        pytest.fail(
-            f"the {request.param} backend is not installed: pip install -e '.[{request.param}]' (make test does)"
-        )
+    require_backend(request.param)
     root, _ = reference
     here = str(Path(__file__).resolve().parent)
     cli = on_backend(
