@@ -29,63 +29,114 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine, write_section  # noqa: E402
 
 BACKENDS = ("tensorflow", "jax", "torch")
-SHAPE, CLASSES, BATCH, BATCHES = (96, 96, 3), 10, 32, 16  # 16: whole calls of 8 steps
+CLASSES, BATCHES = 10, 16  # 16: whole calls of 8 steps
 
 
-def child(rounds, dtype):
+def matmul_rate(dtype):
+    """The backend's own dense matmul rate in TFLOP/s (8192^3, bf16 under mixed precision), for MFU."""
+    import time
+
+    import keras
+
+    n = 8192 if _has_gpu() else 2048
+    a = keras.ops.ones((n, n), dtype="bfloat16" if dtype and "bfloat16" in dtype else "float32")
+    keras.ops.convert_to_numpy(keras.ops.matmul(a, a)[0, 0])
+    start = time.perf_counter()
+    for _ in range(10):
+        out = keras.ops.matmul(a, a)
+    keras.ops.convert_to_numpy(out[0, 0])  # waits for the device
+    return 10 * 2 * n**3 / (time.perf_counter() - start) / 1e12
+
+
+def _has_gpu():
+    import keras
+
+    if keras.config.backend() == "jax":
+        import jax
+
+        return jax.default_backend() == "gpu"
+    if keras.config.backend() == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def batches(x, y, batch):
+    """The images as tf.data batches where TensorFlow is installed, else NumPy arrays with a batch size
+    (a GPU machine may carry Keras, JAX and PyTorch without TensorFlow)."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is None:
+        return {"x": x, "y": y, "batch_size": batch}
+    import tensorflow as tf
+
+    return {"x": tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).cache()}
+
+
+def child(rounds, dtype, size=96, batch=32):
+    import importlib.util
     import statistics
     import tempfile
     import time
 
     import keras
     import numpy as np
-    import tensorflow as tf
 
     import cnnzoo
+    from cnnzoo.backend import training
     from cnnzoo.finetuning import freezing, schedules
     from cnnzoo.finetuning.stages import Stage
 
+    shape = (size, size, 3)
     rng = np.random.default_rng(0)
-    x = rng.uniform(0, 255, (BATCH * BATCHES, *SHAPE)).astype("float32")
+    x = rng.uniform(0, 255, (batch * BATCHES, *shape)).astype("float32")
     y = rng.integers(0, CLASSES, len(x))
-    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH).cache()
+    data = batches(x, y, batch)
 
     def build():
         keras.utils.set_random_seed(0)
-        return cnnzoo.get("bird_classifier", num_classes=CLASSES, input_shape=SHAPE, compile=False, dtype=dtype)
+        return cnnzoo.get("bird_classifier", num_classes=CLASSES, input_shape=shape, compile=False, dtype=dtype)
 
     plain = build()
     plain.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     ours = build()
     parts = freezing.anatomy(ours)
     freezing.apply_stage(parts, Stage("all", 1, 1e-3), freeze_batchnorm=False)
-    per_call = 1 if keras.config.backend() == "torch" else 8  # what finetune's "auto" picks there
+    per_call = training.steps_per_execution_limit() or 8  # what finetune's "auto" picks there
     schedules.compile_stage(ours, Stage("all", 1, 1e-3), parts, BATCHES, steps_per_execution=per_call)
     times = {"plain": [], "cnnzoo": []}
     for model in (plain, ours):
-        model.fit(data, epochs=1, verbose=0)  # compile and warm up
+        model.fit(**data, epochs=1, verbose=0)  # compile and warm up
     for _ in range(rounds):
         for name, model in (("plain", plain), ("cnnzoo", ours)):
             start = time.perf_counter()
-            model.fit(data, epochs=1, verbose=0, shuffle=False)
+            model.fit(**data, epochs=1, verbose=0, shuffle=False)
             times[name].append((time.perf_counter() - start) / BATCHES)
-    start = time.perf_counter()
-    cnnzoo.finetune(build(), (x, y, x[:64], y[:64]), stages="all:1:1e-3", augment=False, dtype=dtype,
-                    out=Path(tempfile.mkdtemp()) / "run", plots=False, verbose=0)  # fmt: skip
-    first = time.perf_counter() - start
-    flops = cnnzoo.info("bird_classifier", input_shape=SHAPE, num_classes=CLASSES).flops
+    first = None  # finetune reads data through tf.data: timed only where TensorFlow is installed
+    if importlib.util.find_spec("tensorflow") is not None:
+        start = time.perf_counter()
+        cnnzoo.finetune(build(), (x, y, x[:64], y[:64]), stages="all:1:1e-3", augment=False, dtype=dtype,
+                        out=Path(tempfile.mkdtemp()) / "run", plots=False, verbose=0, batch_size=batch)  # fmt: skip
+        first = time.perf_counter() - start
+    flops = cnnzoo.info("bird_classifier", input_shape=shape, num_classes=CLASSES).flops
     return {
+        "shape": shape,
+        "batch": batch,
+        "matmul_tflops": matmul_rate(dtype),
         "backend": keras.config.backend(),
         "plain": statistics.median(times["plain"]),
         "cnnzoo": statistics.median(times["cnnzoo"]),
         "first_epoch": first,
-        "train_flops": 3 * flops * BATCH if flops else None,  # forward + backward ~ 3x the forward
+        "train_flops": 3 * flops * batch if flops else None,  # forward + backward ~ 3x the forward
     }
 
 
-def run(backend, rounds, dtype):
+def run(backend, rounds, dtype, size, batch):
     env = {**os.environ, "KERAS_BACKEND": backend}
-    code = f"import json, bench_backends as b; print(json.dumps(b.child({rounds}, {dtype!r})))"
+    code = f"import json, bench_backends as b; print(json.dumps(b.child({rounds}, {dtype!r}, {size}, {batch})))"
     done = subprocess.run(
         [sys.executable, "-c", code], env=env, cwd=Path(__file__).parent, capture_output=True, text=True
     )
@@ -96,22 +147,35 @@ def run(backend, rounds, dtype):
 
 def report(results, dtype, peak):
     fastest = min(r["cnnzoo"] for r in results)
+    first = results[0]
+    mfu = peak or any(r.get("matmul_tflops") for r in results)
     rows = [
-        "## Backends: training step per Keras backend",
-        "",
-        f"`benchmarks/bench_backends.py`, {machine()}, {dtype or 'float32'}: bird_classifier at 96x96x3, batch 32; "
-        "each backend in its own process, rounds alternating plain Keras and cnnzoo within it (medians).",
+        f"`benchmarks/bench_backends.py`, {machine()}, {dtype or 'float32'}: bird_classifier at "
+        f"{'x'.join(map(str, first['shape']))}, batch {first['batch']}; each backend in its own process, rounds "
+        "alternating plain Keras and cnnzoo within it (medians).",
         "",
         "| backend | plain Keras step | cnnzoo step | cnnzoo / plain | cnnzoo / fastest backend | first epoch (finetune, "
-        "compile included) |" + (" MFU |" if peak else ""),
-        "|---|---|---|---|---|---|" + ("---|" if peak else ""),
+        "compile included) |"
+        + (" matmul TFLOP/s (same process) | cnnzoo MFU vs that matmul |" if mfu else "")
+        + (f" MFU vs {peak:g} TFLOP/s peak |" if peak else ""),
+        "|---|---|---|---|---|---|" + ("---|---|" if mfu else "") + ("---|" if peak else ""),
     ]
     for r in results:
-        mfu = f" {r['train_flops'] / r['cnnzoo'] / (peak * 1e12):.1%} |" if peak and r["train_flops"] else ""
-        rows.append(
-            f"| {r['backend']} | {r['plain'] * 1000:.1f} ms | {r['cnnzoo'] * 1000:.1f} ms | "
-            f"**{r['cnnzoo'] / r['plain']:.3f}** | {r['cnnzoo'] / fastest:.2f} | {r['first_epoch']:.1f} s |{mfu}"
-        )
+        achieved = r["train_flops"] / r["cnnzoo"] / 1e12 if r["train_flops"] else None
+        cells = [
+            r["backend"],
+            f"{r['plain'] * 1000:.1f} ms",
+            f"{r['cnnzoo'] * 1000:.1f} ms",
+            f"**{r['cnnzoo'] / r['plain']:.3f}**",
+            f"{r['cnnzoo'] / fastest:.2f}",
+            f"{r['first_epoch']:.1f} s" if r.get("first_epoch") is not None else "not run (no TensorFlow here)",
+        ]
+        if mfu:
+            rate = r.get("matmul_tflops")
+            cells += [f"{rate:.1f}" if rate else "-", f"{achieved / rate:.1%}" if achieved and rate else "-"]
+        if peak:
+            cells.append(f"{achieved / peak:.1%}" if achieved else "-")
+        rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
@@ -121,11 +185,16 @@ def main():
     parser.add_argument("--dtype", default=None, help="e.g. mixed_bfloat16 (on a GPU)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the chip's dense peak, for MFU")
     parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--size", type=int, default=96, help="image side in pixels")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--section", default="backends", help="docs/benchmarks.md section (e.g. backends-gpu)")
+    parser.add_argument("--title", default="Backends: training step per Keras backend")
     args = parser.parse_args()
-    results = [run(b, args.rounds, args.dtype) for b in args.backends.split(",")]
-    text = report(results, args.dtype, args.peak_tflops)
+    results = [run(b, args.rounds, args.dtype, args.size, args.batch) for b in args.backends.split(",")]
+    text = f"## {args.title}\n\n" + report(results, args.dtype, args.peak_tflops)
     print(text)
-    write_section("backends", text)
+    print(json.dumps(results))
+    write_section(args.section, text)
 
 
 if __name__ == "__main__":
