@@ -9,17 +9,34 @@
   (PyTorch: 1, Keras refuses more; else None, no limit).
 - `host_batch(x)`: a batch from a tf.data pipeline as `train_on_batch` takes it
   (TensorFlow: as is; JAX and PyTorch: NumPy).
-- `check_strategy(strategy)`: `tf.distribute` strategies run on TensorFlow
-  only; elsewhere a `BackendError` names the Keras alternative.
+- `check_strategy(strategy)`: what `finetune(strategy=)` takes. TensorFlow: a
+  `tf.distribute` strategy; JAX: a `keras.distribution.Distribution`
+  (`DataParallel`); PyTorch: none. Anything else is a `BackendError` naming
+  the alternative.
 - `check_distributed_search()`: keras-tuner's chief/worker search (its
   `KERASTUNER_*` variables) runs on TensorFlow only (keras-tuner's
   distribution layer is TensorFlow's gRPC).
+- `shardable(train, validation)`: the tf.data batches a `fit` takes, cut so a
+  data-parallel distribution can split each one over its devices. TensorFlow
+  and PyTorch: as they are (`tf.distribute` splits uneven batches itself). JAX
+  under a `keras.distribution` (`DataParallel`) over N devices: every batch
+  must divide by N, so a training batch that does not is left out (as
+  `drop_remainder` would) and a validation batch is filled up to a multiple of
+  N with copies of its last image weighted 0, so every image counts once.
 """
 
 from cnnzoo.backend import dispatch
 from cnnzoo.errors import BackendError
 
-__all__ = ["jit_compile", "steps_per_execution_limit", "host_batch", "check_strategy", "check_distributed_search"]
+__all__ = [
+    "jit_compile",
+    "steps_per_execution_limit",
+    "host_batch",
+    "check_strategy",
+    "check_distributed_search",
+    "shardable",
+    "batch_shards",
+]
 
 
 def jit_compile():
@@ -38,10 +55,61 @@ def host_batch(x):
 
 
 def check_strategy(strategy):
-    """Raises `BackendError` unless `strategy` (a `tf.distribute` strategy) is None or runs on this backend."""
+    """Raises `BackendError` unless `strategy` is None or runs on this backend (see the module docstring)."""
     if strategy is not None:
-        dispatch("training", tensorflow=_as_is, jax=_no_strategy_jax, torch=_no_strategy_torch)(strategy)
+        dispatch("training", tensorflow=_as_is, jax=_strategy_jax, torch=_no_strategy_torch)(strategy)
     return strategy
+
+
+def batch_shards():
+    """How many parts a data-parallel distribution splits each batch into on this backend (1: none)."""
+    return dispatch("training", tensorflow=lambda: 1, jax=_jax_batch_shards, torch=lambda: 1)()
+
+
+def shardable(train, validation, images, batch_size):
+    """`(train, validation)` tf.data batches as this backend's distribution can split them (module docstring).
+
+    `images` is the number of training images and `batch_size` their batch size (so the training batches
+    kept are known without reading the data, and Keras sees how many there are).
+    """
+    shards = batch_shards()
+    if shards == 1:
+        return train, validation
+    import tensorflow as tf
+
+    if batch_size % shards or images < batch_size:
+        fit = max(shards, batch_size // shards * shards)
+        raise BackendError(
+            f"`batch_size` must be a multiple of the {shards} devices the keras.distribution splits each batch "
+            f"over, and at most the {images} training images. Received: batch_size={batch_size}. Use "
+            f"batch_size={fit}{' with more images' if images < fit else ''}."
+        )
+    if images % batch_size % shards:  # the last, smaller batch cannot be split: left out, as drop_remainder does
+        train = train.take(images // batch_size)
+
+    def filled(x, y, *weight):
+        n = tf.shape(x)[0]
+        extra = (shards - n % shards) % shards
+        weight = tf.cast(weight[0], tf.float32) if weight else tf.ones([n], tf.float32)
+
+        def grow(t, value=None):
+            tail = tf.repeat(t[-1:], extra, axis=0) if value is None else tf.fill([extra], value)
+            return tf.concat([t, tail], axis=0)
+
+        return grow(x), grow(y), grow(weight, 0.0)
+
+    return train, validation.map(filled) if validation is not None else None
+
+
+def _jax_batch_shards():
+    import keras
+
+    distribution = keras.distribution.distribution()
+    mesh = getattr(distribution, "device_mesh", None)
+    name = getattr(distribution, "batch_dim_name", None)
+    if mesh is None or name not in mesh.axis_names:
+        return 1
+    return int(mesh.shape[list(mesh.axis_names).index(name)])
 
 
 def check_distributed_search():
@@ -71,12 +139,19 @@ def _numpy(x):
     return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
 
 
-def _no_strategy_jax(strategy):
+def _strategy_jax(strategy):
+    import keras
+
+    kinds = tuple(
+        getattr(keras.distribution, n) for n in ("DataParallel", "ModelParallel") if hasattr(keras.distribution, n)
+    )
+    if isinstance(strategy, kinds):  # Keras exports no common base class
+        return strategy
     raise BackendError(
-        "`strategy` takes a tf.distribute strategy, which runs on the TensorFlow backend only. "
-        f"Received: strategy={type(strategy).__name__} with KERAS_BACKEND='jax'. Set KERAS_BACKEND=tensorflow "
-        "for multi-device fine-tuning; on JAX, Keras's own keras.distribution.DataParallel needs every batch "
-        "divisible by the device count, which cnnzoo's pipelines do not guarantee yet."
+        "`strategy` takes a tf.distribute strategy on the TensorFlow backend and a keras.distribution "
+        f"(DataParallel) on JAX. Received: strategy={type(strategy).__name__} with KERAS_BACKEND='jax'. Pass "
+        "strategy=keras.distribution.DataParallel() (or set it with keras.distribution.set_distribution), or "
+        "set KERAS_BACKEND=tensorflow for a tf.distribute strategy."
     )
 
 
@@ -85,5 +160,5 @@ def _no_strategy_torch(strategy):
         "`strategy` takes a tf.distribute strategy, which runs on the TensorFlow backend only. "
         f"Received: strategy={type(strategy).__name__} with KERAS_BACKEND='torch'. Keras has no multi-device "
         "training for PyTorch that cnnzoo drives; set KERAS_BACKEND=tensorflow (or jax with "
-        "keras.distribution.DataParallel)."
+        "strategy=keras.distribution.DataParallel())."
     )

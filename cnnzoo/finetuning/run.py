@@ -123,9 +123,11 @@ def finetune(
             augmented and the features fit in 2 GiB), True or False.
         freeze_batchnorm: keep every BatchNormalization below the head in
             inference mode in all stages; default `pretrained`.
-        strategy: a `tf.distribute` strategy (MirroredStrategy,
-            MultiWorkerMirroredStrategy...); models are built and trained in
-            its scope. Only the chief writes files.
+        strategy: on TensorFlow a `tf.distribute` strategy (MirroredStrategy,
+            MultiWorkerMirroredStrategy...), on JAX a `keras.distribution`
+            (`DataParallel()` over the local devices; one set globally with
+            `keras.distribution.set_distribution` is used too); models are
+            built and trained in its scope. Only the chief writes files.
         callbacks: Keras callbacks added to every stage's `fit`.
         seed: int, for weights, split and shuffling (`keras.utils.set_random_seed`
             during the run; the caller's Python, NumPy, TensorFlow and Keras

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnnzoo import _compat
+from cnnzoo.backend import training as training_backend
 from cnnzoo.finetuning import batchnorm, checkpoints, features, freezing, lr_finder, schedules
 from cnnzoo.finetuning.recipe import Recipe
 from cnnzoo.finetuning.results import FinetuneResult, StageResult, evaluate
@@ -137,6 +138,8 @@ def run_stage(run, k, stage):
 def _fit(run, k, stage, fit_model, data, done):
     """`fit` for the epochs of stage `k` after `done`, checkpointing each; `data` is (train, validation, plain)."""
     train, validation, plain = data
+    inputs = run.inputs  # JAX DataParallel: batches split evenly over the devices
+    train, validation = training_backend.shardable(train, validation, inputs.num_train, inputs.batch_size)
     saver = checkpoints.epoch_checkpoint(run.run_dir / "backup" / f"stage_{k}", run.state, k, writer=run.writer)
     steps = (stage.epochs - done) * run.inputs.steps_per_epoch  # too few for BatchNorm's momentum: lowered
     with batchnorm.converging_batchnorm(fit_model, steps, f"{k}/{stage.name}") as changed:

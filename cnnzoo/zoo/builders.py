@@ -180,7 +180,10 @@ def compile_model(
 
     The one compile recipe: `cnnzoo.get`, fine-tuning stages, search trials and
     the shipped-weights script all compile through it, so every model reports
-    the same metrics (`loss`, `accuracy`, `val_loss`, `val_accuracy`).
+    the same metrics (`loss`, `accuracy`, `val_loss`, `val_accuracy`). Accuracy
+    is compiled as a weighted metric: a `sample_weight` counts in it as in the
+    loss (an image weighted 0 counts for nothing; fine-tuning on JAX under
+    `keras.distribution.DataParallel` fills up its last validation batch so).
 
     Args:
         model: a `keras.Model`.
@@ -218,7 +221,7 @@ def compile_model(
     model.compile(
         optimizer=opt,
         loss=loss or "sparse_categorical_crossentropy",
-        metrics=metrics or ["accuracy"],
+        weighted_metrics=metrics or ["accuracy"],
         jit_compile=jit_compile,
         steps_per_execution=steps_per_execution,
     )

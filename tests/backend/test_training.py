@@ -8,7 +8,7 @@ import pytest
 from cnnzoo import backend
 from cnnzoo.backend import training
 from cnnzoo.errors import BackendError
-from conftest import brightness_blobs, on_backend
+from conftest import brightness_blobs, on_backend, require_backend
 
 
 def test_tensorflow_settings():
@@ -33,6 +33,9 @@ def test_other_backends_settings(monkeypatch, name, jit, limit):
     assert isinstance(x, np.ndarray) and x.shape == (2, 3) and y.dtype == np.int32
     with pytest.raises(BackendError, match=rf"tf.distribute strategy.*Received: strategy=.*KERAS_BACKEND='{name}'"):
         training.check_strategy(tf.distribute.get_strategy())
+    assert training.batch_shards() == 1  # no keras.distribution set
+    data = tf.data.Dataset.from_tensor_slices((tf.zeros((5, 2)), tf.zeros((5,)))).batch(2)
+    assert training.shardable(data, data, 5, 2) == (data, data)
     with pytest.raises(BackendError, match=rf"distributed search .* TensorFlow backend only. .*KERAS_BACKEND='{name}'"):
         training.check_distributed_search()
 
@@ -106,11 +109,55 @@ def test_strategy_and_steps_per_execution_errors_name_the_alternative(other_back
         """,
     )
     assert got["strategy"].startswith("BackendError: `strategy` takes a tf.distribute strategy")
-    assert "KERAS_BACKEND=tensorflow" in got["strategy"]
+    assert "KERAS_BACKEND=tensorflow" in got["strategy"] and "DataParallel()" in got["strategy"]
     if other_backend == "torch":
         assert got["steps"].startswith("BackendError: `steps_per_execution` must be at most 1")
     else:
         assert got["steps"] is None  # JAX compiles several steps per call as TensorFlow does
+
+
+@pytest.mark.backends
+def test_finetune_on_jax_data_parallel_over_two_devices(tmp_path, monkeypatch):
+    """`strategy=keras.distribution.DataParallel()` on JAX (two CPU devices, as XLA_FLAGS makes them):
+
+    uneven last batches are left out (training) or filled with images weighted 0 (validation), so fit's
+    `val_accuracy` is the run's own evaluation of every validation image; the weights live on both devices.
+    """
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    got = on_backend(
+        require_backend("jax"),
+        f"""
+        import json
+        from pathlib import Path
+        import keras
+        import cnnzoo
+        from conftest import brightness_blobs
+
+        x, y = brightness_blobs(75, 3, 0, 12)  # 60 training images, 15 validation: batches of 8 end unevenly
+        def tiny():
+            keras.utils.set_random_seed(0)
+            return cnnzoo.get("bird_classifier", num_classes=3, input_shape=(12, 12, 3), compile=False,
+                              blocks=[{{"filters": 4, "batch_norm": True}}], dense=[8])
+        options = dict(stages="all:2:3e-3", plots=False, verbose=0, strategy=keras.distribution.DataParallel())
+        result = cnnzoo.finetune(tiny(), (x, y), out={str(tmp_path / "run")!r}, batch_size=8, **options)
+        try:
+            cnnzoo.finetune(tiny(), (x, y), out={str(tmp_path / "odd")!r}, batch_size=7, **options)
+            error = None
+        except cnnzoo.errors.BackendError as e:
+            error = str(e)
+        print(json.dumps({{
+            "devices": len(result.model.trainable_weights[0].value.sharding.device_set),
+            "fit": result.stages[-1].history["val_accuracy"][-1], "evaluated": result.val_accuracy,
+            "error": error, "odd": sorted(p.name for p in Path({str(tmp_path / "odd")!r}).glob("*.keras")),
+        }}))
+        """,
+    )
+    assert got["devices"] == 2
+    assert got["fit"] == pytest.approx(got["evaluated"], abs=1e-6)  # every validation image once, none twice
+    assert (
+        got["error"].startswith("`batch_size` must be a multiple of the 2 devices") and "batch_size=6" in got["error"]
+    )
+    assert got["odd"] == []  # refused before anything was saved
 
 
 @pytest.mark.backends
