@@ -37,6 +37,7 @@ from cnnzoo.errors import (  # noqa: F401  (cheap, no TensorFlow)
     WeightsError,
     WeightsNotFoundError,
 )
+from cnnzoo.utils import console as _console
 from cnnzoo.zoo.registry import info, list_models, register, spec  # noqa: F401
 
 __version__ = "0.1.0"
@@ -193,6 +194,7 @@ def _register_layers_with_keras():
 
 
 _register_layers_with_keras()
+_console.install()  # TensorFlow's start-up lines filtered out of stderr (cnnzoo.utils.console); first in sys.meta_path
 
 
 def __getattr__(name):

@@ -55,7 +55,7 @@ ALLOWED = {
         "explain",
         "__init__",
     },
-    "__init__": {"errors", "zoo"},
+    "__init__": {"errors", "utils", "zoo"},
 }
 
 

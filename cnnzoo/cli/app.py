@@ -1,7 +1,9 @@
 """The `cnnzoo` command: thin argument parsing over the library functions.
 
 `cnnzoo list` and `cnnzoo info` never import TensorFlow; the subcommands that
-train or predict import it when they run.
+train or predict import it when they run, without its start-up lines
+(`cnnzoo.utils.console`; `--verbose` shows them). `cnnzoo --version` prints
+the version.
 """
 
 import argparse
@@ -38,21 +40,41 @@ def build_parser(command=None):
             arguments are added (`main` passes the command it runs: the others'
             defaults, read from the library's signatures, are not imported).
     """
+    from cnnzoo import __version__
+
     parser = argparse.ArgumentParser(prog="cnnzoo", description="A Keras 3 zoo of classic CNNs.")
+    parser.add_argument("--version", action="version", version=f"cnnzoo {__version__}")
+    _add_verbose(parser, default=False)
+    common = argparse.ArgumentParser(add_help=False)  # --verbose after the command too: `cnnzoo serve M --verbose`
+    _add_verbose(common, default=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text)
+        p = sub.add_parser(name, help=help_text, parents=[common])
         p.set_defaults(command_module=module)
         if command is None or command == name:
             importlib.import_module(module).add_arguments(p)
     return parser
 
 
+def _add_verbose(parser, default):
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        default=default,
+        help="show TensorFlow's start-up and C++ log lines (hidden by default)",
+    )
+
+
 def main(argv=None):
     """Runs the `cnnzoo` command line; returns the exit status."""
+    from cnnzoo.utils import console
+
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)
+    if args.verbose:
+        console.uninstall()  # TensorFlow starts as it would without cnnzoo
     try:
         return importlib.import_module(args.command_module).run(args)
     except CnnzooError as e:

@@ -19,6 +19,7 @@ from cnnzoo.backend import training as training_backend
 from cnnzoo.finetuning import batchnorm, checkpoints, features, freezing, lr_finder, schedules
 from cnnzoo.finetuning.recipe import Recipe
 from cnnzoo.finetuning.results import FinetuneResult, StageResult, evaluate
+from cnnzoo.utils import console
 from cnnzoo.zoo.builders import compile_model
 
 __all__ = ["RunContext", "run_stages", "run_stage", "finish", "already_finished", "strategy_scope"]
@@ -151,7 +152,7 @@ def _fit(run, k, stage, fit_model, data, done):
             initial_epoch=done,
             callbacks=[*run.recipe.regularisation.callbacks(), *precise, *run.callbacks, saver],
             shuffle=False,
-            verbose=run.verbose,
+            verbose=console.keras_verbose(run.verbose),  # "auto": bars on a terminal, a line per epoch in a file
         )  # datasets shuffle
 
 
