@@ -185,11 +185,14 @@ def _configured_backend():
 def _register_layers_with_keras():
     import sys
 
+    def installed(kind):  # by name: after `importlib.reload(cnnzoo)` the classes are new objects
+        return any(type(f).__name__ == kind.__name__ for f in sys.meta_path)
+
     if "keras" in sys.modules:
         importlib.import_module("cnnzoo.zoo.layers")
-    elif not any(isinstance(f, _RegisterLayersAfterKeras) for f in sys.meta_path):
+    elif not installed(_RegisterLayersAfterKeras):
         sys.meta_path.insert(0, _RegisterLayersAfterKeras())
-    if "tensorflow" not in sys.modules and not any(isinstance(f, _TritonBeforeTensorFlow) for f in sys.meta_path):
+    if "tensorflow" not in sys.modules and not installed(_TritonBeforeTensorFlow):
         sys.meta_path.insert(0, _TritonBeforeTensorFlow())
 
 

@@ -7,7 +7,9 @@
 - `locks`: `RunLock`, one process at a time in a run or search directory (an OS file lock);
 - `seeding`: `seeded`, a seeded block that restores the caller's Python, NumPy, TensorFlow and Keras random state;
 - `text`: `human`, counts formatted for the CLI tables and the model cards;
-- `renames`: old keyword names kept working for one release, with a `DeprecationWarning` naming the new one.
+- `renames`: old keyword names kept working for one release, with a `DeprecationWarning` naming the new one;
+- `console`: TensorFlow's start-up lines kept off stderr (installed by `import cnnzoo`), and `keras_verbose`,
+  progress bars on a terminal and one line per epoch in a file.
 
 Nothing here imports TensorFlow or Keras on import (`seeding` imports them when given a seed).
 """

@@ -197,17 +197,20 @@ def _level(value):
 class QuietTensorFlowImport:
     """A `sys.meta_path` finder that imports TensorFlow once with its start-up lines filtered (see the module).
 
-    It removes itself at the first import of `tensorflow` and leaves every
-    other import alone.
+    It removes itself when TensorFlow is imported (a mere `importlib.util.find_spec("tensorflow")`, as
+    PyTorch's dynamo does, leaves it in place) and leaves every other import alone.
     """
 
+    finding = False  # inside its own search for TensorFlow's spec
+
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != "tensorflow":
+        if fullname != "tensorflow" or self.finding:
             return None
-        uninstall()
-        # Found again by the remaining finders, and returned even when left alone: the import system walks
-        # `sys.meta_path` while this finder removes itself, so returning None here would skip the next finder.
-        spec = importlib.util.find_spec("tensorflow")
+        self.finding = True
+        try:
+            spec = importlib.util.find_spec("tensorflow")  # by the other finders
+        finally:
+            self.finding = False
         given = os.environ.get(LEVEL_VARIABLE)
         level = _level(given if given is not None else DEFAULT_LEVEL)
         if level <= 0 or spec is None or not hasattr(getattr(spec, "loader", None), "exec_module"):
@@ -217,6 +220,7 @@ class QuietTensorFlowImport:
         exec_module = spec.loader.exec_module
 
         def exec_quietly(module):
+            uninstall()  # TensorFlow is imported once
             if given is None:
                 os.environ[LEVEL_VARIABLE] = DEFAULT_LEVEL
             try:
@@ -249,10 +253,14 @@ def _list_devices(tensorflow):
 
 
 def install():
-    """Adds `QuietTensorFlowImport` to `sys.meta_path` (once), unless TensorFlow is already imported."""
-    if "tensorflow" in sys.modules or any(_is_hook(f) for f in sys.meta_path):
-        return
-    sys.meta_path.insert(0, QuietTensorFlowImport())
+    """Puts `QuietTensorFlowImport` first in `sys.meta_path` (once), unless TensorFlow is already imported.
+
+    First: a finder before it that removes itself while the import system walks the list would make that walk
+    skip the next finder.
+    """
+    uninstall()
+    if "tensorflow" not in sys.modules:
+        sys.meta_path.insert(0, QuietTensorFlowImport())
 
 
 def uninstall():
