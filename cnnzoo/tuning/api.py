@@ -31,6 +31,7 @@ from cnnzoo.utils.files import atomic_write_text
 from cnnzoo.utils.locks import RunLock
 from cnnzoo.utils.renames import renamed_arguments
 from cnnzoo.utils.seeding import seeded
+from cnnzoo.utils.text import plural
 from cnnzoo.zoo import config, config_writer, registry
 
 __all__ = [  # noqa: F822 (`hypermodel` and `CnnzooHyperModel` come from `__getattr__`)
@@ -83,7 +84,7 @@ def tune(
     executions_per_trial=1,
     max_consecutive_failed_trials=3,
     heartbeat_timeout=60.0,
-    verbose=0,
+    verbose="auto",
     callbacks=(),
     load_best=True,
     dtype=None,
@@ -144,13 +145,15 @@ def tune(
         max_consecutive_failed_trials: int, failures in a row that end the search.
         heartbeat_timeout: seconds without a heartbeat after which a
             distributed worker counts as dead and its trial moves on.
-        verbose: what this process reports after each trial it ran, with
-            Keras's values: 0 (default) nothing; 1, 2 or "auto" one line on
-            stdout (`TrialRecord.line`: trial id, score, epochs, seconds,
-            hyperparameters; a search has no progress bar, so 1 and 2 are the
-            same); or a callable receiving the `TrialRecord` (what the
-            former `progress` keyword took; its None is 0). Trials train
-            silently either way.
+        verbose: what this process reports, with Keras's values: "auto"
+            (default), 1 or 2: a line on stdout when the search starts (what
+            it runs, where, how many trials are there already) and one after
+            each trial it ran (`TrialRecord.line`: trial id, score, epochs,
+            seconds, hyperparameters), as `cnnzoo tune` prints (a search has
+            no progress bar, so 1, 2 and "auto" are the same); 0 nothing; or
+            a callable receiving each `TrialRecord` instead (what the former
+            `progress` keyword took; its None is 0). Trials train silently
+            either way.
         callbacks: Keras callbacks added to every trial's `fit` (after the
             early stopping).
         load_best: bool; rebuild the best model and load its weights.
@@ -170,7 +173,11 @@ def tune(
     Example:
 
     >>> digits = cnnzoo.data.digits()
-    >>> result = cnnzoo.tune("digits_cnn", digits, tuner="random", max_trials=8, max_epochs=4, verbose=1)
+    >>> result = cnnzoo.tune("digits_cnn", digits, tuner="random", max_trials=8, max_epochs=4)
+    tune digits_cnn: random search, up to 8 trials of at most 4 epochs each, in ~/.cnnzoo/tuning/digits_cnn
+    trial 00: val_accuracy=0.9757  epochs=4  6.1s  conv_blocks=2 filters_1=32 ...
+    ...
+    >>> result  # the best score and hyperparameters, the trials, where the files are
     >>> result.best_model.evaluate(digits.x_test, digits.y_test)
     """
     from cnnzoo.tuning.engine import TunerOptions
@@ -194,8 +201,9 @@ def tune(
         max_consecutive_failed_trials=max_consecutive_failed_trials,
         heartbeat_timeout=heartbeat_timeout,
     )
+    announce = on_trial is not None and not callable(verbose)  # the start line goes with the printed trial lines
     with seeded(seed), _lock(options):
-        return _search(model, hm, inputs, options, on_trial, list(callbacks), early_stopping, load_best)
+        return _search(model, hm, inputs, options, on_trial, list(callbacks), early_stopping, load_best, announce)
 
 
 def _check_arguments(tuner, max_trials, max_epochs, batch_size, early_stopping, executions_per_trial, objective, dtype):
@@ -270,7 +278,7 @@ def _hypermodel_for(model, entry, inputs, num_classes, input_shape, search, dtyp
     )
 
 
-def _search(name, hm, inputs, options, on_trial, callbacks, early_stopping, load_best):
+def _search(name, hm, inputs, options, on_trial, callbacks, early_stopping, load_best, announce=False):
     """Runs (or serves, as the chief) the search in a locked, seeded block; returns the `TuneResult`."""
     import dataclasses
 
@@ -285,6 +293,8 @@ def _search(name, hm, inputs, options, on_trial, callbacks, early_stopping, load
         options = dataclasses.replace(options, overwrite=False)  # only the chief may wipe the shared directory
     kt_tuner = engine.make_tuner(hm, options, on_trial=on_trial)
     direction = kt_tuner.oracle.objective.direction
+    if announce:
+        print(_start_line(name, options, kt_tuner), flush=True)
     if early_stopping:
         callbacks.append(
             keras.callbacks.EarlyStopping(monitor=options.objective, patience=early_stopping, mode=direction)
@@ -316,6 +326,22 @@ def _search(name, hm, inputs, options, on_trial, callbacks, early_stopping, load
         hypermodel=hm,
     )
     return _with_best(result, project_dir, hm, load_best)
+
+
+def _start_line(name, options, kt_tuner):
+    """What a search is about to run, and where: the first progress line."""
+    trials = "one Hyperband iteration" if options.max_trials is None else f"up to {plural(options.max_trials, 'trial')}"
+    there = len(kt_tuner.oracle.trials)
+    if not there:
+        resuming = ""
+    elif options.max_trials is not None and there >= options.max_trials:
+        resuming = f"; all {plural(there, 'trial')} done already (a larger max_trials runs more)"
+    else:
+        resuming = f"; {plural(there, 'trial')} there already, resuming"
+    return (
+        f"tune {name}: {options.kind} search, {trials} of at most {plural(options.max_epochs, 'epoch')} each, "
+        f"in {kt_tuner.project_dir}{resuming}"
+    )
 
 
 def _with_best(result, project_dir, hm, load_best):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cnnzoo.utils.files import atomic_write_json
 from cnnzoo.utils.renames import renamed_arguments
+from cnnzoo.utils.text import plural
 
 __all__ = ["TrialRecord", "TuneResult", "record_of", "collect", "plot_scores", "read_runs", "write_run", "RUNS_DIR"]
 
@@ -159,6 +160,44 @@ class TuneResult:
     best_model: object = None
     seconds: float = 0.0
     hypermodel: object = field(default=None, repr=False)
+
+    def __repr__(self):
+        """A few lines: the search, its best score and hyperparameters, the trials, where the files are.
+
+        Example:
+
+        >>> result  # doctest: +SKIP
+        TuneResult(digits_cnn: random search, 20 trials (20 completed), 312 s
+          best val_accuracy 0.9861 in trial 07 (4 epochs)
+          best hyperparameters: conv_blocks=2 filters_1=32 filters_2=64 dense_layers=1 ... learning_rate=0.00123
+          files: /root/.cnnzoo/tuning/digits_cnn
+          .table(): every trial; .best_model: the winner, compiled; cnnzoo.register_best(result, NAME): its config)
+        """
+        counts = {}
+        for t in self.trials:
+            counts[t.status.lower()] = counts.get(t.status.lower(), 0) + 1
+        statuses = ", ".join(f"{n} {status}" for status, n in counts.items())
+        trials = f"{len(self.trials)} trial{'s' if len(self.trials) != 1 else ''}" + (
+            f" ({statuses})" if counts else ""
+        )
+        best = self.best_trial
+        if best is None:
+            lines = ["  no completed trial yet"]
+        else:
+            values = " ".join(f"{k}={_fmt(v)}" for k, v in best.hyperparameters.items())
+            lines = [
+                f"  best {self.objective} {best.score:.4f} in trial {best.trial_id} ({plural(best.epochs, 'epoch')})",
+                f"  best hyperparameters: {values}",
+            ]
+        model = "the winner, compiled" if self.best_model is not None else "None (load_best=False or no checkpoint)"
+        return "\n".join(
+            [
+                f"TuneResult({self.name}: {self.tuner} search, {trials}, {self.seconds:.0f} s",
+                *lines,
+                f"  files: {self.directory}",
+                f"  .table(): every trial; .best_model: {model}; cnnzoo.register_best(result, NAME): its config)",
+            ]
+        )
 
     def ranked(self):
         """Completed trials best first, then the others in trial order.

@@ -1,6 +1,6 @@
-"""Text formatting shared by the CLI tables and the generated model cards."""
+"""Text formatting shared by the CLI tables, the generated model cards and progress lines."""
 
-__all__ = ["human"]
+__all__ = ["human", "plural"]
 
 
 def human(n):
@@ -15,3 +15,16 @@ def human(n):
         if n >= size:
             return f"{n / size:.2f}{unit}"
     return str(n)
+
+
+def plural(n, word):
+    """`3, "trial"` -> `"3 trials"`, `1, "epoch"` -> `"1 epoch"`; None stays a `?` count.
+
+    Example:
+
+    >>> plural(1, "epoch")
+    '1 epoch'
+    """
+    if n is None:
+        return f"? {word}s"
+    return f"{n} {word}{'' if n == 1 else 's'}"

@@ -226,11 +226,11 @@ def test_tune_rejects_bad_arguments_before_any_search(tmp_path):
     assert not list(tmp_path.iterdir())  # nothing was started
 
 
-def test_tune_defaults_seed_0_verbose_0_and_the_data_options():
+def test_tune_defaults_seed_0_verbose_auto_and_the_data_options():
     import inspect
 
     defaults = {k: p.default for k, p in inspect.signature(cnnzoo.tune).parameters.items()}
-    assert defaults["seed"] == 0 and defaults["verbose"] == 0
+    assert defaults["seed"] == 0 and defaults["verbose"] == "auto"  # a line per trial, as `cnnzoo tune` prints
     assert defaults["batch_size"] == cnnzoo.data.DataOptions.batch_size
     assert defaults["validation_split"] == cnnzoo.data.DataOptions.validation_split
 
@@ -270,10 +270,10 @@ def test_old_keyword_names_of_tune_warn_naming_the_new_ones_and_still_work(tmp_p
     assert [t.trial_id for t in seen] == [t.trial_id for t in result.trials] and len(seen) == 1
 
 
-def test_the_default_seed_repeats_a_search(tmp_path):
+def test_the_default_seed_repeats_a_search_and_progress_is_printed_by_default(tmp_path, capsys):
     x, y, xv, yv = _digits(40)
-    proposals = []
-    for run in ("first", "second"):
+    proposals, printed, results = [], [], []
+    for run, verbose in (("first", "auto"), ("second", 0)):
         result = cnnzoo.tune(
             "digits_cnn",
             (x, y, xv[:20], yv[:20]),
@@ -283,9 +283,17 @@ def test_the_default_seed_repeats_a_search(tmp_path):
             out=tmp_path / run,
             early_stopping=0,
             load_best=False,
+            verbose=verbose,
         )
         proposals.append([t.hyperparameters for t in result.trials])
+        printed.append(capsys.readouterr().out.splitlines())
+        results.append(result)
     assert len(proposals[0]) == 2 and proposals[0] == proposals[1]  # the random draw of trial 1 too
+    # the default: what runs and where, then a line per trial as the CLI prints; verbose=0: nothing
+    start = f"tune digits_cnn: random search, up to 2 trials of at most 1 epoch each, in {tmp_path / 'first'}"
+    assert printed[0][0] == start + "/digits_cnn"
+    assert printed[0][1:] == [t.line("val_accuracy") for t in results[0].trials]
+    assert printed[1] == []
 
 
 # ---------------------------------------------------------------- a real search
@@ -347,6 +355,16 @@ def test_best_model_is_rebuilt_and_loaded_cleanly(searched):
     _, accuracy = model.evaluate(xv, yv, verbose=0)  # the checkpoint of the best epoch, scored again
     assert accuracy == pytest.approx(result.best_trial.score, abs=1e-6)
     assert result.best_spec == result.hypermodel.spec_for(result.best_hyperparameters)
+
+
+def test_the_result_repr_is_a_few_lines(searched):
+    result, _, _, _ = searched
+    text = repr(result)
+    best = result.best_trial
+    assert len(text.splitlines()) == 5 and len(text) < 800, text  # not the specs, models and trials in full
+    assert text.startswith("TuneResult(digits_cnn: random search, 3 trials (3 completed), ")
+    assert f"best val_accuracy {best.score:.4f} in trial {best.trial_id}" in text
+    assert "best hyperparameters: conv_blocks=" in text and f"files: {result.directory}" in text
 
 
 def test_score_plot_is_a_png(searched, tmp_path):
