@@ -59,7 +59,7 @@ _LAZY = {
     "ExportResult": "cnnzoo.deploy.export",
     "hypermodel": "cnnzoo.tuning.space",
     "tune": "cnnzoo.tuning.api",
-    "register_best": "cnnzoo.tuning.api",
+    "register_best": "cnnzoo.tuning.best",
     "explain": "cnnzoo.explain",
     # modules, as attributes (`cnnzoo.layers.ConvBlock`, `cnnzoo.weights.file_hash`)
     "layers": "cnnzoo.zoo.layers",

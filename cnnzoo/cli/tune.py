@@ -127,6 +127,7 @@ def run(args):
 def _save_winner(args, result, out):
     """Saves the best model (`.keras`) and registers its config; `(model path, config path)`, or Nones."""
     import cnnzoo
+    from cnnzoo.zoo import registry
 
     if result.best_model is None:
         return None, None
@@ -134,7 +135,10 @@ def _save_winner(args, result, out):
     model_path = out / f"{new_name}.keras"
     result.best_model.save(model_path)
     config_path = cnnzoo.register_best(
-        result, new_name, out=None if args.register else out, overwrite=True if not args.register else args.overwrite
+        result,
+        new_name,
+        out=registry.home() / "configs" if args.register else out,
+        overwrite=True if not args.register else args.overwrite,
     )
     return model_path, config_path
 

@@ -3,7 +3,8 @@
 `hypermodel(name)` turns the table into a keras-tuner `HyperModel` (see
 `cnnzoo.tuning.space` for the names, defaults and rules); `tune(model, data)`
 runs a resumable, optionally distributed search and returns a `TuneResult`;
-`register_best(result, "my_net")` writes the winner as a zoo config.
+`register_best(result, "my_net")` (from `cnnzoo.tuning.best`) writes the
+winner as a zoo config beside the search and registers it in this process.
 
 Importing this module imports neither TensorFlow nor keras-tuner (the `cnnzoo
 tune` parser reads `tune`'s defaults from its signature); `tune` imports them.
@@ -21,18 +22,18 @@ import logging
 import time
 from pathlib import Path
 
-from cnnzoo import _compat
 from cnnzoo.data import DataOptions
 from cnnzoo.data import pipeline as data_pipeline
 from cnnzoo.errors import ConfigError
+from cnnzoo.tuning import best
+from cnnzoo.tuning.best import register_best
 from cnnzoo.tuning.records import TrialRecord, TuneResult, collect
 from cnnzoo.utils.checks import check_int
-from cnnzoo.utils.files import atomic_write_text
 from cnnzoo.utils.locks import RunLock
 from cnnzoo.utils.renames import renamed_arguments
 from cnnzoo.utils.seeding import seeded
 from cnnzoo.utils.text import plural
-from cnnzoo.zoo import config, config_writer, registry
+from cnnzoo.zoo import registry
 
 __all__ = [  # noqa: F822 (`hypermodel` and `CnnzooHyperModel` come from `__getattr__`)
     "hypermodel",
@@ -325,7 +326,7 @@ def _search(name, hm, inputs, options, on_trial, callbacks, early_stopping, load
         seconds=seconds,
         hypermodel=hm,
     )
-    return _with_best(result, project_dir, hm, load_best)
+    return best.with_best(result, project_dir, hm, load_best)
 
 
 def _start_line(name, options, kt_tuner):
@@ -342,96 +343,3 @@ def _start_line(name, options, kt_tuner):
         f"tune {name}: {options.kind} search, {trials} of at most {plural(options.max_epochs, 'epoch')} each, "
         f"in {kt_tuner.project_dir}{resuming}"
     )
-
-
-def _with_best(result, project_dir, hm, load_best):
-    """Fills in the result's best trial, its hyperparameters and spec, and (with `load_best`) its model."""
-    ranked = [t for t in result.ranked() if t.score is not None]
-    if ranked:
-        trial_module = _compat.kt_module("engine.trial")
-        best = ranked[0]
-        trial = trial_module.Trial.load(str(project_dir / f"trial_{best.trial_id}" / "trial.json"))
-        result.best_trial = best
-        result.best_hyperparameters = trial.hyperparameters
-        result.best_spec = hm.spec_for(trial.hyperparameters.values)
-        if load_best:
-            result.best_model = _load_trial_model(project_dir, best.trial_id, result.best_spec, hm.dtype)
-    return result
-
-
-def _load_trial_model(project_dir, trial_id, spec, dtype=None):
-    """Rebuilds a trial's model and loads its best checkpoint, optimizer state left out."""
-    from cnnzoo.zoo import builders
-
-    path = Path(project_dir) / f"trial_{trial_id}" / "checkpoint.weights.h5"
-    if not path.is_file():
-        log.warning("trial %s has no checkpoint at %s; best_model is None", trial_id, path)
-        return None
-    model = builders.build(spec, dtype=dtype)  # uncompiled: the checkpoint's optimizer variables are skipped silently
-    model.load_weights(path)
-    return builders.compile_model(model, spec.train)
-
-
-# --------------------------------------------------------------- register_best
-
-
-@renamed_arguments(directory="out")
-def register_best(result, name, out=None, overwrite=False, description=None):
-    """Writes the best trial of a search as a new zoo config.
-
-    Args:
-        result: a `TuneResult` from `cnnzoo.tune`.
-        name: lower_snake_case name for the new entry; must be free.
-        out: the directory to write `NAME.toml` into; default
-            `$CNNZOO_HOME/configs`, which the registry scans (another directory
-            must be on `CNNZOO_CONFIG_PATH` for `cnnzoo.get(name)` to find it).
-            Was `directory` (still accepted until cnnzoo 0.3, with a
-            `DeprecationWarning`).
-        overwrite: bool; replace an existing `NAME.toml` in `out`.
-        description: one line; default names the search and its score.
-
-    Returns:
-        The `Path` of the written config.
-
-    Example:
-
-    >>> cnnzoo.register_best(result, "my_bird_net")
-    >>> model = cnnzoo.get("my_bird_net")
-    """
-    if not isinstance(result, TuneResult) or result.best_spec is None:
-        raise ConfigError(
-            f"`result` must be a `TuneResult` with a completed trial. "
-            f"Received: result={type(result).__name__}"
-            f"{' without a completed trial' if isinstance(result, TuneResult) else ''}."
-        )
-    if not isinstance(name, str) or not config.NAME_RE.match(name):
-        raise ConfigError(
-            f"`name` must be lower_snake_case (a-z, 0-9, _; starting with a letter). Received: name={name!r}."
-        )
-    directory = Path(out) if out is not None else registry.home() / "configs"
-    path = directory / f"{name}.toml"
-    if path.exists() and not overwrite:
-        raise ConfigError(
-            f"`name` is taken: {path} exists. Received: name={name!r}. Pick another name or pass overwrite=True."
-        )
-    if name in registry.list_models() and not (path.exists() and overwrite):
-        raise ConfigError(
-            f"`name` must be free, and `{name}` is already a registered model "
-            f"({registry.entry(name).source}). Received: name={name!r}. Pick another name."
-        )
-    best = result.best_trial
-    raw = config.to_dict(result.best_spec)
-    raw["name"] = name
-    raw["description"] = description or (
-        f"`{result.name}` tuned by cnnzoo.tune: {result.tuner} search, {len(result.trials)} trials, "
-        f"best {result.objective} {best.score:.4f} (trial {best.trial_id})."
-    )
-    raw.pop("weights", None)  # named weights of the original entry do not fit a new architecture
-    text = (
-        f"# Written by cnnzoo.register_best from {result.directory}\n"
-        f"# best hyperparameters: {best.hyperparameters}\n" + config_writer.dumps(raw)
-    )
-    config.loads(text, str(path))  # validate before writing
-    atomic_write_text(path, text)
-    registry.refresh()
-    return path

@@ -4,8 +4,10 @@ Sources, all checked for clashing names:
 1. the built-in `zoo_configs/*.toml` packaged with cnnzoo;
 2. `*.toml` files in the directories of `CNNZOO_CONFIG_PATH` (os.pathsep-separated)
    and in `$CNNZOO_HOME/configs` (default `~/.cnnzoo/configs`, where
-   `cnnzoo.register_best` writes);
-3. functions decorated with `@cnnzoo.register("name")`;
+   `cnnzoo tune --register` writes);
+3. functions decorated with `@cnnzoo.register("name")`, and configs registered
+   for the running process with `cnnzoo.register(path_or_spec)` (what
+   `cnnzoo.register_best` does with the config it writes);
 4. the `"cnnzoo.models"` entry-point group of installed packages. An entry point
    names a builder function, a `ModelSpec`, a config dict or a `.toml` path; it
    is imported only when that model is asked for, never to list the zoo.
@@ -40,6 +42,7 @@ class Entry:
     entry_point: object = None  # importlib.metadata.EntryPoint, not loaded yet
     description: str = ""
     failure: str = None  # why a plugin failed to load: raised again at every use
+    path: Path = None  # the .toml file of a config entry, where there is one
 
     def resolve(self):
         """Loads an entry point (once) into `spec` or `builder`.
@@ -182,7 +185,7 @@ def _scanned():
                     f"`name` must equal the file name `{path.stem}` (in {path}). "
                     f"Received: name={spec.name!r}. Rename the file or the model."
                 )
-            _add(entries, Entry(spec.name, where, spec=spec, description=spec.description))
+            _add(entries, Entry(spec.name, where, spec=spec, description=spec.description, path=path.resolve()))
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = getattr(ep, "dist", None)
         dist_name = f" of package {dist.name}" if dist is not None else ""
@@ -312,19 +315,26 @@ def _doc_summary(fn):
 
 
 def register(name=None, *, description=None):
-    """Decorator that adds a builder function to the zoo under `name`.
+    """Decorator that adds a builder function to the zoo under `name`; or registers a config.
 
     `cnnzoo.get(name, ...)` calls it with the arguments the caller gave and no
     others: `num_classes`, `input_shape` and `weights` only when they are not
     None, plus any `**overrides`; the function's own defaults apply to the rest.
     It must return a `keras.Model`.
 
+    Given a `.toml` path or a `ModelSpec` instead of a name, `register` adds
+    that config to the zoo of the running process (under the config's own
+    name) and returns its `ModelSpec`: a config that `cnnzoo.register_best`
+    wrote, in a later session, without `CNNZOO_CONFIG_PATH`. Registering the
+    same file again replaces the entry (after the file was rewritten).
+
     Args:
         name: the model name (lower_snake_case); defaults to the function name.
+            Or a `.toml` path (str or `os.PathLike`) or a `ModelSpec` to register.
         description: one line for `cnnzoo list`; defaults to the docstring's first line.
 
     Returns:
-        The decorator; it returns the function unchanged.
+        The decorator; it returns the function unchanged. For a config: its `ModelSpec`.
 
     Example:
 
@@ -332,7 +342,11 @@ def register(name=None, *, description=None):
     ... def my_net(num_classes=10, input_shape=(32, 32, 3), weights=None):
     ...     '''A tiny custom network.'''
     ...     ...
+    >>> cnnzoo.register("runs/tune/my_digits_net.toml").name  # doctest: +SKIP
+    'my_digits_net'
     """
+    if isinstance(name, (config.ModelSpec, os.PathLike)) or (isinstance(name, str) and name.endswith(".toml")):
+        return _register_config(name, description)
 
     def decorator(fn):
         model_name = name or fn.__name__
@@ -355,6 +369,26 @@ def register(name=None, *, description=None):
         fn, name = name, None
         return decorator(fn)
     return decorator
+
+
+def _register_config(spec_or_path, description):
+    """`register` given a config: adds a data entry for this process; returns its `ModelSpec`."""
+    if isinstance(spec_or_path, config.ModelSpec):
+        spec, path, source = spec_or_path, None, "cnnzoo.register (a ModelSpec)"
+    else:
+        path = Path(spec_or_path).expanduser().resolve()
+        spec, source = config.load(path), f"{path} (cnnzoo.register)"
+    entries = _entries()
+    old = entries.get(spec.name)
+    if old is not None and path is not None and old.path == path:
+        if old.source.endswith("(cnnzoo.register)"):
+            _code_entries.pop(spec.name)  # the same file again: its new content replaces the entry
+        else:
+            return spec  # a directory the registry scans already has it
+    new = Entry(spec.name, source, spec=spec, description=description or spec.description, path=path)
+    _add(_entries(), new)  # raises DuplicateModelError naming both sources
+    _code_entries[spec.name] = new
+    return spec
 
 
 def unregister(name):

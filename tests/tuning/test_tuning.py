@@ -373,30 +373,96 @@ def test_score_plot_is_a_png(searched, tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
 
 
-def test_register_best_round_trip(searched, isolated_home):
+def test_register_best_round_trip(searched, isolated_home, tmp_path):
     result, _, (xv, _), _ = searched
-    path = cnnzoo.register_best(result, "my_digits_net")
-    assert path == isolated_home / "configs" / "my_digits_net.toml"
-    spec = cnnzoo.spec("my_digits_net")
-    raw = {**config.to_dict(result.best_spec), "name": "my_digits_net", "description": spec.description}
-    raw.pop("weights", None)  # the entry's named weights do not fit the new architecture
-    assert spec == config.parse(raw) and not spec.weights
-    model = cnnzoo.get("my_digits_net")
-    assert _layers(model) == _layers(result.best_model)
-    model.set_weights(result.best_model.get_weights())
-    np.testing.assert_allclose(model.predict(xv, verbose=0), result.best_model.predict(xv, verbose=0), atol=1e-6)
-    with pytest.raises(ConfigError, match="`name` is taken"):
-        cnnzoo.register_best(result, "my_digits_net")
-    with pytest.raises(ConfigError, match="already a registered model"):
-        cnnzoo.register_best(result, "lenet5")
-    with pytest.raises(ConfigError, match="lower_snake_case"):
-        cnnzoo.register_best(result, "My Net")
+    try:
+        path = cnnzoo.register_best(result, "my_digits_net")
+        # beside the search, registered for this process only: nothing in the cnnzoo home
+        assert path == result.directory / "my_digits_net.toml" and not (isolated_home / "configs").exists()
+        spec = cnnzoo.spec("my_digits_net")
+        raw = {**config.to_dict(result.best_spec), "name": "my_digits_net", "description": spec.description}
+        raw.pop("weights", None)  # the entry's named weights do not fit the new architecture
+        assert spec == config.parse(raw) and not spec.weights
+        model = cnnzoo.get("my_digits_net")
+        assert _layers(model) == _layers(result.best_model)
+        model.set_weights(result.best_model.get_weights())
+        np.testing.assert_allclose(model.predict(xv, verbose=0), result.best_model.predict(xv, verbose=0), atol=1e-6)
+        # the same call again (a notebook run twice) replaces the file this search wrote
+        assert cnnzoo.register_best(result, "my_digits_net", description="again") == path
+        assert cnnzoo.spec("my_digits_net").description == "again"
+        assert cnnzoo.list_models().count("my_digits_net") == 1
+        # a file someone else wrote is kept unless overwrite=True
+        (tmp_path / "hand_made.toml").write_text("# my own config, not a search's\n")
+        with pytest.raises(ConfigError, match=r"`name` is taken: .* \(not written by this search\)"):
+            cnnzoo.register_best(result, "hand_made", out=tmp_path)
+        assert cnnzoo.register_best(result, "hand_made", out=tmp_path, overwrite=True) == tmp_path / "hand_made.toml"
+        assert cnnzoo.spec("hand_made").name == "hand_made"
+        with pytest.raises(ConfigError, match="already a registered model"):
+            cnnzoo.register_best(result, "lenet5")
+        with pytest.raises(ConfigError, match="already a registered model"):  # another file's entry
+            cnnzoo.register_best(result, "my_digits_net", out=tmp_path)
+        with pytest.raises(ConfigError, match="lower_snake_case"):
+            cnnzoo.register_best(result, "My Net")
+    finally:
+        registry.unregister("my_digits_net")
+        registry.unregister("hand_made")
+
+
+def test_register_best_to_the_home_and_by_path_in_another_process(searched, isolated_home):
+    result, _, _, _ = searched
+    home_configs = isolated_home / "configs"
+    path = cnnzoo.register_best(result, "home_net", out=home_configs)  # `cnnzoo tune --register`'s place
+    try:
+        assert path == home_configs / "home_net.toml" and registry.entry("home_net").path == path.resolve()
+        beside = cnnzoo.register_best(result, "beside_net")
+        code = (
+            "import sys, cnnzoo\n"
+            "found = 'home_net' in cnnzoo.list_models(), 'beside_net' in cnnzoo.list_models()\n"
+            "spec = cnnzoo.register(sys.argv[1])\n"
+            "print(found, spec.name, cnnzoo.spec('beside_net') == spec)\n"
+        )
+        done = subprocess.run([PYTHON, "-c", code, str(beside)], capture_output=True, text=True, cwd=REPO, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.split() == ["(True,", "False)", "beside_net", "True"]
+    finally:
+        registry.unregister("beside_net")
+
+
+@pytest.mark.slow
+def test_readme_section_3_runs_twice_in_a_row(tmp_path):
+    # README's search block as written, a 1-trial search of 1 epoch instead of 20 trials of 10, run twice in
+    # two processes sharing a cnnzoo home: the second resumes the finished search and registers it again.
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## 3. ") :]
+    block = section[
+        section.index("```python\n") + len("```python\n") : section.index("```\n", section.index("```python"))
+    ]
+    assert 'cnnzoo.register_best(result, "my_digits_net")' in block and "max_trials=20" in block
+    code = (
+        "import cnnzoo\nbefore = len(cnnzoo.list_models())\n"
+        + block.replace("max_trials=20", "max_trials=1, max_epochs=1")
+        + "print(before, len(cnnzoo.list_models()), cnnzoo.get('my_digits_net').count_params())\n"
+    )
+    env = {**os.environ, "CNNZOO_HOME": str(tmp_path / "home"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    runs = [
+        subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+        for _ in range(2)
+    ]
+    for done in runs:
+        assert done.returncode == 0, done.stderr[-3000:]
+    first, second = (done.stdout.splitlines()[-1].split() for done in runs)
+    zoo = len(cnnzoo.list_models())
+    assert first == second and first[:2] == [str(zoo), str(zoo + 1)]  # the zoo of a new process is unchanged
+    assert "all 1 trial done already" in runs[1].stdout  # the second run found the search finished
 
 
 def test_old_directory_and_path_keywords_of_the_results_warn_and_still_work(searched, tmp_path):
     result, _, _, _ = searched
-    with pytest.warns(DeprecationWarning, match=r"`register_best\(directory=\.\.\.\)` is deprecated.*use `out=`"):
-        path = cnnzoo.register_best(result, "old_keyword_net", directory=tmp_path)
+    try:
+        with pytest.warns(DeprecationWarning, match=r"`register_best\(directory=\.\.\.\)` is deprecated.*use `out=`"):
+            path = cnnzoo.register_best(result, "old_keyword_net", directory=tmp_path)
+    finally:
+        registry.unregister("old_keyword_net")
     assert path == tmp_path / "old_keyword_net.toml" and config.load(path).name == "old_keyword_net"
     with pytest.warns(DeprecationWarning, match=r"`plot\(path=\.\.\.\)` is deprecated.*use `out=`"):
         png = result.plot(path=tmp_path / "scores.png")

@@ -1,4 +1,4 @@
-"""Registry sources: built-in configs, CNNZOO_CONFIG_PATH, @register, entry points."""
+"""Registry sources: built-in configs, CNNZOO_CONFIG_PATH, @register and register(path), entry points."""
 
 import subprocess
 import textwrap
@@ -44,6 +44,32 @@ def test_duplicate_config_names_both_sources(tmp_path, monkeypatch):
         cnnzoo.list_models()
     assert "zoo_configs/lenet5.toml (built-in)" in str(err.value)
     assert str(tmp_path / "lenet5.toml") in str(err.value)
+
+
+def test_register_a_config_file_or_spec_for_this_process(tmp_path, monkeypatch):
+    path = tmp_path / "tiny.toml"
+    path.write_text(MINIMAL)
+    try:
+        spec = cnnzoo.register(str(path))  # a path: registered at once, in this process only
+        assert spec.name == "tiny" and cnnzoo.spec("tiny") == spec
+        assert registry.entry("tiny").path == path.resolve() and "(cnnzoo.register)" in cnnzoo.info("tiny").source
+        path.write_text(MINIMAL.replace("A tiny test net.", "Rewritten."))
+        assert cnnzoo.register(path).description == "Rewritten."  # the same file again: the entry follows it
+        assert cnnzoo.list_models().count("tiny") == 1
+        other = tmp_path / "other" / "tiny.toml"
+        other.parent.mkdir()
+        other.write_text(MINIMAL)
+        with pytest.raises(DuplicateModelError, match="registered twice"):
+            cnnzoo.register(other)
+        monkeypatch.setenv("CNNZOO_CONFIG_PATH", str(tmp_path))  # now scanned as well: one entry, no clash
+        registry.refresh()
+        registry.unregister("tiny")
+        assert cnnzoo.register(path) == cnnzoo.spec("tiny") and "CNNZOO_CONFIG_PATH" in cnnzoo.info("tiny").source
+    finally:
+        registry.unregister("tiny")
+    lenet = cnnzoo.spec("lenet5")
+    with pytest.raises(DuplicateModelError):  # a ModelSpec too, checked against the zoo
+        cnnzoo.register(lenet)
 
 
 def test_config_path_errors(tmp_path, monkeypatch):
