@@ -221,7 +221,8 @@ def _plots(run, results, cm):
     from cnnzoo.finetuning.explained import gradcam_examples
 
     run_dir = run.run_dir
-    written = {"learning_curve": report.learning_curve(results, run_dir / "learning_curve.png")}
+    effects = report.train_only_effects(run.recipe, run.inputs.augmented, run.parts.model, len(run.names))
+    written = {"learning_curve": report.learning_curve(results, run_dir / "learning_curve.png", effects)}
     if cm is not None:
         written["confusion_matrix"] = report.confusion_matrix_plot(cm, run.names, run_dir / "confusion_matrix.png")
         written.update(gradcam_examples(run.parts.model, run.inputs.validation, run.names, run_dir / "gradcam.png"))
