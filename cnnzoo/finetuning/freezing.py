@@ -230,14 +230,14 @@ def replace_head(model, num_classes, class_names=None):
     """
     import keras
 
-    from cnnzoo.zoo.layers import ClassifierHead
+    from cnnzoo.zoo.layers import ClassifierHead, expose_class_names
 
     head = anatomy(model).head
     names = list(class_names) if class_names else None
     if head.num_classes == num_classes:
         if names:
             head.class_names = names
-        return model, False
+        return expose_class_names(model), False
     new_head = ClassifierHead(
         num_classes,
         dense=head.dense,
@@ -250,7 +250,7 @@ def replace_head(model, num_classes, class_names=None):
         dtype=head.dtype_policy,
     )  # the model's precision policy
     outputs = new_head(head.input)
-    return keras.Model(model.inputs, outputs, name=model.name), True
+    return expose_class_names(keras.Model(model.inputs, outputs, name=model.name)), True
 
 
 def stage_model(parts):

@@ -15,7 +15,7 @@ import keras
 from cnnzoo.errors import ConfigError
 from cnnzoo.zoo import config, registry, stats
 from cnnzoo.zoo.config_tables import Train
-from cnnzoo.zoo.layers import ClassifierHead, ConvBlock, Preprocess
+from cnnzoo.zoo.layers import ClassifierHead, ConvBlock, Preprocess, expose_class_names
 from cnnzoo.zoo.loading import load, load_named_weights, load_weights_into
 from cnnzoo.zoo.precision import DTYPES, check_dtype, dtype_of, policy_scope, with_dtype
 
@@ -139,7 +139,7 @@ def build(spec, weights=None, dtype=None):
     model = keras.Model(inputs, outputs, name=spec.name)
     if weights is not None:
         load_weights_into(model, weights)
-    return model
+    return expose_class_names(model)  # `model.class_names`
 
 
 def make_optimizer(name="adam", learning_rate=1e-3, **options):

@@ -9,7 +9,7 @@ from keras import layers, ops
 
 from cnnzoo.zoo.config_tables import Block
 
-__all__ = ["Preprocess", "ConvBlock", "ClassifierHead", "class_names_of", "pretrained_of"]
+__all__ = ["Preprocess", "ConvBlock", "ClassifierHead", "class_names_of", "pretrained_of", "expose_class_names"]
 
 _CAFFE_MEAN = (103.939, 116.779, 123.68)  # BGR
 _TORCH_MEAN = (0.485, 0.456, 0.406)
@@ -321,3 +321,25 @@ def class_names_of(model):
     if heads and heads[-1].class_names:
         return list(heads[-1].class_names)
     return [str(i) for i in range(int(model.outputs[0].shape[-1]))]
+
+
+def expose_class_names(model):
+    """Sets `model.class_names` to its `ClassifierHead`'s label strings (None when it has none); returns `model`.
+
+    The names live in the head layer (saved with it); the attribute is a
+    plain copy that `cnnzoo.get`, `cnnzoo.load` and fine-tuning set on the
+    models they return. A model without a `ClassifierHead` is left alone; a
+    model read with plain `keras.saving.load_model` has no attribute
+    (`class_names_of` reads any zoo model).
+
+    Example:
+
+    >>> cnnzoo.get("tiny_vgg", input_shape=(32, 32, 3), class_names=["owl", "wren"]).class_names
+    ['owl', 'wren']
+    """
+    heads = [layer for layer in model.layers if isinstance(layer, ClassifierHead)]
+    if heads:
+        names = heads[-1].class_names
+        # a plain list, set past Keras's attribute tracking (it is data, not a layer or a variable)
+        object.__setattr__(model, "class_names", list(names) if names else None)
+    return model

@@ -16,6 +16,7 @@ import keras
 from cnnzoo.errors import ConfigError, DataNotFoundError, UnsafeModelError, WeightsError, WeightsNotFoundError
 from cnnzoo.zoo import layers  # noqa: F401  (registers the cnnzoo> layers: a .keras file names them)
 from cnnzoo.zoo import weights as weights_lib
+from cnnzoo.zoo.layers import expose_class_names
 
 __all__ = ["load", "as_model", "load_weights_into", "load_named_weights"]
 
@@ -45,7 +46,8 @@ def load(path, compile=True):
             "ignore", message=r"Skipping variable loading for optimizer .* saved optimizer has [24] variables"
         )
         try:
-            return keras.saving.load_model(path, compile=compile, safe_mode=True, custom_objects=_optimizers())
+            model = keras.saving.load_model(path, compile=compile, safe_mode=True, custom_objects=_optimizers())
+            return expose_class_names(model)  # `model.class_names`, from its head
         except ValueError as e:
             if "safe_mode" not in str(e):
                 raise

@@ -72,3 +72,17 @@ def test_class_names_travel_with_the_model(tmp_path):
     assert class_names_of(cnnzoo.load(tmp_path / "birds.keras")) == ["robin", "wren", "finch"]
     assert class_names_of(cnnzoo.get("digits_cnn")) == [str(i) for i in range(10)]
     assert class_names_of(cnnzoo.get("tiny_vgg")) == [str(i) for i in range(10)]
+
+
+def test_model_class_names_is_the_head_s(tmp_path):
+    from cnnzoo.finetuning.freezing import replace_head
+
+    model = cnnzoo.get("tiny_vgg", class_names=["robin", "wren", "finch"], input_shape=(32, 32, 3))
+    assert model.class_names == ["robin", "wren", "finch"]  # issue 18: was missing
+    model.save(tmp_path / "birds.keras")
+    assert cnnzoo.load(tmp_path / "birds.keras").class_names == ["robin", "wren", "finch"]
+    assert cnnzoo.get("tiny_vgg", input_shape=(32, 32, 3)).class_names is None  # none given
+    renamed, replaced = replace_head(model, 3, ["owl", "heron", "kite"])  # what fine-tuning does
+    assert not replaced and renamed.class_names == ["owl", "heron", "kite"]
+    bigger, replaced = replace_head(model, 4, ["a", "b", "c", "d"])
+    assert replaced and bigger.class_names == ["a", "b", "c", "d"]
