@@ -3,7 +3,8 @@
 `export_in_tensorflow` saves the model as `.keras` (a file Keras reads on
 every backend), runs `cnnzoo.export` on it in a child process with
 `KERAS_BACKEND=tensorflow`, and returns the child's `ExportResult`. Errors
-come back as the same `cnnzoo.errors` class with the same message. Why the
+come back as the same `cnnzoo.errors` class with the same message, and the
+child's `DataWarning`s are warned again in the caller. Why the
 converters run under TensorFlow: `cnnzoo.backend.export`.
 """
 
@@ -12,6 +13,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +55,8 @@ def export_in_tensorflow(model, out, format, verify_with=None, quantize=None, to
             [sys.executable, "-c", _CHILD, json.dumps(request)], env=env, capture_output=True, text=True
         )
     answer = _answer(done)
+    for kind, message in answer.get("warnings", []):  # the child's cnnzoo warnings, for this caller to see
+        warnings.warn(message, getattr(errors, kind, UserWarning), stacklevel=4)
     if "error" in answer:
         kind, message = answer["error"]
         error = getattr(errors, kind, None)
@@ -78,9 +82,13 @@ def run_child(request, export):
     request = json.loads(request)
     images = request.pop("images") or {}
     verify_with = np.load(images["npy"]) if "npy" in images else images.get("files") or images.get("path")
-    try:
-        result = export(request["model"], request["out"], request["format"], verify_with=verify_with,
-                        quantize=request["quantize"], tolerance=request["tolerance"])  # fmt: skip
-        print(json.dumps({"result": result.to_dict()}, default=str))
-    except errors.CnnzooError as e:
-        print(json.dumps({"error": [type(e).__name__, str(e)]}))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", errors.DataWarning)
+        try:
+            result = export(request["model"], request["out"], request["format"], verify_with=verify_with,
+                            quantize=request["quantize"], tolerance=request["tolerance"])  # fmt: skip
+            answer = {"result": result.to_dict()}
+        except errors.CnnzooError as e:
+            answer = {"error": [type(e).__name__, str(e)]}
+    answer["warnings"] = [[w.category.__name__, str(w.message)] for w in caught if w.category is errors.DataWarning]
+    print(json.dumps(answer, default=str))

@@ -1,10 +1,13 @@
 """int8 and float16 exports of the shipped digits model: smaller files, accuracy kept on the held-out digits."""
 
+import warnings
+
+import numpy as np
 import pytest
 
 import cnnzoo
 from cnnzoo.deploy.runtimes import open_runtime
-from cnnzoo.errors import ExportError
+from cnnzoo.errors import DataWarning, ExportError
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +59,27 @@ def test_quantized_files_take_float_images_with_a_dynamic_batch(quantized, digit
 
 def test_int8_calibrated_on_the_users_folder(digits_model, tmp_path):
     _, test_dir = cnnzoo.data.digits_folder(tmp_path / "digits")  # <class>/<i>.png: labelled by folder
-    result = cnnzoo.export(digits_model, tmp_path / "mine.tflite", quantize="int8", verify_with=test_dir)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = cnnzoo.export(digits_model, tmp_path / "mine.tflite", quantize="int8", verify_with=test_dir)
     assert result.images == 360 and "images from" in result.source
     assert result.exported_accuracy >= result.keras_accuracy - 0.01
+    assert not [w for w in caught if issubclass(w.category, DataWarning)]  # 200 calibration images: enough
+
+
+def test_int8_on_few_images_warns(digits_model, tmp_path):
+    few = cnnzoo.data.digits().x_test[:8]
+    with pytest.warns(DataWarning, match=r"int8 quantization is calibrated on 8 images, from the images given") as w:
+        cnnzoo.export(digits_model, tmp_path / "few.tflite", quantize="int8", verify_with=few, tolerance=1.0)
+    assert "at least 100 images" in str(w[0].message) and w[0].filename == __file__  # points at the caller
+    # the same from the TensorFlow-backend child process that JAX and PyTorch export through
+    from cnnzoo.deploy.export_process import export_in_tensorflow
+
+    source = tmp_path / "digits.keras"
+    digits_model.save(source)
+    with pytest.warns(DataWarning, match=r"calibrated on 3 images"):
+        export_in_tensorflow(source, tmp_path / "child.onnx", "onnx", np.full((3, 8, 8, 1), 99.0), "int8", 1.0)
+    assert (tmp_path / "child.onnx").is_file()
 
 
 def test_int8_tolerance_is_top1_agreement_not_abs_difference(tmp_path):
