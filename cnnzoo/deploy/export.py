@@ -29,8 +29,8 @@ from cnnzoo.deploy.runtimes import (
     open_runtime,
     require_openvino,
 )
-from cnnzoo.deploy.verify import MAX_CALIBRATION, Comparison, check, compare, tolerance_for, verification_images
-from cnnzoo.errors import ConfigError, DataWarning, ExportError
+from cnnzoo.deploy.verify import Comparison, check, check_calibration, compare, tolerance_for, verification_images
+from cnnzoo.errors import ConfigError, ExportError
 from cnnzoo.utils.extras import require
 from cnnzoo.utils.files import atomic_save, atomic_save_dir
 from cnnzoo.utils.renames import renamed_arguments
@@ -38,8 +38,6 @@ from cnnzoo.utils.renames import renamed_arguments
 __all__ = ["export", "ExportResult", "verify", "QUANTIZATIONS"]
 
 log = logging.getLogger("cnnzoo.deploy")
-
-MIN_CALIBRATION = 100  # int8 calibration images below which `export` warns
 
 QUANTIZATIONS = {"int8": ("onnx", "litert"), "float16": ("litert",)}
 _NAMES = {
@@ -183,7 +181,7 @@ def export(model, out, format=None, *, verify_with=None, quantize=None, toleranc
     size, channels = _input_shape(model)
     images = verification_images(verify_with, size, channels, names)
     if quantize == "int8":
-        _check_calibration(images, verify_with)
+        check_calibration(images, verify_with)
     reference = model.predict(images.x, batch_size=32, verbose=0)  # calls the model once, as `model.export` needs
     done = {}
 
@@ -217,24 +215,6 @@ def export(model, out, format=None, *, verify_with=None, quantize=None, toleranc
         tolerance,
         tuple(names),
         time.perf_counter() - start,
-    )
-
-
-def _check_calibration(images, verify_with):
-    """Warns (`DataWarning`) when int8 ranges come from fewer than `MIN_CALIBRATION` images."""
-    count = len(images.calibration)
-    if count >= MIN_CALIBRATION:
-        return
-    where = (
-        "the images given as `verify_with`" if verify_with is not None else f"the default images ({images.description})"
-    )
-    warnings.warn(
-        f"int8 quantization is calibrated on {count} image{'s' if count != 1 else ''}, from {where}: activation ranges "
-        f"estimated from fewer than {MIN_CALIBRATION} images may clip on other images and cost accuracy. Pass "
-        f"`verify_with=` a folder of at least {MIN_CALIBRATION} images like the ones the model will see "
-        f"(up to {MAX_CALIBRATION} calibrate).",
-        DataWarning,
-        stacklevel=4,  # the caller of `export`, through `renamed_arguments`
     )
 
 

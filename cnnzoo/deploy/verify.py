@@ -4,23 +4,34 @@ The images are real ones: a folder or files the user names, or else the UCI
 digits held out by `cnnzoo.data.digits()` (converted and resized to the model
 input the way `cnnzoo.predict` does it), with a few synthetic colour images
 beside them. Quantization is calibrated on other images: the user's own, or
-the digits training split.
+the digits training split (`check_calibration` warns below 100 images).
 """
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from cnnzoo.errors import ConfigError, DataError, ExportError
+from cnnzoo.errors import ConfigError, DataError, DataWarning, ExportError
 
-__all__ = ["Images", "Comparison", "DEFAULT_TOLERANCE", "verification_images", "compare", "check", "tolerance_for"]
+__all__ = [
+    "Images",
+    "Comparison",
+    "DEFAULT_TOLERANCE",
+    "verification_images",
+    "compare",
+    "check",
+    "tolerance_for",
+    "check_calibration",
+]
 
 # float32 and float16: largest max abs difference of probabilities; int8: largest fraction of
 # images whose top-1 label differs from the Keras model's.
 DEFAULT_TOLERANCE = {None: 1e-4, "float16": 1e-2, "int8": 0.02}
 MAX_USER_IMAGES = 1000  # read from a folder for verification
 MAX_CALIBRATION = 200
+MIN_CALIBRATION = 100  # int8 calibration images below which `export` warns
 SYNTHETIC = 16
 _LARGE = 64 * 64  # inputs above this many pixels verify on fewer digits (time)
 
@@ -208,3 +219,21 @@ def check(comparison, tolerance, quantize, what, path):
             f"for layers the format cannot represent, or loosen `tolerance` if the difference "
             f"is expected. Received: tolerance={tolerance!r}."
         )
+
+
+def check_calibration(images, verify_with):
+    """Warns (`DataWarning`) when int8 ranges come from fewer than `MIN_CALIBRATION` images (`export` calls it)."""
+    count = len(images.calibration)
+    if count >= MIN_CALIBRATION:
+        return
+    where = (
+        "the images given as `verify_with`" if verify_with is not None else f"the default images ({images.description})"
+    )
+    warnings.warn(
+        f"int8 quantization is calibrated on {count} image{'s' if count != 1 else ''}, from {where}: activation ranges "
+        f"estimated from fewer than {MIN_CALIBRATION} images may clip on other images and cost accuracy. Pass "
+        f"`verify_with=` a folder of at least {MIN_CALIBRATION} images like the ones the model will see "
+        f"(up to {MAX_CALIBRATION} calibrate).",
+        DataWarning,
+        stacklevel=4,  # the caller of `export` (through `renamed_arguments`)
+    )
