@@ -1,10 +1,12 @@
 """`cnnzoo serve`: a model behind HTTP, an ASGI app (Starlette) run by uvicorn.
 
     GET  /          a page: drop or pick photos, see the top-k bars (and the Grad-CAM overlay)
+    GET  /api       these endpoints described (JSON), with curl examples for this server
     GET  /health    {"status": "ok", ...batching statistics}
     GET  /info      model name, input shape, classes, parameters, server limits, statistics
     POST /predict   the image as the raw body or a multipart `file` field -> top-k JSON
     POST /explain   the same upload -> a PNG of the Grad-CAM overlay (when the app has an explainer)
+    GET  /favicon.ico  204: no icon, and no 404 in the log
 
 The model is loaded once, when the app is made; its cached compiled forward
 pass (`cnnzoo.deploy.inference.predictor`) runs in one worker thread on batches
@@ -28,6 +30,26 @@ from cnnzoo.utils.extras import require
 __all__ = ["create_app", "running", "serve", "page_html", "EXPLAIN_MAX_SIDE"]
 
 EXPLAIN_MAX_SIDE = 512  # Grad-CAM overlays are drawn on the photo scaled down to this side at most
+
+# (method, path, what it does): what `GET /api` answers, in the order of the module docstring
+ENDPOINTS = (
+    ("GET", "/", "a page: drop or pick photos, see the top-k bars (and the Grad-CAM overlay)"),
+    ("GET", "/api", "this description of the endpoints"),
+    ("GET", "/info", "model name, input shape, classes, parameters, server limits, statistics"),
+    ("GET", "/health", '{"status": "ok", ...batching statistics}'),
+    (
+        "POST",
+        "/predict",
+        "an image as the raw body or a multipart `file` field -> JSON {source, label, probability, "
+        "top_k: [{label, probability}]}; `?top_k=N` for N labels",
+    ),
+    (
+        "POST",
+        "/explain",
+        "the same upload -> a PNG of the Grad-CAM overlay; `?class=NAME` explains that class "
+        "(501 when the server has no explainer)",
+    ),
+)
 
 
 def page_html():
@@ -128,6 +150,8 @@ def create_app(model, top_k=5, max_batch=32, max_delay_ms=2.0, max_upload_mb=10.
     service = _Service(model, names, size, channels, facts, top_k, int(max_upload_mb * 2**20), explain, batcher)
     routes = [
         Route("/", service.index, methods=["GET"]),
+        Route("/api", service.api, methods=["GET"]),
+        Route("/favicon.ico", service.favicon, methods=["GET"]),
         Route("/health", service.health, methods=["GET"]),
         Route("/info", service.info, methods=["GET"]),
         Route("/predict", service.counted(service.predict), methods=["POST"]),
@@ -257,6 +281,28 @@ class _Service:
         from starlette.responses import HTMLResponse
 
         return HTMLResponse(self.page)
+
+    async def api(self, request):
+        from starlette.responses import JSONResponse
+
+        base = str(request.base_url).rstrip("/")
+        return JSONResponse(
+            {
+                "model": self.facts.get("model"),
+                "endpoints": [{"method": m, "path": p, "description": d} for m, p, d in ENDPOINTS],
+                "examples": [
+                    f"curl -F file=@photo.jpg {base}/predict",
+                    f"curl --data-binary @photo.jpg '{base}/predict?top_k=3'",
+                    f"curl -F file=@photo.jpg {base}/explain -o gradcam.png",
+                    f"curl {base}/info",
+                ],
+            }
+        )
+
+    async def favicon(self, request):
+        from starlette.responses import Response
+
+        return Response(status_code=204)  # no icon; browsers ask for one on every page load
 
     def counted(self, handler):
         """`handler`, counted: a `Problem` becomes its 4xx JSON, any other failure a 500 with the reason."""

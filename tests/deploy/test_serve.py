@@ -191,6 +191,24 @@ def test_the_page_is_served_without_external_resources(server):
     assert 'src="http' not in page and 'href="http' not in page and "//cdn" not in page
 
 
+def test_the_page_links_its_api_which_describes_every_route(server):
+    with urllib.request.urlopen(server + "/", timeout=30) as r:
+        page = r.read().decode()
+    assert '<a href="api">' in page and '<link rel="icon" href="favicon.ico">' in page
+    api = get_json(server + "/api")
+    assert api["model"] == get_json(server + "/info")["model"] == "bird_classifier"
+    described = {(e["method"], e["path"]) for e in api["endpoints"]}
+    assert described == {
+        ("GET", "/"), ("GET", "/api"), ("GET", "/info"), ("GET", "/health"), ("POST", "/predict"), ("POST", "/explain")
+    }  # fmt: skip
+    assert f"curl -F file=@photo.jpg {server}/predict" in api["examples"]
+    for _, path in described - {("POST", "/predict"), ("POST", "/explain")}:  # each GET answers
+        with urllib.request.urlopen(server + path, timeout=30) as r:
+            assert r.status == 200, path
+    with urllib.request.urlopen(server + "/favicon.ico", timeout=30) as r:  # no 404 for the browser's icon request
+        assert r.status == 204 and r.read() == b""
+
+
 def test_concurrent_requests_share_forward_passes(server, saved):
     path, files = saved
     data = [f.read_bytes() for f in files]
@@ -400,3 +418,41 @@ def test_headless_chromium_screenshot_of_the_page_with_a_prediction(server, save
     assert get_json(server + "/health")["images"] > before  # the page asked for a prediction
     bar_green = np.all(np.abs(pixels.astype(int) - [0x1F, 0x9D, 0x55]) < 8, axis=1).sum()
     assert bar_green > 50  # the top-1 bar is drawn
+
+
+@pytest.mark.slow
+def test_headless_chromium_lists_several_images_in_the_order_given(server, saved):
+    import functools
+    import http.server
+    import re
+
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no Chromium here (looked for chromium, chromium-browser, google-chrome on PATH)")
+    folder = saved[1][0].parent
+
+    class Images(http.server.SimpleHTTPRequestHandler):  # the photos on another origin, readable by the page
+        def end_headers(self):
+            self.send_header("Access-Control-Allow-Origin", "*")
+            super().end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    images = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Images, directory=str(folder)))
+    threading.Thread(target=images.serve_forever, daemon=True).start()
+    try:
+        names = sorted(p.name for p in folder.iterdir())[:3]
+        urls = [f"http://127.0.0.1:{images.server_address[1]}/{name}" for name in reversed(names)]  # not sorted
+        query = "&".join("src=" + urllib.request.quote(u, safe="") for u in urls)
+        proc = subprocess.run(
+            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000", "--dump-dom",
+             f"{server}/?{query}"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )  # fmt: skip
+    finally:
+        images.shutdown()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert re.findall(r'<div class="name">([^<]*)</div>', proc.stdout) == urls  # the order given, not reversed
