@@ -15,11 +15,11 @@ caller):
 - `TF_CPP_MIN_LOG_LEVEL` is 2 while TensorFlow loads (TensorFlow reads it then
   and keeps it), unless the caller set it; the variable is restored afterwards,
   so child processes see the caller's environment;
-- file descriptor 2 (stderr) is read through a pipe for the length of the import
-  only: each line is forwarded at once unless it is a start-up line the level
-  hides (severity below it, the absl header, the known duplicate-registration
-  and no-driver cuInit errors); everything else, Python warnings included, goes
-  through unchanged and in order;
+- file descriptor 2 (stderr) goes to a temporary file that a thread follows,
+  for the length of the import only: each line is forwarded at once unless it
+  is a start-up line the level hides (severity below it, the absl header, the
+  known duplicate-registration and no-driver cuInit errors); everything else,
+  Python warnings included, goes through unchanged and in order;
 - where TensorFlow reports no CUDA driver, its devices are listed inside that
   window, so the cuInit error it then logs is filtered too. A GPU is never
   hidden: where a driver exists, nothing about devices is touched.
