@@ -332,7 +332,10 @@ def _search(name, hm, inputs, options, on_trial, callbacks, early_stopping, load
 def _start_line(name, options, kt_tuner):
     """What a search is about to run, and where: the first progress line."""
     trials = "one Hyperband iteration" if options.max_trials is None else f"up to {plural(options.max_trials, 'trial')}"
-    there = len(kt_tuner.oracle.trials)
+    try:
+        there = len(kt_tuner.oracle.trials)
+    except AttributeError:  # a distributed worker's oracle is the chief's, behind gRPC: it does not say
+        there = 0
     if not there:
         resuming = ""
     elif options.max_trials is not None and there >= options.max_trials:

@@ -36,9 +36,6 @@ import importlib.util
 import os
 import re
 import sys
-import tempfile
-import threading
-import time
 
 __all__ = ["QuietTensorFlowImport", "install", "uninstall", "keras_verbose", "is_startup_noise", "LEVEL_VARIABLE"]
 
@@ -129,6 +126,8 @@ class _StderrFilter:
     """
 
     def __init__(self, level):
+        import threading  # here, not at the top: `import cnnzoo` stays light
+
         self.level = level
         self.no_driver = False
         self.offset = 0  # bytes of the file read so far (the thread's)
@@ -136,6 +135,9 @@ class _StderrFilter:
         self.stop = threading.Event()
 
     def __enter__(self):
+        import tempfile
+        import threading
+
         sys.stderr.flush()
         self.saved = os.dup(2)
         self.file = tempfile.TemporaryFile()
@@ -146,6 +148,8 @@ class _StderrFilter:
 
     def sync(self, timeout=5.0):
         """Waits until the thread has read every byte written so far (`no_driver` is then up to date)."""
+        import time
+
         sys.stderr.flush()
         size = os.fstat(self.file.fileno()).st_size
         deadline = time.monotonic() + timeout
