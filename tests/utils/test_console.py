@@ -69,6 +69,20 @@ def test_import_and_first_build_print_no_startup_line():
     assert json.loads(done.stdout.splitlines()[-1]) == {"level": None, "hooks": []}
 
 
+@pytest.mark.backends
+def test_quiet_under_pytorch_whose_dynamo_looks_tensorflow_up_first():
+    # `import keras` on PyTorch imports torch._dynamo, which calls importlib.util.find_spec("tensorflow")
+    # without importing it: the hook must still be there when tf.data is imported afterwards.
+    from conftest import require_backend
+
+    require_backend("torch")
+    code = "import cnnzoo, keras, tensorflow as tf; print(keras.config.backend(), tf.constant(1).numpy())"
+    env = _env(KERAS_BACKEND="torch")
+    done = subprocess.run([PYTHON, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["torch", "1"] and not STARTUP.search(done.stderr), done.stderr
+
+
 def test_cli_finetune_is_quiet_with_one_line_per_epoch_in_a_file(finetuned):
     _, model, done = finetuned
     assert done.returncode == 0, done.stderr[-3000:]
