@@ -10,6 +10,7 @@ import logging
 import os
 
 from cnnzoo.data import pipeline as data_pipeline
+from cnnzoo.data import sizing
 from cnnzoo.errors import ConfigError
 from cnnzoo.zoo.layers import pretrained_of
 from cnnzoo.zoo.precision import with_dtype
@@ -36,7 +37,7 @@ def given_model(model, data, input_shape, weights, pretrained, strategy, dtype):
     elif isinstance(model, str):
         from cnnzoo.zoo.builders import get
 
-        shape = data_pipeline.input_shape_for(data, input_shape)  # None: the entry's default
+        shape = _input_shape(model, data, input_shape, weights)
         model = get(model, input_shape=shape, weights=weights, compile=False, dtype=dtype)
         return model, (weights is not None) if pretrained is None else bool(pretrained)
     if not isinstance(model, keras.Model):
@@ -60,6 +61,17 @@ def given_model(model, data, input_shape, weights, pretrained, strategy, dtype):
         model = clone
         return model, known if pretrained is None else bool(pretrained)
     return model, holds_learned_weights(model) if pretrained is None else bool(pretrained)
+
+
+def _input_shape(name, data, input_shape, weights):
+    """The input a zoo entry is built at for `data`: fitted to the images (`cnnzoo.data.sizing`); a code entry
+    (`@cnnzoo.register`) gets what the data fixes, else its own default (None)."""
+    from cnnzoo.zoo import registry
+
+    spec = registry.entry(name).spec
+    if spec is None:
+        return data_pipeline.input_shape_for(data, input_shape)
+    return sizing.fitted_input_shape(data, spec, input_shape, weights)
 
 
 def holds_learned_weights(model):
