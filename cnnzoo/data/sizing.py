@@ -21,7 +21,7 @@ from cnnzoo.data.images import IMAGE_EXTENSIONS
 from cnnzoo.data.pipeline import input_shape_for
 from cnnzoo.errors import DataWarning
 
-__all__ = ["fitted_input_shape", "typical_side", "UPSCALE_WARNING"]
+__all__ = ["fitted_input_shape", "choose_input_shape", "typical_side", "UPSCALE_WARNING"]
 
 log = logging.getLogger("cnnzoo.data")
 UPSCALE_WARNING = 4.0  # more than this many times the images' side: a warning
@@ -46,34 +46,49 @@ def fitted_input_shape(data, spec, input_shape=None, weights=None):
     >>> fitted_input_shape(cnnzoo.data.digits(), cnnzoo.spec("bird_classifier"))  # 8x8 digits
     (32, 32, 3)
     """
+    shape, why = choose_input_shape(data, spec, input_shape, weights)
+    if why:
+        log.info("%s at %dx%d: %s; pass input_shape= to choose", spec.name, shape[0], shape[1], why)
+    side = typical_side(data) if why else None
+    if side and shape[0] > UPSCALE_WARNING * side:
+        warnings.warn(
+            f"{spec.name} at {shape[0]}x{shape[1]} ({why}) upscales images of about {side}x{side} "
+            f"{shape[0] / side:.0f}x, which costs time and teaches the model little. Choose a zoo entry with fewer "
+            "pooling steps, or pass input_shape= to accept it.",
+            DataWarning,
+            stacklevel=3,
+        )
+    return shape
+
+
+def choose_input_shape(data, spec, input_shape=None, weights=None):
+    """`(shape, why)`: `fitted_input_shape`'s choice, and the reason in words ("" when given or fixed by the data).
+
+    Example:
+
+    >>> choose_input_shape(cnnzoo.data.digits(), cnnzoo.spec("bird_classifier"))[1]
+    "the smallest size bird_classifier accepts (the images' median side is 8)"
+    """
     from cnnzoo.zoo import stats
 
     fixed = input_shape_for(data, input_shape)
     default = tuple(int(d) for d in spec.input_shape)
     if fixed is not None:
-        return fixed
+        return fixed, ""
     if spec.backbone is not None and weights is not None:
-        log.info("%s at %dx%d: its %s weights were learned at that size", spec.name, *default[:2], weights)
-        return default
+        return default, f"its {weights} weights were learned at that size"
     side = typical_side(data)
     if side is None:
-        return default
+        return default, "its default (the images' size could not be read)"
     low, high = stats.min_input_size(spec), max(default[:2])
     chosen = min(max(side, low), high)
-    why = "the images' median side" if chosen == side else (
-        f"the smallest size {spec.name} accepts (the images' median side is {side})" if chosen == low
-        else f"{spec.name}'s default (the images' median side is {side})"
-    )  # fmt: skip
-    log.info("%s at %dx%d: %s; pass input_shape= to choose", spec.name, chosen, chosen, why)
-    if chosen > UPSCALE_WARNING * side:
-        warnings.warn(
-            f"{spec.name} needs at least {chosen}x{chosen} pixels and the images are about {side}x{side}: each is "
-            f"upscaled {chosen / side:.0f}x, which costs time and teaches the model little. Choose a zoo entry "
-            "with fewer pooling steps, or pass input_shape= to accept it.",
-            DataWarning,
-            stacklevel=3,
-        )
-    return (chosen, chosen, default[2])
+    if chosen == side:
+        why = "the images' median side"
+    elif chosen == low:
+        why = f"the smallest size {spec.name} accepts (the images' median side is {side})"
+    else:
+        why = f"{spec.name}'s default (the images' median side is {side})"
+    return (chosen, chosen, default[2]), why
 
 
 def typical_side(data):

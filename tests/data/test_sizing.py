@@ -37,12 +37,15 @@ def test_large_images_keep_the_default_and_a_given_shape_wins():
 def test_a_backbone_with_weights_keeps_its_native_size():
     spec = cnnzoo.spec("bird_classifier_mobilenetv2")
     digits = cnnzoo.data.digits()
-    assert fitted_input_shape(digits, spec, weights="imagenet") == (224, 224, 3)
+    with pytest.warns(DataWarning, match=r"224x224 \(its imagenet weights were learned at that size\) upscales .* 28x"):
+        assert fitted_input_shape(digits, spec, weights="imagenet") == (224, 224, 3)
     assert fitted_input_shape(digits, spec) == (32, 32, 3)  # random weights: sized to the data
 
 
 def test_upscaling_past_four_times_warns_and_names_the_fix():
-    with pytest.warns(DataWarning, match=r"alexnet needs at least 57x57 pixels .* upscaled 7x.* input_shape="):
+    with pytest.warns(
+        DataWarning, match=r"alexnet at 57x57 \(the smallest size alexnet accepts.*upscales .* 7x.* input_"
+    ):
         assert fitted_input_shape(cnnzoo.data.digits(), cnnzoo.spec("alexnet")) == (57, 57, 3)
 
 
