@@ -17,7 +17,7 @@ from pathlib import Path
 import tomllib
 
 from cnnzoo.errors import ConfigError, closest
-from cnnzoo.zoo.config_rules import MAX_SIZE, check_choice, check_int, check_keys, check_str, fail, where
+from cnnzoo.zoo.config_rules import MAX_SIZE, MAX_UNITS, check_choice, check_int, check_keys, check_str, fail, where
 from cnnzoo.zoo.config_sections import SearchParam, WeightsSource, parse_search_param, parse_weights
 from cnnzoo.zoo.config_tables import (
     ACTIVATIONS,
@@ -137,7 +137,7 @@ def parse(raw, source="<memory>"):
     if not (isinstance(shape, (list, tuple)) and len(shape) == 3):
         fail(where(source), "input_shape", "must be [height, width, channels]", shape)
     shape = tuple(check_int(s, "input_shape", source, hi=MAX_SIZE) for s in shape)
-    num_classes = check_int(raw["num_classes"], "num_classes", source, lo=1)
+    num_classes = check_int(raw["num_classes"], "num_classes", source, lo=1, hi=MAX_UNITS)
     class_names = raw.get("class_names", [])
     if not isinstance(class_names, (list, tuple)) or not all(isinstance(c, str) for c in class_names):
         fail(where(source), "class_names", "must be a list of strings", class_names)

@@ -37,6 +37,7 @@ def load(path, compile=True):
     path = Path(path).expanduser()
     if not path.is_file():
         raise WeightsNotFoundError(f"`path` must be an existing .keras file. Received: path={str(path)!r}.")
+    check_archive(path)
     with warnings.catch_warnings():
         # A model saved before its first training step has an unbuilt optimizer (2 scalar
         # variables; 4 with mixed_float16's loss scaling); Keras warns about that harmless case, which every
@@ -55,6 +56,35 @@ def load(path, compile=True):
                 f"without code), or, only if you trust whoever made the file, load it with "
                 f"keras.saving.load_model(path, safe_mode=False). Received: path={str(path)!r}."
             ) from e
+
+
+def check_archive(path):
+    """Raises `WeightsError` unless `path` is a whole `.keras` archive (a zip holding config.json and weights).
+
+    Keras reads a truncated or damaged file as "File not found" (for a file that exists); this says what is
+    wrong with it. Every member's CRC is checked (the whole file is read once, as loading reads it anyway).
+    """
+    import zipfile
+
+    fix = "Copy or save the model again. Received: path="
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names, bad = set(archive.namelist()), archive.testzip()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as e:
+        raise WeightsError(
+            f"`path` must be a whole .keras file (a zip archive); this one is truncated or is not one ({e}). "
+            f"{fix}{str(path)!r}."
+        ) from e
+    if bad is not None:
+        raise WeightsError(
+            f"`path` is a damaged .keras file: its member {bad!r} fails its CRC check. {fix}{str(path)!r}."
+        )
+    missing = sorted({"config.json", "model.weights.h5"} - names)
+    if missing:
+        raise WeightsError(
+            f"`path` must be a .keras file as Keras saves it, with config.json and model.weights.h5; this archive "
+            f"lacks {', '.join(missing)}. {fix}{str(path)!r}."
+        )
 
 
 def _optimizers():
