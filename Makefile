@@ -15,11 +15,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The JAX and PyTorch backends, for the backend matrix of `make test` and bench_backends_predict in
-# `make bench` (`make demo` needs neither).
+# `make bench`, and the OpenVINO export target (`make demo` needs none of them).
 BACKENDS_STAMP := $(VENV)/.installed-backends
 
-$(BACKENDS_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[jax,torch]"
+$(BACKENDS_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e ".[jax,torch,openvino]"
 	touch $(BACKENDS_STAMP)
 
 install: $(STAMP)
