@@ -68,7 +68,7 @@ def from_keras_hub(path, source, num_classes=None, input_shape=None, head_requir
             f"{str(e).splitlines()[0]} Check that its weights belong to its config.json (save it again with "
             f"save_to_preset), or pass another `input_shape`. Received: {source}."
         ) from e
-    backbone = loaded.backbone if task else loaded
+    backbone = _fresh(loaded.backbone) if task else loaded
     _check_image_backbone(backbone, source)
     if task is None and num_classes is None and head_required:
         raise ConfigError(
@@ -92,6 +92,14 @@ def from_keras_hub(path, source, num_classes=None, input_shape=None, head_requir
     elif task:
         log.info("%s: a new %d-class head replaces the preset's %d classes", source.name, classes, loaded.num_classes)
     return model
+
+
+def _fresh(backbone):
+    """A copy of a backbone the task's graph has called: fine-tuning reads the zoo model's chain from each layer's
+    first call (`cnnzoo.finetuning.freezing.anatomy`), which must be in the zoo model."""
+    copy = type(backbone).from_config(backbone.get_config())
+    copy.set_weights(backbone.get_weights())
+    return copy
 
 
 def _task(path, source):

@@ -11,6 +11,7 @@ import pytest
 
 import cnnzoo
 from cnnzoo.errors import ConfigError, MissingExtraError, UnsafeModelError, WeightsError, WeightsNotFoundError
+from cnnzoo.finetuning import freezing
 from cnnzoo.zoo import presets
 from conftest import PYTHON, REPO
 
@@ -179,6 +180,7 @@ def test_a_keras_hub_classifier_preset_predicts_as_keras_hub_does(keras_hub_pres
     assert [layer.name for layer in model.layers] == ["image", "preprocess", "res_net_backbone", "head"]
     assert model.name == "resnet_classifier" and model.compiled and model.output_shape == (None, 4)
     assert model.get_layer("preprocess").mode == "rescale_0_1"  # the preset's converter: scale=1/255
+    assert freezing.anatomy(model).unit_names == ["stem", "stack0_block0", "stack1_block0"]  # what stages unfreeze
     x = rng.uniform(0, 255, (6, SIZE, SIZE, 3)).astype("float32")
     logits = classifier.predict(x, verbose=0)  # keras-hub's preprocessor rescales, its head gives logits
     expected = keras.ops.convert_to_numpy(keras.ops.softmax(logits))
