@@ -148,7 +148,7 @@ def _listing(hf, repo_id, options):
     except Exception as e:  # connection errors differ by huggingface_hub version (requests, httpx, httpx2)
         log.info("could not list %s (%s); looking in the Hugging Face cache", repo_id, e)
         return None
-    return [s.rfilename for s in info.siblings or ()]
+    return None if info.siblings is None else [s.rfilename for s in info.siblings]
 
 
 def _cache_dir():

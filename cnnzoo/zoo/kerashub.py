@@ -56,8 +56,8 @@ def from_keras_hub(path, source, num_classes=None, input_shape=None, head_requir
     """
     keras_hub = require("keras_hub", "keras_hub", f"Loading the keras-hub preset {str(source.reference)!r}")
     task = _task(path, source)
-    converter = _converter_config(path)
-    config = json.loads((path / "config.json").read_text(encoding="utf-8")).get("config", {})
+    converter = _read(path / IMAGE_CONVERTER_FILE, source).get("config", {})
+    config = _read(path / "config.json", source).get("config", {})
     shape = _shape(input_shape, converter, config, source)
     loader = keras_hub.models.ImageClassifier if task else keras_hub.models.Backbone
     try:
@@ -106,7 +106,7 @@ def _task(path, source):
     """The task config of a classifier preset, None for a backbone preset; other tasks are refused."""
     if not (path / TASK_FILE).is_file():
         return None
-    task = json.loads((path / TASK_FILE).read_text(encoding="utf-8"))
+    task = _read(path / TASK_FILE, source)
     import keras_hub
 
     cls = keras.saving.get_registered_object(str(task.get("registered_name")))
@@ -118,10 +118,18 @@ def _task(path, source):
     return task
 
 
-def _converter_config(path):
-    if not (path / IMAGE_CONVERTER_FILE).is_file():
+def _read(path, source):
+    """A JSON file of the preset as a dict ({} when it is absent); a clear error when it is not JSON."""
+    if not path.is_file():
         return {}
-    return json.loads((path / IMAGE_CONVERTER_FILE).read_text(encoding="utf-8")).get("config", {})
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(
+            f"`{source.argument}` is a keras-hub preset whose {path.name} cannot be read as JSON ({e}). Save it "
+            f"again with save_to_preset. Received: {source}."
+        ) from e
+    return content if isinstance(content, dict) else {}
 
 
 def _shape(input_shape, converter, config, source):

@@ -191,8 +191,8 @@ def _image_converter(shape):
 def is_reference(value):
     """True for what `load_preset` reads: an `hf://` handle or a directory, not a zoo name or a `.keras` file.
 
-    A `Path`, or a str with a path separator, that is not a `.keras`/`.h5` file counts even when it
-    does not exist (`load_preset` then says so); a registered zoo name never does.
+    A `Path`, or a str with a path separator, that is not a file counts even when it does not exist
+    (`load_preset` then says so); a registered zoo name never does.
 
     Example:
 
@@ -204,7 +204,9 @@ def is_reference(value):
     if not isinstance(value, (str, os.PathLike)):
         return False
     text = os.fspath(value)
-    if text.endswith((".keras", ".h5")) or (isinstance(value, str) and value in registry.list_models()):
+    if text.endswith((".keras", ".h5")) or Path(text).expanduser().is_file():
+        return False
+    if isinstance(value, str) and value in registry.list_models():
         return False
     return not isinstance(value, str) or "/" in text or os.sep in text or Path(text).expanduser().is_dir()
 

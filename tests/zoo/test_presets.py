@@ -210,8 +210,16 @@ def test_a_keras_hub_backbone_preset_fine_tunes_on_the_digits(keras_hub_presets,
     np.testing.assert_allclose(cnnzoo.load(preset).predict(x, verbose=0), result.model.predict(x, verbose=0))
 
 
-def test_keras_hub_presets_of_other_tasks_and_a_missing_extra_are_named(keras_hub_presets, tmp_path, monkeypatch):
-    classifier_dir, _, _ = keras_hub_presets
+@pytest.mark.filterwarnings("ignore:Skipping nested container")  # Keras, reading the mismatched weights
+def test_keras_hub_presets_of_other_tasks_and_a_missing_extra_are_named(
+    keras_hub_presets, digits_preset, tmp_path, monkeypatch
+):
+    classifier_dir, backbone_dir, _ = keras_hub_presets
+    mismatched = shutil.copytree(backbone_dir, tmp_path / "mismatched")
+    shutil.copy(digits_preset[0] / "model.weights.h5", mismatched / "model.weights.h5")
+    with pytest.raises(WeightsError, match="keras-hub cannot load.*Check that its weights belong to its config"):
+        cnnzoo.get(mismatched, num_classes=3)
+    assert _listing(mismatched) == _listing(backbone_dir)
     text = shutil.copytree(classifier_dir, tmp_path / "text")
     task = json.loads((text / "task.json").read_text())
     task.update(class_name="BertTextClassifier", registered_name="keras_hub>BertTextClassifier")
