@@ -22,6 +22,13 @@ $(BACKENDS_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[jax,torch,openvino]"
 	touch $(BACKENDS_STAMP)
 
+# huggingface_hub and keras-hub, for the preset tests of `make test` (tests/zoo/test_hub.py, test_presets.py).
+HUB_STAMP := $(VENV)/.installed-hub
+
+$(HUB_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[hub,keras_hub]"
+	touch $(HUB_STAMP)
+
 install: $(STAMP)
 
 demo: $(STAMP)
@@ -36,7 +43,7 @@ format: $(STAMP)
 	$(BIN)/ruff format cnnzoo tests benchmarks
 	$(BIN)/ruff check --fix cnnzoo tests benchmarks
 
-test: lint $(BACKENDS_STAMP)
+test: lint $(BACKENDS_STAMP) $(HUB_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=20
 
 bench: $(STAMP) $(BACKENDS_STAMP)

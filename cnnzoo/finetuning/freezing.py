@@ -12,7 +12,7 @@ Backbone units ("blocks"), the things `Stage(unfreeze=N)` counts from the top:
 - a backbone entry (a nested `keras.applications` model): groups of its
   layers, by layer name. A group starts at a layer whose name contains a
   block marker (`block_16`, `block7a`, `block5`, `conv4_block6`, `mixed9`,
-  `expanded_conv_3`, `stage_2_block_1`) different from the current one;
+  `expanded_conv_3`, `stage_2_block_1`, keras-hub's `stack0_block1`) different from the current one;
   layers without a marker (`Conv_1`, `top_conv`, `out_relu`, activations)
   join the group before them, and the layers before the first marker form
   a `stem` group. MobileNetV2 has 18 units (stem, expanded_conv,
@@ -32,6 +32,7 @@ __all__ = ["Anatomy", "anatomy", "apply_stage", "replace_head", "stage_model", "
 _GROUP_PATTERNS = re.compile(
     r"(stage_?\d+_block_?\d+"  # ConvNeXt
     r"|conv\d+_block\d+"  # ResNet, DenseNet
+    r"|stack\d+_block\d+"  # keras-hub's ResNet (`stack0_block0_1_conv`)
     r"|block_?\d+[a-z]?"  # VGG, Xception, EfficientNet(V2), MobileNetV2
     r"|expanded_conv(?:_\d+)?"  # MobileNetV2's first block, MobileNetV3
     r"|mixed_?\d+)"  # InceptionV3

@@ -1,7 +1,7 @@
 """Which model a fine-tuning run trains, and whether its backbone holds learned weights.
 
 `resolve_model` turns `finetune`'s `model` (a zoo name, a saved
-`.keras` file or a `keras.Model`) into the model to train under the asked
+`.keras` file, a preset directory or `hf://` handle, or a `keras.Model`) into the model to train under the asked
 precision policy, and says whether it is pretrained (see
 `holds_learned_weights`).
 """
@@ -30,7 +30,11 @@ def given_model(model, data, input_shape, weights, pretrained, strategy, dtype):
     """`model` as a `keras.Model` (built, loaded or cloned into `strategy`'s scope) and `pretrained`."""
     import keras
 
-    if isinstance(model, os.PathLike) or (isinstance(model, str) and model.endswith(".keras")):
+    from cnnzoo.zoo import presets
+
+    if presets.is_reference(model):  # a preset directory or hf:// handle: its model, trained further
+        model = presets.load_preset(model, input_shape=input_shape, dtype=dtype, head_required=False, argument="model")
+    elif isinstance(model, os.PathLike) or (isinstance(model, str) and model.endswith(".keras")):
         from cnnzoo.zoo.builders import load
 
         model = load(model)  # a saved zoo model: fine-tune it further (its optimizer tells if it trained)

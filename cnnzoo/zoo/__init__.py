@@ -13,7 +13,10 @@
 - `builders`: `get`, `build`, the compile recipe;
 - `loading`: `load` (a `.keras` file, in safe mode), `as_model`, weights files and named weights into a model;
 - `precision`: `dtype=` policies set on a model's own layers (`check_dtype`, `dtype_of`, `with_dtype`);
-- `weights`: named weights files, fetched, hash-checked and cached.
+- `weights`: named weights files, fetched, hash-checked and cached;
+- `presets`: `save_preset` and `load_preset`, models as directories in keras-hub's preset layout;
+- `kerashub`: keras-hub image classifier and backbone presets as zoo models (the `keras_hub` extra);
+- `hub`: `hf://owner/repo[@revision]` handles, fetched with huggingface_hub into its cache (the `hub` extra).
 
 `config`, `registry` and `stats` never import TensorFlow; importing this package imports none of the others.
 """

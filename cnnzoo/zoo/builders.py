@@ -13,7 +13,7 @@ from pathlib import Path
 import keras
 
 from cnnzoo.errors import ConfigError
-from cnnzoo.zoo import config, registry, stats
+from cnnzoo.zoo import config, presets, registry, stats
 from cnnzoo.zoo.config_tables import Train
 from cnnzoo.zoo.layers import ClassifierHead, ConvBlock, Preprocess
 from cnnzoo.zoo.loading import load, load_named_weights, load_weights_into
@@ -232,7 +232,11 @@ def get(name, num_classes=None, input_shape=None, weights=None, compile=True, dt
     """Builds a zoo model by name.
 
     Args:
-        name: a registered model name (see `cnnzoo.list_models()`).
+        name: a registered model name (see `cnnzoo.list_models()`), or a preset: a directory
+            `cnnzoo.save_preset` or keras-hub's `save_to_preset` wrote (an image classifier or
+            backbone; the `keras_hub` extra), or an `hf://owner/repo[@revision]` handle of a
+            Hugging Face Hub repository holding one (the `hub` extra). A preset loads with its
+            weights; see docs/data_and_weights.md, "Presets".
         num_classes: int, size of the softmax; default the entry's.
         input_shape: (height, width, channels); default the entry's.
         weights: None (random init), a path to a `.weights.h5`/`.keras` file,
@@ -255,6 +259,8 @@ def get(name, num_classes=None, input_shape=None, weights=None, compile=True, dt
     >>> model.output_shape
     (None, 12)
     """
+    if presets.is_reference(name):
+        return _from_preset(name, num_classes, input_shape, weights, compile, dtype, overrides)
     e = registry.entry(name)
     policy = check_dtype(dtype)
     if e.builder is not None:
@@ -283,6 +289,21 @@ def get(name, num_classes=None, input_shape=None, weights=None, compile=True, dt
         model = build(spec, weights=weights, dtype=policy)
     if compile:
         compile_model(model, spec.train)
+    return model
+
+
+def _from_preset(name, num_classes, input_shape, weights, compile, dtype, overrides):
+    """`get` for a preset directory or `hf://` handle: the preset's model, compiled the zoo's way."""
+    if weights is not None or overrides:
+        given = {**({"weights": weights} if weights is not None else {}), **overrides}
+        raise ConfigError(
+            f"A preset comes with its architecture and weights: `weights` and config overrides apply to zoo names "
+            f"only (fine-tune the preset to change it). Received: name={str(name)!r} with "
+            f"{', '.join(f'{k}={v!r}' for k, v in given.items())}."
+        )
+    model = presets.load_preset(name, num_classes=num_classes, input_shape=input_shape, dtype=dtype)
+    if compile:
+        compile_model(model)
     return model
 
 

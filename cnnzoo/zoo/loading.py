@@ -14,18 +14,24 @@ from pathlib import Path
 import keras
 
 from cnnzoo.errors import ConfigError, DataNotFoundError, UnsafeModelError, WeightsError, WeightsNotFoundError
-from cnnzoo.zoo import layers  # noqa: F401  (registers the cnnzoo> layers: a .keras file names them)
+from cnnzoo.zoo import (
+    layers,  # noqa: F401  (registers the cnnzoo> layers: a .keras file names them)
+    presets,
+)
 from cnnzoo.zoo import weights as weights_lib
 
 __all__ = ["load", "as_model", "load_weights_into", "load_named_weights"]
 
 
 def load(path, compile=True):
-    """Loads a `.keras` model saved from a zoo model, in Keras safe mode.
+    """Loads a `.keras` model saved from a zoo model, in Keras safe mode, or a preset.
 
     Args:
-        path: str or `Path` of a `.keras` file.
-        compile: bool; restore the optimizer and compile state as saved.
+        path: str or `Path` of a `.keras` file; or a preset directory (`cnnzoo.save_preset`,
+            or keras-hub's `save_to_preset` of an image classifier) or an
+            `hf://owner/repo[@revision]` handle (`cnnzoo.zoo.presets.load_preset`).
+        compile: bool; restore the optimizer and compile state as saved (a keras-hub
+            preset has none: `cnnzoo.get(path)` compiles one).
 
     Returns:
         The `keras.Model`.
@@ -34,6 +40,8 @@ def load(path, compile=True):
 
     >>> model.save("birds.keras"); model = cnnzoo.load("birds.keras")  # doctest: +SKIP
     """
+    if presets.is_reference(path):
+        return presets.load_preset(path, compile=compile, argument="path")
     path = Path(path).expanduser()
     if not path.is_file():
         raise WeightsNotFoundError(f"`path` must be an existing .keras file. Received: path={str(path)!r}.")
@@ -108,7 +116,8 @@ def as_model(model_or_path, argument="model", error=ConfigError):
     """A `keras.Model`, loading a `.keras` path in safe mode (uncompiled); clear errors otherwise.
 
     Args:
-        model_or_path: a `keras.Model`, or the str/`Path` of a `.keras` file.
+        model_or_path: a `keras.Model`, the str/`Path` of a `.keras` file, or a preset
+            directory or `hf://` handle (`cnnzoo.zoo.presets.load_preset`).
         argument: the caller's argument name, for messages.
         error: the `cnnzoo.errors` class raised for an object that is neither.
 
@@ -120,6 +129,8 @@ def as_model(model_or_path, argument="model", error=ConfigError):
     >>> as_model("runs/birds/bird_classifier.keras").name  # doctest: +SKIP
     'bird_classifier'
     """
+    if presets.is_reference(model_or_path):
+        return presets.load_preset(model_or_path, argument=argument)
     if isinstance(model_or_path, (str, Path)):
         path = Path(model_or_path).expanduser()
         if not path.is_file():
