@@ -257,14 +257,27 @@ def _factor(layer, in_shape, out_shape):
         return None if None in factors else math.prod(factors, start=Fraction(1))
     if in_shape[1] is not None and in_shape[1] == out_shape[1] and in_shape[1] > 1:
         return Fraction(1)  # a map of more than one row keeps its size only at stride 1
-    if isinstance(layer, keras.layers.Layer):
-        try:  # any other layer: what it makes of a large image (exact for its strides)
-            probed = layer.compute_output_shape((None, _PROBE, _PROBE, in_shape[-1]))
-            return None if probed[1] == 1 else _ratio(_PROBE, probed[1])
-        except (NotImplementedError, ValueError, TypeError, IndexError):
-            pass
+    if isinstance(layer, keras.layers.Layer):  # any other layer: what it makes of a large image (exact)
+        probed = _probe(layer, in_shape)
+        if probed is not None:
+            return None if probed == 1 else _ratio(_PROBE, probed)
     # an operation (`x + 3.0`, `keras.ops.*`), or a layer that cannot say: its shapes here
     return _ratio(in_shape[1], out_shape[1]) if in_shape[1] and out_shape[1] else Fraction(1)
+
+
+def _probe(layer, in_shape):
+    """The height `layer` makes of a `_PROBE`-high image (its shape arithmetic, or a symbolic call), else None."""
+    shape = (None, _PROBE, _PROBE, in_shape[-1])
+    try:
+        return layer.compute_output_shape(shape)[1]
+    except NotImplementedError:  # a custom layer (a block of sub-layers) that does not say
+        pass
+    except (ValueError, TypeError, IndexError):
+        return None
+    try:
+        return layer.compute_output_spec(keras.KerasTensor(shape)).shape[1]
+    except (NotImplementedError, ValueError, TypeError, IndexError, AttributeError):
+        return None
 
 
 def _ratio(before, after):

@@ -190,6 +190,55 @@ def test_reset_classifier_errors():
         cnnzoo.reset_classifier(keras.Model(inputs, keras.layers.Dense(2)(inputs)), 3)
 
 
+class _Residual(keras.layers.Layer):
+    """A residual block as one layer with sub-layers (how a config language may build one): the rule reads its
+    stride from what it makes of a large image, and its output is a level, not its inside."""
+
+    def __init__(self, filters, strides=1, **kwargs):
+        super().__init__(**kwargs)
+        self.conv1 = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", activation="relu")
+        self.conv2 = keras.layers.Conv2D(filters, 3, padding="same")
+        self.shortcut = keras.layers.Conv2D(filters, 1, strides=strides)
+
+    def call(self, x):
+        return keras.ops.relu(self.conv2(self.conv1(x)) + self.shortcut(x))
+
+
+@pytest.fixture
+def residual_builder():
+    """A registered builder: a strided stem, residual blocks in the graph (Add) and as layers, a Dense softmax."""
+    from cnnzoo.zoo import registry
+
+    @cnnzoo.register("tiny_residual")
+    def tiny_residual(num_classes=None, input_shape=None, weights=None):
+        """A stem, a residual stage in the graph, two residual blocks as layers."""
+        inputs = keras.Input(input_shape or (32, 32, 3))
+        x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="stem")(inputs)
+        y = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="branch")(x)
+        x = keras.layers.Add(name="stage1_out")([x, y])  # the stride-2 level: `branch` is inside a block
+        x = _Residual(16, strides=2, name="stage2")(x)
+        x = _Residual(16, name="stage2_b")(x)
+        x = _Residual(32, strides=2, name="stage3")(x)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        return keras.Model(inputs, keras.layers.Dense(num_classes or 2, activation="softmax")(x))
+
+    yield "tiny_residual"
+    registry.unregister("tiny_residual")
+
+
+def test_a_registered_residual_builder_gets_its_levels_by_the_same_rule(residual_builder, rng):
+    model = cnnzoo.get(residual_builder, features_only=True)
+    assert model.feature_info.layers() == ["stage1_out", "stage2_b", "stage3"]
+    assert model.feature_info.reduction() == [2, 4, 8] and model.feature_info.channels() == [8, 16, 32]
+    assert cnnzoo.get(residual_builder, num_classes=0).output_shape == (None, 32)
+    classifier = cnnzoo.get(residual_builder)
+    x = rng.uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    pooled = cnnzoo.reset_classifier(classifier, 0).predict(x, verbose=0)
+    deepest = cnnzoo.features_model(classifier).predict(x, verbose=0)[-1]
+    np.testing.assert_allclose(pooled, deepest.mean(axis=(1, 2)), rtol=1e-4, atol=1e-6)
+    assert cnnzoo.reset_classifier(classifier, 4).output_shape == (None, 4)
+
+
 @pytest.mark.backends
 def test_features_and_heads_on_jax_and_torch(other_backend):
     """The same levels, pooled embeddings and a trainable new head under the other Keras backends (a classic
