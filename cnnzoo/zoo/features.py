@@ -1,33 +1,22 @@
 """Multi-scale features: a model's feature maps at strides 2, 4, ... 32 (timm's `features_only`).
 
-A *level* is the feature map a network has at one stride (its size relative to the input: stride
-8 is a 28x28 map for a 224x224 image). `cnnzoo.get(name, features_only=True, out_indices=...)`
-and `features_model(model, out_indices)` return a `keras.Model` whose outputs are levels, and
-`feature_info(model)` says what each one is (`FeatureInfo`: channels, reduction, layer name).
+`cnnzoo.get(name, features_only=True, out_indices=...)` and `features_model(model, out_indices)`
+return a `keras.Model` whose outputs are *levels*, and `feature_info(model)` says what each is
+(`FeatureInfo`: channels, reduction, layer name). Level `i` is the map at stride `2**(i + 1)` (0 =
+stride 2, ... 4 = stride 32) for every architecture, so `out_indices=(1, 2, 3, 4)` is strides 4 to
+32 whatever the network (timm's numbering for its ResNets); a network that first downsamples by 4
+has no level 0, a stride that is not a power of two takes the index of the power below it, and
+stride-1 maps are not levels.
 
-Level `i` is the map at stride `2**(i + 1)`: 0 = stride 2, 1 = stride 4, ... 4 = stride 32 (5 =
-64, for networks that go deeper), for every architecture, so `out_indices=(1, 2, 3, 4)` is strides
-4 to 32 (the C2..C5 of a feature pyramid) whatever the network. This is timm's numbering for its
-ResNets; a network that first downsamples by 4 (ConvNeXt's patchify stem, AlexNet's stride-4
-conv) has no level 0, and a stride that is not a power of two gets the index of the power below
-it. Stride-1 maps are not levels.
-
-The levels come from one rule over the model's graph, for any Functional model: each layer's
-output stride relative to the input is computed (strides of convolutions and pooling layers;
-other layers by their output shapes), and a level is the *last* layer at its stride, the one just
-before the next downsampling, as timm records its `feature_info`. Two refinements keep the rule
-general: the layer must be one every path through the network passes through (not the inside of
-one branch of an Inception or residual block), and padding and dropout layers are not taken
-(a zero-padded copy or a dropout of the map before it). The graph is read through
-`ConvBlock`s (their `block1_conv1`... sub-layers) and nested Functional models (a
-keras.applications backbone) as one flat graph; the features model is that flat graph, sharing
-the layers and weights of the model it came from. For inverted-residual networks (MobileNet,
-EfficientNet) the rule gives the expanded map before each strided depthwise convolution (timm's
-`feature_location="expansion"`, what SSDLite reads), with more channels than the block outputs.
-
-`cnnzoo.get` sets `model.feature_info`; a plain attribute does not survive `model.save` and
-`cnnzoo.load`, and `feature_info(model)` recomputes the same from the loaded graph (the indices
-follow from the strides).
+One rule over the graph, for any Functional model: each layer's output stride relative to the
+input is computed (strides of convolutions and pooling; other layers by their output shapes), and
+a level is the *last* layer at its stride, the one just before the next downsampling, as timm
+records its `feature_info`; it must be a layer every path passes through (not the inside of one
+branch of a block), and padding and dropout layers are not taken. `ConvBlock`s and nested
+Functional models (a keras.applications backbone) are read as one flat graph, which the features
+model is: it shares the layers and weights of the model it came from. docs/zoo.md shows what the
+rule gives per family. `cnnzoo.get` sets `model.feature_info`, a plain attribute that `model.save`
+does not keep: `feature_info(model)` recomputes the same from a loaded graph.
 """
 
 import math
@@ -231,12 +220,6 @@ class _Walk:
                 ranks[2] = record
         return {s: ranks[max(ranks)] for s, ranks in sorted(found.items())}
 
-    def record_of(self, tensor):
-        for record in self.records:
-            if record.tensor is tensor:
-                return record
-        return None
-
 
 def _channels(record):
     return record.tensor.shape[-1] or 0
@@ -355,7 +338,8 @@ def feature_info(model):
     outputs = getattr(model, "outputs", None) or []
     if outputs and all(len(t.shape) == 4 for t in outputs):
         walk = _walk(model)
-        return FeatureInfo(model.name, tuple(_level(walk.record_of(t)) for t in walk.outputs))
+        by_tensor = {id(r.tensor): r for r in walk.records}
+        return FeatureInfo(model.name, tuple(_level(by_tensor[id(t)]) for t in walk.outputs))
     return levels(model)
 
 
@@ -388,7 +372,7 @@ def features_model(model, out_indices=None):
     if missing:
         raise ConfigError(
             f"`out_indices` must name levels that `{model.name}` has: {_describe(by_index)} (level i is the "
-            f"feature map at stride 2**(i+1)). Received: out_indices={tuple(out_indices)!r}. Use "
+            f"feature map at stride 2**(i+1)). Received: out_indices={tuple(wanted)!r}. Use "
             f"out_indices={tuple(i for i in chosen if i in by_index) or tuple(sorted(by_index))!r}, or leave "
             f"it out for every level."
         )
@@ -399,15 +383,15 @@ def features_model(model, out_indices=None):
 
 
 def _check_indices(out_indices):
+    """None, or the levels as a list; a bare int is refused (timm reads one as "the last n")."""
     if out_indices is None:
         return None
-    if is_int(out_indices):
-        out_indices = (out_indices,)
     values = list(out_indices) if isinstance(out_indices, (list, tuple)) else None
     if not values or not all(is_int(i) and i >= 0 for i in values) or len(set(values)) != len(values):
         raise ConfigError(
-            f"`out_indices` must be None or distinct levels >= 0 (0 = stride 2, 1 = stride 4, ... 4 = stride "
-            f"32). Received: out_indices={out_indices!r}. For a feature pyramid use out_indices=(1, 2, 3, 4)."
+            f"`out_indices` must be None or a tuple of distinct levels >= 0 (0 = stride 2, 1 = stride 4, ... "
+            f"4 = stride 32). Received: out_indices={out_indices!r}. For a feature pyramid use "
+            f"out_indices=(1, 2, 3, 4); for the stride-32 map alone, (4,)."
         )
     return [int(i) for i in values]
 

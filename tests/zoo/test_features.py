@@ -90,7 +90,7 @@ def test_out_indices_select_levels_and_name_what_there_is():
     assert info.layers() == ["block3_act1", "block4_act1", "block5_act1", "block5_pool"]
     assert info.channels(0) == 128 and info.reduction(-1) == 32 and info[1].index == 2
     assert info.get_dicts()[0] == {"num_chs": 128, "reduction": 4, "module": "block3_act1", "index": 1}
-    one = cnnzoo.get("bird_classifier", features_only=True, out_indices=4, input_shape=(64, 64, 3))
+    one = cnnzoo.get("bird_classifier", features_only=True, out_indices=(4,), input_shape=(64, 64, 3))
     assert isinstance(one.output, list) and one.feature_info.layers() == ["block5_pool"]
     with pytest.raises(ConfigError) as caught:
         cnnzoo.get("bird_classifier", features_only=True, out_indices=(1, 2, 3, 4, 5), input_shape=(64, 64, 3))
@@ -104,9 +104,16 @@ def test_out_indices_select_levels_and_name_what_there_is():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"features_only": True, "out_indices": (1, 1)}, "`out_indices` must be None or distinct levels >= 0"),
-        ({"features_only": True, "out_indices": (-1,)}, "`out_indices` must be None or distinct levels >= 0"),
-        ({"features_only": True, "out_indices": "1,2"}, "`out_indices` must be None or distinct levels >= 0"),
+        (
+            {"features_only": True, "out_indices": (1, 1)},
+            "`out_indices` must be None or a tuple of distinct levels >= 0",
+        ),
+        (
+            {"features_only": True, "out_indices": (-1,)},
+            "`out_indices` must be None or a tuple of distinct levels >= 0",
+        ),
+        ({"features_only": True, "out_indices": "1,2"}, "`out_indices` must be None or a tuple of distinct"),
+        ({"features_only": True, "out_indices": 3}, "for the stride-32 map alone, \\(4,\\)"),
         ({"out_indices": (1, 2)}, "`out_indices` selects feature maps: it needs `features_only=True`"),
         ({"features_only": True, "num_classes": 5}, "`num_classes` has no effect with `features_only=True`"),
         ({"features_only": "yes"}, "`features_only` must be True or False"),
