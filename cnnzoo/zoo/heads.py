@@ -168,7 +168,8 @@ def check_head_options(num_classes, features_only, out_indices):
         if num_classes:
             raise ConfigError(
                 f"`num_classes` has no effect with `features_only=True`: a features model has no classifier. "
-                f"Received: num_classes={num_classes!r}. Leave it out (or use num_classes=0 for embeddings)."
+                f"Received: num_classes={num_classes!r}. Leave it out, or drop `features_only` and pass num_classes=0 "
+                f"for pooled embeddings."
             )
         return "features"
     if num_classes is not None and check_int(num_classes, "num_classes", lo=0) == 0:
