@@ -12,6 +12,7 @@ written by hand). Under a minute on 2 CPU cores.
 4. `receptive`: VGG-16's receptive fields, block by block (`cnnzoo.explain.receptive_fields`).
 5. `translation`: `cnnzoo.explain.translation_experiment` over three seeds, and Grad-CAM on the
    shapes (the README's picture).
+6. `pyramid`: the feature maps of one digit at each level of `cnnzoo.features_model` (docs/zoo.md).
 
 Run: `.venv/bin/python benchmarks/figures.py [STEP ...]` (default: all of them).
 """
@@ -364,7 +365,59 @@ peak lies in the half of the image that holds the shape.
     )
 
 
-STEPS = {"triangle": triangle, "sobel": sobel, "digits": digits, "receptive": receptive, "translation": translation}
+# --------------------------------------------------------------------------- 6. feature pyramid
+
+
+def pyramid(size=64, epochs=4, channels=6):
+    """docs/zoo.md: the feature maps `cnnzoo.get(..., features_only=True)` gives, level by level, for one digit."""
+    data = cnnzoo.data.digits(image_size=(size, size))
+    model = cnnzoo.get(
+        "bird_classifier",
+        num_classes=10,
+        input_shape=(size, size, 1),
+        compile=False,
+        blocks=[{"filters": f, "batch_norm": True} for f in (16, 32, 32, 64, 64)],
+        dense=[],
+        pooling="avg",
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        model = cnnzoo.finetune(
+            model, data, stages=f"all:{epochs}:3e-3", out=Path(tmp) / "run", verbose=0, plots=False, seed=0
+        ).model
+    features = cnnzoo.features_model(model)  # every level: strides 2, 4, 8, 16, 32
+    index = int(np.flatnonzero(data.y_test == 3)[0])
+    image = data.x_test[index].astype("float32")
+    maps = [np.asarray(m[0], np.float32) for m in features.predict(image[None], verbose=0)]
+    fig = figure((1.3 * (channels + 1), 1.35 * len(maps)))
+    axes = fig.subplots(len(maps), channels + 1, squeeze=False)
+    for row, (level, m) in zip(axes, zip(features.feature_info, maps)):
+        for ax in row:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        row[0].imshow(image[..., 0], cmap="gray")
+        row[0].set_ylabel(
+            f"level {level.index}, stride {level.reduction}\n{m.shape[0]}x{m.shape[1]}x{m.shape[2]}\n{level.layer}",
+            fontsize=7,
+        )
+        strongest = np.argsort(m.mean(axis=(0, 1)))[::-1][:channels]  # the most active channels, not blank ones
+        for ax, c in zip(row[1:], strongest):
+            ax.imshow(m[..., c], cmap="viridis", interpolation="nearest")
+    fig.suptitle(
+        f"The pyramid of one {size}x{size} test digit: cnnzoo.features_model (the {channels} most active channels)",
+        fontsize=9,
+    )
+    save(fig, "feature_pyramid.png")
+    _shrink(FIGURES / "feature_pyramid.png")
+
+
+STEPS = {
+    "triangle": triangle,
+    "sobel": sobel,
+    "digits": digits,
+    "receptive": receptive,
+    "translation": translation,
+    "pyramid": pyramid,
+}
 
 
 def main(argv):

@@ -211,7 +211,8 @@ def replace_head(model, num_classes, class_names=None):
 
     The new `ClassifierHead` has the old one's configuration (pooling, hidden
     layers, dropout) and is called on the old head's input, so the returned
-    Functional model shares every backbone layer (and weight) with `model`.
+    Functional model shares every backbone layer (and weight) with `model`
+    (`cnnzoo.zoo.heads.with_new_head`, what `cnnzoo.reset_classifier` does too).
     With the same class count the head is kept and only its class names are
     updated.
 
@@ -229,9 +230,7 @@ def replace_head(model, num_classes, class_names=None):
     >>> birds.output_shape, replaced
     ((None, 3), True)
     """
-    import keras
-
-    from cnnzoo.zoo.layers import ClassifierHead
+    from cnnzoo.zoo.heads import with_new_head  # imports Keras: not at the top of this module
 
     head = anatomy(model).head
     names = list(class_names) if class_names else None
@@ -239,19 +238,7 @@ def replace_head(model, num_classes, class_names=None):
         if names:
             head.class_names = names
         return model, False
-    new_head = ClassifierHead(
-        num_classes,
-        dense=head.dense,
-        dropout=head.dropout,
-        activation=head.activation,
-        pooling=head.pooling,
-        class_names=names,
-        pretrained=head.pretrained,
-        name=head.name,
-        dtype=head.dtype_policy,
-    )  # the model's precision policy
-    outputs = new_head(head.input)
-    return keras.Model(model.inputs, outputs, name=model.name), True
+    return with_new_head(model, num_classes, names), True
 
 
 def stage_model(parts):

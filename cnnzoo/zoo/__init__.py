@@ -11,6 +11,8 @@
 - `cards`: the model cards in `docs/models/`, generated from the registry (`python -m cnnzoo.zoo.cards`);
 - `layers`: the serializable `cnnzoo>` Keras layers;
 - `builders`: `get`, `build`, the compile recipe;
+- `features`: multi-scale feature maps (`features_model`, `feature_info`: `get(name, features_only=True)`);
+- `heads`: pooled embeddings (`num_classes=0`) and `reset_classifier` (a new head on the same layers);
 - `loading`: `load` (a `.keras` file, in safe mode), `as_model`, weights files and named weights into a model;
 - `precision`: `dtype=` policies set on a model's own layers (`check_dtype`, `dtype_of`, `with_dtype`);
 - `weights`: named weights files, fetched, hash-checked and cached;

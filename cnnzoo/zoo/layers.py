@@ -217,7 +217,8 @@ class ClassifierHead(_Steps):
     none), as in VGG and the Keras MNIST example.
 
     Args:
-        num_classes: int, size of the softmax.
+        num_classes: int, size of the softmax; 0 for none: the head's output is then the pooled
+            features (embeddings, `cnnzoo.get(name, num_classes=0)`), float32 under a mixed policy.
         dense: list of ints, units of the hidden layers (`fc1`, `fc2`, ...).
         dropout: float, dropout rate (0 for none).
         activation: activation of the hidden layers.
@@ -264,18 +265,21 @@ class ClassifierHead(_Steps):
             pooling
         ]
         dt = self.dtype_policy
-        self.steps = [pool(name="flatten" if pooling == "flatten" else f"global_{pooling}_pool", dtype=dt)]
+        # the softmax (or, with no classes, the pooled features) stays float32 under mixed precision:
+        # probabilities keep their precision, losses do not overflow
+        low = dt.compute_dtype in ("float16", "bfloat16")
+        pool_dt = "float32" if low and not self.num_classes and not self.dense else dt
+        self.steps = [pool(name="flatten" if pooling == "flatten" else f"global_{pooling}_pool", dtype=pool_dt)]
         for i, units in enumerate(self.dense, 1):
             self.steps.append(layers.Dense(units, activation=activation, name=f"fc{i}", dtype=dt))
             if self.dropout:
                 self.steps.append(layers.Dropout(self.dropout, name=f"dropout{i}", dtype=dt))
         if self.dropout and not self.dense:
             self.steps.append(layers.Dropout(self.dropout, name="dropout", dtype=dt))
-        # the softmax stays float32 under mixed precision: probabilities keep their precision, losses do not overflow
-        low = dt.compute_dtype in ("float16", "bfloat16")
-        self.steps.append(
-            layers.Dense(self.num_classes, activation="softmax", name="predictions", dtype="float32" if low else dt)
-        )
+        if self.num_classes:
+            self.steps.append(
+                layers.Dense(self.num_classes, activation="softmax", name="predictions", dtype="float32" if low else dt)
+            )
 
     def compute_output_spec(self, x, training=None):
         return keras.KerasTensor(self.compute_output_shape(x.shape), dtype=self.steps[-1].compute_dtype)
