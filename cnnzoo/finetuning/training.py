@@ -77,11 +77,11 @@ def run_stages(run):
             results.append(_stage_result(run.state, k, stage, []))
             continue
         if pending is not None:
-            run.parts.model.load_weights(pending)
+            checkpoints.load_stage_weights(run.parts.model, pending, run.state)
             pending = None
         results.append(run_stage(run, k, stage))
     if pending is not None:
-        run.parts.model.load_weights(pending)
+        checkpoints.load_stage_weights(run.parts.model, pending, run.state)
     return results
 
 
@@ -106,7 +106,7 @@ def run_stage(run, k, stage):
     extra = dict(rate=rate, steps_per_execution=run.steps_per_execution)
     extra.update(reg.compile_args(stage.epochs * inputs.steps_per_epoch))  # loss, metric, EMA
     schedules.compile_stage(fit_model, stage, parts, inputs.steps_per_epoch, **extra)
-    if checkpoint is not None and checkpoints.restore(fit_model, checkpoint):
+    if checkpoint is not None and checkpoints.restore(fit_model, checkpoint, state):
         log.info("stage %d (%s): resuming after epoch %d from %s", k, stage.name, done, checkpoint)
     elif checkpoint is not None:  # unreadable (reported, removed): the stage starts over, with a fresh optimizer
         done = 0
@@ -237,7 +237,8 @@ def already_finished(run):
     if path.is_file():
         try:
             model = load(path)
-        except Exception as e:  # truncated or corrupt since it was written
+        except Exception as e:  # truncated or corrupt since it was written (or written on another backend: refused)
+            state.check_backend(path, e)
             log.warning(
                 "run %s finished before but its model %s is unreadable (%s: %s): training again",
                 state.run_dir,
