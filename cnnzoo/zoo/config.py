@@ -153,24 +153,13 @@ def parse(raw, source="<memory>"):
         fail(where(source), "class_names", f"must have `num_classes` ({num_classes}) entries", list(class_names))
     if len(set(class_names)) != len(class_names):
         fail(where(source), "class_names", "must not repeat a name", list(class_names))
-    blocks = raw.get("blocks", [])
-    if not isinstance(blocks, (list, tuple)):
-        fail(where(source), "blocks", "must be an array of tables ([[blocks]])", blocks)
-    stages = raw.get("stages", [])
-    if not isinstance(stages, (list, tuple)):
-        fail(where(source), "stages", "must be an array of tables ([[stages]])", stages)
-    backbone = parse_backbone(raw["backbone"], source) if "backbone" in raw else None
-    if bool(blocks or stages) == (backbone is not None):
-        raise ConfigError(
-            f"A config needs exactly one of `blocks` and `backbone`{where(source)} (residual `stages` "
-            f"follow the blocks or replace them, never a backbone). "
-            f"Received: blocks={len(blocks)} tables, stages={len(stages)} tables, backbone={raw.get('backbone')!r}."
-        )
-    blocks = tuple(parse_block(b, i, source) for i, b in enumerate(blocks))
-    stages = tuple(parse_stage(t, i, source) for i, t in enumerate(stages))
-    _check_shortcuts(blocks, stages, shape[2], source)
+    blocks, stages, backbone = _body(raw, shape[2], source)
     search = raw.get("search", {})
     check_keys(search, set(SEARCH_KEYS), "search", source)
+    for key in ("stages", "stage_blocks", "stage_filters"):
+        if key in search and not stages:
+            rule = "searches residual stages, and the config has no `[[stages]]`"
+            fail(where(source), f"search.{key}", rule, search[key])
     return ModelSpec(
         name=name,
         description=check_str(raw["description"], "description", source).strip(),
@@ -188,6 +177,25 @@ def parse(raw, source="<memory>"):
         weights={k: parse_weights(k, v, source) for k, v in _table(raw, "weights", source).items()},
         source=source,
     )
+
+
+def _body(raw, channels, source):
+    """`(blocks, stages, backbone)` of a raw config: conv blocks and/or residual stages, or a backbone."""
+    blocks, stages = raw.get("blocks", []), raw.get("stages", [])
+    for key, value in (("blocks", blocks), ("stages", stages)):
+        if not isinstance(value, (list, tuple)):
+            fail(where(source), key, f"must be an array of tables ([[{key}]])", value)
+    backbone = parse_backbone(raw["backbone"], source) if "backbone" in raw else None
+    if bool(blocks or stages) == (backbone is not None):
+        raise ConfigError(
+            f"A config needs exactly one of `blocks` and `backbone`{where(source)} (residual `stages` "
+            f"follow the blocks or replace them, never a backbone). "
+            f"Received: blocks={len(blocks)} tables, stages={len(stages)} tables, backbone={raw.get('backbone')!r}."
+        )
+    blocks = tuple(parse_block(b, i, source) for i, b in enumerate(blocks))
+    stages = tuple(parse_stage(t, i, source) for i, t in enumerate(stages))
+    _check_shortcuts(blocks, stages, channels, source)
+    return blocks, stages, backbone
 
 
 def _check_shortcuts(blocks, stages, channels, source):
