@@ -1,8 +1,8 @@
 """The zoo: architectures as data, and the code that builds them.
 
 - `config`: zoo TOML files -> validated, frozen `ModelSpec`s;
-- `config_tables`: the `[[blocks]]`, `[head]`, `[backbone]` and `[train]` tables (`Block`, `Head`,
-  `Backbone`, `Train`) and their parsing;
+- `config_tables`: the `[[blocks]]`, `[[stages]]`, `[head]`, `[backbone]` and `[train]` tables (`Block`,
+  `Stage`, `Head`, `Backbone`, `Train`) and their parsing;
 - `config_sections`: the `[search]` and `[weights]` tables (`SearchParam`, `WeightsSource`) and their parsing;
 - `config_rules`: the value checks of config keys (each error names the key, the file, the rule and what was received);
 - `config_writer`: a `ModelSpec` back to TOML;
@@ -11,6 +11,7 @@
 - `cards`: the model cards in `docs/models/`, generated from the registry (`python -m cnnzoo.zoo.cards`);
 - `layers`: the serializable `cnnzoo>` Keras layers;
 - `builders`: `get`, `build`, the compile recipe;
+- `residual`: the residual stages of a config (`[[stages]]`) as a nested `stages` model;
 - `loading`: `load` (a `.keras` file, in safe mode), `as_model`, weights files and named weights into a model;
 - `precision`: `dtype=` policies set on a model's own layers (`check_dtype`, `dtype_of`, `with_dtype`);
 - `weights`: named weights files, fetched, hash-checked and cached.
