@@ -2,7 +2,7 @@
 
 - `config`: zoo TOML files -> validated, frozen `ModelSpec`s;
 - `config_tables`: the `[[blocks]]`, `[[stages]]`, `[head]`, `[backbone]` and `[train]` tables (`Block`,
-  `Stage`, `Head`, `Backbone`, `Train`) and their parsing;
+  `ResidualStage`, `Head`, `Backbone`, `Train`) and their parsing;
 - `config_sections`: the `[search]` and `[weights]` tables (`SearchParam`, `WeightsSource`) and their parsing;
 - `config_rules`: the value checks of config keys (each error names the key, the file, the rule and what was received);
 - `config_writer`: a `ModelSpec` back to TOML;

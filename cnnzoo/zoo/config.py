@@ -26,7 +26,7 @@ from cnnzoo.zoo.config_tables import (
     Backbone,
     Block,
     Head,
-    Stage,
+    ResidualStage,
     Train,
     parse_backbone,
     parse_block,
@@ -37,7 +37,7 @@ from cnnzoo.zoo.config_tables import (
 
 __all__ = [
     "Block",
-    "Stage",
+    "ResidualStage",
     "Head",
     "Backbone",
     "Train",
@@ -324,9 +324,9 @@ def to_dict(spec):
 
 
 def _stage_dict(stage):
-    """A `Stage` as its table: `filters`, `blocks` and `block` always, the rest where it differs from the default."""
+    """A `ResidualStage` as its table: `filters`, `blocks` and `block` always, the rest where not the default."""
     d = {"filters": stage.filters, "blocks": stage.blocks, "block": stage.block}
-    for f in dataclasses.fields(Stage):
+    for f in dataclasses.fields(ResidualStage):
         value, default = getattr(stage, f.name), RESIDUAL_BLOCKS[stage.block] if f.name == "expansion" else f.default
         if f.name not in d and value != default:
             d[f.name] = value

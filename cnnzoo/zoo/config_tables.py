@@ -1,6 +1,6 @@
 """The `[[blocks]]`, `[[stages]]`, `[head]`, `[backbone]` and `[train]` tables of a zoo config.
 
-`Block`, `Stage`, `Head`, `Backbone` and `Train` hold every default of an architecture
+`Block`, `ResidualStage`, `Head`, `Backbone` and `Train` hold every default of an architecture
 and of its compile settings (each written here and nowhere else); the values
 they may take are the constants below. `cnnzoo.zoo.config` reads a config's
 tables with the `parse_*` functions here and exports the dataclasses as its
@@ -28,7 +28,7 @@ from cnnzoo.zoo.config_rules import (
 
 __all__ = [
     "Block",
-    "Stage",
+    "ResidualStage",
     "Head",
     "Backbone",
     "Train",
@@ -95,7 +95,7 @@ class Block:
 
 
 @dataclass(frozen=True)
-class Stage:
+class ResidualStage:
     """A residual stage (`[[stages]]`): `blocks` residual blocks; the first strides and changes the width.
 
     A `"basic"` block is two `kernel_size` convolutions; a `"bottleneck"` block a 1x1 conv to `filters`,
@@ -186,16 +186,16 @@ def parse_block(table, i, source):
 
 
 def parse_stage(table, i, source):
-    """The `Stage` of `[[stages]]` table number `i` (from 0), validated (`filters` and `blocks` are required)."""
+    """The `ResidualStage` of `[[stages]]` table number `i` (from 0), validated; `filters` and `blocks` are required."""
     key = f"stages[{i}]"
-    check_keys(table, {f.name for f in dataclasses.fields(Stage)}, key, source)
+    check_keys(table, {f.name for f in dataclasses.fields(ResidualStage)}, key, source)
     for required in ("filters", "blocks"):
         if required not in table:
             raise ConfigError(
                 f"`{key}.{required}` is required in a residual stage{where(source)} but missing. "
                 f"Received: {key}={table!r}. Add e.g. `{required} = {2 if required == 'blocks' else 64}`."
             )
-    d = Stage()
+    d = ResidualStage()
     block = check_choice(table.get("block", d.block), f"{key}.block", source, tuple(RESIDUAL_BLOCKS))
     kernel = check_int(table.get("kernel_size", d.kernel_size), f"{key}.kernel_size", source, hi=MAX_SIZE)
     if kernel % 2 == 0:
@@ -218,7 +218,7 @@ def parse_stage(table, i, source):
             expansion,
             ' Use block = "bottleneck" or remove `expansion`.',
         )
-    return Stage(
+    return ResidualStage(
         filters=check_int(table["filters"], f"{key}.filters", source),
         blocks=check_int(table["blocks"], f"{key}.blocks", source, hi=MAX_CONVS),
         block=block,

@@ -46,7 +46,7 @@ def residual_block(x, stage, prefix, stride, dtype=None):
 
     Args:
         x: a symbolic tensor `[batch, height, width, channels]`.
-        stage: the block's `Stage` (block type, widths, shortcut, activation).
+        stage: the block's `ResidualStage` (block type, widths, shortcut, activation).
         prefix: the layers' name prefix (`stage2_block1`).
         stride: int, the stride of this block (the stage's for its first block, else 1).
         dtype: None or a precision policy name.

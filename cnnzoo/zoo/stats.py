@@ -312,11 +312,15 @@ def count_params(spec, input_shape=None, num_classes=None):
 def count_trainable_params(spec, input_shape=None, num_classes=None):
     """Trainable parameters: `count_params` less the BatchNorm moving statistics (what PyTorch counts).
 
+    None for an entry with a keras.applications backbone: its cached numbers hold the total only.
+
     Example:
 
     >>> count_trainable_params(cnnzoo.spec("resnet18"))  # torchvision's resnet18: 11,689,512
     11689512
     """
+    if spec.backbone is not None:
+        return None
     return sum(r.params - r.non_trainable for r in layer_stats(spec, input_shape, num_classes))
 
 
@@ -351,7 +355,7 @@ def summary(spec, input_shape=None, num_classes=None):
     rows = layer_stats(spec, input_shape, num_classes)
     return {
         "params": sum(r.params for r in rows),
-        "trainable_params": sum(r.params - r.non_trainable for r in rows),
+        "trainable_params": None if spec.backbone is not None else sum(r.params - r.non_trainable for r in rows),
         "flops": sum(r.flops for r in rows),
         "layers": [
             {
