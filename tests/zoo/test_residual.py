@@ -159,7 +159,7 @@ def test_the_built_model_agrees_with_the_arithmetic_and_the_explain_walker(rng, 
     np.testing.assert_allclose(cnnzoo.load(tmp_path / "tiny.keras").predict(x, verbose=0), probs, atol=1e-6)
 
 
-def test_layers_are_named_and_fine_tuning_counts_blocks():
+def test_layers_are_named_fine_tuning_counts_blocks_and_grad_cam_reads_the_last_block():
     from cnnzoo.finetuning.freezing import anatomy
 
     model = cnnzoo.get("resnet18", input_shape=(32, 32, 3), num_classes=3, compile=False)
@@ -170,6 +170,10 @@ def test_layers_are_named_and_fine_tuning_counts_blocks():
     assert "stage1_block1_shortcut_conv" not in names and "stage4_block2_out" in names  # identity where it can
     units = anatomy(model).unit_names
     assert units == ["block1"] + [f"stage{i}_block{j}" for i in (1, 2, 3, 4) for j in (1, 2)]
+    from cnnzoo.explain import taps
+
+    assert taps.default_gradcam_layer(model).name == "stage4_block2_out"  # the last block's output, shortcut added
+    assert {"stage1_block1_conv1", "stage4_block2_add"} <= {t.name for t in taps.taps(model)}
     resnet20 = {layer.name for layer in cnnzoo.get("resnet20", compile=False).get_layer("stages").layers}
     assert {"stage2_block1_shortcut_pool", "stage2_block1_shortcut_pad"} <= resnet20
     assert not [n for n in resnet20 if "shortcut_conv" in n]  # option A: no parameters in any shortcut
