@@ -206,8 +206,8 @@ def _check_shortcuts(blocks, stages, channels, source):
             fail(
                 where(source),
                 f"stages[{i}].shortcut",
-                f"cannot be 'zero_pad' where the stage narrows from {channels} to {stage.out_channels} channels "
-                f"(zero padding adds channels, it cannot drop them)",
+                f"cannot be 'zero_pad' where `stages[{i}].filters` narrows the stage from {channels} to "
+                f"{stage.out_channels} channels (zero padding adds channels, it cannot drop them)",
                 stage.shortcut,
                 ' Use shortcut = "projection".',
             )

@@ -11,6 +11,7 @@ the arithmetic is checked against the gradient of a centre unit, as for the othe
 
 import dataclasses
 import math
+import re
 
 import numpy as np
 import pytest
@@ -311,7 +312,7 @@ def test_the_real_resnet_stays_inside_the_field():
         (
             "[[stages]]\nfilters = 4\nblocks = 1\nshortcut = 'zero_pad'",
             "stages[0].shortcut",
-            "narrows from 8 to 4 channels",
+            "`stages[0].filters` narrows the stage from 8 to 4 channels",
         ),
         ("[search]\nstages = { min = 1, max = 3 }", "search.stages", "has no `[[stages]]`"),
     ],
@@ -321,6 +322,32 @@ def test_bad_stages_name_the_key(extra, key, fragment):
         config.loads(MINIMAL + "\n" + extra, "my.toml")
     message = str(err.value)
     assert f"`{key}`" in message and fragment in message and "my.toml" in message and "Received:" in message
+
+
+BAD = ["x", "", True, 0, -1, 1, 2, 4, 1025, 2**31, 0.5, math.nan, math.inf, [], [1, 2], {}, {"a": 1}]
+
+
+def test_every_stage_key_with_bad_values_is_a_config_error_or_a_working_spec():
+
+    raw = config.to_dict(cnnzoo.spec("resnet20"))
+    outcomes = set()
+    for key in [f.name for f in dataclasses.fields(config.ResidualStage)] + ["unknown"]:
+        for value in BAD:
+            mutated = {**raw, "stages": [dict(t) for t in raw["stages"]]}
+            mutated["stages"][1][key] = value
+            try:
+                spec = config.parse(mutated, "fuzz.toml")
+            except ConfigError as e:
+                # a stage key, and the mutated key among the keys named (a width that makes the next zero-padded
+                # stage narrow names that stage's `filters`; a kernel_size below the stride names both)
+                assert re.search(r"`stages\[[12]\]\.\w+`", str(e)) and "Received:" in str(e), (key, value, str(e))
+                assert f"{key}`" in str(e), (key, value, str(e))
+                outcomes.add("error")
+                continue
+            rows = stats.layer_stats(spec)  # a spec that parses has working arithmetic
+            assert sum(r.params for r in rows) > 0 and rows[-1].output_shape == (10,)
+            outcomes.add("spec")
+    assert outcomes == {"error", "spec"}
 
 
 def test_stages_table_rules_and_overrides():
