@@ -20,6 +20,7 @@ from cnnzoo.zoo.heads import check_head_options, embedding_model
 from cnnzoo.zoo.layers import ClassifierHead, ConvBlock, Preprocess
 from cnnzoo.zoo.loading import load, load_named_weights, load_weights_into
 from cnnzoo.zoo.precision import DTYPES, check_dtype, dtype_of, policy_scope, with_dtype
+from cnnzoo.zoo.residual import stages_model
 
 __all__ = [
     "get",
@@ -92,7 +93,8 @@ def build(spec, weights=None, dtype=None):
 
     Returns:
         An uncompiled Functional `keras.Model` named after the spec, with
-        layers `preprocess`, `block1`... (or `backbone`) and `head`; the head
+        layers `preprocess`, `block1`... (or `backbone`), `stages` (a nested
+        model of the residual stages, where the spec has them) and `head`; the head
         records whether the model holds learned weights (`pretrained`).
 
     Example:
@@ -126,6 +128,8 @@ def build(spec, weights=None, dtype=None):
             name=f"block{i}",
             dtype=policy,
         )(x)
+    if spec.stages:
+        x = stages_model(spec, tuple(x.shape[1:]), policy)(x)
     h = spec.head
     outputs = ClassifierHead(
         spec.num_classes,

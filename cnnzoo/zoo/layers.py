@@ -9,7 +9,7 @@ from keras import layers, ops
 
 from cnnzoo.zoo.config_tables import Block
 
-__all__ = ["Preprocess", "ConvBlock", "ClassifierHead", "class_names_of", "pretrained_of"]
+__all__ = ["Preprocess", "ConvBlock", "ClassifierHead", "ZeroPadChannels", "class_names_of", "pretrained_of"]
 
 _CAFFE_MEAN = (103.939, 116.779, 123.68)  # BGR
 _TORCH_MEAN = (0.485, 0.456, 0.406)
@@ -295,6 +295,42 @@ class ClassifierHead(_Steps):
             "class_names": self.class_names,
             "pretrained": self.pretrained,
         }
+
+
+@keras.saving.register_keras_serializable(package="cnnzoo")
+class ZeroPadChannels(layers.Layer):
+    """Pads the channel axis with zeros up to `channels`: the parameter-free shortcut of a
+    residual block that widens (He et al. 2015, option A; `shortcut = "zero_pad"` in a zoo config).
+
+    Args:
+        channels: int, the number of output channels (at least the input's).
+
+    Example:
+
+    >>> ZeroPadChannels(32)(np.ones((1, 8, 8, 16))).shape
+    (1, 8, 8, 32)
+    """
+
+    def __init__(self, channels, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = int(channels)
+
+    def build(self, input_shape):
+        if input_shape[-1] > self.channels:
+            raise ValueError(
+                f"`channels` must be at least the input's ({input_shape[-1]}): zero padding cannot drop "
+                f"channels. Received: channels={self.channels}."
+            )
+
+    def call(self, x):
+        extra = self.channels - x.shape[-1]
+        return ops.pad(x, [[0, 0]] * (len(x.shape) - 1) + [[0, extra]]) if extra else x
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.channels)
+
+    def get_config(self):
+        return {**super().get_config(), "channels": self.channels}
 
 
 def pretrained_of(model):
