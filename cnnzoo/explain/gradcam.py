@@ -46,6 +46,16 @@ class Heatmaps:
         """bool `[N]`: the score barely depends on the feature map (see `strength`)."""
         return self.strength < VANISHING
 
+    def about(self, i, class_names):
+        """What map `i` explains, as `gradcam_picture`'s keywords (label, probability, layer, strength)."""
+        k = int(self.classes[i])
+        return dict(
+            label=class_names[k] if k < len(class_names) else str(k),
+            probability=float(self.probabilities[i]),
+            layer=self.layer,
+            strength=float(self.strength[i]),
+        )
+
 
 def heatmaps(model, batch, class_index=None, layer=None):
     """Grad-CAM of a batch already at the model's input size: a `Heatmaps`.
@@ -149,21 +159,10 @@ def grad_cam(model, image, class_index=None, layer=None, out=None):
         names = class_names_of(model)
         paths = [Path(out)] if single else [Path(out) / f"{i}.png" for i in range(len(items))]
         for i, (item, heat, path) in enumerate(zip(items, heats, paths)):
-            save_png(gradcam_picture(item, heat, **_about(found, i, names)), path)
+            save_png(gradcam_picture(item, heat, **found.about(i, names)), path)
     if single:
         return heats[0]
     return np.stack(heats) if stacked else heats
-
-
-def _about(found, i, names):
-    """What picture `i` of `found` explains, for `gradcam_picture`."""
-    k = int(found.classes[i])
-    return dict(
-        label=names[k] if k < len(names) else str(k),
-        probability=float(found.probabilities[i]),
-        layer=found.layer,
-        strength=float(found.strength[i]),
-    )
 
 
 def warn_vanished(model, found):

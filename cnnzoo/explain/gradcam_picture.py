@@ -17,7 +17,7 @@ from cnnzoo.explain.gradcam import VANISHING, overlay, resize_heat
 from cnnzoo.explain.inputs import original
 from cnnzoo.utils.plotting import figure
 
-__all__ = ["gradcam_picture", "display_image", "figure_rgb", "note_for", "MIN_SIDE"]
+__all__ = ["gradcam_picture", "explained_picture", "display_image", "figure_rgb", "note_for", "MIN_SIDE"]
 
 MIN_SIDE = 224  # the long side of a picture, in pixels, at least
 MAX_SIDE = 800
@@ -98,6 +98,33 @@ def gradcam_picture(image, heat, label=None, probability=None, layer=None, stren
         bar.set_label("share of the peak", fontsize=8)
         bar.ax.tick_params(labelsize=7)
     return ax.figure
+
+
+def explained_picture(model, image, class_index=None, layer=None):
+    """`grad_cam` of one image as its picture (`gradcam_picture`), titled with what the model says.
+
+    Args:
+        model: a `keras.Model` classifier.
+        image: one image (path, PIL image or array, 0-255), at any size.
+        class_index, layer: as in `grad_cam`.
+
+    Returns:
+        A matplotlib `Figure`. Vanishing gradients also emit a `cnnzoo.ExplainWarning`.
+
+    Example:
+
+    >>> figure_rgb(explained_picture(model, "robin.jpg")).shape  # doctest: +SKIP
+    (330, 390, 3)
+    """
+    from cnnzoo.explain.gradcam import heatmaps, warn_vanished
+    from cnnzoo.explain.inputs import model_batch
+    from cnnzoo.zoo.layers import class_names_of
+
+    batch, _ = model_batch(model, image)
+    found = heatmaps(model, batch[:1], class_index, layer)
+    warn_vanished(model, found)
+    heat = resize_heat(found.maps[0], original(image).shape[:2])
+    return gradcam_picture(image, heat, **found.about(0, class_names_of(model)))
 
 
 def figure_rgb(fig, dpi=DPI):
