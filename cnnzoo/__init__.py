@@ -25,6 +25,7 @@ from cnnzoo.errors import (  # noqa: F401  (cheap, no TensorFlow)
     DataWarning,
     DiskFullError,
     DuplicateModelError,
+    ExplainWarning,
     ExportError,
     MissingExtraError,
     PluginError,

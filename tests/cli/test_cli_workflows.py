@@ -95,6 +95,11 @@ def test_demo_end_to_end_small(tmp_path):
     assert "test accuracy:" in done.stdout and "RBF-SVM reference: 98.9-99.2%" in done.stdout
     assert (tmp_path / "run" / "digits_cnn.keras").is_file()
     assert len(list((tmp_path / "digits" / "test").rglob("*.png"))) == 360
-    labelled = [line for line in done.stdout.splitlines() if "true " in line]
+    labelled = [line for line in done.stdout.splitlines() if "  true " in line]  # cnnzoo.predict's lines
     assert len(labelled) == 6 and all(Path(line.split(":")[0].strip()).is_file() for line in labelled)
-    assert str(tmp_path / "run" / "confusion_matrix.png") in done.stdout
+    assert f"validation confusion matrix: {tmp_path / 'run' / 'confusion_matrix.png'}" in done.stdout
+    # the printed score is on the test images: so are the confusion matrix and the mistakes shown beside it
+    assert f"test confusion matrix: {tmp_path / 'test' / 'confusion_matrix.png'}" in done.stdout
+    assert (tmp_path / "test" / "top_losses.png").is_file() and "the test set's " in done.stdout
+    shown = [line for line in done.stdout.splitlines() if line.startswith("  ") and ", true " in line]
+    assert all(Path(line.split(":")[0].strip()).parent.parent == tmp_path / "digits" / "test" for line in shown)
