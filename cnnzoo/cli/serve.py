@@ -50,7 +50,8 @@ def gradcam_explainer(model, image, class_name=None):
     """The Grad-CAM picture of `image` (uint8 RGB) for `create_app(explain=...)`, as a uint8 RGB array: the
     heatmap over the photo, enlarged to at least 224 pixels, titled with the class and its probability, with a
     colour bar (`cnnzoo.explain.gradcam_picture`)."""
-    from cnnzoo.explain.gradcam_picture import explained_picture, figure_rgb
+    from cnnzoo.explain.gradcam import explained_picture
+    from cnnzoo.explain.gradcam_picture import figure_rgb
 
     return figure_rgb(explained_picture(model, image, class_index=class_name))
 

@@ -6,14 +6,15 @@ from pathlib import Path
 import numpy as np
 
 from cnnzoo.backend.gradients import feature_map_and_gradient
-from cnnzoo.errors import ConfigError, DataError, ExplainWarning
+from cnnzoo.errors import ConfigError, ExplainWarning
 from cnnzoo.explain import taps as _taps
-from cnnzoo.explain.inputs import model_batch, original, resolve_model, save_rgb_png
+from cnnzoo.explain.gradcam_picture import gradcam_picture, overlay, resize_heat
+from cnnzoo.explain.inputs import model_batch, original, resolve_model
 from cnnzoo.utils.checks import is_int
 from cnnzoo.utils.plotting import save_png
 from cnnzoo.zoo.layers import class_names_of
 
-__all__ = ["grad_cam", "overlay", "heatmaps", "Heatmaps", "resize_heat", "warn_vanished", "VANISHING"]
+__all__ = ["grad_cam", "overlay", "heatmaps", "Heatmaps", "explained_picture", "warn_vanished", "VANISHING"]
 
 
 VANISHING = 1e-4  # total |gradient x activation| (in units of the class score) below which the map is noise
@@ -47,13 +48,14 @@ class Heatmaps:
         return self.strength < VANISHING
 
     def about(self, i, class_names):
-        """What map `i` explains, as `gradcam_picture`'s keywords (label, probability, layer, strength)."""
+        """What map `i` explains, as `gradcam_picture`'s keywords (label, probability, layer, strength, vanished)."""
         k = int(self.classes[i])
         return dict(
             label=class_names[k] if k < len(class_names) else str(k),
             probability=float(self.probabilities[i]),
             layer=self.layer,
             strength=float(self.strength[i]),
+            vanished=bool(self.vanished[i]),
         )
 
 
@@ -146,8 +148,6 @@ def grad_cam(model, image, class_index=None, layer=None, out=None):
     >>> heat.shape, float(heat.max())  # doctest: +SKIP
     ((480, 640), 1.0)
     """
-    from cnnzoo.explain.gradcam_picture import gradcam_picture
-
     model = resolve_model(model)
     batch, single = model_batch(model, image)
     stacked = not single and (isinstance(image, np.ndarray) or hasattr(image, "numpy"))
@@ -200,59 +200,25 @@ def _class_indices(model, class_index, scores, n):
     return np.full(len(scores), int(class_index), np.int32)
 
 
-def resize_heat(heat, size, renormalise=True):
-    """A heatmap resized (bilinear) to `size` = (height, width); its peak 1 again unless `renormalise=False`."""
-    from PIL import Image
-
-    h, w = int(size[0]), int(size[1])
-    if heat.shape == (h, w):
-        return heat.astype(np.float32)
-    resized = np.asarray(
-        Image.fromarray(np.ascontiguousarray(heat, np.float32)).resize((w, h), Image.Resampling.BILINEAR)
-    )
-    resized = np.clip(resized, 0.0, None)
-    if not renormalise:  # an overlay of the heatmap the caller gave
-        return np.clip(resized, 0.0, 1.0).astype(np.float32)
-    peak = resized.max() if heat.max() > 0 else 0.0  # bilinear resizing can lower the peak: 1 again
-    return (resized / peak if peak > 0 else np.zeros_like(resized)).astype(np.float32)
-
-
-def overlay(image, heatmap, alpha=0.4, out=None, colormap="jet"):
-    """Blends a heatmap, coloured, over an image.
+def explained_picture(model, image, class_index=None, layer=None):
+    """`grad_cam` of one image as its picture (`cnnzoo.explain.gradcam_picture.gradcam_picture`), titled with
+    what the model says.
 
     Args:
-        image: a file path, a PIL image or an array `[H, W]`/`[H, W, C]` (0-255).
-        heatmap: an array `[h, w]` with values in [0, 1] (as `grad_cam`
-            returns), resized to the image when the sizes differ.
-        alpha: float in [0, 1], the heatmap's weight.
-        out: optional path of a PNG to write (atomically).
-        colormap: a matplotlib colormap name.
+        model: a `keras.Model` classifier.
+        image: one image (path, PIL image or array, 0-255), at any size.
+        class_index, layer: as in `grad_cam`.
 
     Returns:
-        A uint8 RGB array `[H, W, 3]`.
+        A matplotlib `Figure`. Vanishing gradients also emit a `cnnzoo.ExplainWarning`.
 
     Example:
 
-    >>> picture = cnnzoo.explain.overlay("robin.jpg", heat, out="robin_gradcam.png")  # doctest: +SKIP
+    >>> figure_rgb(explained_picture(model, "robin.jpg")).shape  # doctest: +SKIP
+    (330, 390, 3)
     """
-    import matplotlib
-
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
-        raise ConfigError(f"`alpha` must be a number from 0 to 1. Received: alpha={alpha!r}.")
-    if colormap not in matplotlib.colormaps:
-        raise ConfigError(
-            f"`colormap` must be a matplotlib colormap name (e.g. 'jet', 'viridis'). Received: colormap={colormap!r}."
-        )
-    rgb = original(image)
-    heat = np.asarray(heatmap, np.float32)
-    if heat.ndim != 2 or not np.all(np.isfinite(heat)):
-        raise DataError(
-            f"`heatmap` must be a finite 2-D array [height, width] (values in [0, 1]). "
-            f"Received: heatmap of shape {heat.shape}."
-        )
-    heat = resize_heat(np.clip(heat, 0.0, 1.0), rgb.shape[:2], renormalise=False)
-    colour = matplotlib.colormaps[colormap](heat)[..., :3] * 255.0
-    blended = np.clip((1.0 - alpha) * rgb + alpha * colour, 0, 255).round().astype(np.uint8)
-    if out is not None:
-        save_rgb_png(blended, out)
-    return blended
+    batch, _ = model_batch(model, image)
+    found = heatmaps(model, batch[:1], class_index, layer)
+    warn_vanished(model, found)
+    heat = resize_heat(found.maps[0], original(image).shape[:2])
+    return gradcam_picture(image, heat, **found.about(0, class_names_of(model)))

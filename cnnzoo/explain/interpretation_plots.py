@@ -142,8 +142,7 @@ def _heatmaps(interp, indices):
 
 def _draw(ax, interp, i, heat, k):
     """Image `i` into `ax`: under its Grad-CAM `heat.maps[k]`, or alone."""
-    from cnnzoo.explain.gradcam import resize_heat
-    from cnnzoo.explain.gradcam_picture import display_image, gradcam_picture
+    from cnnzoo.explain.gradcam_picture import display_image, gradcam_picture, resize_heat
 
     image = np.clip(interp.images[i], 0, 255)
     if heat is None:

@@ -136,7 +136,8 @@ def test_overlay_png_decodes(trained, tmp_path):
 
 
 def test_the_picture_is_enlarged_titled_and_has_a_colour_bar(trained):
-    from cnnzoo.explain.gradcam_picture import display_image, explained_picture, figure_rgb, gradcam_picture
+    from cnnzoo.explain.gradcam import explained_picture
+    from cnnzoo.explain.gradcam_picture import display_image, figure_rgb, gradcam_picture
 
     model, images, _, _ = trained
     tiny = np.asarray(Image.fromarray(images[0]).resize((8, 8)))  # an 8x8 image: nearest-neighbour, by 28
@@ -171,7 +172,7 @@ def test_vanishing_gradients_warn_and_the_picture_says_so(tmp_path):
         heat = grad_cam(model, image, out=tmp_path / "faint.png")
     assert heat.shape == (16, 16) and heat.max() == pytest.approx(1.0)  # the array keeps its meaning
     assert (tmp_path / "faint.png").is_file()
-    from cnnzoo.explain.gradcam_picture import explained_picture
+    from cnnzoo.explain.gradcam import explained_picture
 
     with pytest.warns(cnnzoo.ExplainWarning):
         notes = [t.get_text() for t in explained_picture(model, image).axes[0].texts]
