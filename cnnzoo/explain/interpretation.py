@@ -357,6 +357,12 @@ class Interpretation:
         does not fill the picture; right answers, one class after another,
         take at least a quarter of the places (two when `count` allows) and
         every place the mistakes leave. Only images `interpret` kept count.
+
+        Example:
+
+        >>> right, wrong = interp.examples(8)  # doctest: +SKIP
+        >>> wrong.tolist()  # doctest: +SKIP
+        [153, 298, 87]
         """
         count = check_int(count, "count")
         kept = np.array(sorted(self.images), np.int64)
@@ -384,6 +390,11 @@ class Interpretation:
 
         Returns:
             A dict name -> `Path`.
+
+        Example:
+
+        >>> cnnzoo.interpret(model, "photos/test").save("evaluated")  # doctest: +SKIP
+        {'confusion_matrix': PosixPath('evaluated/confusion_matrix.png'), ...}
         """
         from cnnzoo.utils.files import atomic_save
 
