@@ -24,7 +24,7 @@ from cnnzoo.data.folders import ImageFolder, image_folder
 from cnnzoo.data.inputs import Inputs, is_dataset
 from cnnzoo.errors import DataError, DataNotFoundError
 
-__all__ = ["Labelled", "evaluation_data", "ACCEPTED"]
+__all__ = ["Labelled", "evaluation_data", "label_map", "ACCEPTED"]
 
 ACCEPTED = (
     "an image-folder path, a cnnzoo.data.ImageFolder, (x, y) arrays, a cnnzoo.data.Arrays record such as "
@@ -188,3 +188,28 @@ def _numpy(value):
     from keras import ops
 
     return np.asarray(value) if isinstance(value, np.ndarray) else np.asarray(ops.convert_to_numpy(value))
+
+
+def label_map(data_names, model_names):
+    """Data label -> model class index, by class name: an int array, or None where they are the same.
+
+    A model without class names (`"0"`, `"1"`, ...) takes the data's classes in order.
+
+    Example:
+
+    >>> label_map(("owl", "robin"), ("heron", "owl", "robin")).tolist()
+    [1, 2]
+    """
+    if data_names is None or tuple(data_names) == tuple(model_names):
+        return None
+    if all(name in model_names for name in data_names):
+        return np.array([model_names.index(name) for name in data_names], np.int64)
+    unnamed = tuple(model_names) == tuple(str(i) for i in range(len(model_names)))
+    if unnamed and len(data_names) <= len(model_names):  # the model knows no names: classes in order
+        return None
+    missing = [name for name in data_names if name not in model_names]
+    raise DataError(
+        f"`data` classes must be among the model's classes {list(model_names)[:10]}"
+        f"{' ...' if len(model_names) > 10 else ''}; {missing[:5]} are not. "
+        f"Received: data with classes {list(data_names)[:10]}. Name the class folders as the model's classes."
+    )

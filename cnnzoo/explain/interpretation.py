@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnzoo.errors import ConfigError, DataError
-from cnnzoo.explain.evaluation_data import evaluation_data
+from cnnzoo.explain.evaluation_data import evaluation_data, label_map
 from cnnzoo.utils.checks import check_int
 
 __all__ = ["Interpretation", "interpret", "KEEP"]
@@ -73,7 +73,7 @@ def interpret(model, data, *, batch_size=32, tta=False, keep=KEEP):
     (height, width), channels = input_shape_of(model)
     names = tuple(class_names_of(model))
     labelled = evaluation_data(data, (height, width, channels), batch_size)
-    mapping = _label_map(labelled.class_names, names)
+    mapping = label_map(labelled.class_names, names)
     forward = predictor(model)
     kept = _Kept(keep)
     probs, labels, seen = [], [], 0
@@ -93,23 +93,6 @@ def interpret(model, data, *, batch_size=32, tta=False, keep=KEEP):
     labels = np.concatenate(labels) if labels else np.zeros((0,), np.int64)
     sources = labelled.sources if labelled.sources is not None and len(labelled.sources) == len(labels) else None
     return Interpretation(model, probs, labels, names, kept.images, sources, labelled.description)
-
-
-def _label_map(data_names, model_names):
-    """Data label -> model class index (an int array), or None where they are the same."""
-    if data_names is None or tuple(data_names) == tuple(model_names):
-        return None
-    if all(name in model_names for name in data_names):
-        return np.array([model_names.index(name) for name in data_names], np.int64)
-    unnamed = tuple(model_names) == tuple(str(i) for i in range(len(model_names)))
-    if unnamed and len(data_names) <= len(model_names):  # the model knows no names: classes in order
-        return None
-    missing = [name for name in data_names if name not in model_names]
-    raise DataError(
-        f"`data` classes must be among the model's classes {list(model_names)[:10]}"
-        f"{' ...' if len(model_names) > 10 else ''}; {missing[:5]} are not. "
-        f"Received: data with classes {list(data_names)[:10]}. Name the class folders as the model's classes."
-    )
 
 
 class _Kept:
@@ -364,13 +347,15 @@ class Interpretation:
         >>> wrong.tolist()  # doctest: +SKIP
         [153, 298, 87]
         """
+        from cnnzoo.explain.interpretation_plots import by_turns
+
         count = check_int(count, "count")
         kept = np.array(sorted(self.images), np.int64)
         if not len(kept):
             return np.zeros((0,), np.int64), np.zeros((0,), np.int64)
         labels, predicted, losses = self.labels[kept], self.predicted[kept], self.losses[kept]
-        right = _by_turns(kept[predicted == labels], labels[predicted == labels], -kept[predicted == labels])
-        wrong = _by_turns(kept[predicted != labels], labels[predicted != labels], losses[predicted != labels])
+        right = by_turns(kept[predicted == labels], labels[predicted == labels], -kept[predicted == labels])
+        wrong = by_turns(kept[predicted != labels], labels[predicted != labels], losses[predicted != labels])
         places = count - min(len(right), max(2 if count >= 4 else 1, math.ceil(count / 4)))
         wrong = wrong[:places]
         return right[: count - len(wrong)], wrong
@@ -406,24 +391,6 @@ class Interpretation:
         text = json.dumps(self.to_dict(k), indent=2)
         written["metrics"] = atomic_save(out / "metrics.json", lambda tmp: Path(tmp).write_text(text))
         return written
-
-
-def _by_turns(indices, classes, keys):
-    """`indices` ordered by `keys` (highest first) within each class, taking turns across classes."""
-    if not len(indices):
-        return np.zeros((0,), np.int64)
-    order = np.argsort(-keys, kind="stable")
-    queues = {}
-    for i in order:
-        queues.setdefault(int(classes[i]), []).append(int(indices[i]))
-    picked, turn = [], 0
-    lists = list(queues.values())  # classes in the order of their first (best) member
-    while len(picked) < len(indices):
-        for queue in lists:
-            if turn < len(queue):
-                picked.append(queue[turn])
-        turn += 1
-    return np.array(picked, np.int64)
 
 
 def _percent(value):

@@ -14,7 +14,7 @@ import numpy as np
 from cnnzoo.errors import CnnzooError
 from cnnzoo.utils.plotting import figure
 
-__all__ = ["confusion_matrix_figure", "top_losses_figure", "examples_figure"]
+__all__ = ["confusion_matrix_figure", "top_losses_figure", "examples_figure", "by_turns"]
 
 log = logging.getLogger("cnnzoo")
 
@@ -124,6 +124,31 @@ def examples_figure(interp, right, wrong):
         fontsize=9,
     )
     return fig
+
+
+def by_turns(indices, classes, keys):
+    """`indices` ordered by `keys` (highest first) within each class, taking turns across the classes (the class
+    of the first one first), so that no class fills a picture.
+
+    Example:
+
+    >>> by_turns(np.array([5, 6, 7]), np.array([0, 0, 1]), np.array([3.0, 2.0, 1.0])).tolist()
+    [5, 7, 6]
+    """
+    if not len(indices):
+        return np.zeros((0,), np.int64)
+    order = np.argsort(-keys, kind="stable")
+    queues = {}
+    for i in order:
+        queues.setdefault(int(classes[i]), []).append(int(indices[i]))
+    picked, turn = [], 0
+    lists = list(queues.values())  # classes in the order of their first (best) member
+    while len(picked) < len(indices):
+        for queue in lists:
+            if turn < len(queue):
+                picked.append(queue[turn])
+        turn += 1
+    return np.array(picked, np.int64)
 
 
 def _heatmaps(interp, indices):
