@@ -185,8 +185,7 @@ def digits(epochs=8):
     layers = ["block1_conv1", "block1_pool", "block2_conv1", "block2_pool", "block3_conv1", "block3_pool"]
     maps = explain.feature_maps(model, data.x_test[index], layers=layers)
     _feature_map_figure(data.x_test[index], maps)
-    batches = [(data.x_test[i : i + 64], data.y_test[i : i + 64]) for i in range(0, len(data.y_test), 64)]
-    gradcam_examples(model, batches, data.class_names, FIGURES / "gradcam_digits.png", count=8, limit=len(data.y_test))
+    gradcam_examples(cnnzoo.interpret(model, data), FIGURES / "gradcam_digits.png", count=8)  # its test images
     _shrink(FIGURES / "gradcam_digits.png", colours=128)
     wrong = int(np.sum(np.argmax(probs, axis=1) != data.y_test))
     rows = "\n".join(f"| `{name}` | {m.shape[0]}x{m.shape[1]} | {m.shape[2]} |" for name, m in maps.items())

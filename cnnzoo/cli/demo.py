@@ -4,7 +4,9 @@ Writes the UCI handwritten digits (shipped inside scikit-learn) as an image
 folder, fine-tunes `bird_classifier` on it with `cnnzoo.finetune`, prints the
 test accuracy next to the RBF-SVM reference (98.9-99.2% on stratified 80/20
 splits), saves the model, labels a few held-out images with
-`cnnzoo.predict`, and points to the learning-curve and confusion-matrix plots.
+`cnnzoo.predict`, lists the test set's mistakes and writes its confusion matrix
+and top losses (`cnnzoo.interpret`, into `<out>/test/`), and points to the
+run's plots of its validation images.
 """
 
 import time
@@ -184,6 +186,29 @@ def run(args):
         mark = "ok" if p.label == truth else "WRONG"
         print(f"  {p.source}: {p.label} ({p.probability:.1%})  true {truth}  {mark}")
     print(f"\nthe same from the shell: cnnzoo predict {result.model_path} {files[0]}")
+    _test_mistakes(result.model, test.path, Path(args.out) / "test")
+    print(f"the same from the shell: cnnzoo evaluate {result.model_path} {test.path}")
     for name, path in result.plots.items():
-        print(f"{name.replace('_', ' ')}: {path}")
+        print(f"{'' if name == 'learning_curve' else 'validation '}{name.replace('_', ' ')}: {path}")
     return 0
+
+
+def _test_mistakes(model, test_dir, out, listed=5):
+    """Prints the test set's mistakes and writes its confusion matrix and top losses (`cnnzoo.interpret`)."""
+    import cnnzoo
+
+    interp = cnnzoo.interpret(model, test_dir)
+    written = interp.save(out)
+    mistakes = interp.mistakes
+    print(f"\nthe test set's {len(mistakes)} mistake{'s' if len(mistakes) != 1 else ''}, highest loss first:")
+    for i in mistakes[:listed]:
+        p = int(interp.predicted[i])
+        print(
+            f"  {interp.sources[i]}: predicted {interp.class_names[p]} ({interp.probabilities[i, p]:.1%}), "
+            f"true {interp.class_names[interp.labels[i]]}"
+        )
+    if len(mistakes) > listed:
+        print(f"  ... and {len(mistakes) - listed} more")
+    print(f"test confusion matrix: {written['confusion_matrix']}")
+    if "top_losses" in written:
+        print(f"test top losses (with Grad-CAM): {written['top_losses']}")
