@@ -14,13 +14,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test,export,serve]"
 	touch $(STAMP)
 
-# The JAX and PyTorch backends, for the backend matrix of `make test` and bench_backends_predict in
-# `make bench` (`make demo` needs neither).
-BACKENDS_STAMP := $(VENV)/.installed-backends
+# What only `make test` needs (and `make bench` in part; `make demo` needs none of it): the JAX and PyTorch
+# backends (the backend matrix, bench_backends_predict), the OpenVINO export target, and huggingface_hub and
+# keras-hub for the preset tests (tests/zoo/test_hub.py, test_presets.py).
+TEST_EXTRAS_STAMP := $(VENV)/.installed-test-extras
 
-$(BACKENDS_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[jax,torch]"
-	touch $(BACKENDS_STAMP)
+$(TEST_EXTRAS_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e ".[jax,torch,openvino,hub,keras_hub]"
+	touch $(TEST_EXTRAS_STAMP)
 
 install: $(STAMP)
 
@@ -36,10 +37,10 @@ format: $(STAMP)
 	$(BIN)/ruff format cnnzoo tests benchmarks
 	$(BIN)/ruff check --fix cnnzoo tests benchmarks
 
-test: lint $(BACKENDS_STAMP)
+test: lint $(TEST_EXTRAS_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=20
 
-bench: $(STAMP) $(BACKENDS_STAMP)
+bench: $(STAMP) $(TEST_EXTRAS_STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
 # cnnzoo against fastai (docs/benchmarks.md): torch (CPU build), fastai and timm live in their own

@@ -12,6 +12,7 @@ written by hand). Under a minute on 2 CPU cores.
 4. `receptive`: VGG-16's receptive fields, block by block (`cnnzoo.explain.receptive_fields`).
 5. `translation`: `cnnzoo.explain.translation_experiment` over three seeds, and Grad-CAM on the
    shapes (the README's picture).
+6. `pyramid`: the feature maps of one digit at each level of `cnnzoo.features_model` (docs/zoo.md).
 
 Run: `.venv/bin/python benchmarks/figures.py [STEP ...]` (default: all of them).
 """
@@ -184,8 +185,7 @@ def digits(epochs=8):
     layers = ["block1_conv1", "block1_pool", "block2_conv1", "block2_pool", "block3_conv1", "block3_pool"]
     maps = explain.feature_maps(model, data.x_test[index], layers=layers)
     _feature_map_figure(data.x_test[index], maps)
-    batches = [(data.x_test[i : i + 64], data.y_test[i : i + 64]) for i in range(0, len(data.y_test), 64)]
-    gradcam_examples(model, batches, data.class_names, FIGURES / "gradcam_digits.png", count=8, limit=len(data.y_test))
+    gradcam_examples(cnnzoo.interpret(model, data), FIGURES / "gradcam_digits.png", count=8)  # its test images
     _shrink(FIGURES / "gradcam_digits.png", colours=128)
     wrong = int(np.sum(np.argmax(probs, axis=1) != data.y_test))
     rows = "\n".join(f"| `{name}` | {m.shape[0]}x{m.shape[1]} | {m.shape[2]} |" for name, m in maps.items())
@@ -364,7 +364,59 @@ peak lies in the half of the image that holds the shape.
     )
 
 
-STEPS = {"triangle": triangle, "sobel": sobel, "digits": digits, "receptive": receptive, "translation": translation}
+# --------------------------------------------------------------------------- 6. feature pyramid
+
+
+def pyramid(size=64, epochs=4, channels=6):
+    """docs/zoo.md: the feature maps `cnnzoo.get(..., features_only=True)` gives, level by level, for one digit."""
+    data = cnnzoo.data.digits(image_size=(size, size))
+    model = cnnzoo.get(
+        "bird_classifier",
+        num_classes=10,
+        input_shape=(size, size, 1),
+        compile=False,
+        blocks=[{"filters": f, "batch_norm": True} for f in (16, 32, 32, 64, 64)],
+        dense=[],
+        pooling="avg",
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        model = cnnzoo.finetune(
+            model, data, stages=f"all:{epochs}:3e-3", out=Path(tmp) / "run", verbose=0, plots=False, seed=0
+        ).model
+    features = cnnzoo.features_model(model)  # every level: strides 2, 4, 8, 16, 32
+    index = int(np.flatnonzero(data.y_test == 3)[0])
+    image = data.x_test[index].astype("float32")
+    maps = [np.asarray(m[0], np.float32) for m in features.predict(image[None], verbose=0)]
+    fig = figure((1.3 * (channels + 1), 1.35 * len(maps)))
+    axes = fig.subplots(len(maps), channels + 1, squeeze=False)
+    for row, (level, m) in zip(axes, zip(features.feature_info, maps)):
+        for ax in row:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        row[0].imshow(image[..., 0], cmap="gray")
+        row[0].set_ylabel(
+            f"level {level.index}, stride {level.reduction}\n{m.shape[0]}x{m.shape[1]}x{m.shape[2]}\n{level.layer}",
+            fontsize=7,
+        )
+        strongest = np.argsort(m.mean(axis=(0, 1)))[::-1][:channels]  # the most active channels, not blank ones
+        for ax, c in zip(row[1:], strongest):
+            ax.imshow(m[..., c], cmap="viridis", interpolation="nearest")
+    fig.suptitle(
+        f"The pyramid of one {size}x{size} test digit: cnnzoo.features_model (the {channels} most active channels)",
+        fontsize=9,
+    )
+    save(fig, "feature_pyramid.png")
+    _shrink(FIGURES / "feature_pyramid.png")
+
+
+STEPS = {
+    "triangle": triangle,
+    "sobel": sobel,
+    "digits": digits,
+    "receptive": receptive,
+    "translation": translation,
+    "pyramid": pyramid,
+}
 
 
 def main(argv):

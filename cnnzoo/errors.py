@@ -24,6 +24,7 @@ __all__ = [
     "DataNotFoundError",
     "DataWarning",
     "TrainingWarning",
+    "ExplainWarning",
     "WeightsError",
     "WeightsNotFoundError",
     "WeightsDownloadError",
@@ -101,6 +102,11 @@ class DataWarning(UserWarning):
 
 class TrainingWarning(UserWarning):
     """A run finished but its result is suspect (e.g. validation accuracy near chance while training fits)."""
+
+
+class ExplainWarning(UserWarning):
+    """A picture that explains a model would mislead: e.g. Grad-CAM of a class score that barely depends on the
+    feature map (vanishing gradients), whose heatmap is noise scaled up to [0, 1]."""
 
 
 class WeightsError(CnnzooError, ValueError):

@@ -16,9 +16,11 @@
 - `check_distributed_search()`: keras-tuner's chief/worker search (its
   `KERASTUNER_*` variables) runs on TensorFlow only (keras-tuner's
   distribution layer is TensorFlow's gRPC).
-- `shardable(train, validation)`: the tf.data batches a `fit` takes, cut so a
-  data-parallel distribution can split each one over its devices. TensorFlow
-  and PyTorch: as they are (`tf.distribute` splits uneven batches itself). JAX
+- `shardable(train, validation, images, batch_size)`: the tf.data batches a
+  `fit` takes, cut so a data-parallel distribution can split each one over its
+  devices. PyTorch: as they are. TensorFlow: under a MultiWorkerMirroredStrategy
+  the validation batches are read whole by every worker, filled up with images
+  weighted 0 (else as they are: `tf.distribute` splits uneven batches). JAX
   under a `keras.distribution` (`DataParallel`) over N devices: every batch
   must divide by N, so a training batch that does not is left out (as
   `drop_remainder` would) and a validation batch is filled up to a multiple of
@@ -72,11 +74,36 @@ def shardable(train, validation, images, batch_size):
     `images` is the number of training images and `batch_size` their batch size (so the training batches
     kept are known without reading the data, and Keras sees how many there are).
     """
-    shards = batch_shards()
-    if shards == 1:
-        return train, validation
+    return dispatch("training", tensorflow=_tf_shardable, jax=_jax_shardable, torch=_unchanged)(
+        train, validation, images, batch_size
+    )
+
+
+def _unchanged(train, validation, images, batch_size):
+    return train, validation
+
+
+def _tf_shardable(train, validation, images, batch_size):
+    """Under a MultiWorkerMirroredStrategy every worker reads the whole validation set in whole batches.
+
+    (Each worker's training files are an equal share already: `cnnzoo.data.memory.shard_files`.) A validation
+    set sharded by tf.data gives the workers different numbers of batches, or splits a last, smaller batch
+    unevenly: one worker then leaves the all-reduce (a crash with 27 images in batches of 4, issue 19).
+    Unsharded and filled up with images weighted 0, every worker takes the same steps and each image counts once.
+    """
     import tensorflow as tf
 
+    if validation is None or not isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+        return train, validation
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return train, _filled(validation, batch_size).with_options(options)
+
+
+def _jax_shardable(train, validation, images, batch_size):
+    shards = _jax_batch_shards()
+    if shards == 1:
+        return train, validation
     if batch_size % shards or images < batch_size:
         fit = max(shards, batch_size // shards * shards)
         raise BackendError(
@@ -86,10 +113,17 @@ def shardable(train, validation, images, batch_size):
         )
     if images % batch_size % shards:  # the last, smaller batch cannot be split: left out, as drop_remainder does
         train = train.take(images // batch_size)
+    return train, _filled(validation, shards) if validation is not None else None
+
+
+def _filled(dataset, multiple):
+    """`dataset`'s `(x, y)` batches filled up to a multiple of `multiple` with copies of their last image,
+    weighted 0 (a third element, the sample weights, 1 for the real images)."""
+    import tensorflow as tf
 
     def filled(x, y, *weight):
         n = tf.shape(x)[0]
-        extra = (shards - n % shards) % shards
+        extra = (multiple - n % multiple) % multiple
         weight = tf.cast(weight[0], tf.float32) if weight else tf.ones([n], tf.float32)
 
         def grow(t, value=None):
@@ -98,7 +132,7 @@ def shardable(train, validation, images, batch_size):
 
         return grow(x), grow(y), grow(weight, 0.0)
 
-    return train, validation.map(filled) if validation is not None else None
+    return dataset.map(filled)
 
 
 def _jax_batch_shards():

@@ -3,9 +3,10 @@
 - `app`: the parser and `main`; `args`: the argument helpers the commands share (`parse_shape`);
 - `__main__`: `python -m cnnzoo.cli`;
 - `listing` (`cnnzoo list`) and `info` (`cnnzoo info`): registry only, no TensorFlow;
-- `demo`, `finetune`, `predict`, `tune`, `explain` (predictions, Grad-CAM and feature maps of
-  images), `export` (a saved model to ONNX, LiteRT, SavedModel or OpenVINO) and `serve` (the
-  model behind HTTP): each has `add_arguments(parser)` and `run(args) -> int`, and imports
+- `demo`, `finetune`, `predict`, `evaluate` (accuracy, confusion matrix and top losses on a
+  labelled folder), `tune`, `explain` (predictions, Grad-CAM and feature maps of images),
+  `export` (a saved model to ONNX, LiteRT, SavedModel or OpenVINO) and `serve` (the model
+  behind HTTP): each has `add_arguments(parser)` and `run(args) -> int`, and imports
   TensorFlow only inside `run`.
 """
 

@@ -22,6 +22,10 @@ COMMANDS = {
     "demo": ("cnnzoo.cli.demo", "train a zoo CNN on the built-in digits data and print its test accuracy"),
     "finetune": ("cnnzoo.cli.finetune", "fine-tune a zoo model on an image folder (resumable, staged)"),
     "predict": ("cnnzoo.cli.predict", "label image files with a saved or exported model (--json for scripts)"),
+    "evaluate": (
+        "cnnzoo.cli.evaluate",
+        "score a saved model on a labelled image folder: accuracy, confusion matrix, top losses with Grad-CAM",
+    ),
     "export": (
         "cnnzoo.cli.export",
         "export a saved model to ONNX, LiteRT, SavedModel or OpenVINO, checked in its runtime",

@@ -4,7 +4,9 @@ Writes the UCI handwritten digits (shipped inside scikit-learn) as an image
 folder, fine-tunes `bird_classifier` on it with `cnnzoo.finetune`, prints the
 test accuracy next to the RBF-SVM reference (98.9-99.2% on stratified 80/20
 splits), saves the model, labels a few held-out images with
-`cnnzoo.predict`, and points to the learning-curve and confusion-matrix plots.
+`cnnzoo.predict`, lists the test set's mistakes and writes its confusion matrix
+and top losses (`cnnzoo.interpret`, into `<out>/test/`), and points to the
+run's plots of its validation images.
 """
 
 import time
@@ -17,7 +19,13 @@ SVM_REFERENCE = "98.9-99.2%"
 
 def add_arguments(parser):
     parser.add_argument("--model", default="bird_classifier", help="zoo model to train (default: bird_classifier)")
-    parser.add_argument("--image-size", type=int, default=32, help="square side the 8x8 digits are read at")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="square side the 8x8 digits are read at (default: the model's "
+        "smallest, from the images as finetune chooses it)",
+    )
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
@@ -31,7 +39,7 @@ def add_arguments(parser):
 
 def train_on_digits(
     model_name="bird_classifier",
-    image_size=32,
+    image_size=None,
     epochs=20,
     batch_size=32,
     seed=0,
@@ -50,7 +58,8 @@ def train_on_digits(
 
     Args:
         model_name: a zoo name whose config accepts `input_shape`.
-        image_size: int, square side the 8x8 digits are read at (bilinear).
+        image_size: int, square side the 8x8 digits are read at (bilinear); None: the size `finetune`
+            chooses from the images (`cnnzoo.data.sizing`: 32 for bird_classifier, its smallest).
         epochs: int.
         batch_size: int.
         seed: int, for the split, the weights and the shuffling.
@@ -61,7 +70,7 @@ def train_on_digits(
 
     Returns:
         `(result, test_accuracy, test_folder)`: the `FinetuneResult`, the accuracy
-        on the test folder (float) and that folder's `ImageFolder`.
+        on the test folder (float) and that folder's `ImageFolder` (its `input_shape` is the size trained at).
 
     Example:
 
@@ -77,7 +86,7 @@ def train_on_digits(
     shifts = [keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed)] if augment else False
     train_dir, test_dir = data.digits_folder(out / "digits", seed=seed)
     channels = cnnzoo.spec(model_name).input_shape[2] if model_name in cnnzoo.list_models() else 3
-    shape = (image_size, image_size, channels)
+    shape = None if image_size is None else (image_size, image_size, channels)
     result = transfer.finetune(
         model_name,
         train_dir,
@@ -91,6 +100,7 @@ def train_on_digits(
         resume=resume,
         verbose=verbose,
     )
+    shape = tuple(result.model.inputs[0].shape[1:])
     test = data.image_folder(test_dir, image_size=shape, validation_split=0, shuffle=False, batch_size=256)
     accuracy, _ = transfer.evaluate(result.model, test.train, len(result.class_names))
     return result, accuracy, test
@@ -126,6 +136,16 @@ def svm_accuracy(seed=0, test_size=0.2):
     return float(SVC(gamma=0.001).fit(x_train, y_train).score(x_test, y_test))
 
 
+def _why_size(args):
+    """Why `finetune` read the digits at the size it did (`cnnzoo.data.sizing`), in words."""
+    import cnnzoo
+    from cnnzoo.data import sizing
+
+    if args.model not in cnnzoo.list_models():
+        return "the model's input"
+    return sizing.choose_input_shape(Path(args.out) / "digits" / "train", cnnzoo.spec(args.model))[1]
+
+
 def run(args):
     import cnnzoo
 
@@ -142,11 +162,12 @@ def run(args):
         augment=not args.no_augment,
     )
     seconds = time.perf_counter() - start
-    size = f"{args.image_size}x{args.image_size}"
+    height, width = test.input_shape[:2]
+    why = "--image-size" if args.image_size is not None else _why_size(args)
     shifts = "" if args.no_augment else ", random shifts"
     print(
         f"\n{args.model} fine-tuned on the UCI digits image folder ({result.stages[0].stage.epochs} epochs at "
-        f"{size}{shifts}, {len(test.train_files)} test images) in {seconds:.0f} s"
+        f"{height}x{width}: {why}{shifts}; {len(test.train_files)} test images) in {seconds:.0f} s"
         f"{' (resumed)' if result.resumed else ''}"
     )
     svm = svm_accuracy(args.seed)
@@ -165,6 +186,29 @@ def run(args):
         mark = "ok" if p.label == truth else "WRONG"
         print(f"  {p.source}: {p.label} ({p.probability:.1%})  true {truth}  {mark}")
     print(f"\nthe same from the shell: cnnzoo predict {result.model_path} {files[0]}")
+    _test_mistakes(result.model, test.path, Path(args.out) / "test")
+    print(f"the same from the shell: cnnzoo evaluate {result.model_path} {test.path}")
     for name, path in result.plots.items():
-        print(f"{name.replace('_', ' ')}: {path}")
+        print(f"{'' if name == 'learning_curve' else 'validation '}{name.replace('_', ' ')}: {path}")
     return 0
+
+
+def _test_mistakes(model, test_dir, out, listed=5):
+    """Prints the test set's mistakes and writes its confusion matrix and top losses (`cnnzoo.interpret`)."""
+    import cnnzoo
+
+    interp = cnnzoo.interpret(model, test_dir)
+    written = interp.save(out)
+    mistakes = interp.mistakes
+    print(f"\nthe test set's {len(mistakes)} mistake{'s' if len(mistakes) != 1 else ''}, highest loss first:")
+    for i in mistakes[:listed]:
+        p = int(interp.predicted[i])
+        print(
+            f"  {interp.sources[i]}: predicted {interp.class_names[p]} ({interp.probabilities[i, p]:.1%}), "
+            f"true {interp.class_names[interp.labels[i]]}"
+        )
+    if len(mistakes) > listed:
+        print(f"  ... and {len(mistakes) - listed} more")
+    print(f"test confusion matrix: {written['confusion_matrix']}")
+    if "top_losses" in written:
+        print(f"test top losses (with Grad-CAM): {written['top_losses']}")

@@ -1,7 +1,9 @@
 """`cnnzoo explain MODEL IMAGE... --out DIR`: what a saved model predicts, where it looked, what it saw.
 
 For each image: the top-k prediction (as `cnnzoo predict` prints it), a
-Grad-CAM overlay (`DIR/<image>/gradcam.png`) and one PNG grid of feature maps
+Grad-CAM picture of the predicted class (`DIR/<image>/gradcam.png`: enlarged to
+at least 224 pixels, titled with the class and its probability, with a colour
+bar; noted when the gradients vanish) and one PNG grid of feature maps
 per layer (`DIR/<image>/feature_maps/<layer>.png`). By default the layers are
 the first convolution and the last conv or pool layer at each resolution (one
 per block); `--layers all` draws every conv and pool layer. A directory
@@ -94,7 +96,8 @@ def run(args):
         heat_path = where / "gradcam.png"
         grad_cam(model, image, layer=args.gradcam_layer, out=heat_path)
         maps = feature_maps(model, image, layers=layers)
-        written = plot_feature_maps(maps, where / "feature_maps", max_channels=args.max_channels)
+        said = f"{Path(image).name}: predicted {prediction.label} ({prediction.probability:.1%})"
+        written = plot_feature_maps(maps, where / "feature_maps", max_channels=args.max_channels, title=said)
         rows.append(
             {
                 **prediction.to_dict(),

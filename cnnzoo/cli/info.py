@@ -31,12 +31,13 @@ def run(args):
         f"  input: {'x'.join(map(str, i.input_shape))}   classes: {i.num_classes}   "
         f"params: {i.params:,}   forward FLOPs/image: {i.flops:,} ({human(i.flops)})"
     )
-    print(f"\n  {'layer':<20} {'kind':<20} {'output':<16} {'params':>12} {'FLOPs':>10} {'RF px':>6} {'jump':>5}")
+    width = max([20] + [len(layer["name"]) for layer in i.layers])  # residual nets: stage2_block1_shortcut_conv
+    print(f"\n  {'layer':<{width}} {'kind':<20} {'output':<16} {'params':>12} {'FLOPs':>10} {'RF px':>6} {'jump':>5}")
     for layer in i.layers:
         shape = "x".join(map(str, layer["output_shape"]))
         size, jump = field_columns(layer["receptive_field"])
         print(
-            f"  {layer['name']:<20} {layer['kind']:<20} {shape:<16} {layer['params']:>12,} "
+            f"  {layer['name']:<{width}} {layer['kind']:<20} {shape:<16} {layer['params']:>12,} "
             f"{human(layer['flops']):>10} {size:>6} {jump:>5}"
         )
     print(

@@ -56,6 +56,8 @@ def _expand(paths):
 
 def run(args):
     import json
+    import sys
+    from pathlib import Path
 
     from cnnzoo.deploy.inference import predict
     from cnnzoo.errors import DataError
@@ -70,4 +72,12 @@ def run(args):
     width = max(len(p.source) for p in predictions)
     for p in predictions:
         print(f"{p.source:<{width}}  " + "   ".join(f"{label} {prob:.1%}" for label, prob in p.top_k))
+    # a folder of class sub-folders is labelled: say where its accuracy is (on stderr: stdout stays data)
+    folders = [d for d in args.images if Path(d).is_dir() and any(p.is_dir() for p in Path(d).iterdir())]
+    if folders and str(args.model).endswith(".keras"):
+        print(
+            f"for the accuracy, the confusion matrix and the mistakes of a labelled folder: "
+            f"cnnzoo evaluate {args.model} {folders[0]}",
+            file=sys.stderr,
+        )
     return 0

@@ -47,10 +47,13 @@ def add_arguments(parser):
 
 
 def gradcam_explainer(model, image, class_name=None):
-    """A Grad-CAM overlay of `image` (uint8 RGB) for `create_app(explain=...)`: `cnnzoo.explain` drawn over it."""
-    from cnnzoo.explain.gradcam import grad_cam, overlay
+    """The Grad-CAM picture of `image` (uint8 RGB) for `create_app(explain=...)`, as a uint8 RGB array: the
+    heatmap over the photo, enlarged to at least 224 pixels, titled with the class and its probability, with a
+    colour bar (`cnnzoo.explain.gradcam_picture`)."""
+    from cnnzoo.explain.gradcam import explained_picture
+    from cnnzoo.explain.gradcam_picture import figure_rgb
 
-    return overlay(image, grad_cam(model, image, class_index=class_name))
+    return figure_rgb(explained_picture(model, image, class_index=class_name))
 
 
 def build_app(model, *, explain=True, **options):

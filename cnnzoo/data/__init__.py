@@ -16,7 +16,9 @@
 - `pipeline`: `prepare`, the one path from any accepted `data` to the
   train/validation pipelines that `cnnzoo.finetune` and `cnnzoo.tune` train on,
   `input_shape_for` (the model input for some data) and `settle_classes`;
-- `inputs`: `Inputs`, what `prepare` returns, built from a folder, arrays or datasets.
+- `inputs`: `Inputs`, what `prepare` returns, built from a folder, arrays or datasets;
+- `sizing`: `fitted_input_shape`, the input a zoo entry is built at for some data when none is
+  given (the images' median side, within what the architecture accepts).
 
 Importing this package never imports TensorFlow.
 """

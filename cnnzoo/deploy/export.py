@@ -410,7 +410,8 @@ def _write_openvino(model, tmp, names, quantize, calibration):
         _saved_model(model, Path(work) / "saved", names)
         converted = ov.convert_model(str(Path(work) / "saved"))
         Path(tmp).mkdir(parents=True, exist_ok=True)
-        ov.save_model(converted, str(Path(tmp) / "model.xml"))
+        # OpenVINO stores weights as float16 unless told not to: a float export keeps Keras's float32 weights
+        ov.save_model(converted, str(Path(tmp) / "model.xml"), compress_to_fp16=False)
     (Path(tmp) / LABELS_FILE).write_text(labels_text(names), encoding="utf-8")
 
 

@@ -7,7 +7,14 @@
   image) and `plot_feature_maps` (one PNG grid per layer);
 - `filter_images`: `filters` (first-layer kernels as tiles, deeper filters by
   activation maximisation);
-- `gradcam`: `grad_cam` (where the model looked) and `overlay`;
+- `gradcam`: `grad_cam` (where the model looked), `overlay`, and `heatmaps` (the maps
+  with how much the score depends on them: vanishing gradients warn, `cnnzoo.ExplainWarning`);
+- `gradcam_picture`: Grad-CAM drawn readable (`gradcam_picture`: enlarged to 224 pixels or more,
+  titled with the class and its probability, a colour bar, a note when the map is noise), and
+  `overlay`;
+- `interpretation`: `cnnzoo.interpret` and `Interpretation` (accuracy, per-class precision and
+  recall, confusion matrix, most confused classes, top losses with Grad-CAM);
+  `interpretation_plots` draws them and `evaluation_data` reads any labelled `data` whole;
 - `receptive`: `receptive_fields` (no TensorFlow);
 - `translation`: `translation_experiment`;
 - `taps`: the machinery that reaches layers inside `ConvBlock`s and nested
@@ -37,7 +44,9 @@ _LAZY = {
     "plot_feature_maps": "cnnzoo.explain.features",
     "filters": "cnnzoo.explain.filter_images",
     "grad_cam": "cnnzoo.explain.gradcam",
-    "overlay": "cnnzoo.explain.gradcam",
+    "interpret": "cnnzoo.explain.interpretation",
+    "Interpretation": "cnnzoo.explain.interpretation",
+    "overlay": "cnnzoo.explain.gradcam_picture",
     "receptive_fields": "cnnzoo.explain.receptive",
     "translation_experiment": "cnnzoo.explain.translation",
 }

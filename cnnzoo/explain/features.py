@@ -68,14 +68,21 @@ def feature_maps(model, image, layers=None):
 
 
 @renamed_arguments(out_dir="out")
-def plot_feature_maps(maps, out, max_channels=64):
-    """Writes one PNG grid per layer: each channel of the feature map as a small gray image.
+def plot_feature_maps(maps, out, max_channels=64, title=None):
+    """Writes one PNG per layer: each channel of the feature map as a small image, on one colour scale.
+
+    Every tile of a layer shares the layer's colour scale (shown by a colour
+    bar), so strong and silent channels look it. A map of 1x1 positions (after
+    global pooling) has nothing to show in space: its channels are drawn as
+    bars instead.
 
     Args:
         maps: what `feature_maps` returns (for a batch, the first image is drawn).
         out: the directory to write into (created if missing). Was `out_dir`
             (still accepted until cnnzoo 0.3, with a `DeprecationWarning`).
         max_channels: int, most channels drawn per layer (the first ones).
+        title: optional text put above each layer's title (e.g. the image and
+            what the model predicts for it).
 
     Returns:
         A dict `{layer name: Path of its PNG}` (`<out>/<layer name>.png`).
@@ -85,7 +92,7 @@ def plot_feature_maps(maps, out, max_channels=64):
     >>> cnnzoo.explain.plot_feature_maps(maps, "figures/robin")  # doctest: +SKIP
     {'block1_conv1': PosixPath('figures/robin/block1_conv1.png'), ...}
     """
-    from cnnzoo.utils.plotting import save_png, tile_grid
+    from cnnzoo.utils.plotting import save_png
 
     max_channels = check_int(max_channels, "max_channels")
     if not isinstance(maps, dict) or not maps:
@@ -105,14 +112,49 @@ def plot_feature_maps(maps, out, max_channels=64):
                 f"Received: maps[{name!r}] of shape {arr.shape}."
             )
         n = min(arr.shape[-1], max_channels)
-        fig, axes = tile_grid(n)
-        for c, ax in enumerate(axes[:n]):
-            ax.imshow(arr[..., c], cmap="viridis", interpolation="nearest")
-            ax.set_title(str(c), fontsize=7)
+        fig = _channel_bars(arr, n) if arr.shape[0] * arr.shape[1] == 1 else _channel_tiles(arr, n)
         shown = f"{n} of {arr.shape[-1]} channels" if n < arr.shape[-1] else f"{n} channels"
-        fig.suptitle(f"{name}: {arr.shape[0]}x{arr.shape[1]}, {shown}", fontsize=10)
+        head = f"{title}\n" if title else ""
+        fig.suptitle(f"{head}{name}: {arr.shape[0]}x{arr.shape[1]}, {shown}", fontsize=10)
         written[name] = save_png(fig, out / f"{_safe(name)}.png")
     return written
+
+
+def _channel_tiles(arr, n):
+    """A grid of the first `n` channels on one colour scale, with its colour bar; at least 224 px wide."""
+    import math
+
+    from cnnzoo.utils.plotting import tile_grid
+
+    cols = max(1, math.ceil(math.sqrt(n)))
+    fig, axes = tile_grid(n, cell=max(1.3, 2.6 / cols))
+    shown = arr[..., :n]
+    low, high = float(shown.min()), float(shown.max())
+    if high <= low:
+        high = low + 1.0  # a constant map: one colour, the scale still readable
+    image = None
+    for c, ax in enumerate(axes[:n]):
+        image = ax.imshow(arr[..., c], cmap="viridis", vmin=low, vmax=high, interpolation="nearest")
+        ax.set_title(str(c), fontsize=7)
+    bar = fig.colorbar(image, ax=axes, fraction=0.046 if n > 1 else 0.1, pad=0.02)
+    bar.ax.tick_params(labelsize=7)
+    return fig
+
+
+def _channel_bars(arr, n):
+    """A 1x1 map: one bar per channel (its value), instead of `n` one-pixel tiles."""
+    from cnnzoo.utils.plotting import figure
+
+    values = arr.reshape(-1)[:n]
+    fig = figure((min(12.0, max(4.0, 0.12 * n + 1.5)), 3.2))
+    ax = fig.subplots()
+    ax.bar(np.arange(n), values, width=0.8, color="#3b6ea8")
+    ax.axhline(0, color="grey", lw=0.6)
+    ax.set_xlabel("channel")
+    ax.set_ylabel("value")
+    ax.set_xlim(-0.8, n - 0.2)
+    ax.set_title("1x1 positions: one value per channel", fontsize=8)
+    return fig
 
 
 def _safe(name):

@@ -63,11 +63,14 @@ def _kind(layer):
 
 
 def _is_elementwise(layer):
+    """Position by position on a map of the same size; a residual `Add` too, so that Grad-CAM of a
+    ResNet reads a block's output (`stage4_block2_out`, `conv5_block3_out`), shortcut included."""
     import keras
 
     return isinstance(
         layer,
         (
+            keras.layers.Add,
             keras.layers.BatchNormalization,
             keras.layers.Activation,
             keras.layers.ReLU,
@@ -197,7 +200,8 @@ def first_conv(model):
 
 
 def default_gradcam_layer(model):
-    """The last convolution's feature map, after its BatchNormalization/activation when those follow it."""
+    """The last convolution's feature map, after its BatchNormalization/activation (and residual add) when those
+    follow it."""
     found = _plan(model).taps
     last = None
     for i, tap in enumerate(found):

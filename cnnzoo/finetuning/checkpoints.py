@@ -23,6 +23,15 @@ are removed when the run starts again; a save that runs out of space raises
 as they were; an unreadable checkpoint (truncated, corrupt, missing) is
 reported and its stage runs again; an unreadable `state.json` is kept aside as
 `state.json.corrupt-<time>`, reported, and the run starts over.
+
+Backends: `state.json` records the Keras backend that wrote the run's newest
+files (`backend`) and each backend that trained it (`backends`). A run
+interrupted on one backend resumes on another: weights, the optimizer's
+iteration count, moments and EMA averages load unchanged (the files are the
+same HDF5 on TensorFlow, JAX and PyTorch). A file of the run that does not
+load on this backend (an error, or an optimizer state Keras would skip) is
+refused with a `BackendError` naming both backends, and nothing in the run
+directory is changed; written on this backend, it is handled as unreadable.
 """
 
 import json
@@ -31,9 +40,10 @@ import re
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
-from cnnzoo.errors import ConfigError
+from cnnzoo.errors import BackendError, ConfigError
 from cnnzoo.utils.files import atomic_save, atomic_write_text, remove_partials
 
 __all__ = [
@@ -43,6 +53,7 @@ __all__ = [
     "latest_checkpoint",
     "epoch_checkpoint",
     "restore",
+    "load_stage_weights",
     "unreadable",
 ]
 
@@ -99,25 +110,53 @@ def unreadable(path):
     return None
 
 
-def restore(model, path):
+def restore(model, path, state=None):
     """Loads an epoch checkpoint (weights and optimizer state) into `model`; False when it is unreadable.
 
     An unreadable checkpoint is reported (a warning naming it) and removed, and
-    `model` keeps the weights it had; recompile it for a fresh optimizer.
+    `model` keeps the weights it had; recompile it for a fresh optimizer. A
+    checkpoint whose optimizer state Keras would skip (another optimizer, other
+    variables) is unreadable too: resuming with a fresh optimizer would restart
+    its schedule and moments silently. When `state` (the `RunState`) says
+    another backend wrote the run, a checkpoint that does not fit raises
+    `BackendError` instead, and stays.
     """
     problem = unreadable(path)
     if problem is None:
         before = model.get_weights()
         try:
             model.optimizer.build(model.trainable_variables)
-            model.load_weights(path)
+            _load_all(model, path)
             return True
         except Exception as e:  # readable HDF5 that does not fit the model
             model.set_weights(before)
+            if state is not None:
+                state.check_backend(path, e)
             problem = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
     log.warning("checkpoint %s is unreadable (%s): removed; its stage starts again from its first epoch", path, problem)
     Path(path).unlink(missing_ok=True)
     return False
+
+
+def _load_all(model, path):
+    """`model.load_weights(path)`, raising `ValueError` where Keras would skip the optimizer's state with a warning."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.load_weights(path)
+    for w in caught:
+        if "Skipping variable loading for optimizer" in str(w.message):
+            raise ValueError(str(w.message))
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def load_stage_weights(model, path, state):
+    """Loads a finished stage's `stage_K.weights.h5` into `model`; `BackendError` when another backend wrote the
+    run and the file does not load here (`RunState.check_backend`)."""
+    try:
+        model.load_weights(path)
+    except Exception as e:
+        state.check_backend(path, e)
+        raise
 
 
 def latest_checkpoint(directory):
@@ -139,9 +178,12 @@ class RunState:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / "state.json"
         self.writer = writer
+        self.written_on = _backend()  # the backend of the run's files: this one, or the resumed state's
         self.data = {
             "version": STATE_VERSION,
             "fingerprint": fingerprint,
+            "backend": self.written_on,
+            "backends": [self.written_on],
             "stages_done": [],
             "history": {},
             "seconds": {},
@@ -189,7 +231,31 @@ class RunState:
                 f"are deleted), or choose another `out`. Received: out={str(self.run_dir)!r}."
             )
         self.data = old
+        self.written_on = old.get("backend")  # None: a state from before cnnzoo recorded it
+        here = _backend()
+        if self.written_on is not None and self.written_on != here:
+            log.info(
+                "run %s was written on the Keras backend %r and resumes on %r: its weights and optimizer state "
+                "carry over; random draws (augmentation, dropout, MixUp) come from %r's generator from here on",
+                self.run_dir,
+                self.written_on,
+                here,
+                here,
+            )
         return True
+
+    def check_backend(self, path, error):
+        """Raises `BackendError` when another backend wrote this run and its file `path` did not load (`error`)."""
+        here = _backend()
+        if self.written_on is None or self.written_on == here:
+            return
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
+        raise BackendError(
+            f"`out` holds a fine-tuning run written on the Keras backend {self.written_on!r}, and its file "
+            f"{str(path)!r} does not load on {here!r} ({reason}). Resume it with "
+            f"KERAS_BACKEND={self.written_on}, or start a fresh run in a new `out`; nothing in this one was "
+            f"changed. Received: out={str(self.run_dir)!r}, KERAS_BACKEND={here!r}."
+        ) from error
 
     def clear(self):
         for name in ("state.json",):
@@ -240,7 +306,16 @@ class RunState:
         """The logged epochs of stage `k` (a list of dicts, in order)."""
         return self.data["history"].get(str(k), [])
 
+    def _trained_here(self):
+        """Records that this backend writes the run's files from now on."""
+        here = _backend()
+        if self.data.get("backend") != here:
+            self.data["backend"] = here
+            self.data["backends"] = [*self.data.get("backends", []), here]
+        self.written_on = here
+
     def log_epoch(self, k, epoch, logs):
+        self._trained_here()
         records = [r for r in self.epochs(k) if r["epoch"] < epoch]
         records.append({"epoch": epoch, **{key: float(v) for key, v in (logs or {}).items()}})
         self.data["history"][str(k)] = records
@@ -251,10 +326,17 @@ class RunState:
         self.data["history"][str(k)] = [r for r in self.epochs(k) if r["epoch"] < epochs_done]
 
     def finish_stage(self, k, seconds, feature_cache):
+        self._trained_here()
         self.data["stages_done"].append(k)
         self.data["seconds"][str(k)] = self.data["seconds"].get(str(k), 0.0) + seconds
         self.data["feature_cache"][str(k)] = feature_cache
         self.save()
+
+
+def _backend():
+    from cnnzoo.backend import name
+
+    return name()
 
 
 def _state_problem(old):

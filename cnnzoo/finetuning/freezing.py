@@ -12,7 +12,7 @@ Backbone units ("blocks"), the things `Stage(unfreeze=N)` counts from the top:
 - a backbone entry (a nested `keras.applications` model): groups of its
   layers, by layer name. A group starts at a layer whose name contains a
   block marker (`block_16`, `block7a`, `block5`, `conv4_block6`, `mixed9`,
-  `expanded_conv_3`, `stage_2_block_1`) different from the current one;
+  `expanded_conv_3`, `stage_2_block_1`, keras-hub's `stack0_block1`) different from the current one;
   layers without a marker (`Conv_1`, `top_conv`, `out_relu`, activations)
   join the group before them, and the layers before the first marker form
   a `stem` group. MobileNetV2 has 18 units (stem, expanded_conv,
@@ -32,6 +32,7 @@ __all__ = ["Anatomy", "anatomy", "apply_stage", "replace_head", "stage_model", "
 _GROUP_PATTERNS = re.compile(
     r"(stage_?\d+_block_?\d+"  # ConvNeXt
     r"|conv\d+_block\d+"  # ResNet, DenseNet
+    r"|stack\d+_block\d+"  # keras-hub's ResNet (`stack0_block0_1_conv`)
     r"|block_?\d+[a-z]?"  # VGG, Xception, EfficientNet(V2), MobileNetV2
     r"|expanded_conv(?:_\d+)?"  # MobileNetV2's first block, MobileNetV3
     r"|mixed_?\d+)"  # InceptionV3
@@ -210,7 +211,8 @@ def replace_head(model, num_classes, class_names=None):
 
     The new `ClassifierHead` has the old one's configuration (pooling, hidden
     layers, dropout) and is called on the old head's input, so the returned
-    Functional model shares every backbone layer (and weight) with `model`.
+    Functional model shares every backbone layer (and weight) with `model`
+    (`cnnzoo.zoo.heads.with_new_head`, what `cnnzoo.reset_classifier` does too).
     With the same class count the head is kept and only its class names are
     updated.
 
@@ -228,9 +230,8 @@ def replace_head(model, num_classes, class_names=None):
     >>> birds.output_shape, replaced
     ((None, 3), True)
     """
-    import keras
-
-    from cnnzoo.zoo.layers import ClassifierHead, expose_class_names
+    from cnnzoo.zoo.heads import with_new_head  # imports Keras: not at the top of this module
+    from cnnzoo.zoo.layers import expose_class_names
 
     head = anatomy(model).head
     names = list(class_names) if class_names else None
@@ -238,19 +239,7 @@ def replace_head(model, num_classes, class_names=None):
         if names:
             head.class_names = names
         return expose_class_names(model), False
-    new_head = ClassifierHead(
-        num_classes,
-        dense=head.dense,
-        dropout=head.dropout,
-        activation=head.activation,
-        pooling=head.pooling,
-        class_names=names,
-        pretrained=head.pretrained,
-        name=head.name,
-        dtype=head.dtype_policy,
-    )  # the model's precision policy
-    outputs = new_head(head.input)
-    return expose_class_names(keras.Model(model.inputs, outputs, name=model.name)), True
+    return with_new_head(model, num_classes, names), True  # with its `class_names`
 
 
 def stage_model(parts):

@@ -1,7 +1,7 @@
 """Which model a fine-tuning run trains, and whether its backbone holds learned weights.
 
 `resolve_model` turns `finetune`'s `model` (a zoo name, a saved
-`.keras` file or a `keras.Model`) into the model to train under the asked
+`.keras` file, a preset directory or `hf://` handle, or a `keras.Model`) into the model to train under the asked
 precision policy, and says whether it is pretrained (see
 `holds_learned_weights`).
 """
@@ -10,6 +10,7 @@ import logging
 import os
 
 from cnnzoo.data import pipeline as data_pipeline
+from cnnzoo.data import sizing
 from cnnzoo.errors import ConfigError
 from cnnzoo.zoo.layers import pretrained_of
 from cnnzoo.zoo.precision import with_dtype
@@ -29,14 +30,18 @@ def given_model(model, data, input_shape, weights, pretrained, strategy, dtype):
     """`model` as a `keras.Model` (built, loaded or cloned into `strategy`'s scope) and `pretrained`."""
     import keras
 
-    if isinstance(model, os.PathLike) or (isinstance(model, str) and model.endswith(".keras")):
+    from cnnzoo.zoo import presets
+
+    if presets.is_reference(model):  # a preset directory or hf:// handle: its model, trained further
+        model = presets.load_preset(model, input_shape=input_shape, dtype=dtype, head_required=False, argument="model")
+    elif isinstance(model, os.PathLike) or (isinstance(model, str) and model.endswith(".keras")):
         from cnnzoo.zoo.builders import load
 
         model = load(model)  # a saved zoo model: fine-tune it further (its optimizer tells if it trained)
     elif isinstance(model, str):
         from cnnzoo.zoo.builders import get
 
-        shape = data_pipeline.input_shape_for(data, input_shape)  # None: the entry's default
+        shape = _input_shape(model, data, input_shape, weights)
         model = get(model, input_shape=shape, weights=weights, compile=False, dtype=dtype)
         return model, (weights is not None) if pretrained is None else bool(pretrained)
     if not isinstance(model, keras.Model):
@@ -60,6 +65,17 @@ def given_model(model, data, input_shape, weights, pretrained, strategy, dtype):
         model = clone
         return model, known if pretrained is None else bool(pretrained)
     return model, holds_learned_weights(model) if pretrained is None else bool(pretrained)
+
+
+def _input_shape(name, data, input_shape, weights):
+    """The input a zoo entry is built at for `data`: fitted to the images (`cnnzoo.data.sizing`); a code entry
+    (`@cnnzoo.register`) gets what the data fixes, else its own default (None)."""
+    from cnnzoo.zoo import registry
+
+    spec = registry.entry(name).spec
+    if spec is None:
+        return data_pipeline.input_shape_for(data, input_shape)
+    return sizing.fitted_input_shape(data, spec, input_shape, weights)
 
 
 def holds_learned_weights(model):

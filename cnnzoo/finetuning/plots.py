@@ -1,4 +1,5 @@
-"""Plots of a fine-tuning run: the learning curve and the confusion matrix.
+"""Plots of a fine-tuning run: the learning curve and the confusion matrix (drawn by
+`cnnzoo.explain.interpretation_plots`, as `cnnzoo.interpret` draws it).
 
 Figures use matplotlib's object API (`cnnzoo.utils.plotting`: no display needed,
 the caller's backend untouched); each PNG is written to a temporary file and
@@ -136,13 +137,14 @@ def _smoothed_floor(smoothing, num_classes):
     return float(-high * np.log(high) - (num_classes - 1) * low * np.log(low))
 
 
-def confusion_matrix_plot(matrix, class_names, path):
+def confusion_matrix_plot(matrix, class_names, path, what="validation images"):
     """Plots a confusion matrix (rows: true class, columns: predicted class).
 
     Args:
         matrix: `[num_classes, num_classes]` counts.
         class_names: labels, in order.
         path: where to write the PNG.
+        what: the images counted, in words, for the title.
 
     Returns:
         The `Path` written.
@@ -151,34 +153,6 @@ def confusion_matrix_plot(matrix, class_names, path):
 
     >>> plots.confusion_matrix_plot(result.confusion_matrix, result.class_names, "cm.png")  # doctest: +SKIP
     """
-    matrix = np.asarray(matrix)
-    n = len(class_names)
-    side = min(16, 2 + 0.45 * n)
-    fig = figure((side + 1.5, side))
-    ax = fig.subplots()
-    image = ax.imshow(matrix, cmap="Blues")
-    fig.colorbar(image, ax=ax, fraction=0.046)
-    labels = [str(c) if len(str(c)) <= 14 else str(c)[:13] + "." for c in class_names]
-    if n <= 40:
-        ax.set_xticks(range(n), labels, rotation=90 if n > 10 else 0, fontsize=8)
-        ax.set_yticks(range(n), labels, fontsize=8)
-        if n <= 20:
-            limit = matrix.max() / 2 if matrix.size else 0
-            for i in range(n):
-                for j in range(n):
-                    if matrix[i, j]:
-                        ax.text(
-                            j,
-                            i,
-                            int(matrix[i, j]),
-                            ha="center",
-                            va="center",
-                            fontsize=7,
-                            color="white" if matrix[i, j] > limit else "black",
-                        )
-    total = matrix.sum()
-    accuracy = np.trace(matrix) / total if total else float("nan")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(f"validation confusion matrix ({int(total)} images, accuracy {accuracy:.2%})")
-    return save_png(fig, path)
+    from cnnzoo.explain.interpretation_plots import confusion_matrix_figure
+
+    return save_png(confusion_matrix_figure(matrix, class_names, what), path)

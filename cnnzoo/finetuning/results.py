@@ -1,12 +1,13 @@
-"""What `finetune` returns, and `evaluate`: accuracy and confusion matrix through the fast predict path."""
+"""What `finetune` returns, and `evaluate`: accuracy and confusion matrix through the fast predict path
+(`cnnzoo.explain.interpretation`)."""
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from cnnzoo.deploy.inference import flip_averaged, predictor
+from cnnzoo.errors import ConfigError
 from cnnzoo.finetuning.stages import Stage
+from cnnzoo.utils.checks import is_int
+from cnnzoo.utils.renames import renamed_arguments
 
 __all__ = ["StageResult", "FinetuneResult", "evaluate"]
 
@@ -38,6 +39,8 @@ class FinetuneResult:
         skipped: tuple of `(path, reason)` for image files left out.
         plots: dict name -> `Path` of the PNGs written.
         confusion_matrix: `[true, predicted]` counts on the validation data, or None.
+        interpretation: `cnnzoo.Interpretation` of the final model on the
+            validation images (`most_confused()`, `plot_top_losses(...)`), or None.
         resumed: bool, whether this call continued an interrupted run.
         warnings: tuple of str, what looks wrong with the result (also emitted
             as `cnnzoo.TrainingWarning`), e.g. validation accuracy near chance.
@@ -55,6 +58,7 @@ class FinetuneResult:
     confusion_matrix: object = None
     resumed: bool = False
     warnings: tuple = ()
+    interpretation: object = field(default=None, repr=False)
 
     @property
     def history(self):
@@ -62,31 +66,48 @@ class FinetuneResult:
         return {f"{s.index}:{s.stage.name}": s.history for s in self.stages}
 
 
-def evaluate(model, dataset, num_classes, tta=False):
-    """Accuracy and confusion matrix of `model` on a dataset, through the fast predict path.
+@renamed_arguments(dataset="data")
+def evaluate(model, data, num_classes=None, tta=False, batch_size=32):
+    """Accuracy and confusion matrix of `model` on labelled images, through the fast predict path.
+
+    Every image of `data` is scored (`cnnzoo.interpret` does the same and
+    keeps a look at the mistakes).
 
     Args:
-        model: a `keras.Model`.
-        dataset: batches of `(images, labels)`, e.g. an `ImageFolder`'s `train`.
-        num_classes: int.
+        model: a `keras.Model` classifier or the path of a `.keras` file.
+        data: labelled images, as `cnnzoo.interpret` takes them: an
+            image-folder path (read whole: a test folder needs nothing else),
+            `(x, y)` arrays, a `cnnzoo.data.Arrays` record (its test part), a
+            `cnnzoo.data.ImageFolder`, `(x, y, x_val, y_val)` or `(train_ds,
+            val_ds)` (the validation part), a tf.data dataset or an iterable of
+            `(images, labels)` batches. Was `dataset` (still accepted until
+            cnnzoo 0.3, with a `DeprecationWarning`).
+        num_classes: optional int; default the model's output size (a value
+            that differs from it is an error).
         tta: bool; classify each image by the mean of the probabilities of it
             and its horizontal flip (`cnnzoo.deploy.inference.flip_averaged`):
             only where a flip keeps the class (not digits or text).
+        batch_size: int, images per forward pass.
 
     Returns:
-        `(accuracy, matrix)`: a float (None for an empty dataset) and the
+        `(accuracy, matrix)`: a float (None for no images) and the
         `[true, predicted]` counts.
 
     Example:
 
-    >>> test = cnnzoo.data.image_folder("digits/test", image_size=32, validation_split=0, shuffle=False)
-    >>> accuracy, matrix = evaluate(result.model, test.train, 10)  # doctest: +SKIP
+    >>> accuracy, matrix = cnnzoo.evaluate("runs/demo/run/bird_classifier.keras", "runs/demo/digits/test")
+    >>> round(accuracy, 4)  # doctest: +SKIP
+    0.9972
     """
-    fn = predictor(model)
-    cm = np.zeros((num_classes, num_classes), np.int64)
-    for x, y in dataset:
-        x = np.asarray(x, np.float32)
-        predicted = np.argmax(flip_averaged(fn, x) if tta else fn(x), axis=1)
-        np.add.at(cm, (np.asarray(y, np.int64), predicted), 1)
-    total = cm.sum()
-    return (float(np.trace(cm) / total) if total else None), cm
+    from cnnzoo.explain.inputs import resolve_model
+    from cnnzoo.explain.interpretation import interpret
+
+    model = resolve_model(model)
+    outputs = int(model.outputs[0].shape[-1])
+    if num_classes is not None and (not is_int(num_classes) or num_classes != outputs):
+        raise ConfigError(
+            f"`num_classes` must be None or the model's number of classes ({outputs}). "
+            f"Received: num_classes={num_classes!r}. Leave it out."
+        )
+    interpretation = interpret(model, data, batch_size=batch_size, tta=tta, keep=0)
+    return interpretation.accuracy, interpretation.confusion_matrix

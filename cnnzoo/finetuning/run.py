@@ -82,7 +82,10 @@ def finetune(
 
     Args:
         model: a zoo name (`"bird_classifier"`), a zoo `keras.Model` (one
-            ending in `ClassifierHead`), or the path of one saved as `.keras`.
+            ending in `ClassifierHead`), the path of one saved as `.keras`, or a
+            preset: a directory `cnnzoo.save_preset` or keras-hub's `save_to_preset`
+            (image classifier or backbone) wrote, or an `hf://owner/repo[@revision]`
+            handle (docs/data_and_weights.md, "Presets").
             (`model_or_name=`, its old name, works until cnnzoo 0.3.)
         data: anything `cnnzoo.data.prepare` accepts (as `cnnzoo.tune` does): an
             image-folder path (`<dir>/<class>/<image>`, read at the model's input

@@ -150,9 +150,18 @@ def per_unit(optimizer, scales):
 
 
 def _per_unit_class(base):
-    """`base` with `update_step` scaling the learning rate by the variable's factor (one class per base)."""
+    """`base` with `update_step` scaling the learning rate by the variable's factor (one class per base).
+
+    The subclass derives from the public Keras class in `base`'s ancestry (`keras.optimizers.Adam`...): on
+    PyTorch, `keras.optimizers.Adam()` makes the backend's own subclass, which updates every variable at once
+    with `torch._foreach` calls and never calls `update_step`, so the factors would be ignored; a subclass of
+    the public class is left alone there and steps each variable through `update_step`.
+    """
+    import keras
+
     if getattr(base, "per_unit_rates", False):
         base = base.__mro__[1]
+    base = next((c for c in base.__mro__ if getattr(keras.optimizers, c.__name__, None) is c), base)
     if base in _CLASSES:
         return _CLASSES[base]
 

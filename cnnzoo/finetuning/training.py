@@ -16,9 +16,11 @@ from pathlib import Path
 
 from cnnzoo import _compat
 from cnnzoo.backend import training as training_backend
+from cnnzoo.explain.interpretation import interpret
 from cnnzoo.finetuning import batchnorm, checkpoints, features, freezing, lr_finder, schedules
+from cnnzoo.finetuning.explained import PICTURES
 from cnnzoo.finetuning.recipe import Recipe
-from cnnzoo.finetuning.results import FinetuneResult, StageResult, evaluate
+from cnnzoo.finetuning.results import FinetuneResult, StageResult
 from cnnzoo.utils import console
 from cnnzoo.zoo.builders import compile_model
 
@@ -78,11 +80,11 @@ def run_stages(run):
             results.append(_stage_result(run.state, k, stage, []))
             continue
         if pending is not None:
-            run.parts.model.load_weights(pending)
+            checkpoints.load_stage_weights(run.parts.model, pending, run.state)
             pending = None
         results.append(run_stage(run, k, stage))
     if pending is not None:
-        run.parts.model.load_weights(pending)
+        checkpoints.load_stage_weights(run.parts.model, pending, run.state)
     return results
 
 
@@ -107,7 +109,7 @@ def run_stage(run, k, stage):
     extra = dict(rate=rate, steps_per_execution=run.steps_per_execution)
     extra.update(reg.compile_args(stage.epochs * inputs.steps_per_epoch))  # loss, metric, EMA
     schedules.compile_stage(fit_model, stage, parts, inputs.steps_per_epoch, **extra)
-    if checkpoint is not None and checkpoints.restore(fit_model, checkpoint):
+    if checkpoint is not None and checkpoints.restore(fit_model, checkpoint, state):
         log.info("stage %d (%s): resuming after epoch %d from %s", k, stage.name, done, checkpoint)
     elif checkpoint is not None:  # unreadable (reported, removed): the stage starts over, with a fresh optimizer
         done = 0
@@ -172,9 +174,10 @@ def _stage_result(state, k, stage, trained, seconds=None, use_cache=None):
 def finish(run, results, resumed, plots):
     """Evaluates, saves the model (and the plots), marks the run finished; returns the `FinetuneResult`."""
     model, names, state, run_dir = run.parts.model, run.names, run.state, run.run_dir
-    val_accuracy, cm = (None, None)
+    val_accuracy, cm, interpretation = None, None, None
     if run.inputs.validation is not None:
-        val_accuracy, cm = evaluate(model, run.inputs.validation, len(names))
+        interpretation = interpret(model, run.inputs)  # its validation images
+        val_accuracy, cm = interpretation.accuracy, interpretation.confusion_matrix
     best = [v for s in results for v in s.history.get("val_accuracy", [])]
     notes = batchnorm.chance_warnings(results, val_accuracy, len(names), model)  # near chance: said, not hidden
     batchnorm.warn(notes)
@@ -187,7 +190,7 @@ def finish(run, results, resumed, plots):
     if run.writer:
         checkpoints.atomic_save_model(model, path, run_dir)
         if plots:
-            written = _plots(run, results, cm)
+            written = _plots(run, results, interpretation)
         state.data.update(finished=True, model_path=str(path), val_accuracy=val_accuracy)
         state.save()
         for p in run_dir.glob("stage_*.weights.h5"):
@@ -212,20 +215,20 @@ def finish(run, results, resumed, plots):
         confusion_matrix=cm,
         resumed=resumed,
         warnings=notes,
+        interpretation=interpretation,
     )
 
 
-def _plots(run, results, cm):
-    """The learning curve, and with validation images the confusion matrix and Grad-CAM examples."""
+def _plots(run, results, interpretation):
+    """The learning curve, and with validation images the confusion matrix, the top losses and Grad-CAM examples."""
     from cnnzoo.finetuning import plots as report
-    from cnnzoo.finetuning.explained import gradcam_examples
+    from cnnzoo.finetuning.explained import validation_pictures
 
     run_dir = run.run_dir
     effects = report.train_only_effects(run.recipe, run.inputs.augmented, run.parts.model, len(run.names))
     written = {"learning_curve": report.learning_curve(results, run_dir / "learning_curve.png", effects)}
-    if cm is not None:
-        written["confusion_matrix"] = report.confusion_matrix_plot(cm, run.names, run_dir / "confusion_matrix.png")
-        written.update(gradcam_examples(run.parts.model, run.inputs.validation, run.names, run_dir / "gradcam.png"))
+    if interpretation is not None:
+        written.update(validation_pictures(interpretation, run_dir))
     return written
 
 
@@ -239,7 +242,8 @@ def already_finished(run):
     if path.is_file():
         try:
             model = load(path)
-        except Exception as e:  # truncated or corrupt since it was written
+        except Exception as e:  # truncated or corrupt since it was written (or written on another backend: refused)
+            state.check_backend(path, e)
             log.warning(
                 "run %s finished before but its model %s is unreadable (%s: %s): training again",
                 state.run_dir,
@@ -263,11 +267,8 @@ def already_finished(run):
     )
     results = tuple(_stage_result(state, k, s, []) for k, s in enumerate(run.recipe.stages, 1))
     best = [v for r in results for v in r.history.get("val_accuracy", [])]
-    plots = {
-        name: state.run_dir / f"{name}.png"
-        for name in ("learning_curve", "confusion_matrix", "gradcam")
-        if (state.run_dir / f"{name}.png").is_file()
-    }
+    interpretation = interpret(model, run.inputs) if run.inputs.validation is not None else None
+    plots = {name: state.run_dir / f"{name}.png" for name in PICTURES if (state.run_dir / f"{name}.png").is_file()}
     return FinetuneResult(
         model=model,
         model_path=path,
@@ -279,4 +280,6 @@ def already_finished(run):
         skipped=run.inputs.skipped,
         plots=plots,
         resumed=True,
+        confusion_matrix=None if interpretation is None else interpretation.confusion_matrix,
+        interpretation=interpretation,
     )

@@ -22,7 +22,7 @@ import logging
 import time
 from pathlib import Path
 
-from cnnzoo.data import DataOptions
+from cnnzoo.data import DataOptions, sizing
 from cnnzoo.data import pipeline as data_pipeline
 from cnnzoo.errors import ConfigError
 from cnnzoo.tuning import best
@@ -228,7 +228,7 @@ def _check_arguments(tuner, max_trials, max_epochs, batch_size, early_stopping, 
 
 def _inputs(data, input_shape, entry, validation_split, seed, batch_size, fixed):
     """`(inputs, input_shape)`: the data's train and validation pipelines, and the input they are sized to."""
-    input_shape = data_pipeline.input_shape_for(data, input_shape, entry.input_shape)
+    input_shape = sizing.fitted_input_shape(data, entry, input_shape)  # from the images, within what fits
     inputs = data_pipeline.prepare(
         data,
         input_shape,

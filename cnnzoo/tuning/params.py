@@ -1,13 +1,30 @@
 """One `[search]` entry (`config.SearchParam`): its rules, its values, its keras-tuner declaration."""
 
 import math
+import re
 
 from cnnzoo.errors import ConfigError
 from cnnzoo.zoo import config
 
-__all__ = ["check_value", "check_param", "widen", "values_of", "largest", "snap", "middle", "declare", "COUNTS"]
+__all__ = [
+    "check_applicable",
+    "check_value",
+    "check_param",
+    "LAYER_NAME",
+    "widen",
+    "values_of",
+    "largest",
+    "snap",
+    "middle",
+    "declare",
+    "COUNTS",
+]
 
-COUNTS = ("conv_blocks", "dense_layers")
+COUNTS = ("conv_blocks", "stages", "dense_layers")
+# a per-layer hyperparameter: its `[search]` key and the block, stage or dense layer (from 1)
+LAYER_NAME = re.compile(r"^(stage_blocks|stage_filters|filters|convs|kernel_size|units)_([1-9][0-9]*)$")
+_CONV_KEYS = ("conv_blocks", "filters", "convs", "kernel_size", "batch_norm")
+_STAGE_KEYS = ("stages", "stage_blocks", "stage_filters")
 
 # key -> (type, lowest, highest, rule text)
 _RULES = {
@@ -15,6 +32,9 @@ _RULES = {
     "filters": (int, 1, None, "must be integers >= 1 (conv widths)"),
     "convs": (int, 1, None, "must be integers >= 1 (convolutions per block)"),
     "kernel_size": (int, 1, None, "must be integers >= 1 (square kernel sides)"),
+    "stages": (int, 1, None, "must be integers >= 1 (number of residual stages)"),
+    "stage_blocks": (int, 1, None, "must be integers >= 1 (residual blocks per stage)"),
+    "stage_filters": (int, 1, None, "must be integers >= 1 (residual stage widths)"),
     "dense_layers": (int, 0, None, "must be integers >= 0 (number of hidden dense layers)"),
     "units": (int, 1, None, "must be integers >= 1 (dense widths)"),
     "dropout": (float, 0.0, 1.0, "must be numbers in [0, 1)"),
@@ -50,6 +70,27 @@ def check_value(key, value, where="search"):
         if where == "fixed":
             raise ConfigError(f"`{key}` {rule}. Received: {key}={value!r}. Pass a valid value or leave it out.")
         _bad(key, rule, value)
+
+
+def check_applicable(spec, keys, value_of):
+    """Raises `ConfigError` for a searched or pinned key `spec` has nothing to apply it to.
+
+    Backbone entries search neither conv blocks nor residual stages; entries without
+    `[[stages]]` cannot search stages. `keys`: search keys and hp names; `value_of(key)`:
+    what was given for it (for the message).
+    """
+    base = lambda k: LAYER_NAME.match(k).group(1) if LAYER_NAME.match(k) else k  # noqa: E731
+    wrong = [k for k in keys if base(k) in _STAGE_KEYS and not spec.stages]
+    what, rule = "searches residual stages", f"`{spec.name}` has none (no `[[stages]]`)"
+    if spec.backbone is not None:
+        wrong = [k for k in keys if base(k) in _CONV_KEYS + _STAGE_KEYS]
+        what = "searches conv blocks" if wrong and base(wrong[0]) in _CONV_KEYS else what
+        rule = (
+            f"`{spec.name}` has a {spec.backbone.application} backbone instead: backbone entries "
+            f"search only dense_layers, units, dropout, learning_rate and optimizer"
+        )
+    if wrong:
+        raise ConfigError(f"`{wrong[0]}` {what}, and {rule}. Received: {wrong[0]}={value_of(wrong[0])!r}.")
 
 
 def check_param(p):

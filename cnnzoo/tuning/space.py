@@ -20,23 +20,39 @@ rules, decided once:
   keeps its proportions: `filters_3` is the first width, the others scale.
 - A scalar in `[search]` (or a `**fixed` value) is `hp.Fixed`: it pins that
   value for every trial.
+- Residual entries (`[[stages]]`) also search `stages`, and per stage `stage_blocks_i`
+  (residual blocks) and `stage_filters_i` (width). Stages beyond the entry's own copy
+  its last stage with stride 2; their default width doubles the previous one, capped
+  like `filters`. Entries without stages cannot search them.
 - Backbone entries search only the head and the training settings.
 """
 
 import contextlib
-import re
 
 import keras_tuner as kt
 
 from cnnzoo.errors import ConfigError, closest
-from cnnzoo.tuning.params import check_param, check_value, declare, largest, middle, snap, values_of, widen
+from cnnzoo.tuning.params import (
+    LAYER_NAME,
+    check_applicable,
+    check_param,
+    check_value,
+    declare,
+    largest,
+    middle,
+    snap,
+    values_of,
+    widen,
+)
 from cnnzoo.zoo import config, registry, stats
 
 __all__ = ["CnnzooHyperModel", "hypermodel", "HP_KEYS"]
 
-_COUNTS = {"conv_blocks": ("filters", "convs", "kernel_size"), "dense_layers": ("units",)}
-_CONV_KEYS = ("conv_blocks", "filters", "convs", "kernel_size", "batch_norm")
-_LAYER_NAME = re.compile(r"^(filters|convs|kernel_size|units)_([1-9][0-9]*)$")
+_COUNTS = {
+    "conv_blocks": ("filters", "convs", "kernel_size"),
+    "stages": ("stage_blocks", "stage_filters"),
+    "dense_layers": ("units",),
+}
 HP_KEYS = config.SEARCH_KEYS
 
 
@@ -74,7 +90,7 @@ class CnnzooHyperModel(kt.HyperModel):
         entry_spec = registry.spec(name)
         overrides, self.fixed = {}, {}
         for key, value in fixed.items():
-            m = _LAYER_NAME.match(key)
+            m = LAYER_NAME.match(key)
             if key in HP_KEYS or m:
                 check_value(m.group(1) if m else key, value, where="fixed")
                 self.fixed[key] = value
@@ -83,7 +99,14 @@ class CnnzooHyperModel(kt.HyperModel):
             else:
                 valid = (
                     list(HP_KEYS)
-                    + ["filters_<i>", "convs_<i>", "kernel_size_<i>", "units_<j>"]
+                    + [
+                        "filters_<i>",
+                        "convs_<i>",
+                        "kernel_size_<i>",
+                        "stage_blocks_<i>",
+                        "stage_filters_<i>",
+                        "units_<j>",
+                    ]
                     + [k for k in config.OVERRIDE_KEYS if k not in HP_KEYS and k != "search"]
                 )
                 raise ConfigError(
@@ -117,19 +140,14 @@ class CnnzooHyperModel(kt.HyperModel):
     def _make_space(self):
         spec = self.base
         space = {key: check_param(p) for key, p in spec.search.items()}
-        if spec.backbone is not None:
-            base_key = lambda k: _LAYER_NAME.match(k).group(1) if _LAYER_NAME.match(k) else k  # noqa: E731
-            wrong = [k for k in list(space) + list(self.fixed) if base_key(k) in _CONV_KEYS]
-            if wrong:
-                raise ConfigError(
-                    f"`{wrong[0]}` searches conv blocks, and `{spec.name}` has a "
-                    f"{spec.backbone.application} backbone instead: backbone entries search only "
-                    f"dense_layers, units, dropout, learning_rate and optimizer. "
-                    f"Received: {wrong[0]}={space.get(wrong[0], self.fixed.get(wrong[0]))!r}."
-                )
+        given = {**config.to_dict(spec).get("search", {}), **self.fixed}
+        check_applicable(spec, list(space) + list(self.fixed), given.get)
         blocks, head = spec.blocks, spec.head
         own = {
             "conv_blocks": [len(blocks)] if blocks else [],
+            "stages": [len(spec.stages)] if spec.stages else [],
+            "stage_blocks": [st.blocks for st in spec.stages],
+            "stage_filters": [st.filters for st in spec.stages],
             "filters": [b.filters[0] for b in blocks],
             "convs": [b.convs for b in blocks],
             "kernel_size": [b.kernel_size for b in blocks],
@@ -158,12 +176,14 @@ class CnnzooHyperModel(kt.HyperModel):
             return self.fixed[key]
         if key in self.space:
             return largest(self.space[key])
-        return len(self.base.blocks) if key == "conv_blocks" else len(self.base.head.dense)
+        return {"conv_blocks": len(self.base.blocks), "stages": len(self.base.stages)}.get(
+            key, len(self.base.head.dense)
+        )
 
     def default(self, name):
         """The default value of hyperparameter `name` (the entry's own where it has one)."""
         spec = self.base
-        m = _LAYER_NAME.match(name)
+        m = LAYER_NAME.match(name)
         if m:
             key, i = m.group(1), int(m.group(2))
             if key == "units":
@@ -173,6 +193,8 @@ class CnnzooHyperModel(kt.HyperModel):
                 if dense:
                     return dense[-1]
                 return middle(self.space["units"]) if "units" in self.space else 128
+            if key.startswith("stage_"):
+                return self._stage_default(key, i)
             block = spec.blocks[min(i, len(spec.blocks)) - 1]
             if key == "filters":
                 if i <= len(spec.blocks) or "filters" not in self.space:
@@ -181,12 +203,23 @@ class CnnzooHyperModel(kt.HyperModel):
             return block.convs if key == "convs" else block.kernel_size
         return {
             "conv_blocks": len(spec.blocks),
+            "stages": len(spec.stages),
             "dense_layers": len(spec.head.dense),
             "batch_norm": spec.blocks[0].batch_norm if spec.blocks else False,
             "dropout": spec.head.dropout,
             "learning_rate": spec.train.learning_rate,
             "optimizer": spec.train.optimizer,
         }[name]
+
+    def _stage_default(self, key, i):
+        """`stage_blocks_i`/`stage_filters_i`: the entry's stage i; beyond, the last's blocks and twice the width."""
+        stages = self.base.stages
+        if i <= len(stages):
+            return getattr(stages[i - 1], key[len("stage_") :])
+        if key == "stage_blocks":
+            return stages[-1].blocks
+        wider = 2 * self.default(f"stage_filters_{i - 1}")
+        return snap(self.space["stage_filters"], wider) if "stage_filters" in self.space else wider
 
     def _hp(self, hp, name, key=None):
         """Declares `name` when it is searched or pinned; returns its value (default otherwise)."""
@@ -218,7 +251,7 @@ class CnnzooHyperModel(kt.HyperModel):
         """
         values = {}
         for count, keys in _COUNTS.items():
-            if count == "conv_blocks" and not self.base.blocks:
+            if (count == "conv_blocks" and not self.base.blocks) or (count == "stages" and not self.base.stages):
                 continue
             n = values[count] = self._hp(hp, count)
             for i in range(1, self._count_max(count) + 1):
@@ -272,11 +305,24 @@ class CnnzooHyperModel(kt.HyperModel):
                 )
                 blocks.append(raw)
             changes["blocks"] = blocks
+        if spec.stages:
+            changes["stages"] = self._stages_for(get)
         dense = [int(get(f"units_{j}")) for j in range(1, int(get("dense_layers")) + 1)]
         # 6 significant digits: drops float noise such as 0.30000000000000004 from stepped ranges
         changes["head"] = {"dense": dense, "dropout": float(f"{get('dropout'):.6g}")}
         changes["train"] = {"learning_rate": float(f"{get('learning_rate'):.6g}"), "optimizer": get("optimizer")}
         return config.apply_overrides(spec, changes)
+
+    def _stages_for(self, get):
+        """The `[[stages]]` tables of a trial (`get(name)`: its value of hyperparameter `name`)."""
+        own, out = config.to_dict(self.base)["stages"], []
+        for i in range(1, int(get("stages")) + 1):
+            raw = dict(own[min(i, len(own)) - 1])
+            if i > len(own):  # a new stage halves the map as the ones before it
+                raw["strides"] = min(2, self.base.stages[-1].kernel_size)
+            raw.update(blocks=int(get(f"stage_blocks_{i}")), filters=int(get(f"stage_filters_{i}")))
+            out.append(raw)
+        return out
 
     def feasible(self, values):
         """Whether the model of `values` fits the input (no feature map vanishes)."""

@@ -13,11 +13,14 @@ from pathlib import Path
 import keras
 
 from cnnzoo.errors import ConfigError
-from cnnzoo.zoo import config, registry, stats
+from cnnzoo.zoo import config, presets, registry, stats
 from cnnzoo.zoo.config_tables import Train
+from cnnzoo.zoo.features import features_model
+from cnnzoo.zoo.heads import check_head_options, embedding_model
 from cnnzoo.zoo.layers import ClassifierHead, ConvBlock, Preprocess, expose_class_names
 from cnnzoo.zoo.loading import load, load_named_weights, load_weights_into
 from cnnzoo.zoo.precision import DTYPES, check_dtype, dtype_of, policy_scope, with_dtype
+from cnnzoo.zoo.residual import stages_model
 
 __all__ = [
     "get",
@@ -90,7 +93,8 @@ def build(spec, weights=None, dtype=None):
 
     Returns:
         An uncompiled Functional `keras.Model` named after the spec, with
-        layers `preprocess`, `block1`... (or `backbone`) and `head`; the head
+        layers `preprocess`, `block1`... (or `backbone`), `stages` (a nested
+        model of the residual stages, where the spec has them) and `head`; the head
         records whether the model holds learned weights (`pretrained`).
 
     Example:
@@ -124,6 +128,8 @@ def build(spec, weights=None, dtype=None):
             name=f"block{i}",
             dtype=policy,
         )(x)
+    if spec.stages:
+        x = stages_model(spec, tuple(x.shape[1:]), policy)(x)
     h = spec.head
     outputs = ClassifierHead(
         spec.num_classes,
@@ -228,12 +234,28 @@ def compile_model(
     return model
 
 
-def get(name, num_classes=None, input_shape=None, weights=None, compile=True, dtype=None, **overrides):
+def get(
+    name,
+    num_classes=None,
+    input_shape=None,
+    weights=None,
+    compile=True,
+    dtype=None,
+    features_only=False,
+    out_indices=None,
+    **overrides,
+):
     """Builds a zoo model by name.
 
     Args:
-        name: a registered model name (see `cnnzoo.list_models()`).
-        num_classes: int, size of the softmax; default the entry's.
+        name: a registered model name (see `cnnzoo.list_models()`), or a preset: a directory
+            `cnnzoo.save_preset` or keras-hub's `save_to_preset` wrote (an image classifier or
+            backbone; the `keras_hub` extra), or an `hf://owner/repo[@revision]` handle of a
+            Hugging Face Hub repository holding one (the `hub` extra). A preset loads with its
+            weights; see docs/data_and_weights.md, "Presets".
+        num_classes: int, size of the softmax; default the entry's. 0: no
+            classifier, the pooled features (`(None, channels)` embeddings;
+            `cnnzoo.zoo.heads.embedding_model`).
         input_shape: (height, width, channels); default the entry's.
         weights: None (random init), a path to a `.weights.h5`/`.keras` file,
             or a registered weights name (`"imagenet"` for backbone entries).
@@ -242,19 +264,36 @@ def get(name, num_classes=None, input_shape=None, weights=None, compile=True, dt
         dtype: None (float32), `"mixed_bfloat16"` or `"mixed_float16"`: the
             precision policy, set on this model's layers (Keras' global policy
             is left alone); the softmax stays float32 and weights float32.
+        features_only: bool; return the feature maps instead of the classifier:
+            a model whose outputs are the maps at the levels `out_indices`, with
+            `model.feature_info` (`cnnzoo.zoo.features.features_model`).
+        out_indices: with `features_only`, None (every level) or the levels to
+            output: level i is the map at stride 2**(i+1), so `(1, 2, 3, 4)` is
+            strides 4 to 32 (a feature pyramid's C2..C5).
         **overrides: validated changes to the config, e.g. `dropout=0.3`,
             `dense=[128]`, `batch_norm=True`, `class_names=[...]`,
             `blocks=[{"filters": 32}, ...]`.
 
     Returns:
-        A Functional `keras.Model`.
+        A Functional `keras.Model`. A features model and an embedding model
+        (`num_classes=0`) are not compiled, whatever `compile` says: they have
+        no labels to compute a loss against; compile them with your own.
 
     Example:
 
     >>> model = cnnzoo.get("bird_classifier", num_classes=12, input_shape=(64, 64, 3))
     >>> model.output_shape
     (None, 12)
+    >>> pyramid = cnnzoo.get("bird_classifier", features_only=True, out_indices=(1, 2, 3, 4))
+    >>> pyramid.feature_info.reduction()
+    [4, 8, 16, 32]
     """
+    head = check_head_options(num_classes, features_only, out_indices)
+    if head is not None:  # the classifier first (the entry's head), then its features or embeddings
+        model = get(name, None, input_shape, weights, False, dtype, **overrides)
+        return features_model(model, out_indices) if head == "features" else embedding_model(model)
+    if presets.is_reference(name):
+        return _from_preset(name, num_classes, input_shape, weights, compile, dtype, overrides)
     e = registry.entry(name)
     policy = check_dtype(dtype)
     if e.builder is not None:
@@ -283,6 +322,21 @@ def get(name, num_classes=None, input_shape=None, weights=None, compile=True, dt
         model = build(spec, weights=weights, dtype=policy)
     if compile:
         compile_model(model, spec.train)
+    return model
+
+
+def _from_preset(name, num_classes, input_shape, weights, compile, dtype, overrides):
+    """`get` for a preset directory or `hf://` handle: the preset's model, compiled the zoo's way."""
+    if weights is not None or overrides:
+        given = {**({"weights": weights} if weights is not None else {}), **overrides}
+        raise ConfigError(
+            f"A preset comes with its architecture and weights: `weights` and config overrides apply to zoo names "
+            f"only (fine-tune the preset to change it). Received: name={str(name)!r} with "
+            f"{', '.join(f'{k}={v!r}' for k, v in given.items())}."
+        )
+    model = expose_class_names(presets.load_preset(name, num_classes=num_classes, input_shape=input_shape, dtype=dtype))
+    if compile:
+        compile_model(model)
     return model
 
 

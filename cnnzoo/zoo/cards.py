@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cnnzoo.utils.files import atomic_write_text
 from cnnzoo.utils.text import human
-from cnnzoo.zoo import registry
+from cnnzoo.zoo import registry, stats
 
 __all__ = ["entries", "render", "render_index", "cards", "write", "main", "DEFAULT_DIR"]
 
@@ -87,7 +87,7 @@ def render(name):
         )
         + " |",
         f"| classes | {info.num_classes}" + (f": {', '.join(spec.class_names)}" if spec.class_names else "") + " |",
-        f"| parameters | {info.params:,} |",
+        f"| parameters | {info.params:,}{_trainable(spec, info)} |",
         f"| forward FLOPs / image | {info.flops:,} ({human(info.flops)}) |",
         f"| receptive field | {_receptive_field(info, spec)} |",
         f"| config | [zoo_configs/{name}.toml]({_REPO}/zoo_configs/{name}.toml) |",
@@ -100,6 +100,12 @@ def render(name):
     ]
     lines += _layers_section(info) + _search_section(info) + _weights_section(name, spec)
     return "\n".join(lines) + "\n"
+
+
+def _trainable(spec, info):
+    """` (N trainable; ...)` where BatchNorm moving statistics make the counts differ (PyTorch counts N)."""
+    n = stats.count_trainable_params(spec)
+    return "" if n is None or n == info.params else f" ({n:,} trainable; the rest are BatchNorm moving statistics)"
 
 
 def _receptive_field(info, spec):

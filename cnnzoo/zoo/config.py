@@ -4,7 +4,7 @@ A config is pure data (see `zoo_configs/*.toml`). This module knows the
 schema, the defaults of a `ModelSpec`, and how to apply overrides; it never
 imports TensorFlow or Keras. The tables of a config have their dataclasses
 (with every other default) and their parsing beside it: `[[blocks]]`,
-`[head]`, `[backbone]` and `[train]` in `cnnzoo.zoo.config_tables`, `[search]`
+`[[stages]]` (residual stages), `[head]`, `[backbone]` and `[train]` in `cnnzoo.zoo.config_tables`, `[search]`
 and `[weights]` in `cnnzoo.zoo.config_sections`; this module exports those
 dataclasses as its own (`config.Block`, `config.SearchParam`, ...).
 """
@@ -17,23 +17,27 @@ from pathlib import Path
 import tomllib
 
 from cnnzoo.errors import ConfigError, closest
-from cnnzoo.zoo.config_rules import MAX_SIZE, check_choice, check_int, check_keys, check_str, fail, where
+from cnnzoo.zoo.config_rules import MAX_SIZE, MAX_UNITS, check_choice, check_int, check_keys, check_str, fail, where
 from cnnzoo.zoo.config_sections import SearchParam, WeightsSource, parse_search_param, parse_weights
 from cnnzoo.zoo.config_tables import (
     ACTIVATIONS,
     OPTIMIZERS,
+    RESIDUAL_BLOCKS,
     Backbone,
     Block,
     Head,
+    ResidualStage,
     Train,
     parse_backbone,
     parse_block,
     parse_head,
+    parse_stage,
     parse_train,
 )
 
 __all__ = [
     "Block",
+    "ResidualStage",
     "Head",
     "Backbone",
     "Train",
@@ -63,6 +67,9 @@ SEARCH_KEYS = (
     "dropout",
     "learning_rate",
     "optimizer",
+    "stages",
+    "stage_blocks",
+    "stage_filters",
 )
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -79,6 +86,7 @@ class ModelSpec:
     preprocessing: str = "rescale_0_1"
     class_names: tuple = ()
     blocks: tuple = ()
+    stages: tuple = ()  # residual stages, after the blocks (the stem)
     backbone: Backbone = None
     head: Head = Head()
     train: Train = Train()
@@ -88,7 +96,7 @@ class ModelSpec:
 
     @property
     def kind(self):
-        return "backbone" if self.backbone is not None else "cnn"
+        return "backbone" if self.backbone is not None else "residual" if self.stages else "cnn"
 
     def replace(self, **changes):
         """Returns a copy with validated `changes` (same keys as `get` overrides)."""
@@ -137,7 +145,7 @@ def parse(raw, source="<memory>"):
     if not (isinstance(shape, (list, tuple)) and len(shape) == 3):
         fail(where(source), "input_shape", "must be [height, width, channels]", shape)
     shape = tuple(check_int(s, "input_shape", source, hi=MAX_SIZE) for s in shape)
-    num_classes = check_int(raw["num_classes"], "num_classes", source, lo=1)
+    num_classes = check_int(raw["num_classes"], "num_classes", source, lo=1, hi=MAX_UNITS)
     class_names = raw.get("class_names", [])
     if not isinstance(class_names, (list, tuple)) or not all(isinstance(c, str) for c in class_names):
         fail(where(source), "class_names", "must be a list of strings", class_names)
@@ -145,17 +153,13 @@ def parse(raw, source="<memory>"):
         fail(where(source), "class_names", f"must have `num_classes` ({num_classes}) entries", list(class_names))
     if len(set(class_names)) != len(class_names):
         fail(where(source), "class_names", "must not repeat a name", list(class_names))
-    blocks = raw.get("blocks", [])
-    if not isinstance(blocks, (list, tuple)):
-        fail(where(source), "blocks", "must be an array of tables ([[blocks]])", blocks)
-    backbone = parse_backbone(raw["backbone"], source) if "backbone" in raw else None
-    if bool(blocks) == (backbone is not None):
-        raise ConfigError(
-            f"A config needs exactly one of `blocks` and `backbone`{where(source)}. "
-            f"Received: blocks={len(blocks)} tables, backbone={raw.get('backbone')!r}."
-        )
+    blocks, stages, backbone = _body(raw, shape[2], source)
     search = raw.get("search", {})
     check_keys(search, set(SEARCH_KEYS), "search", source)
+    for key in ("stages", "stage_blocks", "stage_filters"):
+        if key in search and not stages:
+            rule = "searches residual stages, and the config has no `[[stages]]`"
+            fail(where(source), f"search.{key}", rule, search[key])
     return ModelSpec(
         name=name,
         description=check_str(raw["description"], "description", source).strip(),
@@ -164,7 +168,8 @@ def parse(raw, source="<memory>"):
         num_classes=num_classes,
         class_names=tuple(class_names),
         preprocessing=check_choice(raw.get("preprocessing", "rescale_0_1"), "preprocessing", source, PREPROCESSING),
-        blocks=tuple(parse_block(b, i, source) for i, b in enumerate(blocks)),
+        blocks=blocks,
+        stages=stages,
         backbone=backbone,
         head=parse_head(raw.get("head", {}), source),
         train=parse_train(raw.get("train", {}), source),
@@ -172,6 +177,41 @@ def parse(raw, source="<memory>"):
         weights={k: parse_weights(k, v, source) for k, v in _table(raw, "weights", source).items()},
         source=source,
     )
+
+
+def _body(raw, channels, source):
+    """`(blocks, stages, backbone)` of a raw config: conv blocks and/or residual stages, or a backbone."""
+    blocks, stages = raw.get("blocks", []), raw.get("stages", [])
+    for key, value in (("blocks", blocks), ("stages", stages)):
+        if not isinstance(value, (list, tuple)):
+            fail(where(source), key, f"must be an array of tables ([[{key}]])", value)
+    backbone = parse_backbone(raw["backbone"], source) if "backbone" in raw else None
+    if bool(blocks or stages) == (backbone is not None):
+        raise ConfigError(
+            f"A config needs exactly one of `blocks` and `backbone`{where(source)} (residual `stages` "
+            f"follow the blocks or replace them, never a backbone). "
+            f"Received: blocks={len(blocks)} tables, stages={len(stages)} tables, backbone={raw.get('backbone')!r}."
+        )
+    blocks = tuple(parse_block(b, i, source) for i, b in enumerate(blocks))
+    stages = tuple(parse_stage(t, i, source) for i, t in enumerate(stages))
+    _check_shortcuts(blocks, stages, channels, source)
+    return blocks, stages, backbone
+
+
+def _check_shortcuts(blocks, stages, channels, source):
+    """A `zero_pad` shortcut pads channels with zeros: it cannot drop any, so its stage may not narrow."""
+    channels = blocks[-1].filters[-1] if blocks else channels
+    for i, stage in enumerate(stages):
+        if stage.shortcut == "zero_pad" and stage.out_channels < channels:
+            fail(
+                where(source),
+                f"stages[{i}].shortcut",
+                f"cannot be 'zero_pad' where `stages[{i}].filters` narrows the stage from {channels} to "
+                f"{stage.out_channels} channels (zero padding adds channels, it cannot drop them)",
+                stage.shortcut,
+                ' Use shortcut = "projection".',
+            )
+        channels = stage.out_channels
 
 
 def loads(text, source="<string>"):
@@ -226,6 +266,7 @@ OVERRIDE_KEYS = tuple(
             "class_names",
             "preprocessing",
             "blocks",
+            "stages",
             "head",
             "backbone",
             "train",
@@ -255,6 +296,8 @@ def to_dict(spec):
             if len(set(b.filters)) == 1 and b.convs != 1:
                 d["convs"] = b.convs
             out["blocks"].append(d)
+    if spec.stages:
+        out["stages"] = [_stage_dict(st) for st in spec.stages]
     if spec.backbone is not None:
         out["backbone"] = dataclasses.asdict(spec.backbone)
     out["head"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(spec.head).items()}
@@ -278,6 +321,16 @@ def to_dict(spec):
             k: {f: v for f, v in dataclasses.asdict(w).items() if v and f != "name"} for k, w in spec.weights.items()
         }
     return out
+
+
+def _stage_dict(stage):
+    """A `ResidualStage` as its table: `filters`, `blocks` and `block` always, the rest where not the default."""
+    d = {"filters": stage.filters, "blocks": stage.blocks, "block": stage.block}
+    for f in dataclasses.fields(ResidualStage):
+        value, default = getattr(stage, f.name), RESIDUAL_BLOCKS[stage.block] if f.name == "expansion" else f.default
+        if f.name not in d and value != default:
+            d[f.name] = value
+    return d
 
 
 def apply_overrides(spec, overrides):
@@ -312,10 +365,10 @@ def apply_overrides(spec, overrides):
             if "blocks" in section:
                 if not spec.blocks and section == "blocks":
                     raise ConfigError(
-                        f"`{key}` applies to conv blocks, and `{spec.name}` has a backbone "
-                        f"instead. Received: {key}={value!r}."
+                        f"`{key}` applies to conv blocks, and `{spec.name}` has "
+                        f"{'residual stages only' if spec.stages else 'a backbone instead'}. Received: {key}={value!r}."
                     )
-                for b in raw.get("blocks", []):
+                for b in raw.get("blocks", []) + (raw.get("stages", []) if fld == "activation" else []):
                     b[fld] = value
         elif key in ("head", "train") and isinstance(value, dict):
             raw[key] = {**raw.get(key, {}), **value}

@@ -7,6 +7,7 @@ from cnnzoo.errors import ConfigError, closest
 __all__ = [
     "MAX_CONVS",
     "MAX_SIZE",
+    "MAX_UNITS",
     "fail",
     "where",
     "check_keys",
@@ -21,6 +22,9 @@ MAX_CONVS = 1024  # convolutions in one block: far beyond any real design, and a
 # An image side, kernel, stride or pool size. TensorFlow keeps windows in int32: a max-pool of 2**31 with "same"
 # padding aborts the whole process (a failed CHECK in its graph pass), so such configs stop here instead.
 MAX_SIZE = 65536
+# Classes, filters and dense units: ImageNet-21k has 21,841 classes; 2**20 is far beyond any real head and keeps
+# `num_classes=10**12` from reaching TensorFlow (an out-of-memory error there, or a raw int64 ValueError).
+MAX_UNITS = 2**20
 
 
 def fail(where, key, rule, value, hint=""):

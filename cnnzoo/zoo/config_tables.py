@@ -1,6 +1,6 @@
-"""The `[[blocks]]`, `[head]`, `[backbone]` and `[train]` tables of a zoo config: their dataclasses and parsing.
+"""The `[[blocks]]`, `[[stages]]`, `[head]`, `[backbone]` and `[train]` tables of a zoo config.
 
-`Block`, `Head`, `Backbone` and `Train` hold every default of an architecture
+`Block`, `ResidualStage`, `Head`, `Backbone` and `Train` hold every default of an architecture
 and of its compile settings (each written here and nowhere else); the values
 they may take are the constants below. `cnnzoo.zoo.config` reads a config's
 tables with the `parse_*` functions here and exports the dataclasses as its
@@ -12,6 +12,7 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 
+from cnnzoo.errors import ConfigError
 from cnnzoo.zoo.config_rules import (
     MAX_CONVS,
     MAX_SIZE,
@@ -27,15 +28,19 @@ from cnnzoo.zoo.config_rules import (
 
 __all__ = [
     "Block",
+    "ResidualStage",
     "Head",
     "Backbone",
     "Train",
     "parse_block",
+    "parse_stage",
     "parse_head",
     "parse_backbone",
     "parse_train",
     "ACTIVATIONS",
     "POOLS",
+    "RESIDUAL_BLOCKS",
+    "SHORTCUTS",
     "PADDINGS",
     "HEAD_POOLING",
     "OPTIMIZERS",
@@ -60,6 +65,11 @@ POOLS = ("max", "avg", "none")
 PADDINGS = ("same", "valid")
 HEAD_POOLING = ("flatten", "avg", "max")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam")
+RESIDUAL_BLOCKS = {"basic": 1, "bottleneck": 4}  # block type -> its default expansion (output / inner width)
+# "projection": a 1x1 conv + BatchNorm where the shape changes (He et al. 2015, option B; torchvision);
+# "zero_pad": no parameters, the input subsampled and its channels padded with zeros (option A, the CIFAR nets)
+SHORTCUTS = ("projection", "zero_pad")
+MAX_EXPANSION = 64
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,31 @@ class Block:
     @property
     def convs(self):
         return len(self.filters)
+
+
+@dataclass(frozen=True)
+class ResidualStage:
+    """A residual stage (`[[stages]]`): `blocks` residual blocks; the first strides and changes the width.
+
+    A `"basic"` block is two `kernel_size` convolutions; a `"bottleneck"` block a 1x1 conv to `filters`,
+    a `kernel_size` conv and a 1x1 conv to `filters * expansion` (the stride on the middle conv, as
+    torchvision's ResNet v1.5). Each conv is followed by BatchNorm; the activation follows each but the
+    last, which is added to the shortcut first. The shortcut is the identity where the shape stays.
+    """
+
+    filters: int = 64
+    blocks: int = 2
+    block: str = "basic"
+    strides: int = 1
+    kernel_size: int = 3
+    expansion: int = 1
+    shortcut: str = "projection"
+    activation: str = "relu"
+    bn_momentum: float = 0.9
+
+    @property
+    def out_channels(self):
+        return self.filters * self.expansion
 
 
 @dataclass(frozen=True)
@@ -147,6 +182,54 @@ def parse_block(table, i, source):
         ),
         pool_padding=check_choice(table.get("pool_padding", d.pool_padding), f"{key}.pool_padding", source, PADDINGS),
         dropout=check_float(table.get("dropout", d.dropout), f"{key}.dropout", source, 0.0, 1.0, hi_open=True),
+    )
+
+
+def parse_stage(table, i, source):
+    """The `ResidualStage` of `[[stages]]` table number `i` (from 0), validated; `filters` and `blocks` are required."""
+    key = f"stages[{i}]"
+    check_keys(table, {f.name for f in dataclasses.fields(ResidualStage)}, key, source)
+    for required in ("filters", "blocks"):
+        if required not in table:
+            raise ConfigError(
+                f"`{key}.{required}` is required in a residual stage{where(source)} but missing. "
+                f"Received: {key}={table!r}. Add e.g. `{required} = {2 if required == 'blocks' else 64}`."
+            )
+    d = ResidualStage()
+    block = check_choice(table.get("block", d.block), f"{key}.block", source, tuple(RESIDUAL_BLOCKS))
+    kernel = check_int(table.get("kernel_size", d.kernel_size), f"{key}.kernel_size", source, hi=MAX_SIZE)
+    if kernel % 2 == 0:
+        fail(where(source), f"{key}.kernel_size", "must be odd (the padding is centred, as in ResNet)", kernel)
+    strides = table.get("strides", d.strides)
+    if isinstance(strides, int) and not isinstance(strides, bool) and strides > kernel:
+        fail(
+            where(source),
+            f"{key}.strides",
+            f"must be <= `kernel_size` ({kernel}): a larger stride skips pixels the block never sees",
+            strides,
+            " ResNets use 1 or 2.",
+        )
+    expansion = table.get("expansion", RESIDUAL_BLOCKS[block])
+    if block == "basic" and expansion != 1:
+        fail(
+            where(source),
+            f"{key}.expansion",
+            "must be 1 for a basic block (only bottleneck blocks expand their output)",
+            expansion,
+            ' Use block = "bottleneck" or remove `expansion`.',
+        )
+    return ResidualStage(
+        filters=check_int(table["filters"], f"{key}.filters", source),
+        blocks=check_int(table["blocks"], f"{key}.blocks", source, hi=MAX_CONVS),
+        block=block,
+        strides=check_int(strides, f"{key}.strides", source, hi=MAX_SIZE),
+        kernel_size=kernel,
+        expansion=check_int(expansion, f"{key}.expansion", source, hi=MAX_EXPANSION),
+        shortcut=check_choice(table.get("shortcut", d.shortcut), f"{key}.shortcut", source, SHORTCUTS),
+        activation=check_choice(table.get("activation", d.activation), f"{key}.activation", source, ACTIVATIONS),
+        bn_momentum=check_float(
+            table.get("bn_momentum", d.bn_momentum), f"{key}.bn_momentum", source, 0.0, 1.0, hi_open=True
+        ),
     )
 
 

@@ -24,8 +24,8 @@ def dumps(spec_or_raw):
     raw = to_dict(spec_or_raw) if isinstance(spec_or_raw, ModelSpec) else spec_or_raw
     lines, tables = [], []
     for k, v in raw.items():
-        if k == "blocks":
-            tables.extend(("[[blocks]]", b) for b in v)
+        if k in ("blocks", "stages"):
+            tables.extend((f"[[{k}]]", b) for b in v)
         elif isinstance(v, dict):
             tables.append((f"[{k}]", v))
         else:

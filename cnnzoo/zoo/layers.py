@@ -9,7 +9,15 @@ from keras import layers, ops
 
 from cnnzoo.zoo.config_tables import Block
 
-__all__ = ["Preprocess", "ConvBlock", "ClassifierHead", "class_names_of", "pretrained_of", "expose_class_names"]
+__all__ = [
+    "Preprocess",
+    "ConvBlock",
+    "ClassifierHead",
+    "ZeroPadChannels",
+    "class_names_of",
+    "pretrained_of",
+    "expose_class_names",
+]
 
 _CAFFE_MEAN = (103.939, 116.779, 123.68)  # BGR
 _TORCH_MEAN = (0.485, 0.456, 0.406)
@@ -217,7 +225,8 @@ class ClassifierHead(_Steps):
     none), as in VGG and the Keras MNIST example.
 
     Args:
-        num_classes: int, size of the softmax.
+        num_classes: int, size of the softmax; 0 for none: the head's output is then the pooled
+            features (embeddings, `cnnzoo.get(name, num_classes=0)`), float32 under a mixed policy.
         dense: list of ints, units of the hidden layers (`fc1`, `fc2`, ...).
         dropout: float, dropout rate (0 for none).
         activation: activation of the hidden layers.
@@ -264,18 +273,21 @@ class ClassifierHead(_Steps):
             pooling
         ]
         dt = self.dtype_policy
-        self.steps = [pool(name="flatten" if pooling == "flatten" else f"global_{pooling}_pool", dtype=dt)]
+        # the softmax (or, with no classes, the pooled features) stays float32 under mixed precision:
+        # probabilities keep their precision, losses do not overflow
+        low = dt.compute_dtype in ("float16", "bfloat16")
+        pool_dt = "float32" if low and not self.num_classes and not self.dense else dt
+        self.steps = [pool(name="flatten" if pooling == "flatten" else f"global_{pooling}_pool", dtype=pool_dt)]
         for i, units in enumerate(self.dense, 1):
             self.steps.append(layers.Dense(units, activation=activation, name=f"fc{i}", dtype=dt))
             if self.dropout:
                 self.steps.append(layers.Dropout(self.dropout, name=f"dropout{i}", dtype=dt))
         if self.dropout and not self.dense:
             self.steps.append(layers.Dropout(self.dropout, name="dropout", dtype=dt))
-        # the softmax stays float32 under mixed precision: probabilities keep their precision, losses do not overflow
-        low = dt.compute_dtype in ("float16", "bfloat16")
-        self.steps.append(
-            layers.Dense(self.num_classes, activation="softmax", name="predictions", dtype="float32" if low else dt)
-        )
+        if self.num_classes:
+            self.steps.append(
+                layers.Dense(self.num_classes, activation="softmax", name="predictions", dtype="float32" if low else dt)
+            )
 
     def compute_output_spec(self, x, training=None):
         return keras.KerasTensor(self.compute_output_shape(x.shape), dtype=self.steps[-1].compute_dtype)
@@ -291,6 +303,42 @@ class ClassifierHead(_Steps):
             "class_names": self.class_names,
             "pretrained": self.pretrained,
         }
+
+
+@keras.saving.register_keras_serializable(package="cnnzoo")
+class ZeroPadChannels(layers.Layer):
+    """Pads the channel axis with zeros up to `channels`: the parameter-free shortcut of a
+    residual block that widens (He et al. 2015, option A; `shortcut = "zero_pad"` in a zoo config).
+
+    Args:
+        channels: int, the number of output channels (at least the input's).
+
+    Example:
+
+    >>> ZeroPadChannels(32)(np.ones((1, 8, 8, 16))).shape
+    (1, 8, 8, 32)
+    """
+
+    def __init__(self, channels, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = int(channels)
+
+    def build(self, input_shape):
+        if input_shape[-1] > self.channels:
+            raise ValueError(
+                f"`channels` must be at least the input's ({input_shape[-1]}): zero padding cannot drop "
+                f"channels. Received: channels={self.channels}."
+            )
+
+    def call(self, x):
+        extra = self.channels - x.shape[-1]
+        return ops.pad(x, [[0, 0]] * (len(x.shape) - 1) + [[0, extra]]) if extra else x
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.channels)
+
+    def get_config(self):
+        return {**super().get_config(), "channels": self.channels}
 
 
 def pretrained_of(model):

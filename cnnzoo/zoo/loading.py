@@ -14,7 +14,10 @@ from pathlib import Path
 import keras
 
 from cnnzoo.errors import ConfigError, DataNotFoundError, UnsafeModelError, WeightsError, WeightsNotFoundError
-from cnnzoo.zoo import layers  # noqa: F401  (registers the cnnzoo> layers: a .keras file names them)
+from cnnzoo.zoo import (
+    layers,  # noqa: F401  (registers the cnnzoo> layers: a .keras file names them)
+    presets,
+)
 from cnnzoo.zoo import weights as weights_lib
 from cnnzoo.zoo.layers import expose_class_names
 
@@ -22,11 +25,14 @@ __all__ = ["load", "as_model", "load_weights_into", "load_named_weights"]
 
 
 def load(path, compile=True):
-    """Loads a `.keras` model saved from a zoo model, in Keras safe mode.
+    """Loads a `.keras` model saved from a zoo model, in Keras safe mode, or a preset.
 
     Args:
-        path: str or `Path` of a `.keras` file.
-        compile: bool; restore the optimizer and compile state as saved.
+        path: str or `Path` of a `.keras` file; or a preset directory (`cnnzoo.save_preset`,
+            or keras-hub's `save_to_preset` of an image classifier) or an
+            `hf://owner/repo[@revision]` handle (`cnnzoo.zoo.presets.load_preset`).
+        compile: bool; restore the optimizer and compile state as saved (a keras-hub
+            preset has none: `cnnzoo.get(path)` compiles one).
 
     Returns:
         The `keras.Model`.
@@ -35,9 +41,12 @@ def load(path, compile=True):
 
     >>> model.save("birds.keras"); model = cnnzoo.load("birds.keras")  # doctest: +SKIP
     """
+    if presets.is_reference(path):
+        return presets.load_preset(path, compile=compile, argument="path")
     path = Path(path).expanduser()
     if not path.is_file():
         raise WeightsNotFoundError(f"`path` must be an existing .keras file. Received: path={str(path)!r}.")
+    check_archive(path)
     with warnings.catch_warnings():
         # A model saved before its first training step has an unbuilt optimizer (2 scalar
         # variables; 4 with mixed_float16's loss scaling); Keras warns about that harmless case, which every
@@ -57,6 +66,35 @@ def load(path, compile=True):
                 f"without code), or, only if you trust whoever made the file, load it with "
                 f"keras.saving.load_model(path, safe_mode=False). Received: path={str(path)!r}."
             ) from e
+
+
+def check_archive(path):
+    """Raises `WeightsError` unless `path` is a whole `.keras` archive (a zip holding config.json and weights).
+
+    Keras reads a truncated or damaged file as "File not found" (for a file that exists); this says what is
+    wrong with it. Every member's CRC is checked (the whole file is read once, as loading reads it anyway).
+    """
+    import zipfile
+
+    fix = "Copy or save the model again. Received: path="
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names, bad = set(archive.namelist()), archive.testzip()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as e:
+        raise WeightsError(
+            f"`path` must be a whole .keras file (a zip archive); this one is truncated or is not one ({e}). "
+            f"{fix}{str(path)!r}."
+        ) from e
+    if bad is not None:
+        raise WeightsError(
+            f"`path` is a damaged .keras file: its member {bad!r} fails its CRC check. {fix}{str(path)!r}."
+        )
+    missing = sorted({"config.json", "model.weights.h5"} - names)
+    if missing:
+        raise WeightsError(
+            f"`path` must be a .keras file as Keras saves it, with config.json and model.weights.h5; this archive "
+            f"lacks {', '.join(missing)}. {fix}{str(path)!r}."
+        )
 
 
 def _optimizers():
@@ -80,7 +118,8 @@ def as_model(model_or_path, argument="model", error=ConfigError):
     """A `keras.Model`, loading a `.keras` path in safe mode (uncompiled); clear errors otherwise.
 
     Args:
-        model_or_path: a `keras.Model`, or the str/`Path` of a `.keras` file.
+        model_or_path: a `keras.Model`, the str/`Path` of a `.keras` file, or a preset
+            directory or `hf://` handle (`cnnzoo.zoo.presets.load_preset`).
         argument: the caller's argument name, for messages.
         error: the `cnnzoo.errors` class raised for an object that is neither.
 
@@ -92,6 +131,8 @@ def as_model(model_or_path, argument="model", error=ConfigError):
     >>> as_model("runs/birds/bird_classifier.keras").name  # doctest: +SKIP
     'bird_classifier'
     """
+    if presets.is_reference(model_or_path):
+        return presets.load_preset(model_or_path, argument=argument)
     if isinstance(model_or_path, (str, Path)):
         path = Path(model_or_path).expanduser()
         if not path.is_file():

@@ -12,6 +12,9 @@ field size r, jump j and start c of its input into r + (k-1)j, js and
 c + ((k-1)/2 - p)j, where p is the padding before the first row (TensorFlow's
 "same" padding puts the odd pixel after the last row). Sizes are the
 theoretical field, not clipped to the image: VGG-16 `block5_pool` sees 212 px.
+A residual block adds two paths; its output's field is the union of theirs,
+which is the main branch's (the longest path: the shortcut's is centred on
+the same pixel and smaller), so ResNet-18's last stage sees 435 px.
 """
 
 import math
@@ -25,7 +28,9 @@ __all__ = [
     "layer_stats",
     "receptive_fields",
     "receptive_step",
+    "union",
     "count_params",
+    "count_trainable_params",
     "count_flops",
     "min_input_size",
     "summary",
@@ -65,12 +70,16 @@ UNKNOWN = ReceptiveField()
 
 @dataclass(frozen=True)
 class LayerStat:
+    """One layer: `params` counts every weight, `non_trainable` those of them Keras does not train
+    (a BatchNormalization layer's moving mean and variance)."""
+
     name: str
     kind: str
     output_shape: tuple
     params: int
     flops: int
     receptive_field: ReceptiveField = UNKNOWN
+    non_trainable: int = 0
 
 
 def _pad_before(size, k, s, padding):
@@ -143,6 +152,9 @@ def layer_stats(spec, input_shape=None, num_classes=None):
         h, w, c = rows[-1].output_shape
     for i, b in enumerate(spec.blocks, 1):
         (h, w, c), rf = _block_stats(rows, i, b, (h, w, c), rf, too_small)
+    for i, stage in enumerate(spec.stages, 1):
+        for j in range(1, stage.blocks + 1):
+            (h, w, c), rf = _residual_stats(rows, f"stage{i}_block{j}", stage, j == 1, (h, w, c), rf)
     whole = ReceptiveField(max(h0, w0))  # from here on, every unit sees the whole input
     rows += _head_stats(spec.head, (h, w, c), num_classes, whole)
     return rows
@@ -171,7 +183,7 @@ def _block_stats(rows, i, b, shape, rf, too_small):
         rows.append(LayerStat(f"block{i}_conv{j}", "Conv2D", (h, w, f), k2 * c * f + bias, 2 * k2 * c * f * h * w, rf))
         c = f
         if b.batch_norm:
-            rows.append(LayerStat(f"block{i}_bn{j}", "BatchNormalization", (h, w, c), 4 * c, 0, rf))
+            rows.append(_batch_norm(f"block{i}_bn{j}", (h, w, c), rf))
     if b.pool != "none":
         ps = b.pool_strides or b.pool_size
         rf = receptive_step(rf, (h, w), b.pool_size, ps, b.pool_padding)
@@ -181,6 +193,77 @@ def _block_stats(rows, i, b, shape, rf, too_small):
         kind = "MaxPooling2D" if b.pool == "max" else "AveragePooling2D"
         rows.append(LayerStat(f"block{i}_pool", kind, (h, w, c), 0, 0, rf))
     return (h, w, c), rf
+
+
+def _batch_norm(name, shape, rf):
+    """A BatchNormalization row: gamma and beta train, the moving mean and variance do not."""
+    return LayerStat(name, "BatchNormalization", shape, 4 * shape[-1], 0, rf, non_trainable=2 * shape[-1])
+
+
+def _residual_stats(rows, prefix, stage, first, shape, rf):
+    """Appends the rows of one residual block (the first of its stage strides); returns its output shape and field.
+
+    A strided conv is padded by `kernel // 2` on every side first (ZeroPadding2D, then a "valid" conv, as
+    torchvision pads), so both paths stay centred on the same pixel."""
+    h, w, c = shape
+    stride, out = stage.strides if first else 1, stage.out_channels
+    k = stage.kernel_size
+    if stage.block == "basic":
+        convs = [(k, stride, stage.filters), (k, 1, out)]
+    else:
+        convs = [(1, 1, stage.filters), (k, stride, stage.filters), (1, 1, out)]
+    main, (mh, mw, mc) = rf, shape
+    for j, (kernel, s, f) in enumerate(convs, 1):
+        padding = "same"
+        if s > 1:
+            p, padding = kernel // 2, "valid"
+            main = ReceptiveField(main.size, main.jump, tuple(x - p * main.jump for x in main.start))
+            mh, mw = mh + 2 * p, mw + 2 * p
+            rows.append(LayerStat(f"{prefix}_pad", "ZeroPadding2D", (mh, mw, mc), 0, 0, main))
+        main = receptive_step(main, (mh, mw), kernel, s, padding)
+        mh, mw = _out(mh, kernel, s, padding), _out(mw, kernel, s, padding)
+        k2 = kernel * kernel
+        rows.append(LayerStat(f"{prefix}_conv{j}", "Conv2D", (mh, mw, f), k2 * mc * f, 2 * k2 * mc * f * mh * mw, main))
+        rows.append(_batch_norm(f"{prefix}_bn{j}", (mh, mw, f), main))
+        mc = f
+    short = rf
+    if stride > 1 or c != out:
+        short = receptive_step(rf, (h, w), 1, stride, "valid")
+        if stage.shortcut == "projection":
+            rows.append(
+                LayerStat(f"{prefix}_shortcut_conv", "Conv2D", (mh, mw, out), c * out, 2 * c * out * mh * mw, short)
+            )
+            rows.append(_batch_norm(f"{prefix}_shortcut_bn", (mh, mw, out), short))
+        else:
+            if stride > 1:
+                rows.append(LayerStat(f"{prefix}_shortcut_pool", "MaxPooling2D", (mh, mw, c), 0, 0, short))
+            if c != out:
+                rows.append(LayerStat(f"{prefix}_shortcut_pad", "ZeroPadChannels", (mh, mw, out), 0, 0, short))
+    field = union(main, short)
+    rows.append(LayerStat(f"{prefix}_add", "Add", (mh, mw, out), 0, 0, field))
+    return (mh, mw, out), field
+
+
+def union(*fields):
+    """The field of a layer that merges its inputs (Add, Concatenate): the smallest square covering theirs.
+
+    Args:
+        *fields: `ReceptiveField`s with one jump (the merged maps have one size).
+
+    Returns:
+        A `ReceptiveField`; unknown when one input is unknown.
+
+    Example:
+
+    >>> union(ReceptiveField(5, 1, (2.0, 2.0)), ReceptiveField(1, 1, (2.0, 2.0)))
+    ReceptiveField(size=5, jump=1, start=(2.0, 2.0))
+    """
+    if any(f.size is None or f.jump is None for f in fields) or len({f.jump for f in fields}) > 1:
+        return UNKNOWN
+    lo = [min(f.start[a] - (f.size - 1) / 2 for f in fields) for a in (0, 1)]
+    hi = [max(f.start[a] + (f.size - 1) / 2 for f in fields) for a in (0, 1)]
+    size = int(round(max(b - a for a, b in zip(lo, hi)))) + 1
+    return ReceptiveField(size, fields[0].jump, tuple((a + b) / 2 for a, b in zip(lo, hi)))
 
 
 def _head_stats(head, shape, num_classes, whole):
@@ -226,6 +309,21 @@ def count_params(spec, input_shape=None, num_classes=None):
     return sum(r.params for r in layer_stats(spec, input_shape, num_classes))
 
 
+def count_trainable_params(spec, input_shape=None, num_classes=None):
+    """Trainable parameters: `count_params` less the BatchNorm moving statistics (what PyTorch counts).
+
+    None for an entry with a keras.applications backbone: its cached numbers hold the total only.
+
+    Example:
+
+    >>> count_trainable_params(cnnzoo.spec("resnet18"))  # torchvision's resnet18: 11,689,512
+    11689512
+    """
+    if spec.backbone is not None:
+        return None
+    return sum(r.params - r.non_trainable for r in layer_stats(spec, input_shape, num_classes))
+
+
 def count_flops(spec, input_shape=None, num_classes=None):
     """Forward FLOPs for one image (2 per multiply-accumulate)."""
     return sum(r.flops for r in layer_stats(spec, input_shape, num_classes))
@@ -257,6 +355,7 @@ def summary(spec, input_shape=None, num_classes=None):
     rows = layer_stats(spec, input_shape, num_classes)
     return {
         "params": sum(r.params for r in rows),
+        "trainable_params": None if spec.backbone is not None else sum(r.params - r.non_trainable for r in rows),
         "flops": sum(r.flops for r in rows),
         "layers": [
             {

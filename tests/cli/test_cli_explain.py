@@ -54,7 +54,7 @@ def test_explain_writes_gradcam_and_feature_maps_for_each_image(saved, tmp_path)
         line = f"{image}: {p.top_k[0][0]} {p.top_k[0][1]:.1%}   {p.top_k[1][0]} {p.top_k[1][1]:.1%}"
         assert line in done.stdout
     for sub in ("owl_0", "heron_0"):
-        assert _png_size(out / sub / "gradcam.png") == (20, 20)  # the overlay is at the image's own size
+        assert min(_png_size(out / sub / "gradcam.png")) >= 224  # the 20x20 image enlarged, titled, a colour bar
         maps = sorted(f.stem for f in (out / sub / "feature_maps").glob("*.png"))
         assert maps == ["block1_conv1", "block1_conv2", "block2_conv2", "block2_pool"]  # one per block, first conv
     assert "2 images explained in" in done.stdout
@@ -83,7 +83,7 @@ def test_explain_json_layers_and_errors(saved, tmp_path):
     from PIL import Image
 
     overlay = np.asarray(Image.open(rows[0]["gradcam"]))
-    assert overlay.shape == (20, 20, 3) and overlay.std() > 0
+    assert min(overlay.shape[:2]) >= 224 and overlay.std() > 0
 
     wrong = cnnzoo_cli("explain", model, folder / "owl" / "0.png", "--out", tmp_path / "y", "--layers", "block9_conv")
     assert wrong.returncode == 2 and "`layers`" in wrong.stderr and "block9_conv" in wrong.stderr

@@ -65,9 +65,10 @@ def test_predict_json_for_scripts(finetuned):
     for r in rows:
         assert r["label"] in ("heron", "owl", "robin") and r["label"] == r["top_k"][0]["label"]
         assert len(r["top_k"]) == 2 and 0 <= r["top_k"][1]["probability"] <= r["probability"] <= 1
-    text = cnnzoo_cli("predict", out / "digits_cnn.keras", folder / "robin")  # a directory: all its images
+    text = cnnzoo_cli("predict", out / "digits_cnn.keras", folder)  # a directory: all its images
     assert text.returncode == 0, text.stderr[-3000:]
-    assert len(text.stdout.strip().splitlines()) == 6 and "%" in text.stdout
+    assert len(text.stdout.strip().splitlines()) == 18 and "%" in text.stdout
+    assert f"cnnzoo evaluate {out / 'digits_cnn.keras'} {folder}" in text.stderr  # class sub-folders: labelled
 
 
 def test_errors_name_the_argument_and_keep_the_run(finetuned, tmp_path):
@@ -95,6 +96,11 @@ def test_demo_end_to_end_small(tmp_path):
     assert "test accuracy:" in done.stdout and "RBF-SVM reference: 98.9-99.2%" in done.stdout
     assert (tmp_path / "run" / "digits_cnn.keras").is_file()
     assert len(list((tmp_path / "digits" / "test").rglob("*.png"))) == 360
-    labelled = [line for line in done.stdout.splitlines() if "true " in line]
+    labelled = [line for line in done.stdout.splitlines() if "  true " in line]  # cnnzoo.predict's lines
     assert len(labelled) == 6 and all(Path(line.split(":")[0].strip()).is_file() for line in labelled)
-    assert str(tmp_path / "run" / "confusion_matrix.png") in done.stdout
+    assert f"validation confusion matrix: {tmp_path / 'run' / 'confusion_matrix.png'}" in done.stdout
+    # the printed score is on the test images: so are the confusion matrix and the mistakes shown beside it
+    assert f"test confusion matrix: {tmp_path / 'test' / 'confusion_matrix.png'}" in done.stdout
+    assert (tmp_path / "test" / "top_losses.png").is_file() and "the test set's " in done.stdout
+    shown = [line for line in done.stdout.splitlines() if line.startswith("  ") and ", true " in line]
+    assert all(Path(line.split(":")[0].strip()).parent.parent == tmp_path / "digits" / "test" for line in shown)

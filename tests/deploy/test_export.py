@@ -1,4 +1,4 @@
-"""cnnzoo.export: real ONNX, LiteRT and SavedModel exports of a small zoo model, run in their own runtimes."""
+"""cnnzoo.export: real ONNX, LiteRT, SavedModel and OpenVINO exports of a small zoo model, run in their own runtimes."""
 
 import json
 import subprocess
@@ -10,12 +10,12 @@ import pytest
 import cnnzoo
 from cnnzoo.deploy.export import ExportResult, verify
 from cnnzoo.deploy.runtimes import LABELS_KEY, open_runtime
-from cnnzoo.errors import ConfigError, ExportError, MissingExtraError
+from cnnzoo.errors import ConfigError, ExportError
 from conftest import PYTHON, REPO, write_image_folder
 
 SIZE = 16
 NAMES = ["robin", "heron", "owl"]
-TARGETS = {"onnx": "birds.onnx", "litert": "birds.tflite", "savedmodel": "birds_savedmodel"}
+TARGETS = {"onnx": "birds.onnx", "litert": "birds.tflite", "savedmodel": "birds_savedmodel", "openvino": "birds_ov"}
 
 
 @pytest.fixture(scope="module")
@@ -167,17 +167,6 @@ def test_an_earlier_savedmodel_export_is_replaced(model, folder, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["birds_sm"]  # no temporary or old directory left
 
 
-def test_openvino_without_the_package_names_it(model, tmp_path):
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        with pytest.raises(MissingExtraError, match=r"pip install openvino"):
-            cnnzoo.export(model, tmp_path / "birds_ov", "openvino")
-    else:  # pragma: no cover - only where OpenVINO is installed
-        result = cnnzoo.export(model, tmp_path / "birds_ov", "openvino")
-        assert open_runtime(result.path).class_names == NAMES
-
-
 BLOCKED = """
 import sys
 sys.modules[{name!r}] = None  # as if the package were not installed
@@ -196,6 +185,7 @@ except MissingExtraError as e:
         ("onnxruntime", "cnnzoo.export(cnnzoo.get('digits_cnn', compile=False), {tmp!r} + '/d.onnx')"),
         ("tf2onnx", "cnnzoo.export(cnnzoo.get('digits_cnn', compile=False), {tmp!r} + '/d.onnx')"),
         ("ai_edge_litert", "cnnzoo.predict({tflite!r}, np.zeros((16, 16, 3)))"),
+        ("openvino", "cnnzoo.export(cnnzoo.get('digits_cnn', compile=False), {tmp!r} + '/d_ov', 'openvino')"),
     ],
 )
 def test_missing_runtime_is_a_missing_extra_error(name, call, exports, tmp_path):
@@ -203,7 +193,8 @@ def test_missing_runtime_is_a_missing_extra_error(name, call, exports, tmp_path)
     proc = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     message = proc.stdout.split("MISSING:", 1)[-1]
-    assert f"`{name}` package" in message and "pip install 'cnnzoo[export]'" in message
+    extra = "openvino" if name == "openvino" else "export"
+    assert f"`{name}` package" in message and f"pip install 'cnnzoo[{extra}]'" in message
     assert list(tmp_path.iterdir()) == []
 
 

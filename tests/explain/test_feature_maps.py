@@ -102,8 +102,25 @@ def test_plot_feature_maps_writes_one_png_per_layer(tiny, tmp_path):
         assert path == tmp_path / "maps" / f"{name}.png"
         with Image.open(path) as im:
             im.load()
-            assert im.format == "PNG" and im.width > 50
+            assert im.format == "PNG" and im.width >= 224
     assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == ["block1_conv1.png", "block2_pool.png"]
+
+
+def test_a_1x1_map_is_drawn_as_one_bar_per_channel(tmp_path):
+    model = cnnzoo.get("bird_classifier", num_classes=3, input_shape=(32, 32, 3), compile=False)
+    maps = feature_maps(model, _photo((32, 32)), layers=["block5_pool"])  # five poolings: 1x1 positions
+    assert maps["block5_pool"].shape == (1, 1, 256)
+    values = np.linspace(1, 8, 8, dtype="float32").reshape(1, 1, 8)  # known values: bars of growing height
+    written = plot_feature_maps({**maps, "pooled": values}, tmp_path, max_channels=8, title="flower: robin 40%")
+    with Image.open(written["pooled"]) as im:
+        pixels = np.asarray(im.convert("RGB")).astype(int)
+    blue = np.all(np.abs(pixels - [0x3B, 0x6E, 0xA8]) < 8, axis=-1)  # the bars' colour
+    columns = np.flatnonzero(blue.any(axis=0))
+    bars = np.split(columns, np.flatnonzero(np.diff(columns) > 1) + 1)
+    heights = [int(blue[:, bar].sum(axis=0).max()) for bar in bars]
+    assert len(bars) == 8 and heights == sorted(heights) and heights[-1] > 4 * heights[0]
+    with Image.open(written["block5_pool"]) as im:
+        assert im.width >= 224
 
 
 def test_plot_feature_maps_old_out_dir_warns_naming_out_and_still_works(tmp_path):

@@ -121,8 +121,8 @@ def test_overlay_png_decodes(trained, tmp_path):
     Image.fromarray(images[0]).save(path)
     heat = grad_cam(model, str(path), out=tmp_path / "gradcam" / "x_overlay.png")
     with Image.open(tmp_path / "gradcam" / "x_overlay.png") as im:
-        im.load()
-        assert im.size == (SIZE, SIZE) and im.mode == "RGB"
+        im.load()  # the 64x64 image enlarged to be read: its picture, title and colour bar beside it
+        assert min(im.size) >= 224 and im.mode in ("RGB", "RGBA")
     picture = overlay(images[0], heat, alpha=0.5)
     assert picture.shape == (SIZE, SIZE, 3) and picture.dtype == np.uint8
     assert not np.array_equal(picture, images[0])
@@ -135,13 +135,61 @@ def test_overlay_png_decodes(trained, tmp_path):
         assert im.size == (200, 150)
 
 
+def test_the_picture_is_enlarged_titled_and_has_a_colour_bar(trained):
+    from cnnzoo.explain.gradcam import explained_picture
+    from cnnzoo.explain.gradcam_picture import display_image, figure_rgb, gradcam_picture
+
+    model, images, _, _ = trained
+    tiny = np.asarray(Image.fromarray(images[0]).resize((8, 8)))  # an 8x8 image: nearest-neighbour, by 28
+    fig = explained_picture(model, tiny)
+    said = cnnzoo.predict(model, tiny)  # the image resized for the model as Grad-CAM reads it
+    picture, bar = fig.axes  # the image and its colour bar
+    assert picture.get_title().startswith(f"Grad-CAM for {said.label!r} ({said.probability:.1%})")
+    assert "layer block3_act2" in picture.get_title()
+    assert picture.get_images()[0].get_array().shape[:2] == (224, 224)
+    rgb, factor = display_image(tiny)  # under the smooth heatmap: crisp pixels, each 28x28
+    assert factor == 28 and np.all(rgb[:28, :28] == rgb[0, 0]) and np.array_equal(rgb[::28, ::28], tiny)
+    assert bar.get_ylim() == (0.0, 1.0)
+    assert not [t for t in picture.texts if "vanish" in t.get_text()]
+    rgb = figure_rgb(fig)
+    assert rgb.dtype == np.uint8 and rgb.shape[0] >= 224 and rgb.shape[2] == 3
+    big = gradcam_picture(np.zeros((900, 600, 3), np.uint8), np.zeros((7, 7)))  # a photo keeps its own pixels
+    assert big.axes[0].get_images()[0].get_array().shape[:2] == (900, 600)
+    assert [t.get_text() for t in big.axes[0].texts] == ["no region raises this class's score (the map is empty)"]
+
+
+def test_vanishing_gradients_warn_and_the_picture_says_so(tmp_path):
+    from cnnzoo.explain.gradcam import VANISHING, heatmaps
+
+    model = cnnzoo.get("digits_cnn", num_classes=3, input_shape=(16, 16, 1), blocks=[{"filters": 4}], dense=[8])
+    image = np.random.default_rng(0).uniform(0, 255, (16, 16)).astype("float32")
+    before = heatmaps(model, image[None, :, :, None])
+    assert not before.vanished.any() and before.strength[0] > 100 * VANISHING  # untrained, yet not vanishing
+    head = model.get_layer("head")  # scores that barely depend on anything: gradients ~1e-10
+    for weight in head.weights:
+        weight.assign(np.asarray(weight) * 1e-9)
+    with pytest.warns(cnnzoo.ExplainWarning, match=r"barely depends on the feature map for 1 of 1 image.*noise"):
+        heat = grad_cam(model, image, out=tmp_path / "faint.png")
+    assert heat.shape == (16, 16) and heat.max() == pytest.approx(1.0)  # the array keeps its meaning
+    assert (tmp_path / "faint.png").is_file()
+    from cnnzoo.explain.gradcam import explained_picture
+
+    with pytest.warns(cnnzoo.ExplainWarning):
+        notes = [t.get_text() for t in explained_picture(model, image).axes[0].texts]
+    assert len(notes) == 1 and notes[0].startswith("gradients vanish")
+
+
 def test_gradcam_reaches_a_nested_backbone_even_frozen():
     model = cnnzoo.get("bird_classifier_mobilenetv2", num_classes=3, input_shape=(96, 96, 3), compile=False)
     model.get_layer("backbone").trainable = False  # as after the first stage of fine-tuning
     image = np.random.default_rng(0).integers(0, 256, (120, 90, 3)).astype(np.uint8)
-    heat = grad_cam(model, image)  # default: `out_relu`, the last conv map inside the backbone
+    # Untrained, its BatchNorm statistics at their initial values, the backbone passes on almost nothing: the
+    # gradients are ~1e-10 (issue 18's untrained model), and the heatmap scaled to [0, 1] is said to be noise.
+    with pytest.warns(cnnzoo.ExplainWarning, match=r"at layer 'out_relu': .*\|gradient x activation\| \d.*e-1\d"):
+        heat = grad_cam(model, image)  # default: `out_relu`, the last conv map inside the backbone
     assert heat.shape == (120, 90) and heat.min() >= 0.0 and heat.max() == pytest.approx(1.0)
-    inner = grad_cam(model, image, layer="block_13_expand_relu")
+    with pytest.warns(cnnzoo.ExplainWarning, match="block_13_expand_relu"):
+        inner = grad_cam(model, image, layer="block_13_expand_relu")
     assert inner.shape == (120, 90) and inner.max() == pytest.approx(1.0)
     from cnnzoo.explain import taps
 

@@ -33,7 +33,7 @@ strategy = tf.distribute.MultiWorkerMirroredStrategy()  # reads TF_CONFIG; first
 import cnnzoo
 folder, out = sys.argv[1:3]
 result = cnnzoo.finetune("tiny_vgg", folder, input_shape=(16, 16, 3), stages="all:2:1e-3", out=out,
-                         strategy=strategy, batch_size=8, seed=0, plots=False, verbose=0)
+                         strategy=strategy, batch_size=4, seed=0, plots=False, verbose=0)
 resolver = strategy.cluster_resolver
 print("RESULT " + json.dumps({"index": resolver.task_id, "workers": strategy.num_replicas_in_sync,
                               "val_accuracy": result.val_accuracy, "history": result.history,
@@ -106,7 +106,9 @@ def _two_workers(script, *args, timeout=180):
 
 @pytest.mark.slow
 def test_multi_worker_mirrored_strategy_with_tf_config(tmp_path):
-    folder = write_image_folder(tmp_path / "images", classes=("a", "b", "c"), per_class=8, size=(SIZE, SIZE))
+    # 27 images in batches of 4: neither the workers' training shares nor the validation set divide into whole
+    # batches (this crashed one worker: a validation batch split unevenly, issue 19)
+    folder = write_image_folder(tmp_path / "images", classes=("a", "b", "c"), per_class=9, size=(SIZE, SIZE))
     out = tmp_path / "shared_run"
     chief, other = _two_workers(_WORKER, folder, out)
     assert (chief["index"], other["index"]) == (0, 1)

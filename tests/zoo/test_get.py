@@ -42,8 +42,8 @@ def test_bad_arguments_raise_config_errors():
         cnnzoo.get("tiny_vgg", widht=3)
     with pytest.raises(ConfigError, match="`input_shape` is too small for `alexnet`"):
         cnnzoo.get("alexnet", input_shape=(16, 16, 3))
-    with pytest.raises(ConfigError, match="`num_classes` must be an integer >= 1"):
-        cnnzoo.get("tiny_vgg", num_classes=0)
+    with pytest.raises(ConfigError, match="`num_classes` must be an integer >= 0"):  # 0: embeddings
+        cnnzoo.get("tiny_vgg", num_classes=-1)
     with pytest.raises(ConfigError, match="`input_shape` must be \\[height, width, channels\\]"):
         cnnzoo.get("tiny_vgg", input_shape=(64, 64))
 
