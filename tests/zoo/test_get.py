@@ -86,3 +86,5 @@ def test_model_class_names_is_the_head_s(tmp_path):
     assert not replaced and renamed.class_names == ["owl", "heron", "kite"]
     bigger, replaced = replace_head(model, 4, ["a", "b", "c", "d"])
     assert replaced and bigger.class_names == ["a", "b", "c", "d"]
+    assert cnnzoo.reset_classifier(model, 2, ["cat", "dog"]).class_names == ["cat", "dog"]
+    assert cnnzoo.reset_classifier(model, 0).class_names is None  # embeddings: no classes
