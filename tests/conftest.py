@@ -50,7 +50,7 @@ def other_backend(request):
 
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path_factory, monkeypatch):
-    """Every test gets its own CNNZOO_HOME and no user config path or offline flag."""
+    """Every test gets its own CNNZOO_HOME, no user config path or offline flag, and leaves no registered model."""
     home = tmp_path_factory.mktemp("cnnzoo_home")
     monkeypatch.setenv("CNNZOO_HOME", str(home))
     monkeypatch.delenv("CNNZOO_CONFIG_PATH", raising=False)
@@ -58,7 +58,10 @@ def isolated_home(tmp_path_factory, monkeypatch):
     from cnnzoo.zoo import registry
 
     registry.refresh()
+    before = set(registry._code_entries)
     yield home
+    for name in set(registry._code_entries) - before:  # what the test registered (register, register_best)
+        registry.unregister(name)
     registry.refresh()
 
 
