@@ -29,6 +29,7 @@ __all__ = [
     "WeightsNotFoundError",
     "WeightsDownloadError",
     "UnknownWeightsError",
+    "IntegrityError",
     "closest",
 ]
 
@@ -126,6 +127,11 @@ class UnknownWeightsError(WeightsError, KeyError):
 
     def __str__(self):  # KeyError would show the message in quotes
         return str(self.args[0]) if self.args else ""
+
+
+class IntegrityError(WeightsError):
+    """A file cnnzoo wrote (a checkpoint, a feature cache, run state, an export, preset weights) no longer matches
+    the SHA-256 recorded beside it (`<file>.sha256`); nothing was loaded from it."""
 
 
 def closest(name, candidates, n=3):

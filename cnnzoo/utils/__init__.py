@@ -1,6 +1,7 @@
 """Small helpers shared by every part of cnnzoo, each written once.
 
 - `files`: atomic file writes (a crash leaves the old file or the new one, never half of one);
+- `integrity`: SHA-256 sidecars (`<file>.sha256`) written beside files cnnzoo trusts later, checked before use;
 - `plotting`: headless figures with matplotlib's object API (the caller's backend is never switched);
 - `checks`: argument checks whose errors name the argument, the rule and what was received;
 - `extras`: `require`, an optional dependency imported, or an error naming the extra that installs it;
