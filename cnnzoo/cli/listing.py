@@ -1,4 +1,4 @@
-"""`cnnzoo list [PATTERN] [--family F] [--pretrained]`: the zoo as a table (or `--json`), without importing TensorFlow."""
+"""`cnnzoo list [PATTERN] [--family F] [--pretrained]`: the zoo as a table (or `--json`), no TensorFlow import."""
 
 import json
 import sys

@@ -24,8 +24,9 @@ backbone = { application = "ResNet50", params = 23587712, channels = 2048 }
 Like `config`, this module imports no other zoo module but `config` and no TensorFlow.
 """
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 from cnnzoo.errors import ConfigError
 from cnnzoo.zoo import config

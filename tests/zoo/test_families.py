@@ -11,6 +11,7 @@ tests/zoo/test_feature_pyramid.py for the smallest member of each family.
 import gc
 import io
 import json
+import math
 from contextlib import redirect_stdout
 
 import keras
@@ -64,7 +65,10 @@ def test_each_entry_counts_what_keras_applications_counts(name):
         assert ours.count_params() == theirs.count_params() == info.params
         assert ours.get_layer("backbone").count_params() == spec.backbone.params
         assert builders.model_flops(ours) == info.flops  # the cached FLOPs are the entry's own
-        assert ours.get_layer("backbone").output.shape[-1] == spec.backbone.channels
+        deepest = ours.get_layer("backbone").output.shape
+        assert deepest[-1] == spec.backbone.channels
+        # the nominal stride: 299 / 10 is Xception's 32 ("valid" convolutions)
+        assert 2 ** round(math.log2(spec.input_shape[0] / deepest[1])) == spec.backbone.reduction
     del ours, theirs
     keras.backend.clear_session()
     gc.collect()

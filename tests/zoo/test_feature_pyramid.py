@@ -1,8 +1,10 @@
 """Multi-scale features, embeddings and new heads: `cnnzoo/zoo/features.py` and `cnnzoo/zoo/heads.py`.
 
-Registry-driven: every entry builds with `features_only=True` at a small input, and its levels are
-checked against the arithmetic of `cnnzoo/zoo/stats.py` (strides from the receptive-field jumps,
-shapes, channels) or, for backbone entries, against the backbone table (reduction, channels).
+Registry-driven: every entry outside the keras.applications families and the smallest member of
+each family (the tiering rule of tests/zoo/test_zoo.py, `cnnzoo.zoo.families.smallest_members`)
+builds with `features_only=True` at a small input, and its levels are checked against the arithmetic
+of `cnnzoo/zoo/stats.py` (strides from the receptive-field jumps, shapes, channels) or, for backbone
+entries, against the backbone table (reduction, channels).
 """
 
 import keras
@@ -11,7 +13,7 @@ import pytest
 
 import cnnzoo
 from cnnzoo.errors import ConfigError
-from cnnzoo.zoo import features, heads, stats
+from cnnzoo.zoo import families, features, heads, stats
 from cnnzoo.zoo.layers import ClassifierHead
 from conftest import on_backend
 
@@ -25,16 +27,8 @@ def small_shape(name):
 
 
 def _entries():
-    """Every entry; a backbone entry whose keras.applications code another, smaller entry shares is `slow`."""
-    smallest = {}
-    for name in ALL:
-        bb = cnnzoo.spec(name).backbone
-        if bb is not None:
-            code = getattr(keras.applications, bb.application).__module__
-            if code not in smallest or bb.params < cnnzoo.spec(smallest[code]).backbone.params:
-                smallest[code] = name
-    firsts = set(smallest.values())
-    return [pytest.param(n, marks=pytest.mark.slow) if cnnzoo.spec(n).backbone and n not in firsts else n for n in ALL]
+    """The entries outside the families and one member (the smallest) per family."""
+    return sorted(families.smallest_members({n: cnnzoo.spec(n) for n in ALL}))
 
 
 def expected_levels(spec, shape):

@@ -1,4 +1,12 @@
-"""Registry-driven tests: every zoo entry is built, run, saved and reloaded."""
+"""Registry-driven tests: zoo entries are built, run, saved and reloaded.
+
+The tiering rule: every entry is built and counted (the keras.applications family members, beside
+keras' own model, in tests/zoo/test_families.py); the expensive steps here (a forward pass, save
+and reload, in this process and a fresh one) run for every entry that is not a member of a
+keras.applications family, and for the smallest member of each family
+(`cnnzoo.zoo.families.smallest_members`): ResNet-50, ConvNeXt-Tiny, EfficientNet-B0, ..., not
+ResNet-152 or ConvNeXt-XLarge, whose code is the same keras.applications function at another size.
+"""
 
 import json
 import subprocess
@@ -7,10 +15,11 @@ import numpy as np
 import pytest
 
 import cnnzoo
-from cnnzoo.zoo import builders, stats
+from cnnzoo.zoo import builders, families, stats
 from conftest import PYTHON, REPO
 
 ALL = cnnzoo.list_models()
+TIER = sorted(families.smallest_members({n: cnnzoo.spec(n) for n in ALL}))  # the rule: the module docstring
 
 
 def small_shape(name):
@@ -40,7 +49,7 @@ def test_zoo_has_the_promised_entries():
         assert spec.description and spec.reference, name
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", TIER)
 def test_build_run_save_load(name, tmp_path, rng):
     shape = small_shape(name)
     model = cnnzoo.get(name, num_classes=3, input_shape=shape)
@@ -70,7 +79,7 @@ def saved_zoo(tmp_path_factory):
     root = tmp_path_factory.mktemp("zoo")
     rng = np.random.default_rng(1)
     cases = []
-    for name in ALL:
+    for name in TIER:
         shape = small_shape(name)
         model = cnnzoo.get(name, input_shape=shape, class_names=["cat", "dog"])
         x = rng.uniform(0, 255, size=(2, *shape)).astype("float32")
@@ -129,8 +138,9 @@ def test_default_flops_equal_keras_layer_arithmetic():
     assert cnnzoo.info("vgg16").flops == 30_940_528_640  # the well-known 15.5 GMACs
 
 
-@pytest.mark.parametrize("name", [n for n in ALL if cnnzoo.spec(n).kind == "backbone"])
+@pytest.mark.parametrize("name", [n for n in ALL if cnnzoo.spec(n).kind == "backbone" and not cnnzoo.spec(n).family])
 def test_backbone_cached_numbers_are_true(name):
+    """The family members' cached numbers: tests/zoo/test_families.py, built without allocating weights."""
     spec = cnnzoo.spec(name)
     base = builders.backbone_model(spec)
     assert base.count_params() == spec.backbone.params
