@@ -49,7 +49,8 @@ def select(entries, names, family=None, pretrained=None):
         if family not in known:
             raise UnknownModelError(
                 f"`family` must be one of the zoo's families ({', '.join(known) or 'none'}); `{family}` is not "
-                f"one.{closest(family, known)} See the README's families table or `cnnzoo list --json` (each entry's `family`). Received: family={family!r}."
+                f"one.{closest(family, known)} See the README's families table or `cnnzoo list --json` "
+                f"(each entry's `family`). Received: family={family!r}."
             )
         names = [n for n in names if family_of(entries[n]) == family]
     if pretrained is not None:
