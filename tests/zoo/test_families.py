@@ -145,3 +145,18 @@ def test_readme_holds_the_current_families_table():
     assert cards.readme_with_families(readme) == readme, "run `python -m cnnzoo.zoo.cards` and commit README.md"
     assert f"{len(cards.entries())} built-in entries" in readme
     assert len(cards.entries()) >= 50
+
+
+def test_embeddings_and_new_heads_on_family_members():
+    """`num_classes=0` and `reset_classifier` on members (graphs only): ConvNeXt, and MobileNetV3's dense top."""
+    with keras.StatelessScope(initialize_variables=False):
+        for name in ("convnext_tiny", "mobilenetv3small"):
+            spec = cnnzoo.spec(name)
+            embed = cnnzoo.get(name, num_classes=0, input_shape=(32, 32, 3))
+            assert embed.output_shape == (None, spec.backbone.channels), name
+            model = cnnzoo.get(name, input_shape=(32, 32, 3), compile=False)
+            new = cnnzoo.reset_classifier(model, 7)
+            assert new.output_shape == (None, 7) and new.get_layer("backbone") is model.get_layer("backbone")
+            features = (spec.head.dense or (spec.backbone.channels,))[-1]  # what the classifier reads
+            assert new.count_params() == model.count_params() - (features + 1) * 1000 + (features + 1) * 7
+    keras.backend.clear_session()
