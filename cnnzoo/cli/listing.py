@@ -1,4 +1,4 @@
-"""`cnnzoo list [PATTERN]`: the zoo as a table (or `--json`), without importing TensorFlow."""
+"""`cnnzoo list [PATTERN] [--family F] [--pretrained]`: the zoo as a table (or `--json`), no TensorFlow import."""
 
 import json
 import sys
@@ -12,12 +12,14 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(parser):
     parser.add_argument("pattern", nargs="?", default="*", help="shell pattern such as 'vgg*'")
+    parser.add_argument("--family", default=None, help="only the members of one family, e.g. 'resnet'")
+    parser.add_argument("--pretrained", action="store_true", help="only the entries with named weights")
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
 def run(args):
     rows, broken = [], []
-    for name in registry.list_models(args.pattern):
+    for name in registry.list_models(args.pattern, family=args.family, pretrained=args.pretrained or None):
         try:
             i = registry.info(name)
         except PluginError as e:  # one broken plugin never hides the rest of the zoo
@@ -27,6 +29,7 @@ def run(args):
             {
                 "name": name,
                 "kind": i.kind,
+                "family": registry.entry(name).spec.family if i.kind != "code" else "",
                 "input_shape": i.input_shape,
                 "num_classes": i.num_classes,
                 "params": i.params,

@@ -6,6 +6,8 @@
 - `config_sections`: the `[search]` and `[weights]` tables (`SearchParam`, `WeightsSource`) and their parsing;
 - `config_rules`: the value checks of config keys (each error names the key, the file, the rule and what was received);
 - `config_writer`: a `ModelSpec` back to TOML;
+- `config_variants`: family files (`zoo_configs/resnet.toml`), one spec per `[variants.NAME]` table;
+- `families`: which entries belong together (`list_models(family=..., pretrained=...)`) and the test tiers;
 - `registry`: name -> spec or builder (built-in configs, config paths, `@register`, plugins);
 - `stats`: parameters, FLOPs, shapes and receptive fields by arithmetic (what `cnnzoo info` shows);
 - `cards`: the model cards in `docs/models/`, generated from the registry (`python -m cnnzoo.zoo.cards`);

@@ -366,9 +366,13 @@ def model_flops(model):
                 out = tuple(step.compute_output_shape(shape))
                 total += _layer_flops(step, shape, out)
                 shape = out
-        elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+        elif isinstance(layer, _COUNTED):
             total += _layer_flops(layer, tuple(layer.input.shape), tuple(layer.output.shape))
     return total
+
+
+# in Keras 3 the depthwise and separable convolutions are no Conv2D subclasses
+_COUNTED = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D, keras.layers.Dense)
 
 
 def _layer_flops(layer, in_shape, out):
@@ -380,6 +384,6 @@ def _layer_flops(layer, in_shape, out):
         return 2 * out[1] * out[2] * (k * cin * layer.depth_multiplier + cin * layer.depth_multiplier * out[3])
     if isinstance(layer, keras.layers.Conv2D):
         return 2 * math.prod(layer.kernel_size) * (cin // layer.groups) * out[3] * out[1] * out[2]
-    if isinstance(layer, keras.layers.Dense):
-        return 2 * cin * layer.units
+    if isinstance(layer, keras.layers.Dense):  # ConvNeXt's pointwise layers are Dense on every position
+        return 2 * cin * layer.units * math.prod(out[1:-1])
     return 0

@@ -92,6 +92,7 @@ class ModelSpec:
     train: Train = Train()
     search: dict = field(default_factory=dict)
     weights: dict = field(default_factory=dict)  # name -> WeightsSource
+    family: str = ""  # the family it belongs to (`cnnzoo.list_models(family=...)`), "" for none
     source: str = field(default="<memory>", compare=False)
 
     @property
@@ -175,8 +176,16 @@ def parse(raw, source="<memory>"):
         train=parse_train(raw.get("train", {}), source),
         search={k: parse_search_param(k, v, source) for k, v in search.items()},
         weights={k: parse_weights(k, v, source) for k, v in _table(raw, "weights", source).items()},
+        family=_family(raw, source),
         source=source,
     )
+
+
+def _family(raw, source):
+    family = check_str(raw.get("family", ""), "family", source)
+    if family and not NAME_RE.match(family):
+        fail(where(source), "family", "must be lower_snake_case, like a model name", family)
+    return family
 
 
 def _body(raw, channels, source):
@@ -281,6 +290,8 @@ OVERRIDE_KEYS = tuple(
 def to_dict(spec):
     """Returns the raw mapping of `spec` (the inverse of `parse`)."""
     out = {"name": spec.name, "description": spec.description}
+    if spec.family:
+        out["family"] = spec.family
     if spec.reference:
         out["reference"] = spec.reference
     out["input_shape"] = list(spec.input_shape)

@@ -60,6 +60,7 @@ ACTIVATIONS = (
     "sigmoid",
     "softplus",
     "linear",
+    "hard_swish",
 )
 POOLS = ("max", "avg", "none")
 PADDINGS = ("same", "valid")
@@ -139,6 +140,7 @@ class Backbone:
     flops: int = 0  # cached forward FLOPs per image at the entry's input_shape
     channels: int = 0  # cached channels of the feature map it returns
     reduction: int = 32  # input side / feature-map side
+    min_size: int = 32  # the smallest square input side the application accepts
 
 
 @dataclass(frozen=True)
@@ -264,6 +266,7 @@ def parse_backbone(table, source):
         flops=check_int(table.get("flops", 0), "backbone.flops", source, lo=0),
         channels=check_int(table.get("channels", 0), "backbone.channels", source, lo=0),
         reduction=check_int(table.get("reduction", 32), "backbone.reduction", source, lo=1),
+        min_size=check_int(table.get("min_size", 32), "backbone.min_size", source, lo=1),
     )
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnnzoo.errors import ConfigError, DuplicateModelError, PluginError, UnknownModelError, closest
-from cnnzoo.zoo import config, stats
+from cnnzoo.zoo import config, config_variants, families, stats
 
 __all__ = ["Entry", "ModelInfo", "list_models", "spec", "info", "register", "entry", "refresh", "home"]
 
@@ -178,14 +178,10 @@ def _scanned():
                 )
             continue
         for path in sorted(directory.glob("*.toml")):
-            spec = config.load(path)
+            specs = config_variants.load_all(path)  # a family file holds one spec per `[variants.NAME]`
             where = f"zoo_configs/{path.name} (built-in)" if label == "built-in" else f"{path} ({label})"
-            if spec.name != path.stem:
-                raise ConfigError(
-                    f"`name` must equal the file name `{path.stem}` (in {path}). "
-                    f"Received: name={spec.name!r}. Rename the file or the model."
-                )
-            _add(entries, Entry(spec.name, where, spec=spec, description=spec.description, path=path.resolve()))
+            for spec in specs:
+                _add(entries, Entry(spec.name, where, spec=spec, description=spec.description, path=path.resolve()))
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = getattr(ep, "dist", None)
         dist_name = f" of package {dist.name}" if dist is not None else ""
@@ -216,11 +212,13 @@ def refresh():
     _scanned.cache_clear()
 
 
-def list_models(pattern="*"):
+def list_models(pattern="*", family=None, pretrained=None):
     """Lists registered model names, sorted.
 
     Args:
         pattern: optional shell-style pattern, e.g. `"vgg*"`.
+        family: optional family name, e.g. `"resnet"`: only its members (see `cnnzoo.zoo.families`).
+        pretrained: optional; True lists only the entries with named weights, False those without.
 
     Returns:
         A list of names. Importing TensorFlow is never needed.
@@ -230,8 +228,12 @@ def list_models(pattern="*"):
     >>> import cnnzoo
     >>> "vgg16" in cnnzoo.list_models("vgg*")
     True
+    >>> cnnzoo.list_models(family="convnext")[0]
+    'convnext_base'
     """
-    return sorted(n for n in _entries() if fnmatch.fnmatchcase(n, pattern))
+    entries = _entries()
+    names = sorted(n for n in entries if fnmatch.fnmatchcase(n, pattern))
+    return families.select(entries, names, family, pretrained)
 
 
 def entry(name):

@@ -332,7 +332,7 @@ def count_flops(spec, input_shape=None, num_classes=None):
 def min_input_size(spec):
     """The smallest square side the architecture accepts (for tests and errors)."""
     if spec.backbone is not None:
-        return 32
+        return spec.backbone.min_size
     size = 1
     while size < 4096:
         h = size

@@ -1,8 +1,11 @@
 """Multi-scale features, embeddings and new heads: `cnnzoo/zoo/features.py` and `cnnzoo/zoo/heads.py`.
 
-Registry-driven: every entry builds with `features_only=True` at a small input, and its levels are
-checked against the arithmetic of `cnnzoo/zoo/stats.py` (strides from the receptive-field jumps,
-shapes, channels) or, for backbone entries, against the backbone table (reduction, channels).
+Registry-driven: every entry outside the keras.applications families and the smallest member of
+each family (the tiering rule of tests/zoo/test_zoo.py, `cnnzoo.zoo.families.smallest_members`)
+builds with `features_only=True` at a small input, and its levels are checked against the arithmetic
+of `cnnzoo/zoo/stats.py` (strides from the receptive-field jumps, shapes, channels) or, for backbone
+entries, against the backbone table (reduction, channels). The family members are built inside a
+`keras.StatelessScope` (their graph, no weights allocated) and not run; every other entry runs once.
 """
 
 import keras
@@ -11,7 +14,7 @@ import pytest
 
 import cnnzoo
 from cnnzoo.errors import ConfigError
-from cnnzoo.zoo import features, heads, stats
+from cnnzoo.zoo import families, features, heads, stats
 from cnnzoo.zoo.layers import ClassifierHead
 from conftest import on_backend
 
@@ -25,16 +28,8 @@ def small_shape(name):
 
 
 def _entries():
-    """Every entry; a backbone entry whose keras.applications code another, smaller entry shares is `slow`."""
-    smallest = {}
-    for name in ALL:
-        bb = cnnzoo.spec(name).backbone
-        if bb is not None:
-            code = getattr(keras.applications, bb.application).__module__
-            if code not in smallest or bb.params < cnnzoo.spec(smallest[code]).backbone.params:
-                smallest[code] = name
-    firsts = set(smallest.values())
-    return [pytest.param(n, marks=pytest.mark.slow) if cnnzoo.spec(n).backbone and n not in firsts else n for n in ALL]
+    """The entries outside the families and one member (the smallest) per family."""
+    return sorted(families.smallest_members({n: cnnzoo.spec(n) for n in ALL}))
 
 
 def expected_levels(spec, shape):
@@ -53,6 +48,15 @@ def expected_levels(spec, shape):
 @pytest.mark.parametrize("name", _entries())
 def test_every_entry_gives_its_pyramid(name):
     spec, shape = cnnzoo.spec(name), small_shape(name)
+    if spec.family and spec.backbone is not None:  # a keras.applications family member: its graph, no weights
+        with keras.StatelessScope(initialize_variables=False):
+            _check_pyramid(name, spec, shape, run=False)
+        keras.backend.clear_session()
+    else:
+        _check_pyramid(name, spec, shape, run=True)
+
+
+def _check_pyramid(name, spec, shape, run):
     model = cnnzoo.get(name, features_only=True, input_shape=shape)
     info = model.feature_info
     assert model.name == f"{name}_features" and not model.compiled
@@ -75,8 +79,9 @@ def test_every_entry_gives_its_pyramid(name):
         if plain:  # a chain of conv blocks: each level has the channels of the arithmetic's last layer there
             assert info.channels() == [expected[r].output_shape[2] for r in reductions]
         assert info.channels()[-1] == expected[reductions[-1]].output_shape[2]
-    maps = model.predict(np.zeros((1, *shape), "float32"), verbose=0)
-    assert [m.shape[1:] for m in maps] == [tuple(o.shape[1:]) for o in model.outputs]
+    if run:
+        maps = model.predict(np.zeros((1, *shape), "float32"), verbose=0)
+        assert [m.shape[1:] for m in maps] == [tuple(o.shape[1:]) for o in model.outputs]
 
 
 def test_out_indices_select_levels_and_name_what_there_is():

@@ -2,7 +2,7 @@
 
 import subprocess
 
-from cnnzoo.zoo import cards, registry
+from cnnzoo.zoo import cards, config_variants, registry
 from conftest import PYTHON, REPO
 
 CARDS = REPO / "docs" / "models"
@@ -21,7 +21,8 @@ def test_cards_are_up_to_date():
 
 def test_every_built_in_entry_has_a_card_with_its_numbers():
     names = cards.entries()
-    assert set(names) == {p.stem for p in (REPO / "zoo_configs").glob("*.toml")}
+    files = sorted((REPO / "zoo_configs").glob("*.toml"))
+    assert set(names) == {s.name for p in files for s in config_variants.load_all(p)}
     index = cards.render_index()
     for name in names:
         assert f"[{name}]({name}.md)" in index
@@ -35,6 +36,8 @@ def test_every_built_in_entry_has_a_card_with_its_numbers():
     assert "| `digits` | the whole model |" in digits and "| 99.44% on the 360 held-out images" in digits
     backbone = cards.render("efficientnetb0_classifier")
     assert "unknown for the EfficientNetB0 backbone" in backbone and "not measured by cnnzoo" in backbone
+    member = cards.render("convnext_tiny")  # a family member links to its family file
+    assert "| parameters | 28,589,128 |" in member and "(`[variants.convnext_tiny]` of family `convnext`)" in member
 
 
 def test_links_in_the_cards_exist():

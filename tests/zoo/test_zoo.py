@@ -1,4 +1,14 @@
-"""Registry-driven tests: every zoo entry is built, run, saved and reloaded."""
+"""Registry-driven tests: zoo entries are built, run, saved and reloaded.
+
+The tiering rule: every entry is built and counted (the keras.applications family members beside
+keras' own model, without allocating their weights, in tests/zoo/test_families.py); the smallest
+member of each family builds its feature pyramid (tests/zoo/test_feature_pyramid.py); the
+expensive steps here (a forward pass, save and reload, in this process and in a fresh one) run for
+every entry that is not a keras.applications family member, and for the smallest family member of
+all (MobileNetV3-Small): the members are one nested keras.applications model under the same
+`preprocess` and `head` layers, so a save that works for one works for all, and saving each of
+them (NASNet's 770 layers, Inception-ResNet-v2's 55M parameters) would cost minutes.
+"""
 
 import json
 import subprocess
@@ -11,6 +21,11 @@ from cnnzoo.zoo import builders, stats
 from conftest import PYTHON, REPO
 
 ALL = cnnzoo.list_models()
+SPECS = {n: cnnzoo.spec(n) for n in ALL}
+MEMBERS = [n for n in ALL if SPECS[n].family and SPECS[n].backbone is not None]  # keras.applications families
+TIER = sorted(
+    [n for n in ALL if n not in MEMBERS] + [min(MEMBERS, key=lambda n: SPECS[n].backbone.params)]
+)  # the rule: the module docstring
 
 
 def small_shape(name):
@@ -40,7 +55,7 @@ def test_zoo_has_the_promised_entries():
         assert spec.description and spec.reference, name
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", TIER)
 def test_build_run_save_load(name, tmp_path, rng):
     shape = small_shape(name)
     model = cnnzoo.get(name, num_classes=3, input_shape=shape)
@@ -70,7 +85,7 @@ def saved_zoo(tmp_path_factory):
     root = tmp_path_factory.mktemp("zoo")
     rng = np.random.default_rng(1)
     cases = []
-    for name in ALL:
+    for name in TIER:
         shape = small_shape(name)
         model = cnnzoo.get(name, input_shape=shape, class_names=["cat", "dog"])
         x = rng.uniform(0, 255, size=(2, *shape)).astype("float32")
@@ -129,8 +144,9 @@ def test_default_flops_equal_keras_layer_arithmetic():
     assert cnnzoo.info("vgg16").flops == 30_940_528_640  # the well-known 15.5 GMACs
 
 
-@pytest.mark.parametrize("name", [n for n in ALL if cnnzoo.spec(n).kind == "backbone"])
+@pytest.mark.parametrize("name", [n for n in ALL if cnnzoo.spec(n).kind == "backbone" and not cnnzoo.spec(n).family])
 def test_backbone_cached_numbers_are_true(name):
+    """The family members' cached numbers: tests/zoo/test_families.py, built without allocating weights."""
     spec = cnnzoo.spec(name)
     base = builders.backbone_model(spec)
     assert base.count_params() == spec.backbone.params
