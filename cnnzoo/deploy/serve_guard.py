@@ -8,15 +8,19 @@
    Otherwise: 401 with `WWW-Authenticate: Bearer` (RFC 6750).
 2. **Fair share.** One client address holds at most `client_share` uploads in
    the server at once (reading, waiting or running); one more is answered 429
-   with `Retry-After` (Kubernetes' API priority and fairness does the same).
+   with `Retry-After` (Kubernetes' API priority and fairness does the same),
+   held for `reject_pause_s` first, so that a flood ignoring Retry-After is slowed
+   down rather than answered as fast as it asks.
 3. **Body time-out.** An upload is read whole, under a deadline
    (`body_timeout_s`), before it takes a place in the queue, as nginx buffers a
    request body before it reaches a worker: a client that sends its body
    slowly holds a connection, never a worker. Past the deadline: 408, and the
    connection is closed.
 4. **Bounded fair queue.** At most `max_active` uploads are decoded or in the
-   model at once; up to `max_queue` more wait, served round-robin by client
-   address (one client's flood waits behind the others' single requests).
+   model at once, one client address at most its fair share of them (the
+   places divided among the clients asking now); up to `max_queue` more wait,
+   served round-robin by client address (one client's flood waits behind the
+   others' single requests).
    With the queue full, or after `queue_timeout_s` of waiting: 503 with `Retry-After`.
 
 Every answer is counted in `cnnzoo.deploy.serve_metrics.Metrics` (route,
@@ -52,11 +56,15 @@ class Limits:
         client_share: most uploads one client address has in the server at once
             (429 beyond); 0 turns the per-client bound off.
         retry_after_s: the `Retry-After` seconds of 429 and 503 answers.
+        reject_pause_s: seconds a 429 or queue-full 503 is held before it is
+            sent: a flood that ignores Retry-After slows to one request per
+            connection per pause, instead of costing the server a rejection
+            per millisecond (0: answer at once).
 
     Example:
 
-    >>> Limits(body_timeout_s=10, max_queue=32)
-    Limits(body_timeout_s=10, max_active=None, max_queue=32, queue_timeout_s=30.0, client_share=16, retry_after_s=1)
+    >>> Limits(body_timeout_s=10, max_queue=32).client_share
+    16
     """
 
     body_timeout_s: float = 30.0
@@ -65,13 +73,16 @@ class Limits:
     queue_timeout_s: float = 30.0
     client_share: int = 16
     retry_after_s: int = 1
+    reject_pause_s: float = 1.0
 
     def __post_init__(self):
-        for name in ("body_timeout_s", "queue_timeout_s"):
+        for name, zero in (("body_timeout_s", False), ("queue_timeout_s", False), ("reject_pause_s", True)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 3600:
+            number = not isinstance(value, bool) and isinstance(value, (int, float))
+            if not number or not (0 <= value if zero else 0 < value) or value > 3600:
                 raise ConfigError(
-                    f"`{name}` must be a number of seconds above 0 and at most 3600. Received: {name}={value!r}."
+                    f"`{name}` must be a number of seconds {'from 0' if zero else 'above 0'} and at most 3600. "
+                    f"Received: {name}={value!r}."
                 )
         for name, low in (("max_active", 1), ("max_queue", 0), ("client_share", 0), ("retry_after_s", 1)):
             value = getattr(self, name)
@@ -103,48 +114,62 @@ class QueueFull(Exception):
 
 
 class FairQueue:
-    """At most `max_active` holders at once; up to `max_queue` waiters, granted round-robin by client.
+    """At most `max_active` holders at once, each client at most its fair share of them; waiters served round-robin.
 
-    Used from one event loop. `acquire(client)` returns when the caller may
-    run (then `release()` once); it raises `QueueFull` when `max_queue` are
-    already waiting or after `timeout_s` of waiting.
+    A client's fair share is `max_active` divided among the clients holding or
+    waiting now (rounded up): alone, a client may take every place; beside 16
+    others, a flood from one address holds its share and waits for the rest,
+    while each of the others' requests is served in its turn (max-min fairness,
+    as in fair queuing). Used from one event loop: `acquire(client)` returns
+    when the caller may run (then `release(client)` once).
+
+    Raises (from `acquire`):
+        QueueFull: `queue_full` when `max_queue` requests are already waiting,
+            `queue_timeout` after `timeout_s` of waiting.
 
     Example:
 
     >>> queue = FairQueue(max_active=4, max_queue=16, timeout_s=30)
     >>> await queue.acquire("10.0.0.7")  # doctest: +SKIP
-    >>> queue.release()  # doctest: +SKIP
+    >>> queue.release("10.0.0.7")  # doctest: +SKIP
     """
 
     def __init__(self, max_active, max_queue, timeout_s):
         self.max_active, self.max_queue, self.timeout_s = max_active, max_queue, timeout_s
         self.active = 0
         self.waiting = 0
+        self._running = collections.Counter()  # client -> places it holds
         self._queues = collections.OrderedDict()  # client -> deque of futures; the first client is served next
 
     async def acquire(self, client):
-        if self.active < self.max_active and not self.waiting:
-            self.active += 1
-            return
-        if self.waiting >= self.max_queue:
-            raise QueueFull("queue_full")
         future = asyncio.get_running_loop().create_future()
         self._queues.setdefault(client, collections.deque()).append(future)
         self.waiting += 1
+        self._grant()
+        if future.done():
+            return
+        if self.waiting > self.max_queue:
+            self._forget(client, future)
+            self._grant()  # this client's absence may raise the others' share
+            raise QueueFull("queue_full")
         try:
             await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
         except (asyncio.TimeoutError, asyncio.CancelledError) as e:
-            if future.done() and not future.cancelled():  # granted as the wait ended: give the turn back
-                self.release()
+            if future.done() and not future.cancelled():  # granted as the wait ended: give the place back
+                self.release(client)
             else:
                 future.cancel()
                 self._forget(client, future)
+                self._grant()
             if isinstance(e, asyncio.TimeoutError):
                 raise QueueFull("queue_timeout") from None
             raise
 
-    def release(self):
+    def release(self, client):
         self.active -= 1
+        self._running[client] -= 1
+        if self._running[client] <= 0:
+            del self._running[client]
         self._grant()
 
     def state(self):
@@ -153,6 +178,7 @@ class FairQueue:
             "waiting": self.waiting,
             "max_active": self.max_active,
             "max_queue": self.max_queue,
+            "clients": len(self._running.keys() | self._queues.keys()),
         }
 
     def _forget(self, client, future):
@@ -165,16 +191,21 @@ class FairQueue:
 
     def _grant(self):
         while self.active < self.max_active and self._queues:
-            client, waiting = next(iter(self._queues.items()))
+            present = len(self._running.keys() | self._queues.keys())
+            share = -(-self.max_active // present)  # rounded up: the places are all used when few clients ask
+            client = next((c for c in self._queues if self._running[c] < share), None)  # round-robin order
+            if client is None:
+                return  # every waiting client holds its share: the others' turns come first
+            waiting = self._queues[client]
             future = waiting.popleft()
             self.waiting -= 1
             if waiting:
                 self._queues.move_to_end(client)  # round-robin: this client's next turn comes after the others'
             else:
                 del self._queues[client]
-            if not future.done():
-                self.active += 1
-                future.set_result(None)
+            self.active += 1
+            self._running[client] += 1
+            future.set_result(None)
 
 
 async def _answer(send, status, reason, headers=()):
@@ -259,6 +290,7 @@ class Guard:
         share = self.limits.client_share
         if share and self.holding[client] >= share:
             self.metrics.reject("client_share")
+            await asyncio.sleep(self.limits.reject_pause_s)
             return await _answer(
                 send,
                 429,
@@ -292,6 +324,8 @@ class Guard:
             await self.queue.acquire(client)
         except QueueFull as e:
             self.metrics.reject(e.reason)
+            if e.reason == "queue_full":
+                await asyncio.sleep(self.limits.reject_pause_s)
             why = "the queue is full" if e.reason == "queue_full" else "the wait for a turn ran out"
             return await _answer(
                 send,
@@ -302,7 +336,7 @@ class Guard:
         try:
             await self.app(scope, replay, send)
         finally:
-            self.queue.release()
+            self.queue.release(client)
 
     async def _read_ahead(self, scope, receive):
         """A `receive` that replays the body read now (whole, or `max_body` bytes of it); None if the client left.

@@ -102,7 +102,7 @@ class Metrics:
         Args:
             batcher: the batcher's `stats()` (forward passes by batch size, model seconds, queued images).
             counts: the app's `{"requests", "rejected", "failed"}` of the model routes.
-            queue: the fair queue's `{"active", "waiting", "max_active", "max_queue"}`.
+            queue: the fair queue's `{"active", "waiting", "max_active", "max_queue", "clients"}`.
             facts: `{"model", "runtime"}` for `cnnzoo_model_info`.
 
         Returns:
@@ -143,6 +143,7 @@ class Metrics:
                 ("waiting", "Requests waiting for a turn (fair queue)."),
                 ("max_active", "Most requests decoding or in the model at once."),
                 ("max_queue", "Most requests waiting; more are answered 503."),
+                ("clients", "Client addresses holding or waiting for a place now."),
             ):
                 metric(f"cnnzoo_requests_{key}", "gauge", help_text)
                 out.append(f"cnnzoo_requests_{key} {queue[key]}")

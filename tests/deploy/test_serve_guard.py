@@ -182,7 +182,8 @@ def test_a_full_queue_answers_503_and_a_greedy_client_429_with_retry_after(saved
     def send(name, path, source):
         answers[name] = request(port, "POST", path, saved[1], AUTH, source=source)
 
-    with serving(saved, explain=held_explainer, max_active=1, max_queue=1, client_share=2) as (_, port):
+    limits = {"max_active": 1, "max_queue": 1, "client_share": 2, "reject_pause_s": 0.05}
+    with serving(saved, explain=held_explainer, **limits) as (_, port):
         threads = []
         try:
             for name, path, source, active, waiting in [("a", "/explain", "127.0.0.1", 1, 0),
@@ -223,9 +224,12 @@ def test_the_fair_queue_serves_clients_round_robin_and_times_out():
         assert queue.state()["waiting"] == 5
         with pytest.raises(QueueFull, match="queue_full"):
             await queue.acquire("carol")
-        for _ in range(5):
-            queue.release()
-            await asyncio.sleep(0)
+        holder = "flood"
+        for turn in range(5):
+            queue.release(holder)
+            while len(order) <= turn:  # the granted task runs
+                await asyncio.sleep(0)
+            holder = order[-1]
         await asyncio.gather(*tasks)
         quick = FairQueue(max_active=1, max_queue=5, timeout_s=0.01)
         await quick.acquire("a")
@@ -235,7 +239,7 @@ def test_the_fair_queue_serves_clients_round_robin_and_times_out():
 
     order, state, quick = asyncio.run(scenario())
     assert order == ["flood", "alice", "bob", "flood", "flood"]  # one turn each, not first come first served
-    assert state == {"active": 1, "waiting": 0, "max_active": 1, "max_queue": 5}
+    assert state == {"active": 1, "waiting": 0, "max_active": 1, "max_queue": 5, "clients": 1}
     assert quick["waiting"] == 0 and quick["active"] == 1
 
 
