@@ -43,8 +43,8 @@ from _report import machine, write_section  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 KEY = "bench-abuse-key-0123456789abcdef"
 GOOD_CLIENTS = 16
-GOOD = 600  # good requests per phase
-ROUNDS = 3
+GOOD = 500  # good requests per phase
+ROUNDS = 5
 SHAPE = (96, 96, 3)
 SERVERS = {
     "guarded (the defaults)": [],
@@ -206,18 +206,19 @@ def main():  # long: the run, then the table
     model.save(path)
     images = bodies()
     servers = {name: start_server(path, options) for name, options in SERVERS.items()}
-    results = {name: {"quiet": [], "abused": [], "other": collections.Counter(), "abusers": collections.Counter()}
-               for name in SERVERS}  # fmt: skip
+    results = {name: {"quiet": [], "abused": [], "ratios": [], "other": collections.Counter(),
+                      "abusers": collections.Counter()} for name in SERVERS}  # fmt: skip
     try:
         for _, port in servers.values():
             good_load(port, images, 100)  # warm: connections, first passes
         for _ in range(ROUNDS):
             for name, (_, port) in servers.items():
-                latencies, other = good_load(port, images, GOOD)
-                results[name]["quiet"] += latencies
+                quiet, other = good_load(port, images, GOOD)
+                results[name]["quiet"] += quiet
                 results[name]["other"].update({f"quiet {k}": v for k, v in other.items()})
                 latencies, other, abusers = abused(port, images)
                 results[name]["abused"] += latencies
+                results[name]["ratios"].append(p99(latencies) / p99(quiet))
                 results[name]["other"].update({f"abused {k}": v for k, v in other.items()})
                 results[name]["abusers"].update(abusers)
     finally:
@@ -235,17 +236,19 @@ def main():  # long: the run, then the table
         f"phases alternate, {ROUNDS} rounds per server, both servers in the same run. Latency is the good "
         "clients' own, client-side, of their 200 answers.",
         "",
-        "| server | quiet p50 | quiet p99 | abused p50 | abused p99 | p99 abused / quiet | good answers not 200 |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| server | quiet p50 | quiet p99 | abused p50 | abused p99 | p99 abused / quiet (rounds) | median | "
+        "good answers not 200 |",
+        "|---|---:|---:|---:|---:|---|---:|---|",
     ]
     ratios = {}
     for name, r in results.items():
         q, a = r["quiet"], r["abused"]
-        ratios[name] = p99(a) / p99(q)
+        ratios[name] = statistics.median(r["ratios"])
         other = ", ".join(f"{k}: {v}" for k, v in sorted(r["other"].items())) or "none"
+        rounds = ", ".join(f"{x:.2f}x" for x in r["ratios"])
         lines.append(
             f"| {name} | {statistics.median(q) * 1e3:.1f} ms | {p99(q) * 1e3:.1f} ms | "
-            f"{statistics.median(a) * 1e3:.1f} ms | {p99(a) * 1e3:.1f} ms | {ratios[name]:.2f}x | {other} |"
+            f"{statistics.median(a) * 1e3:.1f} ms | {p99(a) * 1e3:.1f} ms | {rounds} | {ratios[name]:.2f}x | {other} |"
         )
     lines.append("")
     for name, r in results.items():
@@ -254,8 +257,11 @@ def main():  # long: the run, then the table
     guarded = ratios["guarded (the defaults)"]
     lines += [
         "",
+        "Latencies above are pooled over the rounds; the ratio is each round's abused p99 over the same round's "
+        "quiet p99, and its median over the rounds.",
+        "",
         f"Goal: the good clients' p99 beside the abuse within 2x of the quiet p99 on the guarded server: "
-        f"{guarded:.2f}x, {'met' if guarded <= 2 else 'not met'}.",
+        f"{guarded:.2f}x (median of rounds), {'met' if guarded <= 2 else 'not met'}.",
     ]
     text = "\n".join(lines)
     print(text)
