@@ -24,7 +24,8 @@ def add_arguments(parser):
     parser.add_argument(
         "--host",
         default=server["host"],
-        help="address to listen on (default %(default)s: this machine only; 0.0.0.0 opens it to the network)",
+        help="address to listen on (default %(default)s: this machine only; 0.0.0.0 opens it to the network "
+        "and then needs --api-key or --insecure)",
     )
     parser.add_argument("--port", type=int, default=server["port"], help="port (default %(default)s)")
     parser.add_argument(
