@@ -5,7 +5,8 @@
 1. **Key.** With an API key set, every route but the page (`/`) and its icon
    needs `Authorization: Bearer <key>`; the key is compared in constant time
    (`hmac.compare_digest` of the SHA-256 digests, so not even its length leaks).
-   Otherwise: 401 with `WWW-Authenticate: Bearer` (RFC 6750).
+   Otherwise: 401 with `WWW-Authenticate: Bearer` (RFC 6750), held for
+   `reject_pause_s` (as a login slows down guesses).
 2. **Fair share.** One client address holds at most `client_share` uploads in
    the server at once (reading, waiting or running); one more is answered 429
    with `Retry-After` (Kubernetes' API priority and fairness does the same),
@@ -56,10 +57,10 @@ class Limits:
         client_share: most uploads one client address has in the server at once
             (429 beyond); 0 turns the per-client bound off.
         retry_after_s: the `Retry-After` seconds of 429 and 503 answers.
-        reject_pause_s: seconds a 429 or queue-full 503 is held before it is
-            sent: a flood that ignores Retry-After slows to one request per
-            connection per pause, instead of costing the server a rejection
-            per millisecond (0: answer at once).
+        reject_pause_s: seconds a 401, 429 or queue-full 503 is held before it
+            is sent: a flood that ignores Retry-After, or guesses keys, slows to
+            one request per connection per pause instead of costing the server a
+            rejection per millisecond (0: answer at once).
 
     Example:
 
@@ -275,6 +276,7 @@ class Guard:
     async def _handle(self, scope, receive, send):
         if scope["path"] not in PUBLIC_PATHS and not self.authorized(scope["headers"]):
             self.metrics.reject("unauthorized")
+            await asyncio.sleep(self.limits.reject_pause_s)  # a guesser or a keyless flood is slowed down
             presented = any(k == b"authorization" for k, _ in scope["headers"])
             challenge = 'Bearer realm="cnnzoo"' + (', error="invalid_token"' if presented else "")
             return await _answer(

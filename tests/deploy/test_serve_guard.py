@@ -59,6 +59,7 @@ def saved(tmp_path_factory):
 
 @contextlib.contextmanager
 def serving(saved, explain=None, **limits):
+    limits.setdefault("reject_pause_s", 0.01)  # rejections are held 1 s by default: the tests make many
     app = create_app(
         saved[0], top_k=2, max_batch=4, max_delay_ms=1, explain=explain, api_key=KEY, limits=Limits(**limits)
     )
@@ -182,7 +183,7 @@ def test_a_full_queue_answers_503_and_a_greedy_client_429_with_retry_after(saved
     def send(name, path, source):
         answers[name] = request(port, "POST", path, saved[1], AUTH, source=source)
 
-    limits = {"max_active": 1, "max_queue": 1, "client_share": 2, "reject_pause_s": 0.05}
+    limits = {"max_active": 1, "max_queue": 1, "client_share": 2}
     with serving(saved, explain=held_explainer, **limits) as (_, port):
         threads = []
         try:
