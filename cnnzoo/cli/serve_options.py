@@ -50,7 +50,7 @@ def add_guard_arguments(parser):
         "--max-active",
         type=int,
         default=None,
-        help="uploads decoded or in the model at once (default: twice --max-batch)",
+        help="uploads decoded or in the model at once (default: twice --max-batch, at least 8)",
     )
     parser.add_argument(
         "--client-share",

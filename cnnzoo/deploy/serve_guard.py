@@ -51,7 +51,8 @@ class Limits:
 
     Args:
         body_timeout_s: seconds within which an upload's whole body must arrive (408 after).
-        max_active: uploads decoded or in the model at once (None: twice the app's `max_batch`).
+        max_active: uploads decoded or in the model at once (None: twice the app's
+            `max_batch`, at least 8).
         max_queue: uploads waiting for a turn beyond those; one more is answered 503.
         queue_timeout_s: longest wait for a turn (503 after).
         client_share: most uploads one client address has in the server at once
@@ -377,7 +378,7 @@ def guard_middleware(metrics, limits, api_key, max_batch, max_body):
         metrics: the app's `cnnzoo.deploy.serve_metrics.Metrics`.
         limits: `Limits` or None (the defaults).
         api_key: None or the key (checked by `check_api_key`).
-        max_batch: the app's batch size: `limits.max_active` is twice it when None.
+        max_batch: the app's batch size: `limits.max_active` is twice it (at least 8) when None.
         max_body: the largest body the app accepts, in bytes.
 
     Returns:
@@ -393,6 +394,7 @@ def guard_middleware(metrics, limits, api_key, max_batch, max_body):
     if not isinstance(limits, Limits):
         raise ConfigError(f"`limits` must be a cnnzoo.deploy.serve_guard.Limits or None. Received: limits={limits!r}.")
     check_api_key(api_key)
-    queue = FairQueue(limits.max_active or 2 * max_batch, limits.max_queue, limits.queue_timeout_s)
+    active = limits.max_active or max(2 * max_batch, 8)  # a batch in the model while the next is decoded
+    queue = FairQueue(active, limits.max_queue, limits.queue_timeout_s)
     guard = Middleware(Guard, metrics=metrics, limits=limits, api_key=api_key, max_body=max_body, queue=queue)
     return guard, queue
