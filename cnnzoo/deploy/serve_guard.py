@@ -42,6 +42,7 @@ from cnnzoo.errors import ConfigError
 
 __all__ = ["Guard", "Limits", "FairQueue", "QueueFull", "PUBLIC_PATHS", "check_api_key", "guard_middleware"]
 
+RECENT_S = 1.0  # a client served this recently still counts among those sharing the places
 PUBLIC_PATHS = frozenset({"/", "/favicon.ico"})  # the page loads without the key; its API calls send it
 
 
@@ -118,8 +119,10 @@ class QueueFull(Exception):
 class FairQueue:
     """At most `max_active` holders at once, each client at most its fair share of them; waiters served round-robin.
 
-    A client's fair share is `max_active` divided among the clients holding or
-    waiting now (rounded up): alone, a client may take every place; beside 16
+    A client's fair share is `max_active` divided among the clients holding,
+    waiting or served within the last `RECENT_S` seconds (rounded up; a client
+    that waits for its answer and then asks again stays counted in between):
+    alone, a client may take every place; beside 16
     others, a flood from one address holds its share and waits for the rest,
     while each of the others' requests is served in its turn (max-min fairness,
     as in fair queuing). Used from one event loop: `acquire(client)` returns
@@ -141,6 +144,8 @@ class FairQueue:
         self.active = 0
         self.waiting = 0
         self._running = collections.Counter()  # client -> places it holds
+        self._seen = {}  # client -> monotonic time its last place was given back
+        self._pruned = 0.0
         self._queues = collections.OrderedDict()  # client -> deque of futures; the first client is served next
 
     async def acquire(self, client):
@@ -169,6 +174,7 @@ class FairQueue:
 
     def release(self, client):
         self.active -= 1
+        self._seen[client] = time.monotonic()
         self._running[client] -= 1
         if self._running[client] <= 0:
             del self._running[client]
@@ -180,8 +186,15 @@ class FairQueue:
             "waiting": self.waiting,
             "max_active": self.max_active,
             "max_queue": self.max_queue,
-            "clients": len(self._running.keys() | self._queues.keys()),
+            "clients": self._present(),
         }
+
+    def _present(self):
+        now = time.monotonic()
+        if now - self._pruned > RECENT_S:
+            self._seen = {c: t for c, t in self._seen.items() if now - t < RECENT_S}
+            self._pruned = now
+        return len(self._running.keys() | self._queues.keys() | self._seen.keys())
 
     def _forget(self, client, future):
         waiting = self._queues.get(client)
@@ -193,8 +206,7 @@ class FairQueue:
 
     def _grant(self):
         while self.active < self.max_active and self._queues:
-            present = len(self._running.keys() | self._queues.keys())
-            share = -(-self.max_active // present)  # rounded up: the places are all used when few clients ask
+            share = -(-self.max_active // self._present())  # rounded up: the places are all used when few ask
             client = next((c for c in self._queues if self._running[c] < share), None)  # round-robin order
             if client is None:
                 return  # every waiting client holds its share: the others' turns come first

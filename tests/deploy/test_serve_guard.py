@@ -240,7 +240,7 @@ def test_the_fair_queue_serves_clients_round_robin_and_times_out():
 
     order, state, quick = asyncio.run(scenario())
     assert order == ["flood", "alice", "bob", "flood", "flood"]  # one turn each, not first come first served
-    assert state == {"active": 1, "waiting": 0, "max_active": 1, "max_queue": 5, "clients": 1}
+    assert state == {"active": 1, "waiting": 0, "max_active": 1, "max_queue": 5, "clients": 3}  # served within 1 s
     assert quick["waiting"] == 0 and quick["active"] == 1
 
 
