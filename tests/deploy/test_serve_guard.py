@@ -299,6 +299,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # two `cnnzoo serve` processes load TensorFlow: 15-35 s
 def test_the_command_with_a_key_from_the_environment_and_with_insecure(saved):
     env = {k: v for k, v in os.environ.items() if k != "CNNZOO_API_KEY"}
     ports = [_free_port(), _free_port()]
