@@ -29,7 +29,8 @@ pytest.importorskip("uvicorn", reason="the `serve` extra (uvicorn) is not instal
 pytest.importorskip("starlette", reason="the `serve` extra (starlette) is not installed")
 
 from cnnzoo.deploy.serve import create_app, page_html, running  # noqa: E402
-from cnnzoo.deploy.serve_guard import FairQueue, Limits, QueueFull  # noqa: E402
+from cnnzoo.deploy.serve_guard import Limits  # noqa: E402
+from cnnzoo.deploy.serve_queue import FairQueue, QueueFull  # noqa: E402
 
 KEY = "test-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
