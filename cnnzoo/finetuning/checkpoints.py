@@ -227,8 +227,8 @@ class RunState:
             diff = _diff(old.get("fingerprint") or {}, self.data["fingerprint"])
             raise ConfigError(
                 f"`out` already holds a different fine-tuning run ({diff}); it would resume from "
-                f"the wrong checkpoints. Pass resume=False to start over there (its checkpoints "
-                f"are deleted), or choose another `out`. Received: out={str(self.run_dir)!r}."
+                f"the wrong checkpoints. Pass resume=False (`cnnzoo finetune --restart`) to start over "
+                f"there (its checkpoints are deleted), or choose another `out`. Received: out={str(self.run_dir)!r}."
             )
         self.data = old
         self.written_on = old.get("backend")  # None: a state from before cnnzoo recorded it
