@@ -7,7 +7,9 @@
   labelled folder), `tune`, `explain` (predictions, Grad-CAM and feature maps of images),
   `export` (a saved model to ONNX, LiteRT, SavedModel or OpenVINO) and `serve` (the model
   behind HTTP): each has `add_arguments(parser)` and `run(args) -> int`, and imports
-  TensorFlow only inside `run`.
+  TensorFlow only inside `run`;
+- `serve_options`: `serve`'s `--api-key`, `--insecure`, time-out and queue options, and the
+  refusal to open a host other than loopback without a key.
 """
 
 

@@ -4,9 +4,14 @@
 top-k labels; `GET /` is a page to drop photos on; `GET /health`, `GET /info`;
 `POST /explain` answers a Grad-CAM overlay PNG. Concurrent requests share
 forward passes (`--max-batch`, `--max-delay-ms`). Needs the `serve` extra.
+
+`--api-key` (or `CNNZOO_API_KEY`) makes every route but the page need
+`Authorization: Bearer <key>`; a host other than loopback refuses to start
+without one unless `--insecure` is given (`cnnzoo.cli.serve_options`).
 """
 
 from cnnzoo.cli.args import defaults_of
+from cnnzoo.cli.serve_options import add_guard_arguments, guard_options
 
 __all__ = ["add_arguments", "run", "gradcam_explainer", "build_app"]
 
@@ -19,7 +24,8 @@ def add_arguments(parser):
     parser.add_argument(
         "--host",
         default=server["host"],
-        help="address to listen on (default %(default)s: this machine only; 0.0.0.0 opens it to the network)",
+        help="address to listen on (default %(default)s: this machine only; 0.0.0.0 opens it to the network "
+        "and then needs --api-key or --insecure)",
     )
     parser.add_argument("--port", type=int, default=server["port"], help="port (default %(default)s)")
     parser.add_argument(
@@ -44,6 +50,7 @@ def add_arguments(parser):
         "--max-upload-mb", type=float, default=app["max_upload_mb"], help="largest upload in MiB (default %(default)s)"
     )
     parser.add_argument("--no-explain", action="store_true", help="turn off the Grad-CAM overlay (/explain)")
+    add_guard_arguments(parser)
 
 
 def gradcam_explainer(model, image, class_name=None):
@@ -62,7 +69,8 @@ def build_app(model, *, explain=True, **options):
     Args:
         model: what `create_app` serves.
         explain: bool; draw Grad-CAM overlays at `/explain`.
-        **options: `create_app`'s `top_k`, `max_batch`, `max_delay_ms`, `max_upload_mb` (its defaults).
+        **options: `create_app`'s `top_k`, `max_batch`, `max_delay_ms`, `max_upload_mb`, `api_key`,
+            `limits` (its defaults).
     """
     from cnnzoo.deploy.serve import create_app
 
@@ -80,6 +88,7 @@ def run(args):
     require("starlette", "serve", "cnnzoo serve")
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"`--port` must be from 0 to 65535. Received: --port={args.port}.")
+    guard = guard_options(args)  # refuses an open host without a key before the model is loaded
     app = build_app(
         args.model,
         top_k=args.top_k,
@@ -87,7 +96,9 @@ def run(args):
         max_delay_ms=args.max_delay_ms,
         max_upload_mb=args.max_upload_mb,
         explain=not args.no_explain,
+        **guard,
     )
-    print(f"cnnzoo: serving {args.model} on http://{args.host}:{args.port}/ (Ctrl-C stops)", file=sys.stderr)
+    keyed = " (API key required)" if guard["api_key"] else ""
+    print(f"cnnzoo: serving {args.model} on http://{args.host}:{args.port}/{keyed} (Ctrl-C stops)", file=sys.stderr)
     serve(app, host=args.host, port=args.port)
     return 0

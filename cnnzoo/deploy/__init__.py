@@ -9,6 +9,10 @@
 - `serve`: `cnnzoo serve`'s ASGI app (`create_app`, `serve`): the page, `/predict`, `/explain`, `/health`, `/info`;
 - `serve_batch`: `Batcher`, concurrent requests batched into one forward pass;
 - `serve_inputs`: an upload (raw body or multipart `file`) -> image pixels, or a 4xx with the reason;
+- `serve_guard`: `Guard`, the app's ASGI middleware: the API key (401), the per-client share (429),
+  body time-outs (408) and the bounded fair queue (503 with Retry-After); `Limits`;
+- `serve_queue`: `FairQueue`, at most N uploads at work, each client address its fair share, round-robin;
+- `serve_metrics`: `Metrics`, `GET /metrics` in the Prometheus text format;
 - `page.html` (package data): the page `serve` answers at `/`, plain HTML and JS.
 
 Importing this package imports no TensorFlow.

@@ -7,6 +7,11 @@
     POST /predict   the image as the raw body or a multipart `file` field -> top-k JSON
     POST /explain   the same upload -> a PNG of the Grad-CAM overlay (when the app has an explainer)
     GET  /favicon.ico  204: no icon, and no 404 in the log
+    GET  /metrics   counters and histograms in the Prometheus text format
+
+With an API key, every route but the page and its icon needs `Authorization:
+Bearer <key>`; uploads are read under a deadline and wait in a bounded fair
+queue (`cnnzoo.deploy.serve_guard`); `cnnzoo.deploy.serve_metrics` counts.
 
 The model is loaded once, when the app is made; its cached compiled forward
 pass (`cnnzoo.deploy.inference.predictor`) runs in one worker thread on batches
@@ -22,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnzoo.deploy.serve_inputs import Problem, decode_image, read_upload
+from cnnzoo.deploy.serve_inputs import MULTIPART_SLACK, Problem, decode_image, read_upload
 from cnnzoo.errors import ConfigError, MissingExtraError
 from cnnzoo.utils.checks import check_int
 from cnnzoo.utils.extras import require
@@ -49,6 +54,7 @@ ENDPOINTS = (
         "the same upload -> a PNG of the Grad-CAM overlay; `?class=NAME` explains that class "
         "(501 when the server has no explainer)",
     ),
+    ("GET", "/metrics", "requests, latency, batch sizes, errors, queue depth in the Prometheus text format"),
 )
 
 
@@ -100,7 +106,9 @@ def _load_model(model):
     return model, predictor(model), list(class_names_of(model)), (int(shape[1]), int(shape[2])), int(shape[3]), facts
 
 
-def create_app(model, top_k=5, max_batch=32, max_delay_ms=2.0, max_upload_mb=10.0, explain=None):
+def create_app(
+    model, top_k=5, max_batch=32, max_delay_ms=2.0, max_upload_mb=10.0, explain=None, api_key=None, limits=None
+):
     """The ASGI app serving `model`.
 
     Args:
@@ -116,6 +124,10 @@ def create_app(model, top_k=5, max_batch=32, max_delay_ms=2.0, max_upload_mb=10.
         explain: None, or `fn(model, rgb uint8 [H, W, 3], class_name or None)
             -> uint8 [H, W, 3]` drawing an explanation (the CLI passes Grad-CAM
             from `cnnzoo.explain`); without it `/explain` answers 501.
+        api_key: None, or the key every route but the page needs as
+            `Authorization: Bearer <key>` (401 without it).
+        limits: a `cnnzoo.deploy.serve_guard.Limits` (body time-out, queue
+            bounds, per-client share), or None for its defaults.
 
     Returns:
         A Starlette application; `app.state.batcher` holds the batching statistics.
@@ -136,7 +148,10 @@ def create_app(model, top_k=5, max_batch=32, max_delay_ms=2.0, max_upload_mb=10.
     from starlette.routing import Route
 
     from cnnzoo.deploy.serve_batch import Batcher
+    from cnnzoo.deploy.serve_guard import check_api_key, guard_middleware
+    from cnnzoo.deploy.serve_metrics import Metrics, metrics_endpoint
 
+    check_api_key(api_key)  # before the model is loaded
     model, forward, names, size, channels, facts = _load_model(model)
     if model is None:
         explain = None  # Grad-CAM needs the Keras model's gradients
@@ -148,6 +163,9 @@ def create_app(model, top_k=5, max_batch=32, max_delay_ms=2.0, max_upload_mb=10.
     forward(np.zeros((1, *size, channels), np.float32))  # traced now, not on the first request
     batcher = Batcher(forward, max_batch=max_batch, max_delay_ms=max_delay_ms)
     service = _Service(model, names, size, channels, facts, top_k, int(max_upload_mb * 2**20), explain, batcher)
+    metrics = Metrics([path for _, path, _ in ENDPOINTS] + ["/favicon.ico"])
+    guard, queue = guard_middleware(metrics, limits, api_key, batcher.max_batch, service.limit + MULTIPART_SLACK)
+    scrape = lambda: {"batcher": batcher.stats(), "counts": service.counts, "queue": queue.state(), "facts": facts}  # noqa: E731
     routes = [
         Route("/", service.index, methods=["GET"]),
         Route("/api", service.api, methods=["GET"]),
@@ -156,9 +174,12 @@ def create_app(model, top_k=5, max_batch=32, max_delay_ms=2.0, max_upload_mb=10.
         Route("/info", service.info, methods=["GET"]),
         Route("/predict", service.counted(service.predict), methods=["POST"]),
         Route("/explain", service.counted(service.explain_route), methods=["POST"]),
+        Route("/metrics", metrics_endpoint(metrics, scrape), methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=service.lifespan, exception_handlers={HTTPException: _http_error})
-    app.state.batcher = batcher
+    app = Starlette(
+        routes=routes, middleware=[guard], lifespan=service.lifespan, exception_handlers={HTTPException: _http_error}
+    )
+    app.state.batcher, app.state.metrics, app.state.queue = batcher, metrics, queue
     app.state.model = model if model is not None else forward
     return app
 

@@ -187,7 +187,7 @@ def test_the_page_is_served_without_external_resources(server):
     with urllib.request.urlopen(server + "/", timeout=30) as r:
         assert r.status == 200 and r.headers["content-type"].startswith("text/html")
         page = r.read().decode()
-    assert "<html" in page and 'fetch("predict"' in page and 'fetch("explain"' in page and 'type="file"' in page
+    assert "<html" in page and 'api("predict"' in page and 'api("explain"' in page and 'type="file"' in page
     assert 'src="http' not in page and 'href="http' not in page and "//cdn" not in page
 
 
@@ -199,7 +199,8 @@ def test_the_page_links_its_api_which_describes_every_route(server):
     assert api["model"] == get_json(server + "/info")["model"] == "bird_classifier"
     described = {(e["method"], e["path"]) for e in api["endpoints"]}
     assert described == {
-        ("GET", "/"), ("GET", "/api"), ("GET", "/info"), ("GET", "/health"), ("POST", "/predict"), ("POST", "/explain")
+        ("GET", "/"), ("GET", "/api"), ("GET", "/info"), ("GET", "/health"), ("POST", "/predict"), ("POST", "/explain"),
+        ("GET", "/metrics"),
     }  # fmt: skip
     assert f"curl -F file=@photo.jpg {server}/predict" in api["examples"]
     for _, path in described - {("POST", "/predict"), ("POST", "/explain")}:  # each GET answers
