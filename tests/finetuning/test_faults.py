@@ -220,8 +220,12 @@ def test_kill_9_during_checkpoint_and_final_saves_resumes_without_half_written_f
     assert sorted(p.name for p in out.iterdir()) == [
         ".cnnzoo.lock",
         "bird_classifier.keras",
+        "bird_classifier.keras.sha256",
         "recipe.json",
         "state.json",
+        "state.json.sha256",
+        "state.previous.json",
+        "state.previous.json.sha256",
     ]
     state = json.loads((out / "state.json").read_text())
     assert state["finished"] and [len(state["history"][k]) for k in ("1", "2")] == [2, 3]
