@@ -21,7 +21,7 @@ from cnnzoo.finetuning import batchnorm, checkpoints, features, freezing, lr_fin
 from cnnzoo.finetuning.explained import PICTURES
 from cnnzoo.finetuning.recipe import Recipe
 from cnnzoo.finetuning.results import FinetuneResult, StageResult
-from cnnzoo.utils import console
+from cnnzoo.utils import console, integrity
 from cnnzoo.zoo.builders import compile_model
 
 __all__ = ["RunContext", "run_stages", "run_stage", "finish", "already_finished", "strategy_scope"]
@@ -239,7 +239,15 @@ def already_finished(run):
     state = run.state
     path = Path(state.data.get("model_path") or "")
     model = None
-    if path.is_file():
+    damaged = path.is_file() and not integrity.is_intact(path, "model")
+    if damaged:
+        log.warning(
+            "run %s finished before but its model %s is damaged (its SHA-256 does not match %s): training again",
+            state.run_dir,
+            path,
+            integrity.sidecar_path(path).name,
+        )
+    elif path.is_file():
         try:
             model = load(path)
         except Exception as e:  # truncated or corrupt since it was written (or written on another backend: refused)
