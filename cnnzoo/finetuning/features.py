@@ -12,6 +12,7 @@ running the backbone again; a damaged or unreadable cache is reported by name,
 removed and rebuilt.
 """
 
+import hashlib
 import logging
 import math
 import time
@@ -77,14 +78,15 @@ def cached_head_model(parts, inputs, seed, cache=None):
         return np.concatenate(feats), np.concatenate(labels)
 
     t = time.perf_counter()
-    stored = _read(cache)
+    key = _weights_key(extractor)
+    stored = _read(cache, key)
     if stored is not None:
         fx, fy, vx, vy = stored
         log.info("feature cache: %d images' features read back from %s", len(fx), cache)
     else:
         fx, fy = features(inputs.plain_train)
         vx, vy = features(inputs.validation) if inputs.validation is not None else (None, None)
-        _write(cache, fx, fy, vx, vy)
+        _write(cache, key, fx, fy, vx, vy)
     train = tf.data.Dataset.from_tensor_slices((fx, fy)).shuffle(len(fx), seed=seed, reshuffle_each_iteration=True)
     train = train.batch(inputs.batch_size).prefetch(2)
     validation = None
@@ -95,14 +97,28 @@ def cached_head_model(parts, inputs, seed, cache=None):
     return keras.Model(feature_input, parts.head(feature_input), name=f"{parts.model.name}_head"), train, validation
 
 
-def _read(cache):
-    """`(fx, fy, vx, vy)` from a cache file that matches its sidecar; None when there is none or it is damaged."""
+def _weights_key(extractor):
+    """The SHA-256 of the frozen network's weights: a cache of other weights' features is not reused."""
+    import keras
+
+    digest = hashlib.sha256()
+    for w in extractor.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(w)).tobytes())
+    return digest.hexdigest()
+
+
+def _read(cache, key):
+    """`(fx, fy, vx, vy)` from a cache file that matches its sidecar and `key`; None when there is none, it is
+    damaged (reported, removed) or it holds the features of other weights."""
     if cache is None or not Path(cache).is_file():
         return None
     try:
         integrity.verify(cache, "feature cache", required=True)
         with np.load(cache, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
+        if str(arrays["key"]) != key:
+            log.info("feature cache %s holds the features of other weights: computed again", cache)
+            return None
         return arrays["fx"], arrays["fy"], arrays.get("vx"), arrays.get("vy")
     except (IntegrityError, OSError, ValueError, KeyError) as e:  # damaged, truncated, not an .npz of features
         log.warning(
@@ -114,11 +130,11 @@ def _read(cache):
         return None
 
 
-def _write(cache, fx, fy, vx, vy):
+def _write(cache, key, fx, fy, vx, vy):
     """Keeps the features in `cache` with their sidecar; a full disk only costs the reuse (logged)."""
     if cache is None:
         return
-    arrays = {"fx": fx, "fy": fy, **({"vx": vx, "vy": vy} if vx is not None else {})}
+    arrays = {"key": np.array(key), "fx": fx, "fy": fy, **({"vx": vx, "vy": vy} if vx is not None else {})}
     try:
         integrity.atomic_save_checked(
             cache,

@@ -366,6 +366,8 @@ def _looks_like(config, metadata):
 
 
 def _load_cnnzoo(path, source, compile):
+    fix = f"save it again with cnnzoo.save_preset, or copy the preset again from where it came from ({source})"
+    integrity.verify(path / WEIGHTS_FILE, "preset's weights file", fix=fix)  # before anything is built from it
     config = _json(path / CONFIG_FILE, source)
     if not compile:
         config.pop("compile_config", None)
@@ -383,8 +385,6 @@ def _load_cnnzoo(path, source, compile):
             f"`{source.argument}` is a preset whose {CONFIG_FILE} does not describe a Keras model ({e}). Save it "
             f"again with cnnzoo.save_preset. Received: {source}."
         ) from e
-    fix = f"save it again with cnnzoo.save_preset, or copy the preset again from where it came from ({source})"
-    integrity.verify(path / WEIGHTS_FILE, "preset's weights file", fix=fix)
     try:
         with warnings.catch_warnings():  # a compiled model's file holds its optimizer's step count and rate
             warnings.filterwarnings("ignore", message=r"Skipping variable loading for optimizer")

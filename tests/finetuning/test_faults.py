@@ -498,7 +498,9 @@ def test_damaged_checkpoint_or_state_is_reported_and_that_stage_or_run_starts_ag
         }[what]
         assert [(s + (0 if what == "stage" else 1), e) for s, e in again.begun] == expected, (what, how, again.begun)
         figures["restarted"] += 1
-        logged = [1, 1] if what == "state" else [1, 2]  # the previous state lacks the last epoch's log, not its training
+        logged = (
+            [1, 1] if what == "state" else [1, 2]
+        )  # the previous state lacks the last epoch's log, not its training
         assert [len(s.history["loss"]) for s in result.stages] == logged
         assert result.model_path.is_file() and partials(out) == [] and unreadable_files(out) == []
         if what == "state":
