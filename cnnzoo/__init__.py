@@ -27,6 +27,7 @@ from cnnzoo.errors import (  # noqa: F401  (cheap, no TensorFlow)
     DuplicateModelError,
     ExplainWarning,
     ExportError,
+    IntegrityError,
     MissingExtraError,
     PluginError,
     RunLockedError,
@@ -132,6 +133,7 @@ __all__ = [
     "WeightsDownloadError",
     "WeightsError",
     "WeightsNotFoundError",
+    "IntegrityError",
     "__version__",
 ]
 

@@ -6,7 +6,8 @@ probabilities out) and a dynamic batch size; the class names travel with it
 file as TFLite metadata packs associated files, `assets/labels.txt` in a
 SavedModel). The file is written under a temporary name, run in its own
 runtime on real images and compared with the Keras model; only when it
-agrees within `tolerance` is it renamed into place.
+agrees within `tolerance` is it renamed into place, with its SHA-256 beside it
+(`<out>.sha256`), which `open_runtime` checks before loading it.
 """
 
 import logging
@@ -31,6 +32,7 @@ from cnnzoo.deploy.runtimes import (
 )
 from cnnzoo.deploy.verify import Comparison, check, check_calibration, compare, tolerance_for, verification_images
 from cnnzoo.errors import ConfigError, ExportError
+from cnnzoo.utils import integrity
 from cnnzoo.utils.extras import require
 from cnnzoo.utils.files import atomic_save, atomic_save_dir
 from cnnzoo.utils.renames import renamed_arguments
@@ -195,6 +197,7 @@ def export(model, out, format=None, *, verify_with=None, quantize=None, toleranc
             )
         done["comparison"] = c = compare(reference, exported(images.x), images.labels)
         check(c, tolerance, quantize, _NAMES[format], path)
+        integrity.write_sidecar(path, integrity.sha256_file(tmp))  # <out>.sha256, checked by `open_runtime`
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*np.object.*", category=FutureWarning)  # tf2onnx on NumPy 2

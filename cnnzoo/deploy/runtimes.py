@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnzoo.errors import ConfigError, DataNotFoundError
+from cnnzoo.utils import integrity
 from cnnzoo.utils.extras import require
 
 __all__ = [
@@ -245,6 +246,8 @@ def open_runtime(path, format=None):
 
     Raises:
         MissingExtraError: the runtime's package is not installed.
+        IntegrityError: the file (or directory) does not match its `<path>.sha256` written by
+            `cnnzoo.export`; nothing was loaded from it.
 
     Example:
 
@@ -259,6 +262,7 @@ def open_runtime(path, format=None):
             f"directory). Received: model={str(path)!r} (no such file)."
         )
     format = format or format_of(path)
+    integrity.verify(path, "exported model", fix=f"export it again with cnnzoo.export (or `cnnzoo export`) to {path}")
     if format not in _RUNTIMES:
         raise ConfigError(
             f"`model` must be a .keras, .onnx or .tflite file, a SavedModel directory or an "

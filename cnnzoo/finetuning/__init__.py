@@ -12,7 +12,8 @@
 - `batchnorm`: BatchNorm statistics that converge within a stage (precise BN),
   and the warning for a run that ends near chance;
 - `features`: the feature cache of frozen stages;
-- `checkpoints`: the run directory, its state file and epoch checkpoints;
+- `checkpoints`: the run directory and its epoch checkpoints (kept two deep, SHA-256 sidecars checked before use);
+- `run_state`: `RunState`, the run's `state.json` (and `state.previous.json` for a damaged one);
 - `results`: `FinetuneResult`, `StageResult`, `evaluate`;
 - `plots`: the learning curve and the confusion matrix;
 - `explained`: `gradcam.png`, Grad-CAM of a few validation images the model got right and wrong.

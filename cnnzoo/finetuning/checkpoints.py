@@ -1,9 +1,11 @@
-"""Crash-safe fine-tuning runs: a run directory, its state file, epoch checkpoints.
+"""Crash-safe fine-tuning runs: a run directory, epoch checkpoints, files checked before use.
 
 Layout of a run directory (`finetune(..., out=DIR)`):
 
-    DIR/state.json                 what the run is, which stages finished, epoch logs
-    DIR/backup/stage_K/epoch_0003.weights.h5   last finished epoch of stage K
+    DIR/state.json                 what the run is, which stages finished, epoch logs (`run_state.RunState`)
+    DIR/state.previous.json        the state one save back, for a damaged `state.json`
+    DIR/backup/stage_K/epoch_0003.weights.h5   the last two finished epochs of stage K
+    DIR/backup/stage_K/features.npz            stage K's feature cache (`features.cached_head_model`)
     DIR/stage_K.weights.h5         the weights when stage K finished
     DIR/<model>.keras              the final model
     DIR/learning_curve.png, DIR/confusion_matrix.png
@@ -17,12 +19,21 @@ optimizer state and epoch number are committed together -- unlike
 `training_metadata.json` one after the other in place, so a kill during its
 save can leave a truncated file that stops the resume.
 
-Faults (tests/finetuning/test_faults.py): temporary files a killed process left
-are removed when the run starts again; a save that runs out of space raises
-`DiskFullError` naming the file, and leaves the previous checkpoint and model
-as they were; an unreadable checkpoint (truncated, corrupt, missing) is
-reported and its stage runs again; an unreadable `state.json` is kept aside as
-`state.json.corrupt-<time>`, reported, and the run starts over.
+Checksums: HDF5 keeps none of its arrays, so a flipped byte loads silently.
+Each checkpoint, stage file, feature cache, state file and the final model
+has a SHA-256 sidecar (`<file>.sha256`, `sha256sum` format,
+`cnnzoo.utils.integrity`), written as the file is and checked before it is
+read: a file that does not match is reported by name and never loaded. The
+two newest epoch checkpoints of a stage are kept, so a damaged newest one
+falls back to the one before it (one epoch lost).
+
+Faults (tests/finetuning/test_faults.py, test_checksums.py): temporary files a
+killed process left are removed when the run starts again; a save that runs
+out of space raises `DiskFullError` naming the file, and leaves the previous
+checkpoint and model as they were; an unreadable or damaged checkpoint
+(truncated, corrupt, missing, another checksum) is reported and removed, and
+its stage resumes from the newest good one, or runs again when there is none;
+a damaged `state.json` falls back to `state.previous.json`.
 
 Backends: `state.json` records the Keras backend that wrote the run's newest
 files (`backend`) and each backend that trained it (`backends`). A run
@@ -34,46 +45,45 @@ refused with a `BackendError` naming both backends, and nothing in the run
 directory is changed; written on this backend, it is handled as unreadable.
 """
 
-import json
 import logging
 import re
 import shutil
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
-from cnnzoo.errors import BackendError, ConfigError
-from cnnzoo.utils.files import atomic_save, atomic_write_text, remove_partials
+from cnnzoo.errors import IntegrityError
+from cnnzoo.utils import integrity
 
 __all__ = [
-    "RunState",
     "atomic_save_model",
     "atomic_save_weights",
     "latest_checkpoint",
     "epoch_checkpoint",
     "restore",
+    "resume",
     "load_stage_weights",
     "unreadable",
+    "KEEP_EPOCHS",
 ]
 
 log = logging.getLogger("cnnzoo.finetuning")
 
-STATE_VERSION = 1
+KEEP_EPOCHS = 2  # epoch checkpoints kept per stage: a damaged newest one falls back to the one before
 _EPOCH_RE = re.compile(r"^epoch_(\d+)\.weights\.h5$")
 
 
 def atomic_save_model(model, path, run_dir=None):
-    """Saves a `.keras` model so that `path` is never half-written (`DiskFullError` when there is no room)."""
-    return atomic_save(path, model.save, advice=_advice(run_dir or Path(path).parent))
+    """Saves a `.keras` model (and its sidecar) so that `path` is never half-written (`DiskFullError`: no room)."""
+    return integrity.atomic_save_checked(path, model.save, advice=_advice(run_dir or Path(path).parent))
 
 
 def atomic_save_weights(model, path, run_dir=None):
-    """Saves `.weights.h5` (weights and optimizer state) so that `path` is never half-written.
+    """Saves `.weights.h5` (weights and optimizer state) and its sidecar so that `path` is never half-written.
 
     The room is checked first (`DiskFullError`): HDF5 crashes the process after a failed write.
     """
-    return atomic_save(
+    return integrity.atomic_save_checked(
         path, model.save_weights, size_hint=_weights_bytes(model), advice=_advice(run_dir or Path(path).parent)
     )
 
@@ -96,12 +106,19 @@ def _advice(run_dir):
 
 
 def unreadable(path):
-    """Why a `.weights.h5` file cannot be used (missing, truncated, corrupt), or None when every array in it reads."""
+    """Why a `.weights.h5` file cannot be used (missing, damaged, truncated, corrupt), or None when it can.
+
+    A file whose bytes differ from its SHA-256 sidecar is damaged, and is not opened.
+    """
     import h5py
 
     path = Path(path)
     if not path.is_file():
         return "missing"
+    try:
+        integrity.verify(path, "checkpoint")
+    except IntegrityError:
+        return f"damaged: its SHA-256 does not match {integrity.sidecar_path(path).name}"
     try:
         with h5py.File(path, "r") as f:
             f.visititems(lambda name, item: item[()] if isinstance(item, h5py.Dataset) else None)
@@ -110,7 +127,7 @@ def unreadable(path):
     return None
 
 
-def restore(model, path, state=None):
+def restore(model, path, state=None, fallback=None):
     """Loads an epoch checkpoint (weights and optimizer state) into `model`; False when it is unreadable.
 
     An unreadable checkpoint is reported (a warning naming it) and removed, and
@@ -119,7 +136,7 @@ def restore(model, path, state=None):
     variables) is unreadable too: resuming with a fresh optimizer would restart
     its schedule and moments silently. When `state` (the `RunState`) says
     another backend wrote the run, a checkpoint that does not fit raises
-    `BackendError` instead, and stays.
+    `BackendError` instead, and stays. `fallback` is the checkpoint tried next, for the warning.
     """
     problem = unreadable(path)
     if problem is None:
@@ -133,9 +150,29 @@ def restore(model, path, state=None):
             if state is not None:
                 state.check_backend(path, e)
             problem = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-    log.warning("checkpoint %s is unreadable (%s): removed; its stage starts again from its first epoch", path, problem)
-    Path(path).unlink(missing_ok=True)
+    then = f"resuming from {fallback.name}" if fallback else "its stage starts again from its first epoch"
+    log.warning("checkpoint %s is unreadable (%s): removed; %s", path, problem, then)
+    integrity.remove_with_sidecar(path)
     return False
+
+
+def resume(model, directory, state=None):
+    """Loads the newest good epoch checkpoint of `directory` into `model`; returns `(epochs_done, path)`.
+
+    A damaged or unreadable one is reported by name, removed, and the one before it tried
+    (`KEEP_EPOCHS` are kept); `(0, None)` when none is left, and `model` keeps its weights.
+
+    Example:
+
+    >>> resume(model, "runs/x/backup/stage_2", state)  # doctest: +SKIP
+    (3, PosixPath('runs/x/backup/stage_2/epoch_0003.weights.h5'))
+    """
+    found = _epoch_files(directory)
+    for i, (epochs, path) in enumerate(found):
+        fallback = found[i + 1][1] if i + 1 < len(found) else None
+        if restore(model, path, state, fallback):
+            return epochs, path
+    return 0, None
 
 
 def _load_all(model, path):
@@ -152,6 +189,7 @@ def _load_all(model, path):
 def load_stage_weights(model, path, state):
     """Loads a finished stage's `stage_K.weights.h5` into `model`; `BackendError` when another backend wrote the
     run and the file does not load here (`RunState.check_backend`)."""
+    integrity.verify(path, "stage weights", fix="delete it and call again: that stage runs again")
     try:
         model.load_weights(path)
     except Exception as e:
@@ -161,230 +199,25 @@ def load_stage_weights(model, path, state):
 
 def latest_checkpoint(directory):
     """Returns `(epochs_done, path)` of the newest epoch checkpoint in `directory`, or `(0, None)`."""
-    best = (0, None)
+    found = _epoch_files(directory)
+    return found[0] if found else (0, None)
+
+
+def _epoch_files(directory):
+    """`(epochs_done, path)` of the epoch checkpoints in `directory`, newest first."""
     directory = Path(directory)
-    if directory.is_dir():
-        for p in directory.iterdir():
-            m = _EPOCH_RE.match(p.name)
-            if m and int(m.group(1)) > best[0]:
-                best = (int(m.group(1)), p)
-    return best
-
-
-class RunState:
-    """The `state.json` of a run: its fingerprint, finished stages and epoch logs."""
-
-    def __init__(self, run_dir, fingerprint, writer=True):
-        self.run_dir = Path(run_dir)
-        self.path = self.run_dir / "state.json"
-        self.writer = writer
-        self.written_on = _backend()  # the backend of the run's files: this one, or the resumed state's
-        self.data = {
-            "version": STATE_VERSION,
-            "fingerprint": fingerprint,
-            "backend": self.written_on,
-            "backends": [self.written_on],
-            "stages_done": [],
-            "history": {},
-            "seconds": {},
-            "feature_cache": {},
-            "finished": False,
-            "model_path": None,
-        }
-
-    def load_or_start(self, resume=True):
-        """Reads an earlier state of the same run; returns True when it resumes one.
-
-        Temporary files of writes a killed process left are removed first. An
-        unreadable `state.json` (truncated, not JSON, not a run state) is moved
-        aside as `state.json.corrupt-<time>` with a warning, and the run starts
-        over: without it, its checkpoints cannot be matched to this call.
-        """
-        if self.writer:
-            for p in remove_partials(self.run_dir):
-                log.info("removed %s, left by an interrupted write", p)
-        if not self.path.is_file():
-            return False
-        if not resume:
-            if self.writer:
-                self.clear()
-            return False
-        try:
-            old = json.loads(self.path.read_text())
-            problem = _state_problem(old)
-        except (OSError, ValueError) as e:
-            problem = f"{type(e).__name__}: {e}"
-        if problem:
-            aside = self.path.with_name(f"state.json.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
-            if self.writer:
-                self.path.replace(aside)
-                self.clear()
-            log.warning(
-                "run state %s is unreadable (%s): kept aside as %s; the run starts over", self.path, problem, aside.name
-            )
-            return False
-        if old.get("fingerprint") != self.data["fingerprint"]:
-            diff = _diff(old.get("fingerprint") or {}, self.data["fingerprint"])
-            raise ConfigError(
-                f"`out` already holds a different fine-tuning run ({diff}); it would resume from "
-                f"the wrong checkpoints. Pass resume=False (`cnnzoo finetune --restart`) to start over "
-                f"there (its checkpoints are deleted), or choose another `out`. Received: out={str(self.run_dir)!r}."
-            )
-        self.data = old
-        self.written_on = old.get("backend")  # None: a state from before cnnzoo recorded it
-        here = _backend()
-        if self.written_on is not None and self.written_on != here:
-            log.info(
-                "run %s was written on the Keras backend %r and resumes on %r: its weights and optimizer state "
-                "carry over; random draws (augmentation, dropout, MixUp) come from %r's generator from here on",
-                self.run_dir,
-                self.written_on,
-                here,
-                here,
-            )
-        return True
-
-    def check_backend(self, path, error):
-        """Raises `BackendError` when another backend wrote this run and its file `path` did not load (`error`)."""
-        here = _backend()
-        if self.written_on is None or self.written_on == here:
-            return
-        reason = f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
-        raise BackendError(
-            f"`out` holds a fine-tuning run written on the Keras backend {self.written_on!r}, and its file "
-            f"{str(path)!r} does not load on {here!r} ({reason}). Resume it with "
-            f"KERAS_BACKEND={self.written_on}, or start a fresh run in a new `out`; nothing in this one was "
-            f"changed. Received: out={str(self.run_dir)!r}, KERAS_BACKEND={here!r}."
-        ) from error
-
-    def clear(self):
-        for name in ("state.json",):
-            (self.run_dir / name).unlink(missing_ok=True)
-        self.remove_checkpoints()
-
-    def remove_checkpoints(self):
-        """Removes the epoch and stage checkpoints (a finished run needs them no more)."""
-        shutil.rmtree(self.run_dir / "backup", ignore_errors=True)
-        for p in self.run_dir.glob("stage_*.weights.h5"):
-            p.unlink(missing_ok=True)
-
-    def verify_stages(self):
-        """Checks the weights of every finished stage; the first unreadable one runs again, with all after it.
-
-        Returns the stage that runs again, or None.
-        """
-        for k in sorted(self.data["stages_done"]):
-            path = self.run_dir / f"stage_{k}.weights.h5"
-            problem = unreadable(path)
-            if problem is None:
-                continue
-            log.warning(
-                "stage %d's weights %s are unreadable (%s): stage %d and those after it run again", k, path, problem, k
-            )
-            self.data["stages_done"] = [j for j in self.data["stages_done"] if j < k]
-            for key in ("history", "seconds", "feature_cache"):
-                self.data[key] = {j: v for j, v in self.data[key].items() if int(j) < k}
-            if self.writer:
-                for p in [*self.run_dir.glob("stage_*.weights.h5"), *self.run_dir.glob("backup/stage_*")]:
-                    if int(p.name.split("_")[1].split(".")[0]) >= k:
-                        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-                self.save()
-            return k
-        return None
-
-    def save(self):
-        if self.writer:
-            atomic_write_text(
-                self.path, json.dumps(self.data, indent=1, default=_json_default), advice=_advice(self.run_dir)
-            )
-
-    # -- stages and epochs
-    def stage_done(self, k):
-        return k in self.data["stages_done"]
-
-    def epochs(self, k):
-        """The logged epochs of stage `k` (a list of dicts, in order)."""
-        return self.data["history"].get(str(k), [])
-
-    def _trained_here(self):
-        """Records that this backend writes the run's files from now on."""
-        here = _backend()
-        if self.data.get("backend") != here:
-            self.data["backend"] = here
-            self.data["backends"] = [*self.data.get("backends", []), here]
-        self.written_on = here
-
-    def log_epoch(self, k, epoch, logs):
-        self._trained_here()
-        records = [r for r in self.epochs(k) if r["epoch"] < epoch]
-        records.append({"epoch": epoch, **{key: float(v) for key, v in (logs or {}).items()}})
-        self.data["history"][str(k)] = records
-        self.save()
-
-    def trim(self, k, epochs_done):
-        """Forgets logs of epochs a crash interrupted before their checkpoint."""
-        self.data["history"][str(k)] = [r for r in self.epochs(k) if r["epoch"] < epochs_done]
-
-    def finish_stage(self, k, seconds, feature_cache):
-        self._trained_here()
-        self.data["stages_done"].append(k)
-        self.data["seconds"][str(k)] = self.data["seconds"].get(str(k), 0.0) + seconds
-        self.data["feature_cache"][str(k)] = feature_cache
-        self.save()
-
-
-def _backend():
-    from cnnzoo.backend import name
-
-    return name()
-
-
-def _state_problem(old):
-    """What makes a parsed `state.json` unusable, or None."""
-    if not isinstance(old, dict):
-        return f"not a JSON object but {type(old).__name__}"
-    for key, kind in (
-        ("fingerprint", dict),
-        ("stages_done", list),
-        ("history", dict),
-        ("seconds", dict),
-        ("feature_cache", dict),
-    ):
-        if not isinstance(old.get(key), kind):
-            return f"`{key}` is missing or not a {kind.__name__}"
-    if not all(isinstance(k, int) and not isinstance(k, bool) for k in old["stages_done"]):
-        return "`stages_done` holds something other than stage numbers"
-    for k, records in old["history"].items():
-        if (
-            not str(k).isdigit()
-            or not isinstance(records, list)
-            or not all(isinstance(r, dict) and isinstance(r.get("epoch"), int) for r in records)
-        ):
-            return f"`history` of stage {k!r} is not a list of epoch records"
-    for key in ("seconds", "feature_cache"):
-        if not all(str(k).isdigit() for k in old[key]):
-            return f"`{key}` has keys other than stage numbers"
-    return None
-
-
-def _diff(old, new):
-    keys = sorted(set(old) | set(new))
-    parts = [f"{k}: {old.get(k)!r} then, {new.get(k)!r} now" for k in keys if old.get(k) != new.get(k)]
-    return "; ".join(parts[:4]) or "a different state format"
-
-
-def _json_default(value):
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return str(value)
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _EPOCH_RE.match(p.name))]
+    return sorted(found, reverse=True)
 
 
 def epoch_checkpoint(directory, state, stage_index, writer=True):
     """A Keras callback that commits each finished epoch: its log, then its weights.
 
     The log comes first: a crash between the two re-runs that epoch (its log
-    is then overwritten), never loses it. Older checkpoints are removed once
-    the new one is in place. Non-writer workers (multi-worker training) save
+    is then overwritten), never loses it. Once the new one is in place, all
+    but the `KEEP_EPOCHS` newest are removed (with their sidecars). Non-writer workers (multi-worker training) save
     to a throw-away directory so that collective ops stay in step.
     """
     import keras
@@ -398,9 +231,8 @@ def epoch_checkpoint(directory, state, stage_index, writer=True):
             state.log_epoch(stage_index, epoch, logs)
             path = self.directory / f"epoch_{epoch + 1:04d}.weights.h5"
             atomic_save_weights(self.model, path, run_dir=self.directory.parent.parent if writer else None)
-            for p in self.directory.glob("epoch_*.weights.h5"):
-                if p != path:
-                    p.unlink(missing_ok=True)
+            for _, old in _epoch_files(self.directory)[KEEP_EPOCHS:]:
+                integrity.remove_with_sidecar(old)
 
         def on_train_end(self, logs=None):
             if not writer:

@@ -13,7 +13,7 @@ keywords are its fields. What every stage of a run shares travels as one `RunCon
 (`cnnzoo.finetuning.training`, which trains the stages and finishes the run).
 Parts, all in `cnnzoo.finetuning`: `stages` (stages as data), `freezing`
 (units, `trainable`, BatchNorm policy, head replacement), `features` (the
-feature cache), `checkpoints` (run state, epoch checkpoints), `results` (what
+feature cache), `checkpoints` (epoch checkpoints), `run_state` (state.json), `results` (what
 it returns, `evaluate`), `plots`. The data comes from `cnnzoo.data.prepare`.
 """
 
@@ -26,7 +26,7 @@ from cnnzoo.backend import training as training_backend
 from cnnzoo.data import pipeline as data_pipeline
 from cnnzoo.data.memory import worker_shard
 from cnnzoo.errors import BackendError
-from cnnzoo.finetuning import checkpoints, freezing
+from cnnzoo.finetuning import freezing, run_state
 from cnnzoo.finetuning.models import resolve_model
 from cnnzoo.finetuning.recipe import RECIPE_FILE, Recipe, recipe_keywords
 from cnnzoo.finetuning.results import FinetuneResult, StageResult, evaluate
@@ -194,7 +194,7 @@ def finetune(
             recipe = _resolved(recipe, parts, inputs.num_train, pretrained)
             if writer:  # one process per run directory; the kernel frees the lock however this one ends
                 held.enter_context(RunLock(run_dir, "fine-tuning run", argument="out"))
-            state = checkpoints.RunState(run_dir, _fingerprint(parts.model, names, inputs, recipe), writer=writer)
+            state = run_state.RunState(run_dir, _fingerprint(parts.model, names, inputs, recipe), writer=writer)
             run = RunContext(parts, inputs, state, recipe, tuple(names), list(callbacks), verbose, per_call, strategy)
             resumed = state.load_or_start(resume)
             if resumed and not state.data.get("finished"):

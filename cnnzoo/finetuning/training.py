@@ -21,7 +21,7 @@ from cnnzoo.finetuning import batchnorm, checkpoints, features, freezing, lr_fin
 from cnnzoo.finetuning.explained import PICTURES
 from cnnzoo.finetuning.recipe import Recipe
 from cnnzoo.finetuning.results import FinetuneResult, StageResult
-from cnnzoo.utils import console
+from cnnzoo.utils import console, integrity
 from cnnzoo.zoo.builders import compile_model
 
 __all__ = ["RunContext", "run_stages", "run_stage", "finish", "already_finished", "strategy_scope"]
@@ -41,7 +41,7 @@ class RunContext:
     Attributes:
         parts: the model's `freezing.anatomy` (its backbone units and head).
         inputs: the `cnnzoo.data.Inputs` it trains and validates on.
-        state: its `checkpoints.RunState` (the run directory, what is done).
+        state: its `run_state.RunState` (the run directory, what is done).
         recipe: the resolved `Recipe`: explicit stages, BatchNorm policy and dtype.
         names: the class names.
         callbacks: the caller's Keras callbacks, added to every stage's `fit`.
@@ -96,11 +96,11 @@ def run_stage(run, k, stage):
     feature_shape = tuple(parts.head.input.shape[1:])
     use_cache = below_frozen and features.feature_cache_ok(inputs, feature_shape, run.recipe.cache_features, reg.mixed)
     backup = run.run_dir / "backup" / f"stage_{k}"
-    done, checkpoint = checkpoints.latest_checkpoint(backup)
-    state.trim(k, done)
+    had_checkpoint = checkpoints.latest_checkpoint(backup)[1] is not None
     start = time.perf_counter()
     if use_cache:
-        fit_model, train, validation = features.cached_head_model(parts, inputs, run.recipe.seed)
+        cache = backup / features.CACHE_FILE if run.writer else None  # kept for a resume of this stage
+        fit_model, train, validation = features.cached_head_model(parts, inputs, run.recipe.seed, cache)
     else:
         fit_model, train, validation = freezing.stage_model(parts), inputs.train, inputs.validation
     _compat.multi_worker_build_fix(fit_model)
@@ -109,11 +109,11 @@ def run_stage(run, k, stage):
     extra = dict(rate=rate, steps_per_execution=run.steps_per_execution)
     extra.update(reg.compile_args(stage.epochs * inputs.steps_per_epoch))  # loss, metric, EMA
     schedules.compile_stage(fit_model, stage, parts, inputs.steps_per_epoch, **extra)
-    if checkpoint is not None and checkpoints.restore(fit_model, checkpoint, state):
+    done, checkpoint = checkpoints.resume(fit_model, backup, state)  # the newest good one; damaged: reported
+    state.trim(k, done)
+    if checkpoint is not None:
         log.info("stage %d (%s): resuming after epoch %d from %s", k, stage.name, done, checkpoint)
-    elif checkpoint is not None:  # unreadable (reported, removed): the stage starts over, with a fresh optimizer
-        done = 0
-        state.trim(k, 0)
+    elif had_checkpoint:  # none readable (reported, removed): the stage starts over, with a fresh optimizer
         schedules.compile_stage(fit_model, stage, parts, inputs.steps_per_epoch, **extra)
     log.info(
         "stage %d/%s: %s, units %s, %s",
@@ -193,7 +193,7 @@ def finish(run, results, resumed, plots):
             written = _plots(run, results, interpretation)
         state.data.update(finished=True, model_path=str(path), val_accuracy=val_accuracy)
         state.save()
-        for p in run_dir.glob("stage_*.weights.h5"):
+        for p in run_dir.glob("stage_*.weights.h5*"):  # and their sidecars
             p.unlink(missing_ok=True)
         shutil.rmtree(run_dir / "backup", ignore_errors=True)
     log.info(
@@ -239,7 +239,15 @@ def already_finished(run):
     state = run.state
     path = Path(state.data.get("model_path") or "")
     model = None
-    if path.is_file():
+    damaged = path.is_file() and not integrity.is_intact(path, "model")
+    if damaged:
+        log.warning(
+            "run %s finished before but its model %s is damaged (its SHA-256 does not match %s): training again",
+            state.run_dir,
+            path,
+            integrity.sidecar_path(path).name,
+        )
+    elif path.is_file():
         try:
             model = load(path)
         except Exception as e:  # truncated or corrupt since it was written (or written on another backend: refused)

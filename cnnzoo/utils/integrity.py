@@ -12,9 +12,19 @@ import hashlib
 from pathlib import Path
 
 from cnnzoo.errors import IntegrityError
-from cnnzoo.utils.files import atomic_write_text
+from cnnzoo.utils.files import atomic_save, atomic_write_text
 
-__all__ = ["SUFFIX", "sha256_file", "sidecar_path", "write_sidecar", "read_sidecar", "verify", "is_intact"]
+__all__ = [
+    "SUFFIX",
+    "sha256_file",
+    "sidecar_path",
+    "write_sidecar",
+    "read_sidecar",
+    "verify",
+    "is_intact",
+    "atomic_save_checked",
+    "remove_with_sidecar",
+]
 
 SUFFIX = ".sha256"
 _CHUNK = 1 << 20
@@ -83,13 +93,14 @@ def read_sidecar(path):
     return text[0].lower() if text and len(text[0]) == 64 else None
 
 
-def verify(path, what="file", required=False):
+def verify(path, what="file", required=False, fix=None):
     """Checks `path` against its sidecar before it is used.
 
     Args:
         path: the file to check.
         what: what the file is, for the message (`"checkpoint"`, `"feature cache"`).
         required: raise when there is no sidecar (for files cnnzoo always writes one for).
+        fix: what to do about a damaged file, for the message (default: restore it or rerun the step that wrote it).
 
     Returns:
         The digest when it was checked, None when there is no sidecar (and not `required`).
@@ -116,7 +127,7 @@ def verify(path, what="file", required=False):
         raise IntegrityError(
             f"The {what} `{path}` is damaged: its SHA-256 does not match `{sidecar_path(path).name}`. "
             f"Received: sha256={got[:16]}..., recorded {want[:16]}.... Nothing was loaded from it; "
-            f"restore it from a copy or rerun the step that wrote it."
+            f"{fix or 'restore it from a copy or rerun the step that wrote it'}."
         )
     return got
 
@@ -127,3 +138,37 @@ def is_intact(path, what="file"):
         return Path(path).exists() and (verify(path, what) or True)
     except IntegrityError:
         return False
+
+
+def atomic_save_checked(path, save, **kwargs):
+    """`cnnzoo.utils.files.atomic_save` with the sidecar: the file is summed as written, before its rename.
+
+    The sidecar is committed first, then the file: a crash between the two leaves
+    a file that does not match its sidecar (reported as damaged, never trusted),
+    not an unchecked one.
+
+    Args:
+        path: the final path.
+        save: a function that writes the file at the path (a str) it is given.
+        **kwargs: `size_hint`, `advice`, as `atomic_save` takes them.
+
+    Returns:
+        `path`, as a `Path`.
+
+    Example:
+
+    >>> atomic_save_checked("run/stage_1.weights.h5", model.save_weights)  # doctest: +SKIP
+    PosixPath('run/stage_1.weights.h5')
+    """
+
+    def save_and_sum(tmp):
+        save(tmp)
+        write_sidecar(path, sha256_file(tmp))
+
+    return atomic_save(path, save_and_sum, **kwargs)
+
+
+def remove_with_sidecar(path):
+    """Removes `path` (a file) and its sidecar, when they exist."""
+    Path(path).unlink(missing_ok=True)
+    sidecar_path(path).unlink(missing_ok=True)

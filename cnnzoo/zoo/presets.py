@@ -6,7 +6,8 @@ backbone, under the same names, so `keras_hub.upload_preset` publishes the direc
 - `config.json`: the model's Keras config (`keras.saving.serialize_keras_object`), without its
   build config, as keras-hub writes a backbone's; it keeps the compile config of a compiled model,
   so `cnnzoo.load` restores the compile state as it does from a `.keras` file;
-- `model.weights.h5`: its weights (`model.save_weights`);
+- `model.weights.h5`: its weights (`model.save_weights`), with `model.weights.h5.sha256` beside them
+  (`cnnzoo.utils.integrity`): a damaged weights file raises `IntegrityError` naming it, never loads;
 - `metadata.json`: keras-hub's fields (`keras_version`, `keras_hub_version`, `parameter_count`,
   `date_saved`, `tasks`) and cnnzoo's (`cnnzoo_version`, `name`, `input_shape`, `num_classes`,
   `class_names`, `preprocessing`);
@@ -31,6 +32,7 @@ import keras
 
 from cnnzoo import _compat
 from cnnzoo.errors import ConfigError, UnsafeModelError, WeightsError, WeightsNotFoundError
+from cnnzoo.utils import integrity
 from cnnzoo.utils.extras import require
 from cnnzoo.utils.files import atomic_save_dir, check_room
 from cnnzoo.zoo import hub, registry
@@ -106,6 +108,7 @@ def save_preset(model, preset_dir):
         tmp = Path(tmp)
         tmp.mkdir(parents=True)
         model.save_weights(tmp / WEIGHTS_FILE)
+        integrity.write_sidecar(tmp / WEIGHTS_FILE)  # model.weights.h5.sha256, checked before the weights load
         for name, content in files.items():
             (tmp / name).write_text(json.dumps(content, indent=4) + "\n", encoding="utf-8")
 
@@ -363,6 +366,8 @@ def _looks_like(config, metadata):
 
 
 def _load_cnnzoo(path, source, compile):
+    fix = f"save it again with cnnzoo.save_preset, or copy the preset again from where it came from ({source})"
+    integrity.verify(path / WEIGHTS_FILE, "preset's weights file", fix=fix)  # before anything is built from it
     config = _json(path / CONFIG_FILE, source)
     if not compile:
         config.pop("compile_config", None)

@@ -10,7 +10,8 @@ import pytest
 import cnnzoo
 from cnnzoo.deploy.export import ExportResult, verify
 from cnnzoo.deploy.runtimes import LABELS_KEY, open_runtime
-from cnnzoo.errors import ConfigError, ExportError
+from cnnzoo.errors import ConfigError, ExportError, IntegrityError
+from cnnzoo.utils import integrity
 from conftest import PYTHON, REPO, write_image_folder
 
 SIZE = 16
@@ -127,6 +128,32 @@ def test_a_tampered_file_fails_verification(model, exports, folder, tmp_path):
         verify(tampered, model, verify_with=folder)
 
 
+def test_each_export_has_its_sha256_and_a_flipped_byte_is_refused_by_name(exports, tmp_path):
+    import shutil
+
+    for fmt, result in exports.items():
+        path = result.path
+        assert integrity.read_sidecar(path) == integrity.sha256_file(path), fmt  # <out>.sha256 beside it
+        copy = tmp_path / path.name
+        (shutil.copytree if path.is_dir() else shutil.copy)(path, copy)
+        shutil.copy(integrity.sidecar_path(path), integrity.sidecar_path(copy))
+        open_runtime(copy)  # intact: it opens
+        victim = (
+            max((p for p in copy.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size) if copy.is_dir() else copy
+        )
+        data = bytearray(victim.read_bytes())
+        data[len(data) // 2] ^= 0x10
+        victim.write_bytes(bytes(data))
+        with pytest.raises(IntegrityError) as caught:
+            open_runtime(copy)
+        message = str(caught.value)
+        assert str(copy) in message and "damaged" in message and "cnnzoo.export" in message, (fmt, message)
+    check = subprocess.run(
+        ["sha256sum", "-c", "birds.onnx.sha256"], cwd=exports["onnx"].path.parent, capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr  # sha256sum's own format
+
+
 def test_bad_arguments_are_config_errors(model, tmp_path):
     cases = [
         dict(out=tmp_path / "x.onnx", format="litert"),
@@ -164,7 +191,7 @@ def test_an_earlier_savedmodel_export_is_replaced(model, folder, tmp_path):
     (target / "assets" / "stale.txt").write_text("from the first export")
     result = cnnzoo.export(model, target, "savedmodel", verify_with=folder)
     assert result.max_abs_diff < 1e-5 and not (target / "assets" / "stale.txt").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["birds_sm"]  # no temporary or old directory left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["birds_sm", "birds_sm.sha256"]  # no temporary, no old
 
 
 BLOCKED = """

@@ -126,7 +126,11 @@ def test_multi_worker_mirrored_strategy_with_tf_config(tmp_path):
     assert sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME) == [
         "recipe.json",
         "state.json",
+        "state.json.sha256",
+        "state.previous.json",
+        "state.previous.json.sha256",
         "tiny_vgg.keras",
+        "tiny_vgg.keras.sha256",
     ]
     state = json.loads((out / "state.json").read_text())
     assert state["finished"] and state["stages_done"] == [1]

@@ -220,8 +220,12 @@ def test_kill_9_during_checkpoint_and_final_saves_resumes_without_half_written_f
     assert sorted(p.name for p in out.iterdir()) == [
         ".cnnzoo.lock",
         "bird_classifier.keras",
+        "bird_classifier.keras.sha256",
         "recipe.json",
         "state.json",
+        "state.json.sha256",
+        "state.previous.json",
+        "state.previous.json.sha256",
     ]
     state = json.loads((out / "state.json").read_text())
     assert state["finished"] and [len(state["history"][k]) for k in ("1", "2")] == [2, 3]
@@ -338,8 +342,11 @@ def test_disk_full_during_saves_is_a_clear_error_and_keeps_the_previous_checkpoi
     assert proc.returncode == 0, proc.stderr[-4000:]  # no crash (HDF5 segfaults after a failed write)
     report = json.loads(proc.stdout.split("REPORT", 1)[1])
     expected = {
-        "state": ("state.json", ["backup/stage_1/epoch_0001.weights.h5"]),
-        "checkpoint": ("epoch_0003.weights.h5", ["backup/stage_1/epoch_0002.weights.h5"]),
+        "state": (".json", ["backup/stage_1/epoch_0001.weights.h5"]),  # state.previous.json is written first
+        "checkpoint": (
+            "epoch_0003.weights.h5",
+            ["backup/stage_1/epoch_0001.weights.h5", "backup/stage_1/epoch_0002.weights.h5"],  # the last two kept
+        ),
         "final model": ("bird_classifier.keras", ["stage_1.weights.h5"]),
     }
     for name, (file, kept) in expected.items():
@@ -356,7 +363,16 @@ def test_disk_full_during_saves_is_a_clear_error_and_keeps_the_previous_checkpoi
     last = report["last"]
     assert last["resumed"] and last["epochs"] == 4 and last["model_new"], last
     assert last["begun"] == [0, 1, 0, 1, 1, 2, 2, 3], last  # run A; then each failure at an epoch end re-runs it
-    assert last["left"] == [".cnnzoo.lock", "bird_classifier.keras", "recipe.json", "state.json"], last
+    assert last["left"] == [
+        ".cnnzoo.lock",
+        "bird_classifier.keras",
+        "bird_classifier.keras.sha256",
+        "recipe.json",
+        "state.json",
+        "state.json.sha256",
+        "state.previous.json",
+        "state.previous.json.sha256",
+    ], last
     reliability.record(
         "disk full (RLIMIT_FSIZE) while saving the run state, a checkpoint, the final model",
         saves_failed=3,
@@ -476,18 +492,21 @@ def test_damaged_checkpoint_or_state_is_reported_and_that_stage_or_run_starts_ag
         figures["detected"] += 1
         figures["reported"] += 1
         expected = {
-            "epoch": [(2, 0), (2, 1)],  # stage 2 from its first epoch; stage 1 kept
+            "epoch": [(2, 0), (2, 1)],  # stage 2 from its first epoch (its only checkpoint); stage 1 kept
             "stage": [(1, 0), (2, 0), (2, 1)],  # stage 1 again, then stage 2 from the start
-            "state": [(1, 0), (2, 0), (2, 1)],
-        }[what]  # the run from the start
-        assert [(s + (1 if what == "epoch" else 0), e) for s, e in again.begun] == expected, (what, how, again.begun)
+            "state": [(2, 1)],  # state.previous.json (stage 1 done) and stage 2's checkpoint of epoch 1
+        }[what]
+        assert [(s + (0 if what == "stage" else 1), e) for s, e in again.begun] == expected, (what, how, again.begun)
         figures["restarted"] += 1
-        assert [len(s.history["loss"]) for s in result.stages] == [1, 2]
+        logged = (
+            [1, 1] if what == "state" else [1, 2]
+        )  # the previous state lacks the last epoch's log, not its training
+        assert [len(s.history["loss"]) for s in result.stages] == logged
         assert result.model_path.is_file() and partials(out) == [] and unreadable_files(out) == []
         if what == "state":
             aside = list(out.glob("state.json.corrupt-*"))
             assert len(aside) == 1 and aside[0].name in named[0], named  # kept aside for the user, and said so
-            assert not result.resumed
+            assert result.resumed  # from state.previous.json
         figures["finished"] += 1
     reliability.record(
         "corrupted or truncated checkpoint or run state (epoch, stage, state.json)", cases=len(CASES), **figures
@@ -500,5 +519,6 @@ def test_a_finished_run_whose_model_is_damaged_trains_again(tmp_path, caplog):
     _damage(first.model_path, "truncated")
     with caplog.at_level(logging.WARNING, logger="cnnzoo"):
         again = cnnzoo.finetune(_tiny(), (x, y), stages="all:1", out=tmp_path / "run", verbose=0, plots=False)
-    assert any("unreadable" in r.getMessage() and str(first.model_path) in r.getMessage() for r in caplog.records)
+    said = [r.getMessage() for r in caplog.records if str(first.model_path) in r.getMessage()]
+    assert any("unreadable" in m or "damaged" in m for m in said), said  # truncated: its SHA-256 tells first
     assert not again.resumed and cnnzoo.load(again.model_path).name == "bird_classifier"

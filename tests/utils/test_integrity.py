@@ -50,3 +50,23 @@ def test_a_directory_digest_covers_names_and_bytes(tmp_path):
     digest = integrity.write_sidecar(saved)
     (saved / "variables" / "variables.data").write_bytes(b"weightz")
     assert integrity.sha256_file(saved) != digest and not integrity.is_intact(saved)
+
+
+def test_atomic_save_checked_commits_the_sidecar_with_the_file_and_a_failed_save_leaves_neither(tmp_path):
+    path = tmp_path / "run" / "features.npz"
+    integrity.atomic_save_checked(path, lambda tmp: open(tmp, "wb").write(b"features" * 100))
+    assert integrity.verify(path, "feature cache", required=True) == hashlib.sha256(b"features" * 100).hexdigest()
+
+    def fails(tmp):
+        open(tmp, "wb").write(b"half")
+        raise RuntimeError("killed mid-write")
+
+    other = tmp_path / "run" / "other.npz"
+    with pytest.raises(RuntimeError):
+        integrity.atomic_save_checked(other, fails)
+    assert sorted(p.name for p in other.parent.iterdir()) == ["features.npz", "features.npz.sha256"]
+    path.write_bytes(b"Features" * 100)  # one bit
+    with pytest.raises(IntegrityError, match="rerun it"):
+        integrity.verify(path, "feature cache", fix="rerun it")
+    integrity.remove_with_sidecar(path)
+    assert list(path.parent.iterdir()) == []

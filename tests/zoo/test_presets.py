@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 import cnnzoo
-from cnnzoo.errors import ConfigError, MissingExtraError, UnsafeModelError, WeightsError, WeightsNotFoundError
+from cnnzoo.errors import (
+    ConfigError,
+    IntegrityError,
+    MissingExtraError,
+    UnsafeModelError,
+    WeightsError,
+    WeightsNotFoundError,
+)
 from cnnzoo.finetuning import freezing
 from cnnzoo.zoo import presets
 from conftest import PYTHON, REPO
@@ -67,7 +74,13 @@ def test_save_preset_writes_keras_hubs_layout_and_loads_back(digits_preset, tmp_
     import keras_hub
 
     path, model = digits_preset
-    assert _listing(path) == ["config.json", "image_converter.json", "metadata.json", "model.weights.h5"]
+    assert _listing(path) == [
+        "config.json",
+        "image_converter.json",
+        "metadata.json",
+        "model.weights.h5",
+        "model.weights.h5.sha256",  # its SHA-256 (sha256sum format), checked before the weights load
+    ]
     metadata = json.loads((path / "metadata.json").read_text())
     assert KERAS_HUB_METADATA <= set(metadata)
     assert metadata["parameter_count"] == model.count_params() and metadata["tasks"] == ["ImageClassifier"]
@@ -103,6 +116,23 @@ def _broken(path, tmp_path, name, change):
     return broken
 
 
+def test_a_flipped_byte_in_a_presets_weights_is_an_integrity_error_naming_the_file(digits_preset, tmp_path):
+    path, _ = digits_preset
+    check = subprocess.run(["sha256sum", "-c", "model.weights.h5.sha256"], cwd=path, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr  # the sidecar is sha256sum's own format
+    damaged = shutil.copytree(path, tmp_path / "digits")
+    weights = damaged / presets.WEIGHTS_FILE
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit, in the middle of the arrays: HDF5 alone would load it silently
+    weights.write_bytes(bytes(data))
+    for load in (cnnzoo.load, cnnzoo.get):
+        with pytest.raises(IntegrityError) as caught:
+            load(damaged)
+        message = str(caught.value)
+        assert str(weights) in message and "damaged" in message and "cnnzoo.save_preset" in message, message
+    assert cnnzoo.load(path).name == "digits_cnn"  # the intact preset still loads
+
+
 def test_bad_preset_directories_are_clear_errors_and_write_nothing(digits_preset, tmp_path):
     import keras_hub
 
@@ -112,7 +142,12 @@ def test_bad_preset_directories_are_clear_errors_and_write_nothing(digits_preset
     cases = [
         ("no_config", lambda d: (d / "config.json").unlink(), WeightsNotFoundError, "it has no config.json"),
         ("no_weights", lambda d: (d / "model.weights.h5").unlink(), WeightsNotFoundError, "model.weights.h5 is miss"),
-        ("other_weights", lambda d: shutil.copy(lenet, d / "model.weights.h5"), WeightsError, "does not match its"),
+        (  # copied by hand, without its sidecar (with it, the sidecar refuses it first: IntegrityError)
+            "other_weights",
+            lambda d: (shutil.copy(lenet, d / "model.weights.h5"), (d / "model.weights.h5.sha256").unlink()),
+            WeightsError,
+            "does not match its",
+        ),
         ("bad_json", lambda d: (d / "config.json").write_text("{"), ConfigError, "cannot be read as JSON"),
         (
             "timm_metadata",
