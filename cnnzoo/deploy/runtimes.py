@@ -88,12 +88,15 @@ class Runtime:
         class_names: the labels stored with the file (`"0"`, `"1"`, ... when it has none).
         input_size: `(height, width)` of its input.
         channels: 1 or 3.
+        verified: for a cached export of a `.keras` model, how it compared with
+            Keras (`cnnzoo.deploy.exported_cache.read_record`); else None.
     """
 
     format = None
 
     def __init__(self, path):
         self.path = Path(path)
+        self.verified = None
         self.class_names = []
         self.input_size = None
         self.channels = None
