@@ -12,6 +12,7 @@ __all__ = ["add_arguments", "run", "gradcam_explainer", "build_app"]
 
 
 def add_arguments(parser):
+    from cnnzoo.deploy.fast_runtime import RUNTIMES
     from cnnzoo.deploy.serve import create_app, serve
 
     app, server = defaults_of(create_app), defaults_of(serve)
@@ -44,6 +45,13 @@ def add_arguments(parser):
         "--max-upload-mb", type=float, default=app["max_upload_mb"], help="largest upload in MiB (default %(default)s)"
     )
     parser.add_argument("--no-explain", action="store_true", help="turn off the Grad-CAM overlay (/explain)")
+    parser.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default=app["runtime"],
+        help="for a .keras model: auto (default: its verified ONNX export when the `export` extra is installed, "
+        "else Keras), tensorflow/keras, onnx or litert",
+    )
 
 
 def gradcam_explainer(model, image, class_name=None):
@@ -62,7 +70,7 @@ def build_app(model, *, explain=True, **options):
     Args:
         model: what `create_app` serves.
         explain: bool; draw Grad-CAM overlays at `/explain`.
-        **options: `create_app`'s `top_k`, `max_batch`, `max_delay_ms`, `max_upload_mb` (its defaults).
+        **options: `create_app`'s `top_k`, `max_batch`, `max_delay_ms`, `max_upload_mb`, `runtime` (its defaults).
     """
     from cnnzoo.deploy.serve import create_app
 
@@ -87,6 +95,7 @@ def run(args):
         max_delay_ms=args.max_delay_ms,
         max_upload_mb=args.max_upload_mb,
         explain=not args.no_explain,
+        runtime=args.runtime,
     )
     print(f"cnnzoo: serving {args.model} on http://{args.host}:{args.port}/ (Ctrl-C stops)", file=sys.stderr)
     serve(app, host=args.host, port=args.port)

@@ -145,7 +145,9 @@ def _usable(exported, record_path, runtime, tools):
     if record.get("status") == "failed":
         raise ExportError(record.get("reason") or "The export failed.")
     if not exported.is_file() or sha256_file(exported) != record.get("sha256"):
-        log.warning("the cached export %s is missing or damaged (its hash differs from its record); rebuilding it", exported)
+        log.warning(
+            "the cached export %s is missing or damaged (its hash differs from its record); rebuilding it", exported
+        )
         return False
     return True
 

@@ -22,7 +22,16 @@ from cnnzoo.deploy.runtimes import Runtime, format_of, open_runtime
 from cnnzoo.errors import ConfigError, DataError, DataNotFoundError
 from cnnzoo.utils.checks import check_int
 
-__all__ = ["Prediction", "predict", "load_images", "predictor", "flip_averaged", "input_shape_of", "forward_of", "RUNTIMES"]
+__all__ = [
+    "Prediction",
+    "predict",
+    "load_images",
+    "predictor",
+    "flip_averaged",
+    "input_shape_of",
+    "forward_of",
+    "RUNTIMES",
+]
 
 MAX_BATCH = 32
 

@@ -27,7 +27,7 @@ from cnnzoo.errors import ConfigError, MissingExtraError
 from cnnzoo.utils.checks import check_int
 from cnnzoo.utils.extras import require
 
-__all__ = ["create_app", "running", "serve", "page_html", "EXPLAIN_MAX_SIDE"]
+__all__ = ["create_app", "running", "serve", "page_html", "runtime_facts", "EXPLAIN_MAX_SIDE"]
 
 EXPLAIN_MAX_SIDE = 512  # Grad-CAM overlays are drawn on the photo scaled down to this side at most
 
@@ -59,11 +59,12 @@ def page_html():
     return files("cnnzoo.deploy").joinpath("page.html").read_text(encoding="utf-8")
 
 
-def _load_model(model):
+def _load_model(model, runtime="auto"):
     """`(keras model or None, forward, class names, (h, w), channels, facts for /info)` of what `create_app` got."""
+    from cnnzoo.deploy.fast_runtime import fast_runtime, normalise_runtime
     from cnnzoo.deploy.inference import predictor
 
-    source = None
+    runtime, exported, source = normalise_runtime(runtime), None, None
     if isinstance(model, (str, Path)):
         from cnnzoo.deploy.runtimes import format_of, open_runtime
 
@@ -86,7 +87,10 @@ def _load_model(model):
             )
         from cnnzoo.deploy.inference import _load
 
-        model = _load(path)
+        exported = fast_runtime(path, runtime)  # runtime="auto": the verified ONNX export, else None (Keras)
+        model = _load(path)  # the Keras model still answers /explain (Grad-CAM)
+    elif runtime in ("onnx", "litert"):
+        exported = fast_runtime(model, runtime)
     from cnnzoo.zoo.layers import class_names_of
 
     shape = tuple(model.inputs[0].shape)
@@ -97,10 +101,26 @@ def _load_model(model):
     from cnnzoo.backend import name as backend_name
 
     facts = {"model": model.name, "file": source, "parameters": int(model.count_params()), "runtime": backend_name()}
-    return model, predictor(model), list(class_names_of(model)), (int(shape[1]), int(shape[2])), int(shape[3]), facts
+    facts.update(runtime_facts(exported, backend_name()))
+    forward = exported or predictor(model)
+    return model, forward, list(class_names_of(model)), (int(shape[1]), int(shape[2])), int(shape[3]), facts
 
 
-def create_app(model, top_k=5, max_batch=32, max_delay_ms=2.0, max_upload_mb=10.0, explain=None):
+def runtime_facts(exported, backend):
+    """`/info`'s `runtime`, `verified` and `runtime_note` (what the page shows) for an exported runtime or Keras."""
+    if exported is None:
+        return {"runtime": backend, "verified": None, "runtime_note": f"Keras ({backend}, compiled call)"}
+    v = exported.verified or {}
+    verified = {k: v.get(k) for k in ("max_abs_diff", "top1_agreement", "images", "verified_on")}
+    note = (
+        f"{'ONNX Runtime' if exported.format == 'onnx' else exported.format}, verified against Keras on "
+        f"{v.get('images')} images (max abs difference {v.get('max_abs_diff', float('nan')):.1g}, "
+        f"top-1 agreement {v.get('top1_agreement', float('nan')):.1%})"
+    )
+    return {"runtime": exported.format, "verified": verified, "runtime_note": note}
+
+
+def create_app(model, top_k=5, max_batch=32, max_delay_ms=2.0, max_upload_mb=10.0, explain=None, runtime="auto"):
     """The ASGI app serving `model`.
 
     Args:
@@ -116,6 +136,11 @@ def create_app(model, top_k=5, max_batch=32, max_delay_ms=2.0, max_upload_mb=10.
         explain: None, or `fn(model, rgb uint8 [H, W, 3], class_name or None)
             -> uint8 [H, W, 3]` drawing an explanation (the CLI passes Grad-CAM
             from `cnnzoo.explain`); without it `/explain` answers 501.
+        runtime: what answers `/predict` for a Keras model: `"auto"` (a `.keras`
+            path runs its verified ONNX export when the `export` extra is
+            installed, else the compiled Keras call, with one log line; a
+            `keras.Model` in memory runs Keras), `"tensorflow"` / `"keras"`,
+            `"onnx"` or `"litert"`; `/info` says which, and how it was verified.
 
     Returns:
         A Starlette application; `app.state.batcher` holds the batching statistics.
@@ -137,7 +162,7 @@ def create_app(model, top_k=5, max_batch=32, max_delay_ms=2.0, max_upload_mb=10.
 
     from cnnzoo.deploy.serve_batch import Batcher
 
-    model, forward, names, size, channels, facts = _load_model(model)
+    model, forward, names, size, channels, facts = _load_model(model, runtime)
     if model is None:
         explain = None  # Grad-CAM needs the Keras model's gradients
     top_k = min(check_int(top_k, "top_k"), len(names))
