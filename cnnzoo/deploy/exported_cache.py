@@ -75,8 +75,9 @@ def cached_paths(keras_path, runtime):
 
     Example:
 
-    >>> cached_paths("birds.keras", "onnx")  # doctest: +SKIP
-    (PosixPath('/home/me/.cnnzoo/exports/9f86d0.../model.onnx'), PosixPath('/home/me/.cnnzoo/exports/9f86d0.../onnx.json'))
+    >>> exported, record = cached_paths("birds.keras", "onnx")  # doctest: +SKIP
+    >>> exported.relative_to(cache_root()).parts[1:], record.name  # doctest: +SKIP
+    (('model.onnx',), 'onnx.json')
     """
     digest = model_digest(keras_path) if isinstance(keras_path, (str, Path)) else live_digest(keras_path)
     directory = cache_root() / digest
