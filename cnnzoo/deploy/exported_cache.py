@@ -129,14 +129,14 @@ def cached_export(keras_path, runtime):
     if _usable(exported, record_path, runtime, tools):
         return exported
     with _waiting_lock(exported.parent, keras_path):
-        if _usable(exported, record_path, runtime, tools):  # built by another process while we waited
+        if _usable(exported, record_path, runtime, tools, quiet=True):  # built by another process while we waited
             return exported
         source = Path(keras_path).expanduser() if isinstance(keras_path, (str, Path)) else keras_path
         _build(source, exported, record_path, runtime, tools)
     return exported
 
 
-def _usable(exported, record_path, runtime, tools):
+def _usable(exported, record_path, runtime, tools, quiet=False):
     """True for a sound entry, False for none (or one to rebuild); raises the recorded failure."""
     record = _read(record_path)
     if not record or record.get("version") != ENTRY_VERSION or record.get("format") != runtime:
@@ -146,9 +146,10 @@ def _usable(exported, record_path, runtime, tools):
     if record.get("status") == "failed":
         raise ExportError(record.get("reason") or "The export failed.")
     if not exported.is_file() or sha256_file(exported) != record.get("sha256"):
-        log.warning(
-            "the cached export %s is missing or damaged (its hash differs from its record); rebuilding it", exported
-        )
+        if not quiet:
+            log.warning(
+                "the cached export %s is missing or damaged (its hash differs from its record); rebuilding it", exported
+            )
         return False
     return True
 
@@ -159,6 +160,7 @@ def _build(keras_path, exported, record_path, runtime, tools):
     what = str(keras_path) if isinstance(keras_path, Path) else f"a keras.Model in memory ({keras_path.name})"
     record = {"version": ENTRY_VERSION, "format": runtime, "source": what, "tools": tools}
     record["made"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    log.info("exporting %s to %s (once; verified against Keras)", what, exported)
     try:
         result = export(keras_path, exported, runtime)
     except MissingExtraError:

@@ -15,7 +15,7 @@ model and process saying why.
 import logging
 from pathlib import Path
 
-from cnnzoo.deploy.exported_cache import cached_export, live_digest, model_digest, read_record
+from cnnzoo.deploy.exported_cache import cache_root, cached_export, live_digest, model_digest, read_record
 from cnnzoo.deploy.runtimes import open_runtime
 from cnnzoo.errors import ConfigError, ExportError, MissingExtraError
 
@@ -25,8 +25,8 @@ log = logging.getLogger("cnnzoo.deploy")
 
 RUNTIMES = ("auto", "tensorflow", "keras", "onnx", "litert")  # `runtime=` choices for a Keras model
 KERAS_RUNTIMES = ("tensorflow", "keras")  # the compiled Keras call (on the backend in use)
-_BY_FILE = {}  # (resolved path, size, mtime_ns, runtime) -> Runtime or None (Keras)
-_BY_DIGEST = {}  # (sha256, format) -> Runtime
+_BY_FILE = {}  # (resolved path, size, mtime_ns, runtime, cache root) -> Runtime or None (Keras)
+_BY_DIGEST = {}  # (sha256, format, cache root) -> Runtime
 _TOLD = set()
 
 
@@ -75,7 +75,7 @@ def fast_runtime(model, runtime="auto"):
     path = Path(model).expanduser()
     digest = model_digest(path)
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, runtime)
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, runtime, str(cache_root()))
     if key not in _BY_FILE:
         if len(_BY_FILE) > 16:
             _BY_FILE.clear()
@@ -85,8 +85,9 @@ def fast_runtime(model, runtime="auto"):
 
 def _opened(model, runtime, digest):
     fmt = "onnx" if runtime == "auto" else runtime
-    if (digest, fmt) in _BY_DIGEST:
-        return _BY_DIGEST[(digest, fmt)]
+    key = (digest, fmt, str(cache_root()))
+    if key in _BY_DIGEST:
+        return _BY_DIGEST[key]
     try:
         exported = cached_export(model, fmt)
     except (MissingExtraError, ExportError) as e:
@@ -98,7 +99,7 @@ def _opened(model, runtime, digest):
     opened.verified = read_record(model, fmt)
     if len(_BY_DIGEST) > 8:
         _BY_DIGEST.pop(next(iter(_BY_DIGEST)))
-    _BY_DIGEST[(digest, fmt)] = opened
+    _BY_DIGEST[key] = opened
     return opened
 
 
