@@ -142,7 +142,7 @@ def forward_of(model, runtime="auto"):
         if fmt in (None, "keras"):
             if not Path(model).expanduser().is_file():
                 raise DataNotFoundError(
-                    f"`model` must be a keras.Model, a .keras file or an exported model. "
+                    f"`model` must be a keras.Model or an existing .keras file (or an exported model). "
                     f"Received: model={str(model)!r} (no such file)."
                 )
             model = fast_runtime(model, runtime) or _load(model)
