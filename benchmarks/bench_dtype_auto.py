@@ -35,7 +35,6 @@ ALL_TASKS = ("digits", "shapes", "mobilenet")
 
 def task(name, seed):
     """`(model, data, kwargs)` for `cnnzoo.finetune` on task `name`, split `seed`."""
-    import numpy as np
 
     import cnnzoo
 
