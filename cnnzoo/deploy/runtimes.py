@@ -131,6 +131,19 @@ class Runtime:
         )
 
 
+def usable_cores():
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+# ONNX Runtime session settings, each measured against ORT's defaults side by side
+# (benchmarks/bench_runtime.py, docs/benchmarks.md "Runtime auto"): intra-op threads = the cores
+# this process may use (ORT's default counts the machine's physical cores, ignoring the affinity
+# mask); graph optimisation stays at ORT's default (all: basic and extended were slower), the memory
+# arena stays on (off was slower on batches), and there is no io_binding (no faster for one image).
+ORT_SETTINGS = {"intra_op_threads": "usable cores", "graph_optimization": "all", "memory_arena": True}
+
+
 class OnnxRuntime(Runtime):
     format = "onnx"
 
@@ -139,8 +152,9 @@ class OnnxRuntime(Runtime):
         ort = require("onnxruntime", "export", "Running .onnx files")
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = int(threads)
+        options.intra_op_num_threads = int(threads or usable_cores())
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.enable_cpu_mem_arena = ORT_SETTINGS["memory_arena"]
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
         self.input_name = inp.name
