@@ -147,11 +147,13 @@ ORT_SETTINGS = {"intra_op_threads": "usable cores", "graph_optimization": "all",
 class OnnxRuntime(Runtime):
     format = "onnx"
 
-    def __init__(self, path, threads=None):
+    def __init__(self, path, threads=None, spinning=True):
         super().__init__(path)
         ort = require("onnxruntime", "export", "Running .onnx files")
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if not spinning:  # idle intra-op threads sleep instead of spinning: a server's other threads need the cores
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.intra_op_num_threads = int(threads or usable_cores())
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.enable_cpu_mem_arena = ORT_SETTINGS["memory_arena"]
