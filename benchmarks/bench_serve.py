@@ -185,7 +185,9 @@ def main():
         f"alternating the servers (after 100 warm-up requests each); load average {LOAD:.1f} when it started. "
         f"Latency is per request, client-side (upload, JPEG decode, queue, forward pass, JSON). TF: the compiled "
         f"Keras call (`--runtime tensorflow`); ONNX Runtime: the default `--runtime auto` on the same `.keras` "
-        f"file (its verified export).",
+        f"file (its verified export), which the server runs on one intra-op thread without spinning (measured in "
+        f"earlier runs of this script: ORT's spinning threads took the cores from the server's own threads, "
+        f"0.44x TF's requests/s with batching on; without spinning 0.75x; one thread, no spinning, this table).",
         "",
         "| mode | requests | requests/s | p50 latency | p99 latency | errors | forward passes | mean batch |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
