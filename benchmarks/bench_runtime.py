@@ -224,6 +224,9 @@ under the same load (median {statistics.median(rates) / 1e9:.0f} GFLOP/s over th
 | model (input) | ratio vs TF compiled call | goal |
 | --- | ---: | ---: |
 {chr(10).join(goal_rows)}
+
+Read with care when the load average is high: single medians swing between runs, and a FLOP fraction
+above 100% means the matmul reference was slowed more than the model at that moment.
 """
     print(f"wrote {write_section('runtime', text)}")
 
