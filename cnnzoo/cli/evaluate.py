@@ -17,6 +17,7 @@ MISTAKES_LISTED = 10
 
 
 def add_arguments(parser):
+    from cnnzoo.deploy.fast_runtime import RUNTIMES
     from cnnzoo.explain.interpretation import interpret
 
     default = defaults_of(interpret)
@@ -35,6 +36,13 @@ def add_arguments(parser):
         help="average the probabilities of each image and its mirror image (not for digits or text)",
     )
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON for scripts")
+    parser.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default=default["runtime"],
+        help="auto (default: the verified ONNX export when the `export` extra is installed, else Keras), "
+        "tensorflow/keras, onnx or litert",
+    )
 
 
 def run(args):
@@ -46,7 +54,14 @@ def run(args):
 
     if args.top_losses < 1:
         raise ConfigError(f"`--top-losses` must be a positive int. Received: --top-losses={args.top_losses}.")
-    interp = interpret(args.model, args.data, batch_size=args.batch_size, tta=args.tta, keep=max(KEEP, args.top_losses))
+    interp = interpret(
+        args.model,
+        args.data,
+        batch_size=args.batch_size,
+        tta=args.tta,
+        keep=max(KEEP, args.top_losses),
+        runtime=args.runtime,
+    )
     out = Path(args.out) if args.out else Path("runs") / "evaluate" / Path(args.model).stem
     written = interp.save(out, k=args.top_losses)
     if args.json:

@@ -3,8 +3,10 @@
 A directory argument stands for every image file under it. `--json` prints a
 list of `{"source", "label", "probability", "top_k"}` objects for scripts.
 MODEL may be an exported `.onnx` / `.tflite` file or SavedModel directory (run
-in its own runtime, no TensorFlow needed for the first two); `--runtime onnx`
-or `litert` runs a `.keras` model through its cached export.
+in its own runtime, no TensorFlow needed for the first two). A `.keras` model
+runs on its verified ONNX export, cached in `$CNNZOO_HOME/exports`, when the
+`export` extra is installed (`--runtime auto`, the default; `tensorflow` forces
+the compiled Keras call, `onnx` or `litert` that runtime).
 """
 
 from cnnzoo.cli.args import defaults_of
@@ -30,7 +32,8 @@ def add_arguments(parser):
         "--runtime",
         choices=RUNTIMES,
         default=default["runtime"],
-        help="for a .keras model: run it through its ONNX or LiteRT export, cached beside it",
+        help="for a .keras model: auto (default: its verified ONNX export when the `export` extra is installed, "
+        "else Keras), tensorflow/keras (the compiled Keras call), onnx or litert (that export, cached)",
     )
     parser.add_argument(
         "--tta",

@@ -17,6 +17,7 @@ __all__ = ["add_arguments", "run", "gradcam_explainer", "build_app"]
 
 
 def add_arguments(parser):
+    from cnnzoo.deploy.fast_runtime import RUNTIMES
     from cnnzoo.deploy.serve import create_app, serve
 
     app, server = defaults_of(create_app), defaults_of(serve)
@@ -51,6 +52,13 @@ def add_arguments(parser):
     )
     parser.add_argument("--no-explain", action="store_true", help="turn off the Grad-CAM overlay (/explain)")
     add_guard_arguments(parser)
+    parser.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default=app["runtime"],
+        help="for a .keras model: auto (default: its verified ONNX export when the `export` extra is installed, "
+        "else Keras), tensorflow/keras, onnx or litert",
+    )
 
 
 def gradcam_explainer(model, image, class_name=None):
@@ -70,7 +78,7 @@ def build_app(model, *, explain=True, **options):
         model: what `create_app` serves.
         explain: bool; draw Grad-CAM overlays at `/explain`.
         **options: `create_app`'s `top_k`, `max_batch`, `max_delay_ms`, `max_upload_mb`, `api_key`,
-            `limits` (its defaults).
+            `limits`, `runtime` (its defaults).
     """
     from cnnzoo.deploy.serve import create_app
 
@@ -97,6 +105,7 @@ def run(args):
         max_upload_mb=args.max_upload_mb,
         explain=not args.no_explain,
         **guard,
+        runtime=args.runtime,
     )
     keyed = " (API key required)" if guard["api_key"] else ""
     print(f"cnnzoo: serving {args.model} on http://{args.host}:{args.port}/{keyed} (Ctrl-C stops)", file=sys.stderr)

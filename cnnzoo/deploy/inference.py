@@ -17,13 +17,21 @@ import numpy as np
 
 from cnnzoo.backend.inference import compiled_forward
 from cnnzoo.data.images import resize_array, to_channels
+from cnnzoo.deploy.fast_runtime import RUNTIMES
 from cnnzoo.deploy.runtimes import Runtime, format_of, open_runtime
 from cnnzoo.errors import ConfigError, DataError, DataNotFoundError
 from cnnzoo.utils.checks import check_int
 
-__all__ = ["Prediction", "predict", "load_images", "predictor", "flip_averaged", "input_shape_of", "RUNTIMES"]
-
-RUNTIMES = ("tensorflow", "onnx", "litert")  # `runtime=` choices for a .keras model
+__all__ = [
+    "Prediction",
+    "predict",
+    "load_images",
+    "predictor",
+    "flip_averaged",
+    "input_shape_of",
+    "forward_of",
+    "RUNTIMES",
+]
 
 MAX_BATCH = 32
 
@@ -53,7 +61,7 @@ class Prediction:
         }
 
 
-def predict(model, images, top_k=1, batch_size=MAX_BATCH, runtime=None, tta=False):
+def predict(model, images, top_k=1, batch_size=MAX_BATCH, runtime="auto", tta=False):
     """Classifies images with a zoo model, using the class names stored in its head.
 
     Args:
@@ -70,11 +78,19 @@ def predict(model, images, top_k=1, batch_size=MAX_BATCH, runtime=None, tta=Fals
             the way `cnnzoo.data.image_folder` does it.
         top_k: int, how many (label, probability) pairs to keep per image.
         batch_size: int, most images run through the model at once.
-        runtime: for a `.keras` path, None or `"tensorflow"` (the compiled
-            Keras call, on the Keras backend in use), `"onnx"` or `"litert"`: the model is exported once
-            (verified, see `cnnzoo.export`) and cached beside it as
-            `NAME.keras.onnx` / `NAME.keras.tflite`, exported again when the
-            `.keras` file changes. For an exported file, None or its own format.
+        runtime: `"auto"` (the default; None is the same): for a `.keras`
+            path, ONNX Runtime when the `export` extra is installed: the model
+            is exported once, verified against Keras as `cnnzoo.export` does,
+            and cached in `$CNNZOO_HOME/exports` by the file's SHA-256 (never
+            beside the model); where the extra is missing, the export fails or
+            disagrees, the compiled Keras call, with one log line saying why.
+            A `keras.Model` in memory runs the compiled Keras call under
+            `"auto"` (exporting a live model on every call would cost more
+            than it saves). `"tensorflow"` or `"keras"`: the compiled Keras
+            call, on the Keras backend in use. `"onnx"` or `"litert"`: that
+            runtime, also for a model in memory (cached by its config and
+            weights), raising `ExportError` when the export disagrees. For an
+            exported file, `"auto"` or its own format.
         tta: bool; test-time augmentation: the probabilities are the mean of
             those of the image and of its mirror image (`flip_averaged`). Only
             for classes that a horizontal flip preserves (photos of birds,
@@ -89,7 +105,7 @@ def predict(model, images, top_k=1, batch_size=MAX_BATCH, runtime=None, tta=Fals
     >>> p.label, round(p.probability, 2)
     ('robin', 0.97)
     """
-    forward, names, (size, channels) = _forward(model, runtime)
+    forward, names, (size, channels) = forward_of(model, runtime)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= len(names):
         raise ConfigError(
             f"`top_k` must be an integer from 1 to the number of classes ({len(names)}). Received: top_k={top_k!r}."
@@ -105,34 +121,46 @@ def predict(model, images, top_k=1, batch_size=MAX_BATCH, runtime=None, tta=Fals
     return out[0] if single else out
 
 
-def _forward(model, runtime):
-    """(forward pass, class names, (input size, channels)) for a model, a path or a Runtime."""
-    if runtime is not None and runtime not in RUNTIMES:
-        raise ConfigError(f"`runtime` must be None or one of {', '.join(RUNTIMES)}. Received: runtime={runtime!r}.")
+def forward_of(model, runtime="auto"):
+    """`(forward pass, class names, (input size, channels))` of a model, a path or a `Runtime`.
+
+    The forward pass is `fn(batch float32 NHWC, batch_size) -> probabilities`:
+    for a `.keras` path and `runtime="auto"`, the verified ONNX export when
+    there is one (`cnnzoo.deploy.fast_runtime`), else the compiled Keras call;
+    for a `keras.Model` in memory, the compiled Keras call unless `runtime` is
+    `"onnx"` or `"litert"`; for an exported file, its own runtime.
+
+    Example:
+
+    >>> forward, names, (size, channels) = forward_of("birds.keras")  # doctest: +SKIP
+    """
+    from cnnzoo.deploy.fast_runtime import KERAS_RUNTIMES, fast_runtime, normalise_runtime
+
+    runtime = normalise_runtime(runtime)
     if isinstance(model, (str, Path)):
         fmt = format_of(Path(model).expanduser())
-        if fmt in (None, "keras") and runtime in ("onnx", "litert"):
-            from cnnzoo.deploy.exported_cache import cached_export
-
-            model = _open(cached_export(model, runtime))
-        elif fmt not in (None, "keras"):
-            if runtime not in (None, fmt, "tensorflow" if fmt == "savedmodel" else fmt):
+        if fmt in (None, "keras"):
+            if not Path(model).expanduser().is_file():
+                raise DataNotFoundError(
+                    f"`model` must be a keras.Model or an existing .keras file (or an exported model). "
+                    f"Received: model={str(model)!r} (no such file)."
+                )
+            model = fast_runtime(model, runtime) or _load(model)
+        else:
+            if runtime not in ("auto", fmt, "tensorflow" if fmt == "savedmodel" else fmt):
                 raise ConfigError(
-                    f"`runtime` must be None or {fmt!r} for a {fmt} model (it runs in its own "
+                    f"`runtime` must be 'auto' or {fmt!r} for a {fmt} model (it runs in its own "
                     f"runtime). Received: runtime={runtime!r}, model={str(model)!r}."
                 )
             model = _open(model)
-        else:
-            model = _load(model)
+    elif not isinstance(model, Runtime) and runtime not in ("auto", *KERAS_RUNTIMES):
+        model = fast_runtime(model, runtime)  # asked for: exported from memory, cached by its weights
     if isinstance(model, Runtime):
         return model, model.class_names, (model.input_size, model.channels)
-    if runtime not in (None, "tensorflow"):
-        raise ConfigError(
-            f"`runtime={runtime!r}` needs the path of a .keras file (the export is cached beside "
-            f"it); for a model in memory, `cnnzoo.export` it and predict on the file. "
-            f"Received: a {type(model).__name__}."
-        )
     return predictor(model), _class_names(model), input_shape_of(model)
+
+
+_forward = forward_of  # the 0.1 name
 
 
 _OPENED = {}

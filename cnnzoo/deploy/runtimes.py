@@ -89,12 +89,15 @@ class Runtime:
         class_names: the labels stored with the file (`"0"`, `"1"`, ... when it has none).
         input_size: `(height, width)` of its input.
         channels: 1 or 3.
+        verified: for a cached export of a `.keras` model, how it compared with
+            Keras (`cnnzoo.deploy.exported_cache.read_record`); else None.
     """
 
     format = None
 
     def __init__(self, path):
         self.path = Path(path)
+        self.verified = None
         self.class_names = []
         self.input_size = None
         self.channels = None
@@ -129,23 +132,61 @@ class Runtime:
         )
 
 
+def usable_cores():
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+# ONNX Runtime session settings, each measured against ORT's defaults side by side
+# (benchmarks/bench_runtime.py, docs/benchmarks.md "Runtime auto"). Intra-op threads: ORT's default
+# (its own count of physical cores, threads pinned) was faster for one image than an explicit count
+# of the usable cores (0.22 against 0.33 ms and 0.21 against 0.29 ms at 32x32, two runs), so it is
+# kept, except where this process may use fewer cores than the machine has (an affinity mask, a
+# container's cpuset): then the usable cores, so ORT does not oversubscribe them. Graph optimisation
+# stays at ORT's default (all: basic and extended were 1.5-2x slower on batches), the memory arena
+# stays on, and there is no io_binding (slower than a plain run for one image in both runs). Spinning
+# (idle intra-op threads busy-waiting for the next call): kept for small inputs (off was 2-10x slower
+# for one 32x32 image), off above `SPIN_MAX_PIXELS` (off was 1.5-2x faster at 224x224, one image and
+# 32, in three runs on the shared 2-core machine).
+ORT_SETTINGS = {"intra_op_threads": "ORT default, or the usable cores when fewer", "memory_arena": True}
+SPIN_MAX_PIXELS = 64 * 64
+
+
+def ort_threads():
+    """Intra-op threads for ONNX Runtime: 0 (ORT's default) unless this process may use fewer cores than exist."""
+    usable = usable_cores()
+    return usable if usable < (os.cpu_count() or usable) else 0
+
+
 class OnnxRuntime(Runtime):
     format = "onnx"
 
-    def __init__(self, path, threads=None):
+    def __init__(self, path, threads=None, spinning=None):
+        """`spinning`: None decides by the input size (`SPIN_MAX_PIXELS`); False for a server's runtime."""
         super().__init__(path)
-        ort = require("onnxruntime", "export", "Running .onnx files")
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = int(threads)
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = self._session(path, threads, spinning)
+        shape = self.session.get_inputs()[0].shape
+        large = all(isinstance(d, int) for d in shape[1:3]) and shape[1] * shape[2] > SPIN_MAX_PIXELS
+        if spinning is None and large:
+            self.session = self._session(path, threads, False)
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
         self.input_name = inp.name
         labels = self.session.get_modelmeta().custom_metadata_map.get(LABELS_KEY)
         self._set_input(
             [d if isinstance(d, int) else -1 for d in inp.shape], out.shape[-1], json.loads(labels) if labels else None
         )
+
+    @staticmethod
+    def _session(path, threads, spinning):
+        ort = require("onnxruntime", "export", "Running .onnx files")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if spinning is False:  # idle intra-op threads sleep instead of busy-waiting for the next call
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.intra_op_num_threads = int(threads or ort_threads())
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.enable_cpu_mem_arena = ORT_SETTINGS["memory_arena"]
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def run(self, batch):
         return self.session.run(None, {self.input_name: batch})[0]

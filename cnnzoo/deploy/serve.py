@@ -23,16 +23,16 @@ Errors are JSON `{"error": reason}` with a 4xx status. Starlette and uvicorn
 import contextlib
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 
 from cnnzoo.deploy.serve_inputs import MULTIPART_SLACK, Problem, decode_image, read_upload
+from cnnzoo.deploy.serve_model import load_model, runtime_facts
 from cnnzoo.errors import ConfigError, MissingExtraError
 from cnnzoo.utils.checks import check_int
 from cnnzoo.utils.extras import require
 
-__all__ = ["create_app", "running", "serve", "page_html", "EXPLAIN_MAX_SIDE"]
+__all__ = ["create_app", "running", "serve", "page_html", "runtime_facts", "EXPLAIN_MAX_SIDE"]
 
 EXPLAIN_MAX_SIDE = 512  # Grad-CAM overlays are drawn on the photo scaled down to this side at most
 
@@ -65,49 +65,16 @@ def page_html():
     return files("cnnzoo.deploy").joinpath("page.html").read_text(encoding="utf-8")
 
 
-def _load_model(model):
-    """`(keras model or None, forward, class names, (h, w), channels, facts for /info)` of what `create_app` got."""
-    from cnnzoo.deploy.inference import predictor
-
-    source = None
-    if isinstance(model, (str, Path)):
-        from cnnzoo.deploy.runtimes import format_of, open_runtime
-
-        path = Path(model).expanduser()
-        source = str(path)
-        kind = format_of(path)
-        if kind not in (None, "keras"):  # an exported file, in its own runtime (cnnzoo.deploy.runtimes)
-            runtime = open_runtime(path)
-            facts = {
-                "model": path.stem if path.is_file() else path.name,
-                "file": source,
-                "parameters": None,
-                "runtime": runtime.format,
-            }
-            return None, runtime, list(runtime.class_names), runtime.input_size, runtime.channels, facts
-        if path.suffix.lower() != ".keras":
-            raise ConfigError(
-                f"`model` must be a keras.Model, a saved .keras file or an exported model "
-                f"(.onnx, .tflite, a SavedModel directory). Received: model={source!r}."
-            )
-        from cnnzoo.deploy.inference import _load
-
-        model = _load(path)
-    from cnnzoo.zoo.layers import class_names_of
-
-    shape = tuple(model.inputs[0].shape)
-    if len(shape) != 4 or None in shape[1:] or shape[3] not in (1, 3):
-        raise ConfigError(
-            f"`model` must take fixed-size images [batch, height, width, 1 or 3]. Received: model input shape {shape}."
-        )
-    from cnnzoo.backend import name as backend_name
-
-    facts = {"model": model.name, "file": source, "parameters": int(model.count_params()), "runtime": backend_name()}
-    return model, predictor(model), list(class_names_of(model)), (int(shape[1]), int(shape[2])), int(shape[3]), facts
-
-
 def create_app(
-    model, top_k=5, max_batch=32, max_delay_ms=2.0, max_upload_mb=10.0, explain=None, api_key=None, limits=None
+    model,
+    top_k=5,
+    max_batch=32,
+    max_delay_ms=2.0,
+    max_upload_mb=10.0,
+    explain=None,
+    api_key=None,
+    limits=None,
+    runtime="auto",
 ):
     """The ASGI app serving `model`.
 
@@ -128,6 +95,11 @@ def create_app(
             `Authorization: Bearer <key>` (401 without it).
         limits: a `cnnzoo.deploy.serve_guard.Limits` (body time-out, queue
             bounds, per-client share), or None for its defaults.
+        runtime: what answers `/predict` for a Keras model: `"auto"` (a `.keras`
+            path runs its verified ONNX export when the `export` extra is
+            installed, else the compiled Keras call, with one log line; a
+            `keras.Model` in memory runs Keras), `"tensorflow"` / `"keras"`,
+            `"onnx"` or `"litert"`; `/info` says which, and how it was verified.
 
     Returns:
         A Starlette application; `app.state.batcher` holds the batching statistics.
@@ -152,7 +124,7 @@ def create_app(
     from cnnzoo.deploy.serve_metrics import Metrics, metrics_endpoint
 
     check_api_key(api_key)  # before the model is loaded
-    model, forward, names, size, channels, facts = _load_model(model)
+    model, forward, names, size, channels, facts = load_model(model, runtime)
     if model is None:
         explain = None  # Grad-CAM needs the Keras model's gradients
     top_k = min(check_int(top_k, "top_k"), len(names))

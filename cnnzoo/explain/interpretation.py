@@ -28,7 +28,7 @@ KEEP = 36  # images kept for the pictures: the highest losses (a 6x6 grid), and 
 RIGHT_PER_CLASS = 2
 
 
-def interpret(model, data, *, batch_size=32, tta=False, keep=KEEP):
+def interpret(model, data, *, batch_size=32, tta=False, keep=KEEP, runtime="auto"):
     """Scores a classifier on labelled images: an `Interpretation` of its answers and its mistakes.
 
     Args:
@@ -48,6 +48,11 @@ def interpret(model, data, *, batch_size=32, tta=False, keep=KEEP):
             its mirror image (`cnnzoo.deploy.inference.flip_averaged`).
         keep: int >= 0, most images kept for `plot_top_losses` (the highest
             losses; as many right ones, a few per class, for `examples`).
+        runtime: what runs the forward passes, as in `cnnzoo.predict`:
+            `"auto"` scores a `.keras` path on its verified ONNX export when
+            the `export` extra is installed (else the compiled Keras call, with
+            one log line); a `keras.Model` in memory on the compiled Keras call;
+            `"tensorflow"` / `"keras"` forces Keras; `"onnx"`, `"litert"`.
 
     Returns:
         An `Interpretation`.
@@ -61,6 +66,7 @@ def interpret(model, data, *, batch_size=32, tta=False, keep=KEEP):
     [('3', '8', 1)]
     >>> interp.plot_top_losses(9, "top_losses.png")  # doctest: +SKIP
     """
+    from cnnzoo.deploy.fast_runtime import fast_runtime, normalise_runtime
     from cnnzoo.deploy.inference import flip_averaged, input_shape_of, predictor
     from cnnzoo.explain.inputs import resolve_model
     from cnnzoo.zoo.layers import class_names_of
@@ -69,12 +75,14 @@ def interpret(model, data, *, batch_size=32, tta=False, keep=KEEP):
     keep = check_int(keep, "keep", lo=0)
     if not isinstance(tta, bool):
         raise ConfigError(f"`tta` must be True or False. Received: tta={tta!r}.")
+    runtime, source = normalise_runtime(runtime), model
     model = resolve_model(model)
     (height, width), channels = input_shape_of(model)
     names = tuple(class_names_of(model))
     labelled = evaluation_data(data, (height, width, channels), batch_size)
     mapping = label_map(labelled.class_names, names)
-    forward = predictor(model)
+    exported = None if runtime == "auto" and not isinstance(source, (str, Path)) else fast_runtime(source, runtime)
+    forward = exported or predictor(model)  # the Keras model still draws the pictures (Grad-CAM)
     kept = _Kept(keep)
     probs, labels, seen = [], [], 0
     for x, y in labelled.batches():

@@ -67,7 +67,7 @@ class FinetuneResult:
 
 
 @renamed_arguments(dataset="data")
-def evaluate(model, data, num_classes=None, tta=False, batch_size=32):
+def evaluate(model, data, num_classes=None, tta=False, batch_size=32, runtime="auto"):
     """Accuracy and confusion matrix of `model` on labelled images, through the fast predict path.
 
     Every image of `data` is scored (`cnnzoo.interpret` does the same and
@@ -88,6 +88,11 @@ def evaluate(model, data, num_classes=None, tta=False, batch_size=32):
             and its horizontal flip (`cnnzoo.deploy.inference.flip_averaged`):
             only where a flip keeps the class (not digits or text).
         batch_size: int, images per forward pass.
+        runtime: `"auto"`: a `.keras` path is scored on its verified ONNX
+            export (cached; the compiled Keras call where the `export` extra is
+            missing or the export disagrees, with one log line), a `keras.Model`
+            in memory on the compiled Keras call; `"tensorflow"` / `"keras"`
+            forces Keras; `"onnx"`, `"litert"` (see `cnnzoo.predict`).
 
     Returns:
         `(accuracy, matrix)`: a float (None for no images) and the
@@ -102,12 +107,13 @@ def evaluate(model, data, num_classes=None, tta=False, batch_size=32):
     from cnnzoo.explain.inputs import resolve_model
     from cnnzoo.explain.interpretation import interpret
 
-    model = resolve_model(model)
-    outputs = int(model.outputs[0].shape[-1])
+    if not isinstance(model, (str, Path)):  # a path is loaded once, by `interpret`
+        model = resolve_model(model)
+    interpretation = interpret(model, data, batch_size=batch_size, tta=tta, keep=0, runtime=runtime)
+    outputs = int(interpretation.model.outputs[0].shape[-1])
     if num_classes is not None and (not is_int(num_classes) or num_classes != outputs):
         raise ConfigError(
             f"`num_classes` must be None or the model's number of classes ({outputs}). "
             f"Received: num_classes={num_classes!r}. Leave it out."
         )
-    interpretation = interpret(model, data, batch_size=batch_size, tta=tta, keep=0)
     return interpretation.accuracy, interpretation.confusion_matrix

@@ -6,6 +6,7 @@
 - `checks`: argument checks whose errors name the argument, the rule and what was received;
 - `extras`: `require`, an optional dependency imported, or an error naming the extra that installs it;
 - `locks`: `RunLock`, one process at a time in a run or search directory (an OS file lock);
+- `devices`: `bf16_units`, whether the machine computes bfloat16 (CPU flags, GPU compute capability);
 - `seeding`: `seeded`, a seeded block that restores the caller's Python, NumPy, TensorFlow and Keras random state;
 - `text`: `human`, counts formatted for the CLI tables and the model cards;
 - `renames`: old keyword names kept working for one release, with a `DeprecationWarning` naming the new one;

@@ -14,9 +14,25 @@ import keras
 from cnnzoo.errors import ConfigError
 from cnnzoo.zoo.layers import ClassifierHead
 
-__all__ = ["DTYPES", "check_dtype", "dtype_of", "with_dtype", "policy_scope"]
+__all__ = ["DTYPES", "AUTO", "check_dtype", "auto_dtype", "dtype_of", "with_dtype", "policy_scope"]
 
 DTYPES = ("float32", "mixed_bfloat16", "mixed_float16")  # the precision policies `dtype=` accepts
+AUTO = "auto"  # `dtype="auto"`: mixed_bfloat16 where the device has bf16 units, else float32 (`auto_dtype`)
+
+
+def auto_dtype():
+    """What `dtype="auto"` means on this machine: `"mixed_bfloat16"` where the device has bf16 units
+    (a GPU of compute capability >= 8.0; with no GPU, a CPU with AVX512-BF16 or AMX), else `"float32"`
+    (`cnnzoo.utils.devices.bf16_units`).
+
+    Example:
+
+    >>> auto_dtype()  # doctest: +SKIP
+    'mixed_bfloat16'
+    """
+    from cnnzoo.utils.devices import bf16_units
+
+    return "mixed_bfloat16" if bf16_units()[0] else "float32"
 
 
 def check_dtype(dtype):
@@ -24,12 +40,14 @@ def check_dtype(dtype):
 
     Args:
         dtype: None, `"float32"`, `"mixed_bfloat16"` (bfloat16 compute, float32
-            weights: CPUs with AVX512-BF16/AMX, TPUs, Ampere+ GPUs) or
+            weights: CPUs with AVX512-BF16/AMX, TPUs, Ampere+ GPUs),
             `"mixed_float16"` (float16 compute, float32 weights, loss scaling:
-            GPUs), or a `keras.DTypePolicy` of one of them.
+            GPUs), or a `keras.DTypePolicy` of one of them; or `"auto"`:
+            `"mixed_bfloat16"` where the device has bf16 units, else
+            `"float32"` (`auto_dtype`).
 
     Returns:
-        The policy name, or None.
+        The policy name (`"auto"` resolved), or None.
 
     Example:
 
@@ -38,11 +56,13 @@ def check_dtype(dtype):
     """
     if dtype is None:
         return None
+    if isinstance(dtype, str) and dtype == AUTO:
+        return auto_dtype()
     name = dtype.name if isinstance(dtype, keras.DTypePolicy) else dtype
     if not isinstance(name, str) or name not in DTYPES:
         raise ConfigError(
-            f"`dtype` must be None (float32), {', '.join(map(repr, DTYPES))} or a keras.DTypePolicy "
-            f"of one of them. Received: dtype={dtype!r}."
+            f"`dtype` must be None (float32), {', '.join(map(repr, DTYPES))}, 'auto' (mixed_bfloat16 where the "
+            f"device has bf16 units) or a keras.DTypePolicy of one of them. Received: dtype={dtype!r}."
         )
     return name
 

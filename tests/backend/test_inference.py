@@ -131,7 +131,7 @@ path, png = {path!r}, {png!r}
 x = np.load({x!r})
 labels = np.array([0, 1, 2, 0, 1])
 probs = lambda ps: [[q for _, q in sorted(p.top_k)] for p in ps]
-out = {{"from_path": probs(cnnzoo.predict(path, x, top_k=3))}}
+out = {{"from_path": probs(cnnzoo.predict(path, x, top_k=3, runtime="keras"))}}
 model = load(path, compile=False)
 out["probs"] = probs(cnnzoo.predict(model, x, top_k=3))
 out["tta"] = probs(cnnzoo.predict(model, x, top_k=3, tta=True))
@@ -177,7 +177,7 @@ def test_cli_predict_json_matches_tensorflow(saved, other_backend):
     path, _, png, reference = saved
     env = {**os.environ, "KERAS_BACKEND": other_backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run(
-        [PYTHON, "-m", "cnnzoo.cli", "predict", str(path), str(png), "--json", "--top-k", "3"],
+        [PYTHON, "-m", "cnnzoo.cli", "predict", str(path), str(png), "--json", "--top-k", "3", "--runtime", "keras"],
         cwd=REPO,
         env=env,
         capture_output=True,

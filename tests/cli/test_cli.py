@@ -98,7 +98,7 @@ def test_command_defaults_are_the_library_defaults():
     )
     served, app, server = parsed("serve", "m.keras"), defaults(serve.create_app), defaults(serve.serve)
     assert (served["host"], served["port"]) == (server["host"], server["port"])
-    for key in ("top_k", "max_batch", "max_delay_ms", "max_upload_mb"):
+    for key in ("top_k", "max_batch", "max_delay_ms", "max_upload_mb", "runtime"):
         assert served[key] == app[key], key
 
 

@@ -54,4 +54,7 @@ def test_export_int8_litert_text_and_a_failed_check(digits):
     assert proc.returncode == 2 and "`format` must be given" in proc.stderr
     proc = cnnzoo_cli("predict", root / "digits.keras", sorted(test_dir.rglob("*.png"))[0], "--runtime", "litert")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert (root / "digits.keras.tflite").is_file() and (root / "digits.keras.tflite.fingerprint.json").is_file()
+    from cnnzoo.deploy.exported_cache import cached_paths
+
+    exported, record = cached_paths(root / "digits.keras", "litert")  # in CNNZOO_HOME, nothing beside the model
+    assert exported.is_file() and record.is_file() and not (root / "digits.keras.tflite").exists()
