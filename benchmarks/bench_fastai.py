@@ -153,6 +153,8 @@ def main():
         meta = {"budget": args.budget, "threads": args.threads, "seeds": args.seeds, "note": args.note}
         meta_file.write_text(json.dumps(meta, indent=1))
     meta = json.loads(meta_file.read_text())
+    if args.note:  # a note given with --report-only replaces the recorded one
+        meta["note"] = args.note
     text = race_report.write(results, files, meta)
     if not args.no_write:
         from _report import write_section

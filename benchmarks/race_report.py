@@ -61,6 +61,7 @@ def summary_rows(runs):
                 "epochs_run_mean": statistics.fmean(len(r["curve"]) for r in rs),
                 "cut_runs": sum(r["cut"] for r in rs), "cpu_s_mean": statistics.fmean(r["cpu_s"] for r in rs),
                 "cpu_s_max": max(r["cpu_s"] for r in rs), "lr": rs[0]["plan"]["lr"],
+                "epoch_cpu_s": rs[0]["plan"]["per_epoch_s"], "fixed_cpu_s": rs[0]["plan"]["fixed_s"],
                 "test_mean": test[0], "test_std": test[1], "test_min": test[2], "test_max": test[3],
                 "val_mean": val[0], "val_std": val[1],
             })  # fmt: skip
@@ -107,13 +108,14 @@ def write(results, files, meta):
             w.writeheader()
             w.writerows(rows)
     table = [
-        "| task | network | regime | side | parameters | lr | epochs (planned; cut runs) | CPU s mean (max) | "
-        "val. accuracy mean ± std | **test accuracy mean ± std** | test min-max | seeds |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| task | network | regime | side | parameters | lr | CPU s per epoch / fixed | epochs (planned; cut runs) | "
+        "CPU s mean (max) | val. accuracy mean ± std | **test accuracy mean ± std** | test min-max | seeds |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         table.append(
             f"| {r['task']} | {r['pair']} | {r['regime']} | {r['side']} | {r['params']:,} | {r['lr']:.2g} | "
+            f"{r['epoch_cpu_s']:.1f} / {r['fixed_cpu_s']:.1f} | "
             f"{r['planned_epochs']} ({r['cut_runs']}) | {r['cpu_s_mean']:.1f} ({r['cpu_s_max']:.1f}) | "
             f"{r['val_mean']:.2%} ± {r['val_std']:.2%} | **{r['test_mean']:.2%} ± {r['test_std']:.2%}** | "
             f"{r['test_min']:.2%}-{r['test_max']:.2%} | {r['seeds']} |"
@@ -127,10 +129,11 @@ def write(results, files, meta):
         + "\n"
     )
     versions = next((r["versions"] for r in runs if "versions" in r), {})
-    return section(meta, table, lines, versions)
+    findings = results / "findings.md"  # written by hand after reading the results; kept in the section
+    return section(meta, table, lines, versions, findings.read_text() if findings.exists() else "")
 
 
-def section(meta, table, lines, versions):
+def section(meta, table, lines, versions, findings=""):
     budget = meta["budget"]
     return f"""
 ## cnnzoo against fastai
@@ -175,4 +178,9 @@ One test image is 0.28 points on digits, 0.2 on shapes.
 {chr(10).join(table)}
 
 {chr(10).join(lines)}
+
+"CPU s per epoch / fixed": from each side's unbilled 2-epoch probe, the CPU seconds of its second
+epoch and of everything else in the run (building, tracing and compiling, the closing work).
+
+{findings}
 """
