@@ -155,7 +155,7 @@ either: cnnzoo trains at its default 1e-3 (cosine decay), fastai at `lr_find()`'
 per task, network and regime before the runs (column lr). The epoch count is planned, for each side
 and case, from a timed 2-epoch probe run (unbilled) so that the whole schedule (fastai's one-cycle,
 cnnzoo's cosine) ends inside 90% of the budget; a guard would stop a run whose next epoch overruns
-(cut runs: 0 means every schedule finished). Seeds 0-{meta["seeds"] - 1} on each side (weights,
+(cut runs: schedules the guard ended early, when epochs cost more CPU s than in the probe). Seeds 0-{meta["seeds"] - 1} on each side (weights,
 shuffling, augmentation). Both sides keep their optimiser defaults (cnnzoo: Keras Adam; fastai: Adam
 with betas 0.9/0.99 and decoupled weight decay 0.01).
 
