@@ -52,6 +52,12 @@ def other_backend(request):
 def isolated_home(tmp_path_factory, monkeypatch):
     """Every test gets its own CNNZOO_HOME, no user config path or offline flag, and leaves no registered model."""
     home = tmp_path_factory.mktemp("cnnzoo_home")
+    # The verified ONNX exports (`runtime="auto"`) are keyed by the model file's SHA-256 and built under a lock:
+    # one directory per test worker lets tests that predict on the same file share them (the cache's own tests
+    # damage and rebuild entries of models only they make).
+    shared = tmp_path_factory.getbasetemp() / "shared_exports"
+    shared.mkdir(exist_ok=True)
+    (home / "exports").symlink_to(shared, target_is_directory=True)
     monkeypatch.setenv("CNNZOO_HOME", str(home))
     monkeypatch.delenv("CNNZOO_CONFIG_PATH", raising=False)
     monkeypatch.delenv("CNNZOO_OFFLINE", raising=False)
