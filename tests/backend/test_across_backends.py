@@ -236,12 +236,16 @@ def _digests(directory):
 
 def _without_one_optimizer_variable(run):
     """Removes the last optimizer variable from `run`'s epoch checkpoint: an optimizer state this Adam cannot take
-    (as one kept by another backend's optimizer would be); returns the checkpoint's path."""
+    (as one kept by another backend's optimizer would be), written whole (its SHA-256 sidecar matches); returns
+    the checkpoint's path."""
     import h5py
+
+    from cnnzoo.utils.integrity import write_sidecar
 
     (checkpoint,) = (Path(run) / "backup" / "stage_2").glob("epoch_*.weights.h5")
     with h5py.File(checkpoint, "r+") as f:
         del f["optimizer/vars"][max(f["optimizer/vars"], key=int)]
+    write_sidecar(checkpoint)
     return checkpoint
 
 

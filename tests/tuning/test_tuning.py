@@ -437,7 +437,7 @@ def test_readme_section_3_runs_twice_in_a_row(tmp_path):
     block = section[
         section.index("```python\n") + len("```python\n") : section.index("```\n", section.index("```python"))
     ]
-    assert 'cnnzoo.register_best(result, "my_digits_net")' in block and "max_trials=20" in block
+    assert 'cnnzoo.register_best(search, "my_digits_net")' in block and "max_trials=20" in block
     code = (
         "import cnnzoo\nbefore = len(cnnzoo.list_models())\n"
         + block.replace("max_trials=20", "max_trials=1, max_epochs=1")
