@@ -6,6 +6,7 @@ too, except for the plain JPEGs and PNGs that `read_header` finds, which
 TensorFlow decodes to the same pixels (`cnnzoo.data.decoding`). No TensorFlow here.
 """
 
+import io
 import os
 import struct
 import warnings
@@ -47,7 +48,8 @@ def check_image(path, max_pixels=None, full=False):
     (and every file when `full=True`) are decoded once.
 
     Args:
-        path: str or `Path`.
+        path: str or `Path`, or the file's bytes (an upload, checked the same
+            way without writing it to disk).
         max_pixels: int; images with more pixels are rejected as decompression
             bombs. Default `PIL.Image.MAX_IMAGE_PIXELS` (about 89 million).
         full: bool; decode every file instead of the cheap checks.
@@ -62,18 +64,23 @@ def check_image(path, max_pixels=None, full=False):
     """
     from PIL import Image, UnidentifiedImageError
 
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-    except OSError as e:
-        return f"cannot be read ({e.strerror or e})"
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        data = bytes(path)
+        size, source, tail = len(data), lambda: io.BytesIO(data), lambda: data[-4096:]
+    else:
+        path = Path(path)
+        try:
+            size = path.stat().st_size
+        except OSError as e:
+            return f"cannot be read ({e.strerror or e})"
+        source, tail = lambda: path, lambda: _tail(path)
     if size == 0:
         return "empty file (0 bytes)"
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(source()) as im:
                 if im.format not in _FORMATS:
                     return f"{im.format} images are not supported (only JPEG, PNG, GIF, BMP and WebP)"
                 w, h = im.size
@@ -85,7 +92,7 @@ def check_image(path, max_pixels=None, full=False):
                 if (
                     full
                     or im.format in ("GIF", "BMP", "WEBP")
-                    or (im.format in ("JPEG", "MPO") and not _jpeg_has_end(path))
+                    or (im.format in ("JPEG", "MPO") and not _jpeg_ends(tail()))
                 ):
                     im.load()
                 elif im.format == "PNG":
@@ -99,11 +106,16 @@ def check_image(path, max_pixels=None, full=False):
     return None
 
 
-def _jpeg_has_end(path):
-    """True when the file ends with the JPEG end-of-image marker (trailing padding allowed)."""
+def _tail(path):
+    """The last 4 KiB of a file."""
     with open(path, "rb") as f:
         f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
-        return f.read().rstrip(b"\x00\r\n\t ").endswith(b"\xff\xd9")
+        return f.read()
+
+
+def _jpeg_ends(tail):
+    """True when a file's last bytes end with the JPEG end-of-image marker (trailing padding allowed)."""
+    return tail.rstrip(b"\x00\r\n\t ").endswith(b"\xff\xd9")
 
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -236,7 +248,8 @@ def load_image(path, image_size=None, channels=3, interpolation="bilinear"):
     `channels=1`; then the image is resized (aspect ratio not kept).
 
     Args:
-        path: str or `Path` of a JPEG, PNG, GIF (first frame), BMP or WebP file.
+        path: str or `Path` of a JPEG, PNG, GIF (first frame), BMP or WebP
+            file, or such a file's bytes (read the same way).
         image_size: optional (height, width); None keeps the file's size.
         channels: 1 or 3.
         interpolation: `"bilinear"`, `"nearest"`, `"bicubic"`, `"area"` or `"lanczos"`.
@@ -251,12 +264,15 @@ def load_image(path, image_size=None, channels=3, interpolation="bilinear"):
     """
     from PIL import Image, ImageOps
 
-    path = Path(path)
     check_channels(channels)
-    if not path.is_file():
-        raise DataNotFoundError(f"`path` must be an existing image file. Received: path={str(path)!r}.")
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        source, path = io.BytesIO(bytes(path)), f"<{len(path):,} bytes>"
+    else:
+        source = path = Path(path)
+        if not path.is_file():
+            raise DataNotFoundError(f"`path` must be an existing image file. Received: path={str(path)!r}.")
     try:
-        with Image.open(path) as im:
+        with Image.open(source) as im:
             if image_size is not None and im.format in ("JPEG", "MPO"):
                 side = max(int(image_size[0]), int(image_size[1]))
                 im.draft(None, (side, side))  # decode at a reduced scale when the photo is much larger

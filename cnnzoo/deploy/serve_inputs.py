@@ -1,14 +1,11 @@
 """Uploads for `cnnzoo serve`: a bounded request body -> image bytes -> pixels, or a 4xx with the reason.
 
 An image arrives as the raw request body or as the `file` field of a
-multipart form. It is read the way `cnnzoo.predict` reads a file (it is written
-to a temporary file and read by `cnnzoo.data.load_image`, after the checks of
-`cnnzoo.data.check_image`), so the server and `cnnzoo.predict` see the same
+multipart form. It is read the way `cnnzoo.predict` reads a file (its bytes go
+through `cnnzoo.data.check_image` and `cnnzoo.data.load_image`, which read
+bytes as they read files), so the server and `cnnzoo.predict` see the same
 pixels. No Starlette import at module level.
 """
-
-import os
-import tempfile
 
 from cnnzoo.data.images import check_image, load_image
 
@@ -119,16 +116,10 @@ def decode_image(data, size, channels, max_pixels=None):
         Problem: 415 (not an image, an unsupported format), 400 (corrupt,
             truncated), 413 (a decompression bomb).
     """
-    fd, path = tempfile.mkstemp(prefix="cnnzoo-serve-", suffix=".img")
+    reason = check_image(data, max_pixels=max_pixels)  # the bytes as they came: no temporary file
+    if reason is not None:
+        raise Problem(_status(reason), f"the upload is not a usable image: {reason}")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        reason = check_image(path, max_pixels=max_pixels)
-        if reason is not None:
-            raise Problem(_status(reason), f"the upload is not a usable image: {reason}")
-        try:
-            return load_image(path, size, channels)
-        except Exception as e:  # noqa: BLE001 - Pillow fails in many ways on damaged data
-            raise Problem(400, f"the upload is not a usable image: it failed to decode ({type(e).__name__})") from e
-    finally:
-        os.unlink(path)
+        return load_image(data, size, channels)
+    except Exception as e:  # noqa: BLE001 - Pillow fails in many ways on damaged data
+        raise Problem(400, f"the upload is not a usable image: it failed to decode ({type(e).__name__})") from e

@@ -113,17 +113,22 @@ def test_check_image_and_load_image_never_crash(fuzzed):
         full = check_image(path, full=True)
         assert full is None or (isinstance(full, str) and full), (path, full)
         assert reason is None or full is not None, f"{path}: the full check passed a file the cheap one refused"
+        data = Path(path).read_bytes()  # an upload (`cnnzoo serve`): the same verdict and pixels from the bytes
+        assert check_image(data) == reason and check_image(data, full=True) == full, path
         checked[reason is None] += 1
         try:
             array = load_image(path, image_size=(12, 10))
         except cnnzoo.DataError as e:
             assert "Received:" in str(e)
+            with pytest.raises(cnnzoo.DataError, match="bytes>"):
+                load_image(data, image_size=(12, 10))
             load_errors += 1
             cheap_pass_but_broken += reason is None
             continue
         except Exception as e:  # noqa: BLE001 - the point of the test
             pytest.fail(f"load_image raised {type(e).__name__}: {e} for {path} ({kinds[path]})")
         assert array.dtype == np.uint8 and array.shape == (12, 10, 3), path
+        np.testing.assert_array_equal(load_image(data, image_size=(12, 10)), array)
         loaded += 1
         try:
             load_image(path, channels=1)
