@@ -185,9 +185,12 @@ def main():
         f"alternating the servers (after 100 warm-up requests each); load average {LOAD:.1f} when it started. "
         f"Latency is per request, client-side (upload, JPEG decode, queue, forward pass, JSON). TF: the compiled "
         f"Keras call (`--runtime tensorflow`); ONNX Runtime: the default `--runtime auto` on the same `.keras` "
-        f"file (its verified export), which the server runs on one intra-op thread without spinning (measured in "
-        f"earlier runs of this script: ORT's spinning threads took the cores from the server's own threads, "
-        f"0.44x TF's requests/s with batching on; without spinning 0.75x; one thread, no spinning, this table).",
+        f"file (its verified export), which the server runs on the usable cores without spinning (measured with "
+        f"this load: ORT's spinning threads took the cores from the server's own threads, 0.44x TF's requests/s "
+        f"with batching on, on a loaded machine; on a quiet one, one thread without spinning gave 1.0x and two "
+        f"1.25x, median of 3 rounds each; two single-threaded passes at once 0.9x). The command freezes the loaded "
+        f"model out of Python's garbage collector: before, a full collection stalled every request for ~230 ms "
+        f"once per run, which was the p99 of both runtimes.",
         "",
         "| mode | requests | requests/s | p50 latency | p99 latency | errors | forward passes | mean batch |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",

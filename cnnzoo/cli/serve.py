@@ -107,6 +107,13 @@ def run(args):
         **guard,
         runtime=args.runtime,
     )
+    import gc
+
+    # The model, TensorFlow and Keras are millions of long-lived objects: a full collection walking them
+    # stalled every request for ~230 ms once every few seconds (the p99 of docs/benchmarks.md's serve
+    # table). This process is the command's own, so they are moved out of the collector's sight.
+    gc.collect()
+    gc.freeze()
     keyed = " (API key required)" if guard["api_key"] else ""
     print(f"cnnzoo: serving {args.model} on http://{args.host}:{args.port}/{keyed} (Ctrl-C stops)", file=sys.stderr)
     serve(app, host=args.host, port=args.port)

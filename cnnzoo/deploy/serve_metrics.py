@@ -150,6 +150,17 @@ class Metrics:
         if facts is not None:
             metric("cnnzoo_model_info", "gauge", "The model served (always 1).")
             out.append(f"cnnzoo_model_info{_labels(model=facts.get('model'), runtime=facts.get('runtime'))} 1")
+        import gc
+
+        metric("python_gc_collections_total", "counter", "Garbage collections of this process, by generation.")
+        for generation, stats in enumerate(gc.get_stats()):
+            out.append(f"python_gc_collections_total{_labels(generation=str(generation))} {stats['collections']}")
+        metric(
+            "python_gc_frozen_objects",
+            "gauge",
+            "Objects frozen out of the collector (`cnnzoo serve` freezes its model).",
+        )
+        out.append(f"python_gc_frozen_objects {gc.get_freeze_count()}")
         metric("cnnzoo_start_time_seconds", "gauge", "Unix time the server started.")
         out.append(f"cnnzoo_start_time_seconds {_number(round(self.started, 3))}")
         return "\n".join(out) + "\n"

@@ -17,7 +17,7 @@ def load_model(model, runtime="auto"):
     """`(keras model or None, forward, class names, (h, w), channels, facts for /info)` of what `create_app` got."""
     from cnnzoo.deploy.fast_runtime import fast_runtime, normalise_runtime
     from cnnzoo.deploy.inference import predictor
-    from cnnzoo.deploy.runtimes import OnnxRuntime
+    from cnnzoo.deploy.runtimes import OnnxRuntime, usable_cores
 
     runtime, exported, source = normalise_runtime(runtime), None, None
     if isinstance(model, (str, Path)):
@@ -57,8 +57,8 @@ def load_model(model, runtime="auto"):
 
     facts = {"model": model.name, "file": source, "parameters": int(model.count_params()), "runtime": backend_name()}
     facts.update(runtime_facts(exported, backend_name()))
-    if exported is not None and exported.format == "onnx":  # one thread, no spinning: measured (bench_serve.py),
-        verified, exported = exported.verified, OnnxRuntime(exported.path, threads=1, spinning=False)  # 0.44x -> 1.08x
+    if exported is not None and exported.format == "onnx":  # no spinning, the usable cores: measured (bench_serve.py)
+        verified, exported = exported.verified, OnnxRuntime(exported.path, threads=usable_cores(), spinning=False)
         exported.verified = verified
     forward = exported or predictor(model)
     return model, forward, list(class_names_of(model)), (int(shape[1]), int(shape[2])), int(shape[3]), facts
