@@ -13,6 +13,7 @@ model and process saying why.
 """
 
 import logging
+import os
 from pathlib import Path
 
 from cnnzoo.deploy.exported_cache import cache_root, cached_export, live_digest, model_digest, read_record
@@ -73,14 +74,18 @@ def fast_runtime(model, runtime="auto"):
     if not isinstance(model, (str, Path)):
         return _opened(model, runtime, live_digest(model))
     path = Path(model).expanduser()
+    try:  # repeated calls on an unchanged file: one stat, no path resolution, no hashing
+        stat = os.stat(path)
+        key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, runtime, str(cache_root()))
+        if key in _BY_FILE:
+            return _BY_FILE[key]
+    except OSError:
+        key = None  # model_digest names the missing file
     digest = model_digest(path)
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, runtime, str(cache_root()))
-    if key not in _BY_FILE:
-        if len(_BY_FILE) > 16:
-            _BY_FILE.clear()
-        _BY_FILE[key] = _opened(path, runtime, digest)
-    return _BY_FILE[key]
+    if len(_BY_FILE) > 16:
+        _BY_FILE.clear()
+    _BY_FILE[key] = opened = _opened(path, runtime, digest)
+    return opened
 
 
 def _opened(model, runtime, digest):
