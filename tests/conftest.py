@@ -15,6 +15,43 @@ PYTHON = sys.executable
 OTHER_BACKENDS = ("jax", "torch")  # the backend matrix: the rest of the suite runs on TensorFlow
 
 
+# The longest test files (seconds of one `make test` run on 2 cores, 2026-12-05), longest first: with
+# `--dist loadfile` each file goes whole to the next free worker, so starting with the long ones keeps both
+# workers busy to the end instead of leaving one to finish a long file alone (the suite's tail).
+LONGEST_FIRST = (
+    "zoo/test_zoo.py",  # ~70 s
+    "test_readme.py",  # ~85 s
+    "backend/test_training.py",  # ~77 s
+    "backend/test_gradients.py",  # ~66 s
+    "tuning/test_tuning.py",  # ~64 s
+    "finetuning/test_faults.py",  # ~58 s
+    "zoo/test_families.py",  # ~53 s
+    "backend/test_export_process.py",  # ~48 s
+    "finetuning/test_batchnorm.py",  # ~45 s
+    "finetuning/test_distributed_finetune.py",  # ~47 s
+    "backend/test_across_backends.py",  # ~40 s
+    "zoo/test_feature_pyramid.py",  # ~38 s
+    "cli/test_cli_workflows.py",  # ~38 s
+    "finetuning/test_process_safety.py",  # ~37 s
+    "finetuning/test_default_recipe.py",  # ~34 s
+    "cli/test_cli_export.py",  # ~32 s
+)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Runs the files of `LONGEST_FIRST` first, in that order; the rest keep their order (a stable sort)."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    tests = Path(__file__).resolve().parent
+
+    def key(item):
+        try:
+            return rank.get(Path(str(item.fspath)).resolve().relative_to(tests).as_posix(), len(rank))
+        except ValueError:  # not under tests/
+            return len(rank)
+
+    items.sort(key=key)
+
+
 def on_backend(backend, code, cwd=None, timeout=420):
     """Runs Python `code` in a subprocess under `KERAS_BACKEND=backend`; returns its last stdout line as JSON.
 

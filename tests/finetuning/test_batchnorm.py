@@ -118,11 +118,11 @@ def _finetune_small(out):
 @pytest.mark.slow
 def test_mobilenetv3_small_from_scratch_learns_the_digits(tmp_path):
     """Issue 11: momentum 0.999 left validation at 10% (uniform predictions); adapted, it learns."""
-    d = cnnzoo.data.digits(image_size=(64, 64), channels=3)
+    d = cnnzoo.data.digits(image_size=(32, 32), channels=3)
     result = cnnzoo.finetune(
         "mobilenetv3small_classifier",
         (d.x_train, d.y_train),
-        input_shape=(64, 64, 3),
+        input_shape=(32, 32, 3),
         epochs=6,
         out=tmp_path / "run",
         plots=False,
