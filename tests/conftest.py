@@ -19,16 +19,16 @@ OTHER_BACKENDS = ("jax", "torch")  # the backend matrix: the rest of the suite r
 # `--dist loadfile` each file goes whole to the next free worker, so starting with the long ones keeps both
 # workers busy to the end instead of leaving one to finish a long file alone (the suite's tail).
 LONGEST_FIRST = (
-    "zoo/test_zoo.py",  # ~70 s
     "test_readme.py",  # ~85 s
     "backend/test_training.py",  # ~77 s
+    "zoo/test_zoo.py",  # ~67 s
     "backend/test_gradients.py",  # ~66 s
     "tuning/test_tuning.py",  # ~64 s
     "finetuning/test_faults.py",  # ~58 s
     "zoo/test_families.py",  # ~53 s
     "backend/test_export_process.py",  # ~48 s
-    "finetuning/test_batchnorm.py",  # ~45 s
     "finetuning/test_distributed_finetune.py",  # ~47 s
+    "finetuning/test_batchnorm.py",  # ~45 s
     "backend/test_across_backends.py",  # ~40 s
     "zoo/test_feature_pyramid.py",  # ~38 s
     "cli/test_cli_workflows.py",  # ~38 s

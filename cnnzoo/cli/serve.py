@@ -10,6 +10,8 @@ forward passes (`--max-batch`, `--max-delay-ms`). Needs the `serve` extra.
 without one unless `--insecure` is given (`cnnzoo.cli.serve_options`).
 """
 
+import gc
+
 from cnnzoo.cli.args import defaults_of
 from cnnzoo.cli.serve_options import add_guard_arguments, guard_options
 
@@ -107,8 +109,6 @@ def run(args):
         **guard,
         runtime=args.runtime,
     )
-    import gc
-
     # The model, TensorFlow and Keras are millions of long-lived objects: a full collection walking them
     # stalled every request for ~230 ms once every few seconds (the p99 of docs/benchmarks.md's serve
     # table). This process is the command's own, so they are moved out of the collector's sight.

@@ -64,23 +64,22 @@ def check_image(path, max_pixels=None, full=False):
     """
     from PIL import Image, UnidentifiedImageError
 
-    if isinstance(path, (bytes, bytearray, memoryview)):
+    if _is_bytes(path):
         data = bytes(path)
-        size, source, tail = len(data), lambda: io.BytesIO(data), lambda: data[-4096:]
+        size, source = len(data), io.BytesIO(data)
     else:
-        path = Path(path)
+        source = path = Path(path)
         try:
             size = path.stat().st_size
         except OSError as e:
             return f"cannot be read ({e.strerror or e})"
-        source, tail = lambda: path, lambda: _tail(path)
     if size == 0:
         return "empty file (0 bytes)"
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(source()) as im:
+            with Image.open(source) as im:
                 if im.format not in _FORMATS:
                     return f"{im.format} images are not supported (only JPEG, PNG, GIF, BMP and WebP)"
                 w, h = im.size
@@ -92,7 +91,7 @@ def check_image(path, max_pixels=None, full=False):
                 if (
                     full
                     or im.format in ("GIF", "BMP", "WEBP")
-                    or (im.format in ("JPEG", "MPO") and not _jpeg_ends(tail()))
+                    or (im.format in ("JPEG", "MPO") and not _jpeg_ends(_tail(path)))
                 ):
                     im.load()
                 elif im.format == "PNG":
@@ -106,8 +105,15 @@ def check_image(path, max_pixels=None, full=False):
     return None
 
 
+def _is_bytes(path):
+    """True for a file's contents given as bytes (an upload) rather than its path."""
+    return isinstance(path, (bytes, bytearray, memoryview))
+
+
 def _tail(path):
-    """The last 4 KiB of a file."""
+    """The last 4 KiB of a file (its path, or its bytes)."""
+    if _is_bytes(path):
+        return bytes(path[-4096:])
     with open(path, "rb") as f:
         f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
         return f.read()
@@ -265,7 +271,7 @@ def load_image(path, image_size=None, channels=3, interpolation="bilinear"):
     from PIL import Image, ImageOps
 
     check_channels(channels)
-    if isinstance(path, (bytes, bytearray, memoryview)):
+    if _is_bytes(path):
         source, path = io.BytesIO(bytes(path)), f"<{len(path):,} bytes>"
     else:
         source = path = Path(path)

@@ -9,6 +9,7 @@ VictoriaMetrics and the OpenTelemetry collector scrape). No Starlette import,
 no `prometheus_client` dependency.
 """
 
+import gc
 import threading
 import time
 from collections import Counter
@@ -150,8 +151,6 @@ class Metrics:
         if facts is not None:
             metric("cnnzoo_model_info", "gauge", "The model served (always 1).")
             out.append(f"cnnzoo_model_info{_labels(model=facts.get('model'), runtime=facts.get('runtime'))} 1")
-        import gc
-
         metric("python_gc_collections_total", "counter", "Garbage collections of this process, by generation.")
         for generation, stats in enumerate(gc.get_stats()):
             out.append(f"python_gc_collections_total{_labels(generation=str(generation))} {stats['collections']}")
