@@ -2,6 +2,9 @@
 
 Side by side in one process, interleaved round by round (every case once per round, medians):
 
+Each case runs as a short block (a pause, one untimed call, three timed ones) within each round, so
+the thread pools of one runtime are idle when the next one is timed (see `interleaved`).
+
 1. ONNX Runtime session settings on the model's cached export: ORT's defaults, intra-op threads
    = the cores this process may use, no spinning, graph optimisation level, the memory arena off,
    and pre-allocated I/O (`io_binding`) for one image; `cnnzoo.deploy.runtimes.OnnxRuntime` keeps
@@ -10,7 +13,7 @@ Side by side in one process, interleaved round by round (every case once per rou
    forward pass, the reference of the ratios), `cnnzoo.predict(path, x, runtime="tensorflow")`,
    `cnnzoo.predict(path, x)` (`runtime="auto"`: the verified ONNX export) and the bare ONNX Runtime
    call; each with its fraction of the machine's FLOP limit, taken as the best dense float32 matmul
-   rate (NumPy and TensorFlow, 2048x2048) measured in the same run.
+   rate (TensorFlow, 2048x2048) measured in the same run.
 
 Run: `.venv/bin/python benchmarks/bench_runtime.py [--rounds N]` (writes its section of docs/benchmarks.md).
 """
@@ -38,34 +41,48 @@ def timed(fn):
     return time.perf_counter() - start
 
 
-def interleaved(cases, rounds, warmup=3):
+def interleaved(cases, rounds, warmup=3, block=3, settle=0.02):
+    """Median seconds per call of each case, over `rounds` rounds that take every case in turn.
+
+    Within a round each case runs as a block: a pause of `settle` seconds, one untimed call and `block`
+    timed ones (their median). The pause lets the thread pools of the case before go idle: ONNX
+    Runtime's and TensorFlow's worker threads busy-wait for a while after a call, and timing single
+    calls back to back let one runtime's spinning threads take the cores from the next (measured:
+    it moved the TF call between 10 and 19 ms at 224x224 on 2 cores), which is not how a program
+    that calls one runtime sees it.
+    """
     for fn in cases.values():
         for _ in range(warmup):
             fn()
     times = {case: [] for case in cases}
     for _ in range(rounds):
         for case, fn in cases.items():
-            times[case].append(timed(fn))
+            time.sleep(settle)
+            fn()
+            times[case].append(statistics.median(timed(fn) for _ in range(block)))
     return {case: statistics.median(t) for case, t in times.items()}
 
 
-MATMUL = "float32 matmul 1024x1024 (TensorFlow)"
-MATMUL_NUMPY = "float32 matmul 1024x1024 (NumPy)"
+MATMUL = "float32 matmul 2048x2048 (TensorFlow)"
 
 
-def matmul_cases(n=1024):
-    """Two cases timing a dense float32 matmul, run interleaved with the others (same load)."""
+def matmul_cases(n=2048):
+    """A case timing a dense float32 matmul, run in the same rounds as the others (same load).
+
+    TensorFlow's (oneDNN) reached the rate of NumPy's at 2048x2048 (1024x1024 ran at two thirds of it).
+    NumPy's is not timed here: OpenBLAS's threads busy-wait after a call for longer than the pause
+    between cases and slowed the TF call timed after them by up to 1.8x.
+    """
     import numpy as np
     import tensorflow as tf
 
-    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
-    t = tf.constant(a)
-    return {MATMUL: lambda: tf.linalg.matmul(t, t).numpy(), MATMUL_NUMPY: lambda: a @ a}
+    t = tf.constant(np.random.default_rng(0).standard_normal((n, n)).astype(np.float32))
+    return {MATMUL: lambda: tf.linalg.matmul(t, t).numpy()}
 
 
-def matmul_rate(med, n=1024):
-    """The best of the two matmul rates (FLOP/s) from their interleaved medians."""
-    return 2 * n**3 / min(med.pop(MATMUL), med.pop(MATMUL_NUMPY))
+def matmul_rate(med, n=2048):
+    """The matmul rate (FLOP/s) from its median; removes the case from `med`."""
+    return 2 * n**3 / med.pop(MATMUL)
 
 
 def sessions(path):
@@ -131,6 +148,28 @@ def settings(onnx_path, shape, rounds):
     return rows
 
 
+def other_runtimes(keras_path, x):
+    """The bare calls of the other runtimes on the same model: LiteRT (XNNPACK) on the cached LiteRT export,
+    OpenVINO on the cached ONNX file in float32 and, for reference only, in bfloat16 (its default where
+    the CPU has bf16 units; not a candidate for `runtime="auto"`: bfloat16 arithmetic does not pass the
+    float32 check)."""
+    import openvino
+
+    from cnnzoo.deploy.exported_cache import cached_export
+    from cnnzoo.deploy.runtimes import open_runtime
+
+    litert = open_runtime(cached_export(keras_path, "litert"))
+    core = openvino.Core()
+    onnx = core.read_model(str(cached_export(keras_path, "onnx")))
+    f32 = core.compile_model(onnx, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"})
+    bf16 = core.compile_model(onnx, "CPU", {"INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "LATENCY"})
+    return {
+        "LiteRT bare call (XNNPACK, float32)": lambda: litert.run(x),
+        "OpenVINO bare call (float32)": lambda: f32(x)[0],
+        "OpenVINO bare call (bfloat16, reference only)": lambda: bf16(x)[0],
+    }
+
+
 def runtimes(model, keras_path, shape, rounds):
     import numpy as np
 
@@ -151,13 +190,14 @@ def runtimes(model, keras_path, shape, rounds):
             ),
             "cnnzoo.predict(path, x) (auto: verified ONNX)": lambda a=arg: cnnzoo.predict(keras_path, a),
             "ONNX Runtime bare call (cnnzoo's settings)": lambda x=x: onnx.run(x),
+            **other_runtimes(keras_path, x),
             **matmul_cases(),
         }
         out[batch] = interleaved(cases, rounds)
     return out
 
 
-def main(rounds):
+def main(rounds, goals_only=False):
     warnings.filterwarnings("ignore")
     import keras
 
@@ -176,7 +216,7 @@ def main(rounds):
             model = cnnzoo.load(keras_path, compile=False)  # what runtime="tensorflow" runs
             onnx_path = cached_export(keras_path, "onnx")
             label = f"{name} {shape[0]}x{shape[1]}"
-            for batch, med in settings(onnx_path, shape, rounds).items():
+            for batch, med in ({} if goals_only else settings(onnx_path, shape, rounds)).items():
                 ref = med["ORT defaults"]
                 for case, t in med.items():
                     setting_rows.append(f"| {label} | {batch} | {case} | {t * 1e3:.3f} ms | {t / ref:.2f} |")
@@ -198,10 +238,12 @@ def main(rounds):
     text = f"""
 ## Runtime "auto": the verified ONNX export against the TF compiled call
 
-Machine: {machine()}, CPU only, load average {load:.1f} when it started (other jobs shared the 2
-cores: interleaving slows every case alike, not the ratios). Script: `benchmarks/bench_runtime.py`,
-median of {rounds} interleaved rounds after warm-up, randomly initialised models (latency does not
-depend on the weights), the `.keras` file's export made and verified by `runtime="auto"` itself.
+Machine: {machine()}, CPU only, load average {load:.1f} when it started (other jobs may share the 2
+cores: rounds that take every case in turn slow every case alike, not the ratios). Script:
+`benchmarks/bench_runtime.py`, median of {rounds} rounds after warm-up; in each round every case runs
+as a block (a 20 ms pause, one untimed call, the median of three timed ones), so that one runtime's
+busy-waiting threads do not take the cores from the next; randomly initialised models (latency does
+not depend on the weights), the `.keras` file's export made and verified by `runtime="auto"` itself.
 
 ONNX Runtime settings, each against ORT's defaults on the same file (ratio below 1: faster). The
 rows after the threads row keep threads = usable cores and change one more thing:
@@ -211,9 +253,11 @@ rows after the threads row keep threads = usable cores and change one more thing
 {chr(10).join(setting_rows)}
 
 Latency per runtime; ratio against the TF compiled call; "of FLOP limit": the model's forward
-FLOPs (`cnnzoo.info(...).flops` x batch) per second over the best dense float32 matmul rate
-(TensorFlow or NumPy, 1024x1024), timed as two more cases of the same interleaved rounds, so
-under the same load (median {statistics.median(rates) / 1e9:.0f} GFLOP/s over the tables):
+FLOPs (`cnnzoo.info(...).flops` x batch) per second over the dense float32 matmul rate
+(TensorFlow, 2048x2048; as fast as NumPy's there, and 1024x1024 ran at two thirds of it), timed as
+one more case of the same rounds, so under the same load (median {statistics.median(rates) / 1e9:.0f} GFLOP/s
+over the tables). The OpenVINO bfloat16 row is there to show what reduced precision would give on
+this CPU; its FLOP fraction is still against the float32 rate, and `runtime="auto"` does not use it:
 
 | model (input) | batch | call | median | ratio vs TF compiled call | of FLOP limit |
 | --- | ---: | --- | ---: | ---: | ---: |
@@ -228,10 +272,17 @@ under the same load (median {statistics.median(rates) / 1e9:.0f} GFLOP/s over th
 Read with care when the load average is high: single medians swing between runs, and a FLOP fraction
 above 100% means the matmul reference was slowed more than the model at that moment.
 """
+    if goals_only:  # a quick rerun of the goal rows (docs/deploy.md lists such runs); the page is not rewritten
+        print(chr(10).join(goal_rows))
+        return
     print(f"wrote {write_section('runtime', text)}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=40)
-    main(parser.parse_args().rounds)
+    parser.add_argument(
+        "--goals-only", action="store_true", help="skip the settings tables, print the goal rows, write nothing"
+    )
+    args = parser.parse_args()
+    main(args.rounds, args.goals_only)

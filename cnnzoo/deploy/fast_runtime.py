@@ -20,13 +20,13 @@ from cnnzoo.deploy.exported_cache import cache_root, cached_export, live_digest,
 from cnnzoo.deploy.runtimes import open_runtime
 from cnnzoo.errors import ConfigError, ExportError, MissingExtraError
 
-__all__ = ["fast_runtime", "RUNTIMES", "KERAS_RUNTIMES", "normalise_runtime"]
+__all__ = ["fast_runtime", "known_runtime", "RUNTIMES", "KERAS_RUNTIMES", "normalise_runtime"]
 
 log = logging.getLogger("cnnzoo.deploy")
 
 RUNTIMES = ("auto", "tensorflow", "keras", "onnx", "litert")  # `runtime=` choices for a Keras model
 KERAS_RUNTIMES = ("tensorflow", "keras")  # the compiled Keras call (on the backend in use)
-_BY_FILE = {}  # (resolved path, size, mtime_ns, runtime, cache root) -> Runtime or None (Keras)
+_BY_FILE = {}  # `_file_key` -> Runtime or None (Keras)
 _BY_DIGEST = {}  # (sha256, format, cache root) -> Runtime
 _TOLD = set()
 
@@ -73,19 +73,44 @@ def fast_runtime(model, runtime="auto"):
         return None
     if not isinstance(model, (str, Path)):
         return _opened(model, runtime, live_digest(model))
+    key = _file_key(model, runtime)
+    if key in _BY_FILE:  # repeated calls on an unchanged file: one stat, no path objects, no hashing
+        return _BY_FILE[key]
     path = Path(model).expanduser()
-    try:  # repeated calls on an unchanged file: one stat, no path resolution, no hashing
-        stat = os.stat(path)
-        key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, runtime, str(cache_root()))
-        if key in _BY_FILE:
-            return _BY_FILE[key]
-    except OSError:
-        key = None  # model_digest names the missing file
+    key = _file_key(path, runtime)  # None where the file is missing: model_digest names it
     digest = model_digest(path)
     if len(_BY_FILE) > 16:
         _BY_FILE.clear()
     _BY_FILE[key] = opened = _opened(path, runtime, digest)
     return opened
+
+
+def known_runtime(model, runtime="auto"):
+    """The exported runtime already opened in this process for the unchanged `.keras` file `model`, else None.
+
+    One `os.stat` and a dictionary lookup: what `cnnzoo.predict` asks first on every call, before it
+    builds any path object (a single 32x32 image runs in ONNX Runtime in about 0.3 ms, and the path
+    handling of the full lookup cost half as much again).
+    """
+    return _BY_FILE.get(_file_key(model, runtime)) if runtime in ("auto", "onnx", "litert") else None
+
+
+def _file_key(model, runtime):
+    """The file's identity and version (device, inode, size, mtime) with what else picks the entry, or None."""
+    try:
+        stat = os.stat(model)
+    except (OSError, TypeError, ValueError):
+        return None
+    environ = os.environ  # the cache root: $CNNZOO_HOME, else under $HOME
+    return (
+        stat.st_dev,
+        stat.st_ino,
+        stat.st_size,
+        stat.st_mtime_ns,
+        runtime,
+        environ.get("CNNZOO_HOME"),
+        environ.get("HOME"),
+    )
 
 
 def _opened(model, runtime, digest):

@@ -134,10 +134,13 @@ def forward_of(model, runtime="auto"):
 
     >>> forward, names, (size, channels) = forward_of("birds.keras")  # doctest: +SKIP
     """
-    from cnnzoo.deploy.fast_runtime import KERAS_RUNTIMES, fast_runtime, normalise_runtime
+    from cnnzoo.deploy.fast_runtime import KERAS_RUNTIMES, fast_runtime, known_runtime, normalise_runtime
 
     runtime = normalise_runtime(runtime)
     if isinstance(model, (str, Path)):
+        known = known_runtime(model, runtime)  # the same unchanged file as before: no path handling
+        if known is not None:
+            return known, known.class_names, (known.input_size, known.channels)
         fmt = format_of(Path(model).expanduser())
         if fmt in (None, "keras"):
             if not Path(model).expanduser().is_file():

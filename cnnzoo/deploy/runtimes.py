@@ -105,6 +105,8 @@ class Runtime:
     def __call__(self, batch, batch_size=32):
         """Probabilities `[N, classes]` for raw 0-255 images `[N, H, W, C]`, `batch_size` at a time."""
         batch = np.ascontiguousarray(batch, np.float32)
+        if 0 < len(batch) <= batch_size:
+            return self.run(batch)
         outs = [self.run(batch[start : start + batch_size]) for start in range(0, len(batch), batch_size)]
         return np.concatenate(outs) if outs else np.zeros((0, len(self.class_names)), np.float32)
 

@@ -112,6 +112,33 @@ def test_a_model_in_memory_keeps_keras_unless_onnx_is_asked_for():
     np.testing.assert_allclose(again(x), model.predict(x, verbose=0), atol=1e-5)
 
 
+def test_repeated_calls_find_the_runtime_by_one_stat_and_never_answer_for_a_replaced_file(tmp_path, monkeypatch):
+    import os
+
+    path = tmp_path / "birds.keras"
+    small_model(0).save(path)
+    x = np.random.default_rng(0).uniform(0, 255, (2, SIZE, SIZE, 3)).astype("float32")
+    first = forward_of(path)[0]
+    assert fast.known_runtime(path) is first and fast.known_runtime(str(path)) is first
+    assert forward_of(path)[0] is first and fast.known_runtime(path, "tensorflow") is None
+    old = os.stat(path)
+    replaced = small_model(1)
+    replaced.save(path)  # new weights at the same path, given a later time to be sure
+    os.utime(path, ns=(old.st_atime_ns, old.st_mtime_ns + 10**9))
+    assert fast.known_runtime(path) is None
+    second = forward_of(path)[0]
+    assert second is not first
+    np.testing.assert_allclose(second(x), replaced.predict(x, verbose=0), atol=1e-5)
+    other = tmp_path / "elsewhere"  # the same relative name in another directory: another file
+    other.mkdir()
+    kept = small_model(2)
+    kept.save(other / "birds.keras")
+    monkeypatch.chdir(other)
+    assert fast.known_runtime("birds.keras") is None
+    np.testing.assert_allclose(forward_of("birds.keras")[0](x), kept.predict(x, verbose=0), atol=1e-5)
+    assert fast.known_runtime("birds.keras") is forward_of("birds.keras")[0]
+
+
 def test_a_damaged_or_stale_entry_is_rebuilt(tmp_path, caplog):
     path = tmp_path / "birds.keras"
     small_model(0).save(path)
